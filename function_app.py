@@ -1,0 +1,19 @@
+"""The Functions entry point: builds the FunctionApp and registers the three blueprints.
+
+Settings are validated here, at import, so a missing or malformed app setting stops the app from
+starting with a message that names the setting, instead of failing on the first alert.
+"""
+
+import azure.functions as func
+
+from functions.alert_forwarder import bp as alert_forwarder
+from functions.device_sync_timer import bp as device_sync_timer
+from functions.token_refresh import bp as token_refresh
+from shared.settings import get_settings
+
+get_settings()
+
+app = func.FunctionApp()
+app.register_functions(alert_forwarder)
+app.register_functions(device_sync_timer)
+app.register_functions(token_refresh)

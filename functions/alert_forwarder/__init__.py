@@ -1,0 +1,17 @@
+"""Queue trigger: one Defender for IoT alert or system notification per message."""
+
+import logging
+
+import azure.functions as func
+
+from shared.forwarding import handle_queue_message
+
+bp = func.Blueprint()
+logger = logging.getLogger(__name__)
+
+
+@bp.function_name("alert_forwarder")
+@bp.queue_trigger(arg_name="msg", queue_name="%ALERTS_QUEUE%", connection="ALERTS_STORAGE")
+def alert_forwarder(msg: func.QueueMessage) -> None:
+    logger.info("alert message %s received (dequeue count %s)", msg.id, msg.dequeue_count)
+    handle_queue_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1)

@@ -1,0 +1,331 @@
+"""App settings: read once from the environment, validated once, typed.
+
+Every problem is collected before start-up stops, so an operator fixes all of them in one pass;
+each message names the setting and the form it expects. Secret values are never read here: the
+settings only name secrets, and the secret store resolves them when a client is built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+from shared.secrets import SECRET_NAME_PATTERN
+
+AuthMode = Literal["basic", "bearer"]
+AUTH_MODES: tuple[str, ...] = ("basic", "bearer")
+
+QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+NCRONTAB_FIELD_PATTERN = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
+
+
+class SettingsError(ValueError):
+    """One or more app settings are missing or malformed; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid app settings ({len(problems)} problem(s)):\n{lines}")
+
+
+def redact_url(url: str) -> str:
+    """Hide the password part of ``scheme://user:password@host``."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = f"{parts.username}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+@dataclass(frozen=True)
+class ProxyUrl:
+    """An outbound HTTPS proxy; the URL may carry credentials, so its repr redacts them."""
+
+    url: str = field(repr=False)
+
+    def __repr__(self) -> str:
+        return f"ProxyUrl({redact_url(self.url)!r})"
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_budget_seconds: float = 30.0
+    max_attempts: int = 5
+
+
+@dataclass(frozen=True)
+class ServiceNowConnection:
+    """A named ServiceNow instance and how to authenticate to it.
+
+    Secrets are referenced by name; the default names derive from the connection name so a
+    one-connection deployment needs no secret configuration beyond putting the values in place.
+    """
+
+    name: str
+    instance_url: str
+    auth: AuthMode
+    username: str | None = None
+    secret_names: Mapping[str, str] = field(default_factory=dict)
+    proxy: ProxyUrl | None = None
+    ca_bundle: Path | None = None
+
+    def secret_name(self, role: str) -> str:
+        return self.secret_names.get(role, f"servicenow-{self.name}-{role}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    alerts_queue: str
+    token_refresh_schedule: str
+    device_sync_schedule: str
+    connections: tuple[ServiceNowConnection, ...]
+    http: HttpSettings = HttpSettings()
+
+    def connection(self, name: str) -> ServiceNowConnection:
+        for connection in self.connections:
+            if connection.name == name:
+                return connection
+        known = ", ".join(c.name for c in self.connections)
+        raise KeyError(f"no ServiceNow connection named {name!r} (SERVICENOW_CONNECTIONS defines: {known})")
+
+
+class _Reader:
+    """Reads settings from one mapping and collects every problem instead of stopping at the first."""
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.environ = environ
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.environ.get(name)
+        return value.strip() if value is not None and value.strip() else None
+
+    def required(self, name: str, expected: str) -> str | None:
+        value = self.raw(name)
+        if value is None:
+            self.problems.append(f"{name} is not set; expected {expected}")
+        return value
+
+    def number(self, name: str, default: float, minimum: float, maximum: float) -> float:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            number = float(value)
+        except ValueError:
+            number = float("nan")
+        if not minimum <= number <= maximum:
+            self.problems.append(f"{name}={value!r} is invalid; expected a number from {minimum:g} to {maximum:g}")
+            return default
+        return number
+
+    def integer(self, name: str, default: int, minimum: int, maximum: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if not re.fullmatch(r"[0-9]+", value) or not minimum <= int(value) <= maximum:
+            self.problems.append(f"{name}={value!r} is invalid; expected a whole number from {minimum} to {maximum}")
+            return default
+        return int(value)
+
+    def fail(self, message: str) -> None:
+        self.problems.append(message)
+
+
+def _check_queue_name(reader: _Reader, name: str) -> str:
+    value = reader.required(name, "a storage queue name such as 'alerts'") or ""
+    if value and not QUEUE_NAME_PATTERN.fullmatch(value):
+        reader.fail(
+            f"{name}={value!r} is not a valid queue name; expected 3-63 lower-case letters, digits and "
+            "single dashes, starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _check_schedule(reader: _Reader, name: str, example: str) -> str:
+    value = reader.required(name, f"an NCRONTAB expression such as '{example}'") or ""
+    if value:
+        fields = value.split()
+        if len(fields) not in (5, 6) or not all(NCRONTAB_FIELD_PATTERN.fullmatch(f) for f in fields):
+            reader.fail(
+                f"{name}={value!r} is not an NCRONTAB expression; expected six fields "
+                f"'{{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}' (five also accepted), "
+                f"e.g. '{example}'"
+            )
+    return value
+
+
+def _check_storage_connection(reader: _Reader, name: str) -> None:
+    # The Functions host resolves a named connection either from a connection string setting or from
+    # identity-based `__queueServiceUri` / `__accountName` settings; either form is fine here.
+    if reader.raw(name) or reader.raw(f"{name}__queueServiceUri") or reader.raw(f"{name}__accountName"):
+        return
+    reader.fail(
+        f"{name} is not set; expected a storage connection string (locally 'UseDevelopmentStorage=true') "
+        f"or identity-based settings {name}__queueServiceUri (with {name}__credential=managedidentity "
+        f"and {name}__clientId)"
+    )
+
+
+def parse_proxy_url(value: str, where: str) -> ProxyUrl:
+    parts = urlsplit(value)
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port is None:
+        raise ValueError(
+            f"{where}={redact_url(value)!r} is invalid; expected http(s)://[user:password@]host:port, "
+            "e.g. 'http://10.0.0.4:3128'"
+        )
+    return ProxyUrl(value)
+
+
+def parse_ca_bundle(value: str, where: str) -> Path:
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{where}={value!r} is invalid; expected the path of an existing PEM CA bundle file")
+    return path
+
+
+def parse_instance_url(value: str, where: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(
+            f"{where}={value!r} is invalid; expected an https:// ServiceNow instance URL such as "
+            "'https://dev12345.service-now.com' (ServiceNow is HTTPS-only; http:// is refused)"
+        )
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{where} must not carry credentials, a query or a fragment; expected 'https://host[:port]'")
+    return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+def _parse_connection(
+    raw: Any, index: int, default_proxy: ProxyUrl | None, default_ca: Path | None
+) -> ServiceNowConnection:
+    where = f"SERVICENOW_CONNECTIONS[{index}]"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} is a {type(raw).__name__}; expected an object")
+    known = {"name", "instance_url", "auth", "username", "secrets", "proxy_url", "ca_bundle"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {unknown}; expected only {sorted(known)}")
+    name = raw.get("name")
+    if not isinstance(name, str) or not CONNECTION_NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{where}.name={name!r} is invalid; expected 1-32 lower-case letters, digits or dashes")
+    where = f"SERVICENOW_CONNECTIONS[{name}]"
+    instance_url = raw.get("instance_url")
+    if not isinstance(instance_url, str):
+        raise ValueError(f"{where}.instance_url is missing; expected 'https://<instance>.service-now.com'")
+    instance_url = parse_instance_url(instance_url, f"{where}.instance_url")
+    auth = raw.get("auth")
+    if auth not in AUTH_MODES:
+        raise ValueError(f"{where}.auth={auth!r} is invalid; expected one of {', '.join(AUTH_MODES)}")
+    username = raw.get("username")
+    if auth == "basic" and (not isinstance(username, str) or not username):
+        raise ValueError(f"{where}.username is required with auth 'basic'")
+    secrets = raw.get("secrets", {})
+    if not isinstance(secrets, dict) or not all(
+        isinstance(v, str) and SECRET_NAME_PATTERN.fullmatch(v) for v in secrets.values()
+    ):
+        raise ValueError(f"{where}.secrets must map roles to secret names (letters, digits, dashes)")
+    proxy = default_proxy
+    if raw.get("proxy_url"):
+        proxy = parse_proxy_url(str(raw["proxy_url"]), f"{where}.proxy_url")
+    ca_bundle = default_ca
+    if raw.get("ca_bundle"):
+        ca_bundle = parse_ca_bundle(str(raw["ca_bundle"]), f"{where}.ca_bundle")
+    return ServiceNowConnection(
+        name=name,
+        instance_url=instance_url,
+        auth=auth,
+        username=username if isinstance(username, str) else None,
+        secret_names=dict(secrets),
+        proxy=proxy,
+        ca_bundle=ca_bundle,
+    )
+
+
+def _check_connections(
+    reader: _Reader, http_proxy: ProxyUrl | None, ca: Path | None
+) -> tuple[ServiceNowConnection, ...]:
+    value = reader.required(
+        "SERVICENOW_CONNECTIONS",
+        'a JSON list such as [{"name": "default", "instance_url": "https://dev12345.service-now.com", '
+        '"auth": "basic", "username": "svc_defender"}]',
+    )
+    if value is None:
+        return ()
+    try:
+        document = json.loads(value)
+    except json.JSONDecodeError as exc:
+        reader.fail(f"SERVICENOW_CONNECTIONS is not valid JSON ({exc.msg} at character {exc.pos})")
+        return ()
+    if not isinstance(document, list) or not document:
+        reader.fail("SERVICENOW_CONNECTIONS must be a non-empty JSON list of connection objects")
+        return ()
+    connections: list[ServiceNowConnection] = []
+    for index, raw in enumerate(document):
+        try:
+            connections.append(_parse_connection(raw, index, http_proxy, ca))
+        except ValueError as exc:
+            reader.fail(str(exc))
+    names = [c.name for c in connections]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        reader.fail(f"SERVICENOW_CONNECTIONS names must be unique; repeated: {', '.join(duplicates)}")
+    return tuple(connections)
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build and validate the settings; raise :class:`SettingsError` listing every problem."""
+    reader = _Reader(os.environ if environ is None else environ)
+    alerts_queue = _check_queue_name(reader, "ALERTS_QUEUE")
+    _check_storage_connection(reader, "ALERTS_STORAGE")
+    token_schedule = _check_schedule(reader, "TOKEN_REFRESH_SCHEDULE", "0 */10 * * * *")
+    sync_schedule = _check_schedule(reader, "DEVICE_SYNC_SCHEDULE", "0 */5 * * * *")
+
+    proxy = None
+    if (raw_proxy := reader.raw("SERVICENOW_PROXY_URL")) is not None:
+        try:
+            proxy = parse_proxy_url(raw_proxy, "SERVICENOW_PROXY_URL")
+        except ValueError as exc:
+            reader.fail(str(exc))
+    ca_bundle = None
+    if (raw_ca := reader.raw("SERVICENOW_CA_BUNDLE")) is not None:
+        try:
+            ca_bundle = parse_ca_bundle(raw_ca, "SERVICENOW_CA_BUNDLE")
+        except ValueError as exc:
+            reader.fail(str(exc))
+    http = HttpSettings(
+        connect_timeout=reader.number("SERVICENOW_CONNECT_TIMEOUT_SECONDS", 5.0, 0.1, 120),
+        read_timeout=reader.number("SERVICENOW_READ_TIMEOUT_SECONDS", 30.0, 0.1, 300),
+        retry_budget_seconds=reader.number("SERVICENOW_RETRY_BUDGET_SECONDS", 30.0, 0, 3600),
+        max_attempts=reader.integer("SERVICENOW_MAX_ATTEMPTS", 5, 1, 20),
+    )
+    connections = _check_connections(reader, proxy, ca_bundle)
+    if reader.problems:
+        raise SettingsError(reader.problems)
+    return Settings(
+        alerts_queue=alerts_queue,
+        token_refresh_schedule=token_schedule,
+        device_sync_schedule=sync_schedule,
+        connections=connections,
+        http=http,
+    )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, validated on first use (at start-up: ``function_app.py`` calls it)."""
+    return load_settings()
