@@ -1,0 +1,329 @@
+"""ServiceNow REST calls on the wire: Table API, Batch API, IRE.
+
+Business operations (push an incident, sync a device) live in their domain modules and call this
+client; this module knows only URLs, parameters and ServiceNow's response shapes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from shared.secrets import SecretStore
+from shared.servicenow.auth import BasicAuth, StaticBearerToken, TokenProvider
+from shared.servicenow.errors import (
+    BatchIncompleteError,
+    PermanentError,
+    ServiceNowError,
+    TransientError,
+    error_from_parts,
+    error_from_response,
+)
+from shared.servicenow.policies import (
+    AuthPolicy,
+    CallStats,
+    HeadersPolicy,
+    Pipeline,
+    RetryPolicy,
+    Transport,
+    WireLogPolicy,
+)
+from shared.servicenow.query import EncodedQuery
+from shared.servicenow.transport import HttpRequest, RequestsTransport
+from shared.settings import HttpSettings, ServiceNowConnection
+
+TABLE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,79}$")
+SYS_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
+Record = dict[str, Any]
+
+
+def token_provider_for(connection: ServiceNowConnection, secrets: SecretStore) -> TokenProvider:
+    """The credential for a connection's auth mode, reading its secret lazily from the store."""
+    if connection.auth == "basic":
+        assert connection.username is not None  # guaranteed by settings validation
+        return BasicAuth(connection.username, lambda: secrets.get(connection.secret_name("password")))
+    return StaticBearerToken(lambda: secrets.get(connection.secret_name("token")))
+
+
+def build_pipeline(transport: Transport, provider: TokenProvider, http: HttpSettings, stats: CallStats) -> Pipeline:
+    retry = RetryPolicy(max_attempts=http.max_attempts, budget_seconds=http.retry_budget_seconds, stats=stats)
+    return Pipeline([retry, AuthPolicy(provider), HeadersPolicy(), WireLogPolicy(stats)], transport)
+
+
+@dataclass(frozen=True)
+class BatchItem:
+    """One request inside a Batch API call; ``url`` is instance-relative, e.g. ``/api/now/table/incident``."""
+
+    id: str
+    method: str
+    url: str
+    body: Mapping[str, Any] | None = None
+
+
+@dataclass
+class BatchResult:
+    id: str
+    status: int
+    body: Any
+    error: ServiceNowError | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass
+class ServiceNowClient:
+    """Calls against one ServiceNow instance through one pipeline and one pooled session."""
+
+    instance_url: str
+    pipeline: Pipeline
+    stats: CallStats = field(default_factory=CallStats)
+    batch_rounds: int = 5
+
+    @classmethod
+    def for_connection(
+        cls, connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings
+    ) -> ServiceNowClient:
+        transport = RequestsTransport(
+            connect_timeout=http.connect_timeout,
+            read_timeout=http.read_timeout,
+            proxy_url=connection.proxy.url if connection.proxy else None,
+            ca_bundle=connection.ca_bundle,
+        )
+        stats = CallStats()
+        pipeline = build_pipeline(transport, token_provider_for(connection, secrets), http, stats)
+        return cls(connection.instance_url, pipeline, stats)
+
+    # -- the one way out ---------------------------------------------------------------------
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        expected: Sequence[int] = (200,),
+        retry_safe: bool | None = None,
+    ) -> requests.Response:
+        """Send one logical call; return the response or raise the typed error."""
+        self.stats.calls += 1
+        request = HttpRequest(
+            method=method,
+            url=self.instance_url + path,
+            params=dict(params) if params else None,
+            body=json.dumps(body, separators=(",", ":")).encode() if body is not None else None,
+            retry_safe=retry_safe,
+        )
+        response = self.pipeline.send(request)
+        if response.status_code not in expected:
+            raise error_from_response(response, method=method, path=path, now=time.time())
+        return response
+
+    def _result(self, response: requests.Response, method: str, path: str) -> Any:
+        try:
+            document = response.json()
+        except ValueError:
+            # Hibernating developer instances and captive proxies answer 200 with an HTML page.
+            raise TransientError(
+                "expected JSON, got another body (a hibernating instance or a proxy page?)",
+                status=response.status_code,
+                detail=error_from_parts(
+                    response.status_code, response.headers, response.text, method=method, path=path, now=0
+                ).detail,
+                transaction_id=response.headers.get("X-Transaction-ID"),
+                method=method,
+                path=path,
+            ) from None
+        if not isinstance(document, dict) or "result" not in document:
+            raise PermanentError("response has no 'result'", status=response.status_code, method=method, path=path)
+        return document["result"]
+
+    # -- Table API ---------------------------------------------------------------------------
+    @staticmethod
+    def _table_path(table: str, sys_id: str | None = None) -> str:
+        if not TABLE_PATTERN.fullmatch(table):
+            raise ValueError(f"{table!r} is not a ServiceNow table name")
+        if sys_id is None:
+            return f"/api/now/table/{table}"
+        if not SYS_ID_PATTERN.fullmatch(sys_id):
+            raise ValueError(f"{sys_id!r} is not a sys_id (32 lower-case hex digits)")
+        return f"/api/now/table/{table}/{sys_id}"
+
+    @staticmethod
+    def _read_params(fields: Sequence[str] | None, display_value: str | None) -> dict[str, str]:
+        params = {"sysparm_exclude_reference_link": "true"}
+        if fields:
+            params["sysparm_fields"] = ",".join(fields)
+        if display_value:
+            params["sysparm_display_value"] = display_value
+        return params
+
+    def get_record(
+        self, table: str, sys_id: str, *, fields: Sequence[str] | None = None, display_value: str | None = None
+    ) -> Record:
+        path = self._table_path(table, sys_id)
+        response = self.call("GET", path, params=self._read_params(fields, display_value))
+        result: Record = self._result(response, "GET", path)
+        return result
+
+    def query(
+        self,
+        table: str,
+        query: EncodedQuery | None = None,
+        *,
+        fields: Sequence[str] | None = None,
+        page_size: int = 1000,
+        limit: int | None = None,
+        display_value: str | None = None,
+    ) -> Iterator[Record]:
+        """Yield matching records page by page, following ``X-Total-Count``.
+
+        Without an explicit order the query is ordered by ``sys_id`` so that offset paging is stable.
+        """
+        path = self._table_path(table)
+        query = query or EncodedQuery()
+        if not query.has_order:
+            query = query.order_by("sys_id")
+        params = self._read_params(fields, display_value)
+        params["sysparm_query"] = str(query)
+        offset = returned = 0
+        while True:
+            size = page_size if limit is None else min(page_size, limit - returned)
+            params.update(sysparm_limit=str(size), sysparm_offset=str(offset))
+            response = self.call("GET", path, params=params)
+            page = self._result(response, "GET", path)
+            yield from page
+            returned += len(page)
+            offset += len(page)
+            total = response.headers.get("X-Total-Count", "")
+            if len(page) < size or (limit is not None and returned >= limit):
+                return
+            if total.isdigit() and offset >= int(total):
+                return
+
+    def create_record(self, table: str, values: Mapping[str, Any], *, retry_safe: bool = False) -> Record:
+        """POST one record. Not repeated after an ambiguous failure unless ``retry_safe``."""
+        path = self._table_path(table)
+        response = self.call(
+            "POST",
+            path,
+            body=dict(values),
+            expected=(201,),
+            retry_safe=retry_safe,
+            params={"sysparm_exclude_reference_link": "true"},
+        )
+        result: Record = self._result(response, "POST", path)
+        return result
+
+    def update_record(self, table: str, sys_id: str, values: Mapping[str, Any], *, retry_safe: bool = True) -> Record:
+        """PATCH fields. Pass ``retry_safe=False`` when the patch appends (``work_notes``)."""
+        path = self._table_path(table, sys_id)
+        response = self.call(
+            "PATCH", path, body=dict(values), retry_safe=retry_safe, params={"sysparm_exclude_reference_link": "true"}
+        )
+        result: Record = self._result(response, "PATCH", path)
+        return result
+
+    def delete_record(self, table: str, sys_id: str) -> None:
+        self.call("DELETE", self._table_path(table, sys_id), expected=(204,))
+
+    # -- Batch API ---------------------------------------------------------------------------
+    def batch(self, items: Sequence[BatchItem]) -> dict[str, BatchResult]:
+        """Run items through ``/api/now/v1/batch``; unserviced items are sent again, never dropped.
+
+        Raises :class:`BatchIncompleteError` (transient) if some items stay unserviced after every round.
+        """
+        pending = {item.id: item for item in items}
+        if len(pending) != len(items):
+            raise ValueError("batch item ids must be unique")
+        results: dict[str, BatchResult] = {}
+        for round_number in range(1, self.batch_rounds + 1):
+            document = self._batch_round(list(pending.values()), round_number)
+            for served in document.get("serviced_requests") or []:
+                item = pending.pop(str(served.get("id")), None)
+                if item is not None:
+                    results[item.id] = self._batch_result(item, served)
+            if not pending:
+                return results
+            unserviced = [str(i) for i in document.get("unserviced_requests") or []]
+            missing = sorted(set(pending) - set(unserviced))
+            if missing:
+                # Neither serviced nor reported unserviced: treat as unserviced rather than lose it.
+                unserviced.extend(missing)
+            if round_number < self.batch_rounds:
+                time.sleep(min(2.0, 0.1 * 2**round_number))
+        raise BatchIncompleteError(
+            f"{len(pending)} of {len(items)} batch item(s) still unserviced after {self.batch_rounds} rounds",
+            unserviced=sorted(pending),
+            results=results,
+        )
+
+    def _batch_round(self, items: Sequence[BatchItem], round_number: int) -> dict[str, Any]:
+        rest_requests = []
+        for item in items:
+            headers = [{"name": "Accept", "value": "application/json"}]
+            request: dict[str, Any] = {
+                "id": item.id,
+                "method": item.method,
+                "url": item.url,
+                "exclude_response_headers": False,
+            }
+            if item.body is not None:
+                headers.append({"name": "Content-Type", "value": "application/json"})
+                request["body"] = base64.b64encode(json.dumps(item.body).encode()).decode("ascii")
+            request["headers"] = headers
+            rest_requests.append(request)
+        body = {"batch_request_id": str(round_number), "rest_requests": rest_requests}
+        safe = all(item.method.upper() != "POST" for item in items)
+        response = self.call("POST", "/api/now/v1/batch", body=body, retry_safe=safe)
+        try:
+            document: dict[str, Any] = response.json()
+        except ValueError:
+            raise TransientError("batch response is not JSON", status=response.status_code) from None
+        return document
+
+    @staticmethod
+    def _batch_result(item: BatchItem, served: Mapping[str, Any]) -> BatchResult:
+        status = int(served.get("status_code", 0))
+        raw = base64.b64decode(served.get("body") or b"").decode("utf-8", "replace")
+        headers = {h.get("name", ""): h.get("value", "") for h in served.get("headers") or []}
+        try:
+            parsed: Any = json.loads(raw) if raw else None
+        except ValueError:
+            parsed = raw
+        result = parsed.get("result") if isinstance(parsed, dict) and "result" in parsed else parsed
+        if 200 <= status < 300:
+            return BatchResult(item.id, status, result)
+        error = error_from_parts(
+            status,
+            headers,
+            raw,
+            method=item.method,
+            path=item.url,
+            now=time.time(),
+            reason=str(served.get("status_text") or ""),
+        )
+        return BatchResult(item.id, status, parsed, error)
+
+    # -- CMDB Identification and Reconciliation ----------------------------------------------
+    def identify_reconcile(self, payload: Mapping[str, Any], *, data_source: str) -> dict[str, Any]:
+        """POST items and relations to the IRE; identification makes a repeat safe, so it is retried."""
+        path = "/api/now/identifyreconcile"
+        response = self.call(
+            "POST", path, params={"sysparm_data_source": data_source}, body=dict(payload), retry_safe=True
+        )
+        result: dict[str, Any] = self._result(response, "POST", path)
+        return result
+
+    def close(self) -> None:
+        transport = self.pipeline.transport
+        if isinstance(transport, RequestsTransport):
+            transport.close()

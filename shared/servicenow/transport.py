@@ -1,0 +1,121 @@
+"""The one HTTP transport under every ServiceNow call: a pooled ``requests`` session.
+
+The session never keeps cookies: ServiceNow queues the requests of one session cookie and answers
+202 (dropping them) once about ten are queued, so every request must stand alone. Environment
+proxy and CA variables are ignored (``trust_env=False``): the app settings are the one source of
+truth, and TLS verification stays on unless a CA bundle is named.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from shared.servicenow.errors import PermanentError, ServiceNowConnectionError
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    url: str
+    params: dict[str, str] | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None
+    # None: decided by method (POST is not repeated unless the caller says it is safe).
+    retry_safe: bool | None = None
+
+    @property
+    def may_repeat(self) -> bool:
+        return self.retry_safe if self.retry_safe is not None else self.method in IDEMPOTENT_METHODS
+
+    @property
+    def path(self) -> str:
+        return urlsplit(self.url).path
+
+
+class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+    def return_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
+        return False
+
+
+def _never_sent(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when the request certainly did not reach the server (so even a POST may be repeated)."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, urllib3.exceptions.NewConnectionError | urllib3.exceptions.NameResolutionError)
+
+
+class RequestsTransport:
+    """Sends one request; converts ``requests`` exceptions into typed ServiceNow errors."""
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+        proxy_url: str | None = None,
+        ca_bundle: Path | None = None,
+        pool_maxsize: int = 32,
+    ) -> None:
+        session = requests.Session()
+        session.trust_env = False
+        session.cookies.set_policy(_RejectAllCookies())
+        # Retries are the retry policy's job, with ServiceNow-aware rules; urllib3 must not add its own.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        if proxy_url:
+            session.proxies = {"https": proxy_url, "http": proxy_url}
+        session.verify = str(ca_bundle) if ca_bundle else True
+        self.session = session
+        self.timeout = (connect_timeout, read_timeout)
+
+    def send(self, request: HttpRequest) -> requests.Response:
+        try:
+            return self.session.request(
+                request.method,
+                request.url,
+                params=request.params,
+                headers=request.headers,
+                data=request.body,
+                timeout=self.timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as exc:
+            raise PermanentError(
+                "TLS verification failed; set SERVICENOW_CA_BUNDLE only if the instance or proxy uses a private CA",
+                detail=type(exc).__name__,
+                method=request.method,
+                path=request.path,
+            ) from None
+        except requests.exceptions.ProxyError as exc:
+            raise self._failure("the HTTPS proxy refused or failed the connection", exc, request, sent=False) from None
+        except requests.exceptions.ConnectionError as exc:
+            # ConnectTimeout is a ConnectionError and counts as never sent; ReadTimeout is not one.
+            message = "connect timeout" if isinstance(exc, requests.exceptions.Timeout) else "connection failed"
+            raise self._failure(message, exc, request, sent=not _never_sent(exc)) from None
+        except requests.exceptions.Timeout as exc:
+            message = f"no response within {self.timeout[1]:g} s (read timeout)"
+            raise self._failure(message, exc, request, sent=True) from None
+
+    @staticmethod
+    def _failure(message: str, exc: Exception, request: HttpRequest, *, sent: bool) -> ServiceNowConnectionError:
+        return ServiceNowConnectionError(
+            message, request_sent=sent, detail=type(exc).__name__, method=request.method, path=request.path
+        )
+
+    def close(self) -> None:
+        self.session.close()
