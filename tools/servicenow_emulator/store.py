@@ -1,0 +1,197 @@
+"""In-memory tables with ServiceNow's record conventions.
+
+Every value is a string; each record gets ``sys_id`` (32 lower-case hex), ``sys_created_on`` /
+``sys_updated_on`` (``YYYY-MM-DD HH:MM:SS`` UTC), ``sys_created_by``, ``sys_updated_by`` and
+``sys_mod_count``. Task tables get numbers (INC0010001…), incidents get priority from impact and
+urgency, resolving an incident without close code and notes breaks the data policy (403), and
+journal fields (``work_notes``, ``comments``) are written to ``sys_journal_field``.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tools.servicenow_emulator.query import ParsedQuery, matches, sort
+
+OT_CLASSES = (
+    "cmdb_ci_ot",
+    "cmdb_ci_ot_plc",
+    "cmdb_ci_ot_hmi",
+    "cmdb_ci_ot_rtu",
+    "cmdb_ci_ot_dcs",
+    "cmdb_ci_ot_scada_server",
+    "cmdb_ci_ot_ews",
+    "cmdb_ci_ot_historian",
+    "cmdb_ci_ot_control_module",
+)
+DEFAULT_TABLES = (
+    "incident",
+    "sn_si_incident",
+    "problem",
+    "change_request",
+    "sys_user",
+    "sys_journal_field",
+    "cmdb_ci",
+    "cmdb_ci_hardware",
+    "cmdb_ci_nids",
+    "cmdb_ci_network_adapter",
+    "cmdb_ci_ip_address",
+    "cmdb_ot_entity",
+    "cmdb_rel_ci",
+    "cmdb_rel_type",
+    "sn_vul_vulnerable_item",
+    "sn_vul_entry",
+    *OT_CLASSES,
+)
+NUMBER_PREFIXES = {"incident": "INC", "sn_si_incident": "SIR", "problem": "PRB", "change_request": "CHG"}
+JOURNAL_FIELDS = ("work_notes", "comments")
+PRIORITY = {(1, 1): 1, (1, 2): 2, (2, 1): 2, (1, 3): 3, (2, 2): 3, (3, 1): 3, (2, 3): 4, (3, 2): 4, (3, 3): 5}
+SYSTEM_FIELDS = ("sys_id", "sys_created_on", "sys_updated_on", "sys_created_by", "sys_updated_by", "sys_mod_count")
+
+Record = dict[str, str]
+
+
+class StoreError(Exception):
+    def __init__(self, status: int, message: str, detail: str | None = None) -> None:
+        self.status, self.message, self.detail = status, message, detail
+        super().__init__(message)
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # a reference given as {"value": sys_id}
+        return str(value.get("value", ""))
+    return str(value)
+
+
+@dataclass
+class Store:
+    clock: Callable[[], float]
+    tables: set[str] = field(default_factory=lambda: set(DEFAULT_TABLES))
+    data: dict[str, dict[str, Record]] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def now(self) -> str:
+        return datetime.fromtimestamp(self.clock(), UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+    def check_table(self, table: str) -> None:
+        if table not in self.tables and not table.startswith(("u_", "x_")):
+            raise StoreError(400, f"Invalid table {table}")
+
+    def rows(self, table: str) -> dict[str, Record]:
+        return self.data.setdefault(table, {})
+
+    def query(self, table: str, parsed: ParsedQuery) -> list[Record]:
+        self.check_table(table)
+        with self.lock:
+            found = [dict(r) for r in self.rows(table).values() if matches(r, parsed)]
+        return sort(found, parsed)
+
+    def get(self, table: str, sys_id: str) -> Record:
+        self.check_table(table)
+        with self.lock:
+            record = self.rows(table).get(sys_id)
+            if record is None:
+                raise StoreError(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+            return dict(record)
+
+    def insert(self, table: str, values: dict[str, Any], user: str) -> Record:
+        self.check_table(table)
+        with self.lock:
+            now = self.now()
+            record: Record = {k: _text(v) for k, v in values.items() if k not in SYSTEM_FIELDS}
+            journal = {k: record.pop(k) for k in JOURNAL_FIELDS if k in record}
+            record.update(
+                sys_id=uuid.uuid4().hex,
+                sys_created_on=now,
+                sys_updated_on=now,
+                sys_created_by=user,
+                sys_updated_by=user,
+                sys_mod_count="0",
+            )
+            if table in NUMBER_PREFIXES and not record.get("number"):
+                self.counters[table] = self.counters.get(table, 10000) + 1
+                record["number"] = f"{NUMBER_PREFIXES[table]}{self.counters[table]:07d}"
+            self._task_rules(table, record)
+            self.rows(table)[record["sys_id"]] = record
+            self._journal(table, record["sys_id"], journal, user)
+            return dict(record)
+
+    def update(self, table: str, sys_id: str, values: dict[str, Any], user: str) -> Record:
+        self.check_table(table)
+        with self.lock:
+            current = self.rows(table).get(sys_id)
+            if current is None:
+                raise StoreError(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+            changes = {k: _text(v) for k, v in values.items() if k not in SYSTEM_FIELDS}
+            journal = {k: changes.pop(k) for k in JOURNAL_FIELDS if k in changes}
+            updated = {**current, **changes}
+            self._task_rules(table, updated)
+            if updated != current or journal:
+                updated.update(
+                    sys_updated_on=self.now(),
+                    sys_updated_by=user,
+                    sys_mod_count=str(int(current.get("sys_mod_count", "0")) + 1),
+                )
+            self.rows(table)[sys_id] = updated
+            self._journal(table, sys_id, journal, user)
+            return dict(updated)
+
+    def delete(self, table: str, sys_id: str) -> None:
+        self.check_table(table)
+        with self.lock:
+            if self.rows(table).pop(sys_id, None) is None:
+                raise StoreError(404, "No Record found", "Record doesn't exist or ACL restricts the record retrieval")
+
+    def _task_rules(self, table: str, record: Record) -> None:
+        if table != "incident":
+            return
+        record.setdefault("state", "1")
+        record.setdefault("impact", "3")
+        record.setdefault("urgency", "3")
+        try:
+            record["priority"] = str(PRIORITY[(int(record["impact"]), int(record["urgency"]))])
+        except (KeyError, ValueError):
+            record["priority"] = "5"
+        record["active"] = "false" if record["state"] in ("6", "7", "8") else "true"
+        if record["state"] == "6" and not (record.get("close_code") and record.get("close_notes")):
+            raise StoreError(
+                403,
+                "Operation Failed",
+                "Data Policy Exception: \n\tThe following fields are mandatory: Resolution code, Resolution notes",
+            )
+
+    def _journal(self, table: str, sys_id: str, entries: dict[str, str], user: str) -> None:
+        for element, value in entries.items():
+            if value:
+                now = self.now()
+                row = {
+                    "sys_id": uuid.uuid4().hex,
+                    "name": table,
+                    "element": element,
+                    "element_id": sys_id,
+                    "value": value,
+                    "sys_created_on": now,
+                    "sys_created_by": user,
+                }
+                self.rows("sys_journal_field")[row["sys_id"]] = row
+
+    def find_one(self, table: str, **equals: str) -> Record | None:
+        with self.lock:
+            for record in self.rows(table).values():
+                if all(record.get(k) == v for k, v in equals.items()):
+                    return record
+        return None
+
+    def all(self, table: str) -> Iterable[Record]:
+        with self.lock:
+            return [dict(r) for r in self.rows(table).values()]
