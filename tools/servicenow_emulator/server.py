@@ -135,6 +135,7 @@ class ServiceNowEmulator:
         self.queries.clear()
         with self.lock:
             self.stats.clear()
+        self.oauth.grants.clear()
         self.clock_offset = 0.0
 
     def count(self, *keys: str) -> None:
@@ -150,22 +151,22 @@ class ServiceNowEmulator:
         self.count("requests", f"method:{method}")
         if "jsessionid" in headers.get("cookie", "").lower():
             self.count("requests_with_session_cookie")
-        fault = self.faults.next_fault()
-        if self.faults.latency_ms:
-            time.sleep(self.faults.latency_ms / 1000)
-        if fault is not None:
-            self.count("faults_injected")
-            if fault.kind == "reset":
-                return None
-            if fault.kind == "hang":
-                time.sleep(fault.seconds)
-            else:
-                return self.fault_reply(fault.status, fault.retry_after)
         session = self.session_of(headers)
         if session and not self.enter_session(session):
             self.count("session_queue_dropped")
             return Reply(202, None)
         try:
+            fault = self.faults.next_fault()
+            if self.faults.latency_ms:
+                time.sleep(self.faults.latency_ms / 1000)
+            if fault is not None:
+                self.count("faults_injected")
+                if fault.kind == "reset":
+                    return None
+                if fault.kind == "hang":
+                    time.sleep(fault.seconds)
+                else:
+                    return self.fault_reply(fault.status, fault.retry_after)
             reply = self.route(method, url.path, url.query, headers, body)
         finally:
             if session:
@@ -264,6 +265,14 @@ class ServiceNowEmulator:
         if method != "POST" or "application/x-www-form-urlencoded" not in headers.get("content-type", ""):
             return denied
         form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        scheme, _, credential = headers.get("authorization", "").partition(" ")
+        if "client_id" not in form and scheme.lower() == "basic":
+            # RFC 6749 2.3.1 client authentication in the header (what requests-oauthlib sends).
+            try:
+                client_id, _, client_secret = base64.b64decode(credential, validate=True).decode().partition(":")
+            except (binascii.Error, UnicodeDecodeError):
+                return denied
+            form.update(client_id=client_id, client_secret=client_secret)
         try:
             return Reply(200, self.oauth.grant(form))
         except OAuthDeniedError:
@@ -445,6 +454,12 @@ class ServiceNowEmulator:
         name = path[len("/_emulator/") :]
         if name == "health":
             return Reply(200, {"status": "ok"})
+        if name.startswith("hibernating/"):
+            # What a hibernating developer instance answers to any API call: 200 and an HTML page.
+            page = (
+                b"<html><head><title>Instance Hibernating page</title></head><body>Instance Hibernating</body></html>"
+            )
+            return Reply(200, page, content_type="text/html; charset=utf-8")
         if name == "faults":
             if method == "POST":
                 self.faults.configure(spec)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -192,6 +192,6 @@ class Store:
                     return record
         return None
 
-    def all(self, table: str) -> Iterable[Record]:
+    def all(self, table: str) -> list[Record]:
         with self.lock:
             return [dict(r) for r in self.rows(table).values()]

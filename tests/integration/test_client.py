@@ -1,0 +1,230 @@
+"""The ServiceNow client over real sockets against the emulator: Table API, retries, auth, errors."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from shared.servicenow import (
+    AuthError,
+    EncodedQuery,
+    NotFoundError,
+    PermanentError,
+    RateLimitedError,
+    ServiceNowConnectionError,
+    TransientError,
+)
+from shared.settings import HttpSettings
+from tests.conftest import SN_PASSWORD, ClientFactory, free_port
+from tools.servicenow_emulator import ServiceNowEmulator
+
+pytestmark = pytest.mark.integration
+
+
+def test_table_api_create_get_update_delete(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    created = client.create_record(
+        "incident", {"short_description": "Illegal MODBUS Operation", "impact": 1, "urgency": 2}
+    )
+    assert created["number"].startswith("INC") and created["priority"] == "2"
+    sys_id = created["sys_id"]
+    assert client.get_record("incident", sys_id, fields=["number"]) == {"number": created["number"]}
+    assert client.update_record("incident", sys_id, {"urgency": 1})["priority"] == "1"
+    client.delete_record("incident", sys_id)
+    with pytest.raises(NotFoundError) as info:
+        client.get_record("incident", sys_id)
+    assert info.value.status == 404 and info.value.message == "No Record found"
+    assert info.value.transaction_id
+
+
+def test_query_pages_through_every_record_once(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    for i in range(25):
+        servicenow.store.insert("incident", {"short_description": f"alert {i:02d}", "category": "ot"}, "seed")
+    servicenow.store.insert("incident", {"short_description": "other", "category": "it"}, "seed")
+    found = list(
+        client.query("incident", EncodedQuery().eq("category", "ot"), page_size=10, fields=["short_description"])
+    )
+    assert sorted(r["short_description"] for r in found) == [f"alert {i:02d}" for i in range(25)]
+    pages = [q for q in servicenow.queries if q["table"] == "incident"]
+    assert len(pages) == 3  # 10 + 10 + 5: the short page ends it, no extra empty call
+    assert all(q["sysparm_query"] == "category=ot^ORDERBYsys_id" for q in pages)
+    assert len(list(client.query("incident", limit=7, page_size=5))) == 7
+
+
+def test_query_stops_at_total_count(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    for i in range(20):
+        servicenow.store.insert("incident", {"short_description": str(i)}, "seed")
+    assert len(list(client.query("incident", page_size=10))) == 20
+    assert servicenow.stats["table:GET"] == 2  # X-Total-Count says 20: no third request for an empty page
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    ["x^NQactive=true", "x^ORactive=true", "^NQsys_idISNOTEMPTY", "a^^b^", "x^ORDERBYnumber"],
+)
+def test_hostile_values_cannot_change_the_executed_query(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory, hostile: str
+) -> None:
+    client, _ = make_client()
+    servicenow.store.insert("incident", {"correlation_id": "other", "active": "true"}, "seed")
+    target = servicenow.store.insert("incident", {"correlation_id": hostile, "active": "true"}, "seed")
+    found = list(client.query("incident", EncodedQuery().eq("correlation_id", hostile)))
+    assert [r["sys_id"] for r in found] == [target["sys_id"]]
+    executed = servicenow.queries[-1]["parsed"]
+    assert executed == {"groups": [[[["correlation_id", "=", hostile]]]], "order": [["sys_id", "asc"]]}
+
+
+def test_an_unescaped_value_would_have_matched_everything(servicenow: ServiceNowEmulator) -> None:
+    """The control for the test above: the emulator does execute injected syntax when it is not escaped."""
+    from tools.servicenow_emulator.query import matches, parse
+
+    records = [{"correlation_id": "a", "active": "true"}, {"correlation_id": "b", "active": "true"}]
+    assert all(matches(r, parse("correlation_id=x^NQactive=true")) for r in records)
+
+
+def test_retries_503_then_succeeds(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    servicenow.faults.configure({"fail_next": [{"status": 503, "count": 2}]})
+    assert list(client.query("incident")) == []
+    assert (client.stats.calls, client.stats.attempts, client.stats.retries) == (1, 3, 2)
+
+
+def test_retry_after_is_honoured(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    servicenow.faults.configure({"fail_next": [{"status": 429, "count": 1, "retry_after": "1"}]})
+    started = time.monotonic()
+    client.create_record("incident", {"short_description": "after 429"})
+    assert time.monotonic() - started >= 1.0
+    assert len(servicenow.store.all("incident")) == 1  # a 429 refusal is safe to repeat even for POST
+
+
+def test_wait_beyond_budget_returns_rate_limited_at_once(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    client, _ = make_client(http=HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=5))
+    servicenow.faults.configure({"fail_next": [{"status": 429, "count": 1, "retry_after": "3600"}]})
+    started = time.monotonic()
+    with pytest.raises(RateLimitedError) as info:
+        client.get_record("incident", "0" * 32)
+    assert time.monotonic() - started < 2
+    assert info.value.retry_after == 3600.0 and info.value.retryable
+    assert info.value.message == "Rate limit exceeded"
+
+
+def test_retry_budget_caps_total_time(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client(
+        http=HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=2, max_attempts=20)
+    )
+    servicenow.faults.configure({"outage_seconds": 30})
+    started = time.monotonic()
+    with pytest.raises(TransientError) as info:
+        list(client.query("incident"))
+    assert time.monotonic() - started < 3.5
+    assert info.value.status == 503 and info.value.message.endswith("(HTML page)")
+    assert 2 <= client.stats.attempts < 20
+
+
+def test_post_not_repeated_after_an_ambiguous_reset(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    servicenow.faults.configure({"fail_next": [{"kind": "reset", "count": 1}]})
+    with pytest.raises(ServiceNowConnectionError) as info:
+        client.create_record("incident", {"short_description": "maybe sent"})
+    assert info.value.request_sent and info.value.retryable
+    assert client.stats.attempts == 1
+
+
+def test_post_marked_safe_is_repeated_after_a_reset(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    servicenow.faults.configure({"fail_next": [{"kind": "reset", "count": 1}]})
+    client.create_record("incident", {"short_description": "idempotent by design"}, retry_safe=True)
+    assert client.stats.attempts == 2 and len(servicenow.store.all("incident")) == 1
+
+
+def test_post_repeated_when_the_connection_never_opened(make_client: ClientFactory) -> None:
+    client, _ = make_client(
+        http=HttpSettings(connect_timeout=1, read_timeout=2, retry_budget_seconds=3, max_attempts=3)
+    )
+    client.instance_url = f"https://localhost:{free_port()}"  # nothing listens there
+    with pytest.raises(ServiceNowConnectionError) as info:
+        client.create_record("incident", {"short_description": "never sent"})
+    assert not info.value.request_sent
+    assert client.stats.attempts == 3
+
+
+def test_read_timeout_is_retried_for_get(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client(http=HttpSettings(connect_timeout=1, read_timeout=0.5, retry_budget_seconds=5))
+    servicenow.faults.configure({"fail_next": [{"kind": "hang", "seconds": 1.5, "count": 1}]})
+    assert list(client.query("incident")) == []
+    assert client.stats.attempts == 2
+
+
+def test_401_gets_one_fresh_credential_then_succeeds(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    client, secrets = make_client()
+    client.create_record("incident", {"short_description": "first"})
+    # The password is rotated in ServiceNow and in the secret store; the client still holds the old one.
+    servicenow.oauth.users["svc_defender"] = secrets["SERVICENOW_TEST_PASSWORD"] = "Rotated-Passw0rd-1"
+    client.create_record("incident", {"short_description": "second"})
+    assert client.stats.attempts == 3
+    assert len(servicenow.store.all("incident")) == 2
+
+
+def test_401_with_no_fresher_credential_is_an_auth_error(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    client, _ = make_client(password="wrong-password")
+    with pytest.raises(AuthError) as info:
+        list(client.query("incident"))
+    assert info.value.status == 401 and info.value.message == "User Not Authenticated"
+    assert not info.value.retryable
+    assert client.stats.attempts == 1  # the secret was re-read, unchanged: no pointless repeat
+
+
+def test_static_bearer_token(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    token = servicenow.oauth.grant(
+        {
+            "grant_type": "password",
+            "client_id": "defender-iot-tests",
+            "client_secret": "Test-Client-Secret-5521",
+            "username": "svc_defender",
+            "password": SN_PASSWORD,
+        }
+    )["access_token"]
+    client, _ = make_client(auth="bearer", token=str(token))
+    assert list(client.query("incident")) == []
+
+
+def test_permanent_refusal_is_not_retried(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    created = client.create_record("incident", {"short_description": "to resolve"})
+    with pytest.raises(PermanentError) as info:
+        client.update_record("incident", created["sys_id"], {"state": "6"})
+    assert info.value.status == 403 and "Data Policy Exception" in (info.value.detail or "")
+    assert client.stats.attempts == 2
+
+
+def test_invalid_table_is_a_permanent_error(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    with pytest.raises(PermanentError, match="Invalid table no_such_table"):
+        client.create_record("no_such_table", {"a": "b"})
+
+
+def test_html_200_page_is_a_typed_transient_error(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    """Hibernating developer instances answer 200 with an HTML page; that must not crash a decoder."""
+    client, _ = make_client()
+    client.instance_url = servicenow.url + "/_emulator/hibernating"
+    with pytest.raises(TransientError, match="expected JSON") as info:
+        client.get_record("incident", "0" * 32)
+    assert info.value.detail and "Instance Hibernating" in info.value.detail
+
+
+def test_session_cookie_is_never_sent_back(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    client, _ = make_client()
+    for _ in range(5):
+        list(client.query("incident"))
+    assert servicenow.stats["requests"] == 5
+    assert servicenow.stats["requests_with_session_cookie"] == 0

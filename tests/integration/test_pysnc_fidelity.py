@@ -1,0 +1,80 @@
+"""Fidelity: ServiceNow's own Python client, PySNC, unchanged, works against the emulator."""
+
+from __future__ import annotations
+
+import pytest
+from pysnc import ServiceNowClient
+from pysnc.auth import ServiceNowPasswordGrantFlow
+
+from tests.conftest import SN_CLIENT_ID, SN_CLIENT_SECRET, SN_PASSWORD, SN_USER
+from tools.servicenow_emulator import ServiceNowEmulator
+
+pytestmark = pytest.mark.integration
+
+
+def pysnc_client(servicenow: ServiceNowEmulator, oauth: bool = True) -> ServiceNowClient:
+    auth = (
+        ServiceNowPasswordGrantFlow(SN_USER, SN_PASSWORD, SN_CLIENT_ID, SN_CLIENT_SECRET)
+        if oauth
+        else (SN_USER, SN_PASSWORD)
+    )
+    return ServiceNowClient(servicenow.url, auth, verify=str(servicenow.ca_pem))
+
+
+def test_oauth_password_flow_and_crud(servicenow: ServiceNowEmulator) -> None:
+    client = pysnc_client(servicenow)
+    assert servicenow.oauth.grants == {"password": 1}
+
+    gr = client.GlideRecord("incident")
+    gr.initialize()
+    gr.short_description = "Unauthorized PLC programming"
+    gr.impact = "1"
+    gr.urgency = "1"
+    sys_id = gr.insert()
+    assert sys_id is not None
+
+    found = client.GlideRecord("incident")
+    assert found.get(str(sys_id))
+    assert found.short_description == "Unauthorized PLC programming"
+    assert found.priority == "1"
+    assert found.get_value("number").startswith("INC")
+
+    found.short_description = "Unauthorized PLC programming (seen again)"
+    found.update()
+    assert servicenow.store.get("incident", str(sys_id))["short_description"].endswith("(seen again)")
+
+    found.delete()
+    assert servicenow.store.all("incident") == []
+
+
+def test_glide_record_encoded_query_and_pagination(servicenow: ServiceNowEmulator) -> None:
+    for i in range(23):
+        servicenow.store.insert("incident", {"short_description": f"MODBUS alert {i}", "category": "ot"}, "seed")
+    for i in range(4):
+        servicenow.store.insert("incident", {"short_description": f"BACnet alert {i}", "category": "ot"}, "seed")
+    servicenow.store.insert("incident", {"short_description": "MODBUS on IT", "category": "it"}, "seed")
+
+    client = pysnc_client(servicenow)
+    gr = client.GlideRecord("incident", batch_size=5)
+    gr.add_encoded_query("category=ot^short_descriptionSTARTSWITHMODBUS")
+    gr.order_by("short_description")
+    gr.query()
+    seen = [record.short_description for record in gr]
+    assert len(seen) == 23 and len(set(seen)) == 23
+    assert gr.get_row_count() == 23
+    pages = [q for q in servicenow.queries if q["table"] == "incident"]
+    assert len(pages) == 5  # 23 rows in pages of 5
+
+
+def test_glide_record_or_condition_and_basic_auth(servicenow: ServiceNowEmulator) -> None:
+    servicenow.store.insert("incident", {"short_description": "a", "state": "1"}, "seed")
+    servicenow.store.insert("incident", {"short_description": "b", "state": "2"}, "seed")
+    servicenow.store.insert(
+        "incident", {"short_description": "c", "state": "6", "close_code": "x", "close_notes": "y"}, "seed"
+    )
+    client = pysnc_client(servicenow, oauth=False)
+    gr = client.GlideRecord("incident")
+    condition = gr.add_query("state", "1")
+    condition.add_or_condition("state", "2")
+    gr.query()
+    assert sorted(r.short_description for r in gr) == ["a", "b"]

@@ -1,0 +1,100 @@
+"""function_app.py: three functions with their real triggers, and start-up refused on bad settings."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from types import ModuleType
+
+import azure.functions.queue
+import azure.functions.timer
+import pytest
+
+from shared.settings import get_settings
+from tests.conftest import ROOT
+
+APP_SETTINGS = {
+    "ALERTS_QUEUE": "alerts",
+    "ALERTS_STORAGE": "UseDevelopmentStorage=true",
+    "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+    "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+    "SERVICENOW_CONNECTIONS": json.dumps(
+        [{"name": "default", "instance_url": "https://dev1.service-now.com", "auth": "basic", "username": "u"}]
+    ),
+}
+
+
+@pytest.fixture
+def function_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    for name, value in APP_SETTINGS.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    module = (
+        importlib.reload(sys.modules["function_app"])
+        if "function_app" in sys.modules
+        else importlib.import_module("function_app")
+    )
+    yield module
+    get_settings.cache_clear()
+
+
+def test_three_functions_with_their_triggers(function_app: ModuleType) -> None:
+    functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
+    assert sorted(functions) == ["alert_forwarder", "device_sync_timer", "token_refresh"]
+    queue = functions["alert_forwarder"].get_trigger()
+    assert (queue.type, queue.queue_name, queue.connection) == ("queueTrigger", "%ALERTS_QUEUE%", "ALERTS_STORAGE")
+    for name, setting in (
+        ("device_sync_timer", "%DEVICE_SYNC_SCHEDULE%"),
+        ("token_refresh", "%TOKEN_REFRESH_SCHEDULE%"),
+    ):
+        timer = functions[name].get_trigger()
+        assert (timer.type, timer.schedule, timer.use_monitor, timer.run_on_startup) == (
+            "timerTrigger",
+            setting,
+            True,
+            False,
+        )
+
+
+def test_unbuilt_entry_points_refuse_instead_of_pretending(function_app: ModuleType) -> None:
+    functions = {f.get_function_name(): f.get_user_function() for f in function_app.app.get_functions()}
+    now = datetime.now(UTC)
+    message = azure.functions.queue.QueueMessage(
+        id="m-1",
+        body=b'{"kind": "alert"}',
+        dequeue_count=1,
+        insertion_time=now,
+        expiration_time=now,
+        time_next_visible=now,
+        pop_receipt="r",
+    )
+    with pytest.raises(NotImplementedError, match=r"message m-1 .* stays in the queue"):
+        functions["alert_forwarder"](message)
+    timer = azure.functions.timer.TimerRequest(past_due=False)
+    with pytest.raises(NotImplementedError, match="device sync is not implemented yet"):
+        functions["device_sync_timer"](timer)
+    with pytest.raises(NotImplementedError, match="token refresh is not implemented yet"):
+        functions["token_refresh"](timer)
+
+
+def test_start_up_stops_naming_the_bad_settings() -> None:
+    environ = {k: v for k, v in os.environ.items() if k not in APP_SETTINGS}
+    environ.update(APP_SETTINGS, ALERTS_QUEUE="", SERVICENOW_CONNECTIONS='[{"name": "default"}]')
+    result = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "SettingsError: invalid app settings (2 problem(s))" in result.stderr
+    assert "ALERTS_QUEUE is not set; expected a storage queue name" in result.stderr
+    assert "SERVICENOW_CONNECTIONS[default].instance_url is missing" in result.stderr

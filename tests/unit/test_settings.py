@@ -1,0 +1,117 @@
+"""Settings are validated once; every problem names the setting and the expected form."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared.settings import SettingsError, load_settings
+
+CONNECTION = {
+    "name": "default",
+    "instance_url": "https://dev12345.service-now.com/",
+    "auth": "basic",
+    "username": "svc",
+}
+
+
+def env(**overrides: str | None) -> dict[str, str]:
+    base = {
+        "ALERTS_QUEUE": "alerts",
+        "ALERTS_STORAGE": "UseDevelopmentStorage=true",
+        "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+        "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+        "SERVICENOW_CONNECTIONS": json.dumps([CONNECTION]),
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    return {k: v for k, v in base.items() if overrides.get(k, "") is not None}
+
+
+def problems(environ: dict[str, str]) -> list[str]:
+    with pytest.raises(SettingsError) as info:
+        load_settings(environ)
+    return info.value.problems
+
+
+def test_valid_settings_are_typed_and_normalised() -> None:
+    settings = load_settings(env(SERVICENOW_READ_TIMEOUT_SECONDS="12.5", SERVICENOW_MAX_ATTEMPTS="3"))
+    assert settings.alerts_queue == "alerts"
+    assert settings.http.read_timeout == 12.5
+    assert settings.http.max_attempts == 3
+    connection = settings.connection("default")
+    assert connection.instance_url == "https://dev12345.service-now.com"
+    assert connection.secret_name("password") == "servicenow-default-password"
+
+
+@pytest.mark.parametrize(
+    "missing",
+    ["ALERTS_QUEUE", "ALERTS_STORAGE", "TOKEN_REFRESH_SCHEDULE", "DEVICE_SYNC_SCHEDULE", "SERVICENOW_CONNECTIONS"],
+)
+def test_each_required_setting_is_named_when_missing(missing: str) -> None:
+    found = problems(env(**{missing: None}))
+    assert len(found) == 1
+    assert found[0].startswith(f"{missing} is not set; expected ")
+
+
+def test_identity_based_storage_connection_is_accepted() -> None:
+    environ = env(ALERTS_STORAGE=None)
+    environ["ALERTS_STORAGE__queueServiceUri"] = "https://acct.queue.core.windows.net"
+    assert load_settings(environ).alerts_queue == "alerts"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    found = problems(env(ALERTS_QUEUE="Alerts_Queue", DEVICE_SYNC_SCHEDULE="every hour", SERVICENOW_MAX_ATTEMPTS="x"))
+    assert [p.split("=")[0].split(" ")[0] for p in found] == [
+        "ALERTS_QUEUE",
+        "DEVICE_SYNC_SCHEDULE",
+        "SERVICENOW_MAX_ATTEMPTS",
+    ]
+    assert "expected six fields" in found[1]
+    assert "expected a whole number from 1 to 20" in found[2]
+
+
+def test_http_instance_url_is_refused_naming_the_connection() -> None:
+    connection = {**CONNECTION, "instance_url": "http://dev12345.service-now.com"}
+    (found,) = problems(env(SERVICENOW_CONNECTIONS=json.dumps([connection])))
+    assert found.startswith("SERVICENOW_CONNECTIONS[default].instance_url='http://dev12345.service-now.com' is invalid")
+    assert "https://" in found
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("[{", "SERVICENOW_CONNECTIONS is not valid JSON"),
+        ("[]", "must be a non-empty JSON list"),
+        (
+            json.dumps([{**CONNECTION, "auth": "kerberos"}]),
+            "SERVICENOW_CONNECTIONS[default].auth='kerberos' is invalid",
+        ),
+        (json.dumps([{**CONNECTION, "username": ""}]), "SERVICENOW_CONNECTIONS[default].username is required"),
+        (json.dumps([{**CONNECTION, "colour": "blue"}]), "SERVICENOW_CONNECTIONS[0] has unknown field(s) ['colour']"),
+        (json.dumps([CONNECTION, CONNECTION]), "names must be unique; repeated: default"),
+    ],
+)
+def test_malformed_connections_are_explained(document: str, expected: str) -> None:
+    (found,) = problems(env(SERVICENOW_CONNECTIONS=document))
+    assert expected in found
+
+
+def test_proxy_credentials_never_appear_in_repr_or_errors() -> None:
+    settings = load_settings(env(SERVICENOW_PROXY_URL="http://squid:Pr0xy-S3cret@10.1.2.3:3128"))
+    connection = settings.connection("default")
+    assert connection.proxy is not None and connection.proxy.url.endswith("@10.1.2.3:3128")
+    assert "Pr0xy-S3cret" not in repr(settings)
+    assert "squid:***@10.1.2.3:3128" in repr(connection)
+    (found,) = problems(env(SERVICENOW_PROXY_URL="ftp://squid:Pr0xy-S3cret@10.1.2.3"))
+    assert "Pr0xy-S3cret" not in found
+    assert found.startswith("SERVICENOW_PROXY_URL=")
+
+
+def test_ca_bundle_must_exist(tmp_path: Path) -> None:
+    (found,) = problems(env(SERVICENOW_CA_BUNDLE=str(tmp_path / "missing.pem")))
+    assert "expected the path of an existing PEM CA bundle file" in found
+    bundle = tmp_path / "ca.pem"
+    bundle.write_text("-----BEGIN CERTIFICATE-----\n")
+    assert load_settings(env(SERVICENOW_CA_BUNDLE=str(bundle))).connection("default").ca_bundle == bundle
