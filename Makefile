@@ -41,6 +41,7 @@ emulator: $(STAMP)
 ## make bench: the benchmarks; results are written under bench/results/
 bench: deps
 	$(PY) -m bench.servicenow_client
+	$(PY) -m bench.funchost_dispatch
 
 clean:
 	rm -rf $(VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -1,17 +1,13 @@
 """Session fixtures: the real components, started once on free ports and stopped at the end.
 
 The ServiceNow emulator runs in-process (its state is reset before each test that uses it);
-Azurite runs from node_modules; the forward proxy is proxy.py. Nothing here mocks product code.
+Azurite runs from node_modules, in memory; the forward proxy is proxy.py. Nothing here mocks
+product code.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,27 +17,12 @@ import pytest
 from shared.secrets import EnvironmentSecretStore
 from shared.servicenow.client import ServiceNowClient
 from shared.settings import HttpSettings, ProxyUrl, ServiceNowConnection
+from tools.azurite import Azurite, AzuriteError, start_azurite
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
 SN_USER, SN_PASSWORD = "svc_defender", "Test-Passw0rd-7781"
 SN_CLIENT_ID, SN_CLIENT_SECRET = "defender-iot-tests", "Test-Client-Secret-5521"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return
-        time.sleep(0.1)
-    raise RuntimeError(f"nothing listens on 127.0.0.1:{port} after {timeout:g} s")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -114,65 +95,11 @@ def make_client(servicenow: ServiceNowEmulator) -> ClientFactory:
     return ClientFactory(servicenow)
 
 
-@dataclass(frozen=True)
-class Azurite:
-    blob_port: int
-    queue_port: int
-    table_port: int
-
-    @property
-    def connection_string(self) -> str:
-        # The well-known development account (public, documented by Microsoft for Azurite).
-        key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
-        return (
-            "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
-            f"AccountKey={key};"
-            f"BlobEndpoint=http://127.0.0.1:{self.blob_port}/devstoreaccount1;"
-            f"QueueEndpoint=http://127.0.0.1:{self.queue_port}/devstoreaccount1;"
-            f"TableEndpoint=http://127.0.0.1:{self.table_port}/devstoreaccount1;"
-        )
-
-
 @pytest.fixture(scope="session")
-def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Azurite]:
-    binary = ROOT / "node_modules" / ".bin" / "azurite"
-    if not binary.exists():
-        pytest.fail("Azurite is not installed: run `make test` (it runs `npm ci`) instead of calling pytest directly")
-    ports = Azurite(free_port(), free_port(), free_port())
-    process = subprocess.Popen(  # noqa: S603 - fixed argument list, local binary
-        [
-            str(binary),
-            "--silent",
-            "--inMemoryPersistence",
-            "--skipApiVersionCheck",
-            "--disableTelemetry",
-            "--blobHost",
-            "127.0.0.1",
-            "--blobPort",
-            str(ports.blob_port),
-            "--queueHost",
-            "127.0.0.1",
-            "--queuePort",
-            str(ports.queue_port),
-            "--tableHost",
-            "127.0.0.1",
-            "--tablePort",
-            str(ports.table_port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        env={**os.environ, "PATH": f"{Path(shutil.which('node') or 'node').parent}:{os.environ.get('PATH', '')}"},
-    )
+def azurite() -> Iterator[Azurite]:
     try:
-        for port in (ports.blob_port, ports.queue_port, ports.table_port):
-            if process.poll() is not None:
-                stderr = process.stderr.read().decode(errors="replace") if process.stderr else ""
-                pytest.fail(f"Azurite exited with {process.returncode}: {stderr.strip()}")
-            wait_for_port(port)
-        yield ports
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        instance = start_azurite()
+    except AzuriteError as exc:
+        pytest.fail(str(exc))
+    yield instance
+    instance.stop()

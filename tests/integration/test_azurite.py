@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from azure.storage.queue import QueueClient
 
-from tests.conftest import Azurite
+from tools.azurite import Azurite
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,8 @@ from shared.servicenow import (
     TransientError,
 )
 from shared.settings import HttpSettings
-from tests.conftest import SN_PASSWORD, ClientFactory, free_port
+from tests.conftest import SN_PASSWORD, ClientFactory
+from tools.azurite import free_port
 from tools.servicenow_emulator import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration

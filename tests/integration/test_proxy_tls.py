@@ -12,7 +12,8 @@ import pytest
 
 from shared.servicenow import PermanentError, ServiceNowConnectionError
 from shared.settings import HttpSettings
-from tests.conftest import ClientFactory, free_port
+from tests.conftest import ClientFactory
+from tools.azurite import free_port
 from tools.servicenow_emulator import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration

@@ -1,0 +1,389 @@
+"""The local Functions host against Azurite: each queue and timer semantic, observed from outside."""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import azure.functions as func
+import pytest
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueClient
+
+from tests.conftest import ROOT
+from tests.support.sample_app import function_app as sample
+from tools.azurite import Azurite, free_port
+from tools.funchost.config import HostConfigError
+from tools.funchost.host import FunctionHost
+from tools.funchost.queues import QueueTimings
+from tools.funchost.timers import TimerTimings
+
+pytestmark = pytest.mark.integration
+YEARLY = "0 0 0 1 1 *"
+
+
+def encode(body: bytes | str) -> str:
+    return base64.b64encode(body.encode() if isinstance(body, str) else body).decode()
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class HostRunner:
+    def __init__(self, azurite: Azurite) -> None:
+        self.azurite = azurite
+        self.hosts: list[FunctionHost] = []
+        self.queue_name = f"q{uuid.uuid4().hex[:16]}"
+        self.host_id = f"test-{uuid.uuid4().hex[:16]}"
+        self.queue = QueueClient.from_connection_string(azurite.connection_string, self.queue_name)
+        self.poison = QueueClient.from_connection_string(azurite.connection_string, f"{self.queue_name}-poison")
+        sample.CALLS.clear()
+
+    def settings(self, schedule: str = YEARLY) -> dict[str, str]:
+        return {
+            "SAMPLE_QUEUE": self.queue_name,
+            "SAMPLE_STORAGE": self.azurite.connection_string,
+            "AzureWebJobsStorage": self.azurite.connection_string,
+            "SAMPLE_SCHEDULE": schedule,
+        }
+
+    def start(
+        self,
+        *,
+        schedule: str = YEARLY,
+        app: func.FunctionApp | None = None,
+        queue_timings: QueueTimings | None = None,
+        **queues: Any,
+    ) -> FunctionHost:
+        host_json = {
+            "version": "2.0",
+            "extensions": {"queues": {"maxPollingInterval": "00:00:00.200", "maxDequeueCount": 3, **queues}},
+        }
+        host = FunctionHost(
+            app or sample.app,
+            self.settings(schedule),
+            host_json,
+            self.host_id,
+            queue_timings=queue_timings or QueueTimings(),
+            timer_timings=TimerTimings(lease_seconds=15, lease_renew_every=1, lease_retry_every=0.5),
+        )
+        host.build().start()
+        self.hosts.append(host)
+        return host
+
+    def calls(self, function: str = "work") -> list[dict[str, Any]]:
+        return [c for c in list(sample.CALLS) if c["function"] == function]
+
+    def poison_bodies(self) -> list[str]:
+        try:
+            return [m.content for m in self.poison.peek_messages(max_messages=32)]
+        except Exception:  # the poison queue is created on first use
+            return []
+
+    def stop(self) -> None:
+        for host in self.hosts:
+            host.stop()
+        self.hosts.clear()
+
+
+@pytest.fixture
+def runner(azurite: Azurite) -> Iterator[HostRunner]:
+    runner = HostRunner(azurite)
+    yield runner
+    runner.stop()
+
+
+def max_overlap(calls: list[dict[str, Any]]) -> int:
+    events = sorted([(c["start"], 1) for c in calls] + [(c["end"], -1) for c in calls])
+    current = peak = 0
+    for _, delta in events:
+        current += delta
+        peak = max(peak, current)
+    return peak
+
+
+def test_batch_size_and_threshold_bound_concurrency(runner: HostRunner) -> None:
+    runner.queue.create_queue()
+    for i in range(6):
+        runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 0.4, "tag": i})))
+    runner.start(batchSize=2, newBatchThreshold=0)
+    wait_until(lambda: len(runner.calls()) == 6)
+    assert max_overlap(runner.calls()) == 2
+    wait_until(lambda: runner.queue.get_queue_properties().approximate_message_count == 0)
+
+
+def test_new_batch_fetched_at_threshold(runner: HostRunner) -> None:
+    runner.queue.create_queue()
+    # The first message is short: when it ends, two are still running (= newBatchThreshold), so the
+    # host fetches another batch of three while they run: five at once, never more.
+    for i in range(9):
+        runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 0.2 if i == 0 else 1.2, "tag": i})))
+    runner.start(batchSize=3, newBatchThreshold=2)
+    wait_until(lambda: len(runner.calls()) == 9)
+    assert max_overlap(runner.calls()) == 5
+
+
+def test_dequeue_count_increments_then_poison(runner: HostRunner) -> None:
+    runner.start(maxDequeueCount=3)
+    body = json.dumps({"action": "fail"})
+    runner.queue.send_message(encode(body))
+    wait_until(lambda: runner.poison_bodies() == [encode(body)])
+    assert [c["dequeue_count"] for c in runner.calls()] == [1, 2, 3]
+    assert runner.queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_visibility_timeout_delays_the_retry(runner: HostRunner) -> None:
+    runner.start(maxDequeueCount=2, visibilityTimeout="00:00:02")
+    runner.queue.send_message(encode(json.dumps({"action": "fail"})))
+    wait_until(lambda: len(runner.calls()) == 2)
+    first, second = runner.calls()
+    assert second["start"] - first["end"] >= 1.9
+
+
+def test_message_over_max_on_receipt_is_poisoned_without_running(runner: HostRunner) -> None:
+    runner.queue.create_queue()
+    runner.queue.send_message(encode("{}"))
+    for _ in range(3):  # three receipts elsewhere: dequeue count 3 > maxDequeueCount 2
+        assert len(list(runner.queue.receive_messages(max_messages=1, visibility_timeout=1))) == 1
+        time.sleep(1.1)
+    runner.start(maxDequeueCount=2)
+    wait_until(lambda: runner.poison_bodies() == [encode("{}")])
+    assert runner.calls() == []
+
+
+def test_base64_encoding_delivers_the_decoded_bytes(runner: HostRunner) -> None:
+    runner.start()
+    payload = b"\xff\x00 not utf-8"
+    runner.queue.send_message(encode(payload))
+    wait_until(lambda: len(runner.calls()) == 1)
+    assert bytes.fromhex(runner.calls()[0]["body"]) == payload
+
+
+def test_invalid_base64_goes_to_poison_without_running(runner: HostRunner) -> None:
+    runner.start()
+    runner.queue.send_message("this is not base64!")
+    wait_until(lambda: runner.poison_bodies() == ["this is not base64!"])
+    assert runner.calls() == []
+
+
+def test_none_encoding_delivers_the_text(runner: HostRunner) -> None:
+    runner.start(messageEncoding="none")
+    runner.queue.send_message('{"tag": "plain"}')
+    wait_until(lambda: len(runner.calls()) == 1)
+    assert bytes.fromhex(runner.calls()[0]["body"]) == b'{"tag": "plain"}'
+
+
+@pytest.mark.slow
+def test_visibility_is_renewed_while_the_function_runs(runner: HostRunner) -> None:
+    runner.start(queue_timings=QueueTimings(receive_visibility=2, renew_every=1, shutdown_grace=10))
+    runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 4.5})))
+    wait_until(lambda: len(runner.calls()) == 1, timeout=20)
+    time.sleep(1.5)
+    assert len(runner.calls()) == 1  # not redelivered while it ran
+    assert runner.queue.get_queue_properties().approximate_message_count == 0
+
+
+def test_graceful_stop_finishes_running_and_releases_nothing_else(runner: HostRunner) -> None:
+    host = runner.start(batchSize=4, newBatchThreshold=0)
+    for i in range(8):
+        runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 1.5, "tag": i})))
+    wait_until(lambda: len(host.listeners["work"].inflight) == 4)  # type: ignore[attr-defined]
+    runner.stop()
+    finished = runner.calls()
+    assert len(finished) == 4  # the running four completed during the stop
+    remaining = runner.queue.peek_messages(max_messages=32)  # peek sees only visible messages
+    assert len(remaining) == 4
+    assert {json.loads(base64.b64decode(m.content))["tag"] for m in remaining} | {c["tag"] for c in finished} == set(
+        range(8)
+    )
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_path: Path) -> None:
+    queue_name = f"q{uuid.uuid4().hex[:16]}"
+    record = tmp_path / "calls.jsonl"
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "SAMPLE_QUEUE": queue_name,
+                    "SAMPLE_STORAGE": azurite.connection_string,
+                    "AzureWebJobsStorage": azurite.connection_string,
+                    "SAMPLE_SCHEDULE": YEARLY,
+                }
+            }
+        )
+    )
+    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
+    queue.create_queue()
+    for i in range(8):
+        queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 1.0, "tag": i})))
+    process = subprocess.Popen(  # noqa: S603
+        [
+            sys.executable,
+            "-m",
+            "tools.funchost",
+            "--app-dir",
+            str(ROOT / "tests/support/sample_app"),
+            "--settings",
+            str(settings),
+            "--host-id",
+            f"cli-{uuid.uuid4().hex[:12]}",
+        ],
+        cwd=ROOT,
+        env={**os.environ, "SAMPLE_RECORD_FILE": str(record)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_until(lambda: record.exists() and len(record.read_text().splitlines()) >= 1, timeout=30)
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 0, output
+    assert "stopping: letting running invocations finish" in output
+    done = {json.loads(line)["tag"] for line in record.read_text().splitlines()}
+    left = {json.loads(base64.b64decode(m.content))["tag"] for m in queue.peek_messages(max_messages=32)}
+    assert done | left == set(range(8)) and not done & left
+
+
+def status_blob(runner: HostRunner, function: str = "tick") -> Any:
+    service = BlobServiceClient.from_connection_string(runner.azurite.connection_string)
+    return service.get_blob_client("azure-webjobs-hosts", f"timers/{runner.host_id}/Host.Functions.{function}/status")
+
+
+def test_timer_writes_status_on_first_start(runner: HostRunner) -> None:
+    runner.start(schedule=YEARLY)
+    blob = status_blob(runner)
+    wait_until(blob.exists)
+    status = json.loads(blob.download_blob().readall())
+    assert status["Next"] == f"{datetime.now(UTC).year + 1}-01-01T00:00:00.0000000+00:00"
+    assert runner.calls("tick") == []
+
+
+def test_timer_past_due_after_downtime_runs_once_at_start(runner: HostRunner) -> None:
+    blob = status_blob(runner)
+    blob.upload_blob(
+        json.dumps(
+            {
+                "Last": "2024-01-01T00:00:00.0000000+00:00",
+                "Next": "2025-01-01T00:00:00.0000000+00:00",
+                "LastUpdated": "2024-01-01T00:00:01.0000000+00:00",
+            }
+        ),
+        overwrite=True,
+    )
+    runner.start(schedule=YEARLY)
+    wait_until(lambda: len(runner.calls("tick")) == 1)
+    (call,) = runner.calls("tick")
+    assert call["past_due"] is True
+    wait_until(lambda: json.loads(blob.download_blob().readall())["Last"].startswith("2025-01-01"))
+    time.sleep(0.5)
+    assert len(runner.calls("tick")) == 1
+
+
+def test_changed_schedule_is_recomputed_not_past_due(runner: HostRunner) -> None:
+    blob = status_blob(runner)
+    # Written under a daily schedule; the app now runs yearly: Next no longer follows from Last.
+    blob.upload_blob(
+        json.dumps(
+            {
+                "Last": "2024-03-04T00:00:00.0000000+00:00",
+                "Next": "2024-03-05T00:00:00.0000000+00:00",
+                "LastUpdated": "2024-03-04T00:00:01.0000000+00:00",
+            }
+        ),
+        overwrite=True,
+    )
+    runner.start(schedule=YEARLY)
+    wait_until(lambda: json.loads(blob.download_blob().readall())["Next"].startswith(str(datetime.now(UTC).year + 1)))
+    time.sleep(0.5)
+    assert runner.calls("tick") == []
+
+
+@pytest.mark.slow
+def test_lease_makes_two_hosts_fire_a_timer_once(runner: HostRunner) -> None:
+    first = runner.start(schedule="* * * * * *")
+    second = runner.start(schedule="* * * * * *")
+    time.sleep(4.2)
+    runner.stop()
+    ticks = runner.calls("tick")
+    occurrences = [t["status"]["Next"] for t in ticks]
+    assert 2 <= len(ticks) <= 6
+    assert len(occurrences) == len(set(occurrences))  # no occurrence fired twice
+    runs = sorted([first.listeners["tick"].runs, second.listeners["tick"].runs])  # type: ignore[attr-defined]
+    assert runs[0] == 0 and runs[1] == len(ticks)
+
+
+@pytest.mark.slow
+def test_timer_runs_never_overlap(runner: HostRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAMPLE_TICK_SECONDS", "1.5")
+    runner.start(schedule="* * * * * *")
+    time.sleep(4)
+    runner.stop()
+    starts = [t["start"] for t in runner.calls("tick")]
+    assert len(starts) >= 2
+    assert all(b - a >= 1.5 for a, b in itertools.pairwise(starts))
+
+
+def test_run_on_startup(runner: HostRunner) -> None:
+    app = func.FunctionApp()
+    calls: list[bool] = []
+
+    @app.timer_trigger(arg_name="timer", schedule="%SAMPLE_SCHEDULE%", run_on_startup=True, use_monitor=False)
+    def startup(timer: func.TimerRequest) -> None:
+        calls.append(timer.past_due)
+
+    runner.start(app=app)
+    wait_until(lambda: calls == [False])
+
+
+def test_unsupported_trigger_is_a_clear_error(runner: HostRunner) -> None:
+    app = func.FunctionApp()
+
+    @app.route(route="hello")
+    def hello(req: func.HttpRequest) -> func.HttpResponse:
+        return func.HttpResponse("hi")
+
+    with pytest.raises(HostConfigError, match=r"function 'hello': trigger type 'httpTrigger' is not supported"):
+        runner.start(app=app)
+
+
+def test_missing_setting_in_a_binding_is_named(runner: HostRunner) -> None:
+    host = FunctionHost(
+        sample.app, {"AzureWebJobsStorage": runner.azurite.connection_string}, {"version": "2.0"}, runner.host_id
+    )
+    with pytest.raises(HostConfigError, match=r"function 'work': '%SAMPLE_QUEUE%' does not resolve to a value"):
+        host.build()
+
+
+def test_unreachable_storage_is_a_clear_error(runner: HostRunner) -> None:
+    dead = (
+        f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={'A' * 86}==;"
+        f"QueueEndpoint=http://127.0.0.1:{free_port()}/devstoreaccount1;"
+    )
+    settings = {**runner.settings(), "SAMPLE_STORAGE": dead}
+    started = time.monotonic()
+    with pytest.raises(HostConfigError, match=r"cannot reach queue storage .* is Azurite running"):
+        FunctionHost(sample.app, settings, {"version": "2.0"}, runner.host_id).build()
+    assert time.monotonic() - started < 20

@@ -1,0 +1,60 @@
+"""Run function_app.py locally against Azurite: ``python -m tools.funchost``.
+
+Reads host.json and local.settings.json from the app folder, discovers the functions from their
+binding metadata, and runs queue and timer triggers with the host's semantics until Ctrl-C, when
+running invocations finish (or their messages become visible again) before it exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from tools.funchost.config import HostConfigError, load_host_json, load_local_settings
+from tools.funchost.host import FunctionHost, default_host_id, load_app
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m tools.funchost", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder with function_app.py and host.json")
+    parser.add_argument("--settings", type=Path, help="default: <app-dir>/local.settings.json")
+    parser.add_argument("--host-id", help="hosts sharing an id share timer leases (default: derived from the folder)")
+    parser.add_argument("--verbose", action="store_true")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("azure").setLevel(logging.WARNING)
+    # azure-functions logs this for every app without HTTP functions; it says nothing about this app.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(lambda record: not record.getMessage().startswith("Auth level is not applied"))
+    app_dir = args.app_dir.resolve()
+    try:
+        settings = load_local_settings(args.settings or app_dir / "local.settings.json")
+        host_json = load_host_json(app_dir / "host.json")
+        app = load_app(app_dir, settings)
+        host = FunctionHost(app, settings, host_json, args.host_id or default_host_id(app_dir)).build()
+    except HostConfigError as exc:
+        print(f"local host cannot start: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    host.start()
+    print(
+        f"local Functions host running {', '.join(host.listeners)} (host id {host.host_id}); Ctrl-C stops", flush=True
+    )
+    stop.wait()
+    print("stopping: letting running invocations finish…", flush=True)
+    host.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
