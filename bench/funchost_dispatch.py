@@ -26,7 +26,7 @@ from azure.storage.queue import QueueClient
 
 from bench.environment import describe
 from tools.azurite import start_azurite
-from tools.funchost.host import FunctionHost
+from tools.funchost.host import FunctionHost, pooled_session
 
 RESULTS = Path(__file__).parent / "results" / "funchost_dispatch.md"
 
@@ -96,7 +96,7 @@ def host_consumer(connection: str, queue_name: str, count: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--messages", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     logging.getLogger("funchost").setLevel(logging.WARNING)
@@ -104,15 +104,20 @@ def main() -> None:
     rows = []
     try:
         for round_number in range(args.rounds):
+            # Each queue is filled just before its consumer runs, so Azurite holds one queue's messages at a time.
             queues = {
-                name: QueueClient.from_connection_string(azurite.connection_string, f"{name}{round_number}")
+                name: QueueClient.from_connection_string(
+                    azurite.connection_string, f"{name}{round_number}", session=pooled_session(52)
+                )
                 for name in ("raw", "par", "host")
             }
             for queue in queues.values():
                 queue.create_queue()
-                fill(queue, args.messages)
+            fill(queues["raw"], args.messages)
             raw = raw_consumer(queues["raw"], args.messages)
+            fill(queues["par"], args.messages)
             parallel = raw_parallel_consumer(queues["par"], args.messages)
+            fill(queues["host"], args.messages)
             hosted = host_consumer(azurite.connection_string, f"host{round_number}", args.messages)
             rows.append((raw, parallel, hosted))
     finally:
@@ -138,9 +143,13 @@ def main() -> None:
     lines += [
         "",
         f"Median ratios: host / raw single-threaded **{serial:.2f}**, host / raw with the same "
-        f"concurrency **{parallel:.2f}**. The second is the dispatch overhead proper (thread per message, "
-        "QueueMessage construction, invocation logging, visibility bookkeeping, the threshold wait); the "
-        "first is what a user sees against the simplest consumer.",
+        f"concurrency **{parallel:.2f}**.",
+        "",
+        f"Reading: the host delivers {parallel:.0%} of the throughput of a raw consumer with the same "
+        f"concurrency, so its own per-message work (a thread per message, QueueMessage construction, invocation "
+        f"logging, visibility bookkeeping, the threshold wait) costs about {max(0.0, 1 - parallel):.0%} at this "
+        "rate; against the simplest single-threaded consumer it delivers "
+        f"{serial:.0%}. Azurite on 2 shared cores bounds all three.",
         "",
     ]
     RESULTS.write_text("\n".join(lines))

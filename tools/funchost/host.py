@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import azure.functions as func
+import requests
+import requests.adapters
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
@@ -101,7 +103,10 @@ class FunctionHost:
         where = f"function '{name}'"
         queue_name = resolve(trigger.queue_name, self.settings, where)
         connection = storage_connection_string(self.settings, trigger.connection or "AzureWebJobsStorage")
-        service = QueueServiceClient.from_connection_string(connection)
+        # Up to batchSize + newBatchThreshold invocations settle messages at once: size the pool for them.
+        service = QueueServiceClient.from_connection_string(
+            connection, session=pooled_session(options.batch_size + options.new_batch_threshold + 2)
+        )
         queue = service.get_queue_client(queue_name)
         # A quick check client: an unreachable account should fail start-up in seconds, not minutes of retries.
         ensure_queue(
@@ -147,6 +152,15 @@ class FunctionHost:
     def stop(self) -> None:
         for listener in self.listeners.values():
             listener.stop()
+
+
+def pooled_session(size: int) -> requests.Session:
+    """A requests session for an Azure SDK client, with a connection pool of ``size``."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
 
 
 def ensure_queue(queue: QueueClient, where: str) -> None:

@@ -1,0 +1,89 @@
+"""The local host's reading of host.json, local.settings.json and binding expressions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tools.funchost.config import (
+    HostConfigError,
+    QueueOptions,
+    load_local_settings,
+    resolve,
+    storage_connection_string,
+    timespan_seconds,
+)
+from tools.funchost.timers import format_time, parse_time
+
+
+def test_queue_options_from_host_json_and_defaults() -> None:
+    defaults = QueueOptions.from_host_json({"version": "2.0"}, cores=2)
+    assert (defaults.batch_size, defaults.new_batch_threshold, defaults.max_dequeue_count) == (16, 16, 5)
+    assert (defaults.visibility_timeout, defaults.max_polling_interval, defaults.message_encoding) == (0, 2, "base64")
+    options = QueueOptions.from_host_json(
+        {
+            "extensions": {
+                "queues": {
+                    "batchSize": 4,
+                    "newBatchThreshold": 1,
+                    "visibilityTimeout": "00:00:30",
+                    "maxPollingInterval": "00:01:00",
+                    "maxDequeueCount": 2,
+                    "messageEncoding": "none",
+                }
+            }
+        },
+        cores=2,
+    )
+    assert options == QueueOptions(4, 1, 60.0, 30.0, 2, "none")
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        ({"batchSize": 64}, "batchSize=64 must be 1-32"),
+        ({"messageEncoding": "utf8"}, "must be base64 or none"),
+        ({"visibilityTimeout": "30s"}, "is not a TimeSpan"),
+    ],
+)
+def test_bad_host_json_is_explained(queues: dict[str, object], message: str) -> None:
+    with pytest.raises(HostConfigError, match=message):
+        QueueOptions.from_host_json({"extensions": {"queues": queues}}, cores=1)
+
+
+def test_timespans() -> None:
+    assert timespan_seconds("1.02:03:04.5", "x") == 93784.5
+    assert timespan_seconds("00:00:00.200", "x") == 0.2
+
+
+def test_setting_expressions_resolve_or_name_the_setting() -> None:
+    assert resolve("%ALERTS_QUEUE%", {"ALERTS_QUEUE": "alerts"}, "f") == "alerts"
+    assert resolve("plain", {}, "f") == "plain"
+    with pytest.raises(HostConfigError, match="'%MISSING%' does not resolve to a value"):
+        resolve("%MISSING%", {}, "function 'x'")
+
+
+def test_connections() -> None:
+    assert storage_connection_string({"S": "UseDevelopmentStorage=true"}, "S") == "UseDevelopmentStorage=true"
+    with pytest.raises(HostConfigError, match="identity-based"):
+        storage_connection_string({"S__queueServiceUri": "https://a.queue.core.windows.net"}, "S")
+    with pytest.raises(HostConfigError, match="connection 'S' is not set"):
+        storage_connection_string({}, "S")
+
+
+def test_local_settings(tmp_path: Path) -> None:
+    path = tmp_path / "local.settings.json"
+    with pytest.raises(HostConfigError, match=r"not found; copy local.settings.json.example"):
+        load_local_settings(path)
+    path.write_text("{")
+    with pytest.raises(HostConfigError, match="is not valid JSON"):
+        load_local_settings(path)
+    path.write_text('{"Values": {"A": 1}}')
+    assert load_local_settings(path) == {"A": "1"}
+
+
+def test_status_times_round_trip_in_dotnet_format() -> None:
+    moment = parse_time("2026-11-21T22:55:00.1234567+00:00")
+    assert format_time(moment) == "2026-11-21T22:55:00.1234560+00:00"
+    assert parse_time("2026-11-21T22:55:00Z") == parse_time("2026-11-21T22:55:00.0000000+00:00")
