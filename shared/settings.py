@@ -56,6 +56,31 @@ class ProxyUrl:
 
 
 @dataclass(frozen=True)
+class StorageConnection:
+    """A storage account the code reaches: by connection string (locally) or by identity (in Azure).
+
+    Connection strings carry the account key, so they never appear in a repr.
+    """
+
+    name: str
+    connection_string: str | None = field(default=None, repr=False)
+    queue_uri: str | None = None
+    table_uri: str | None = None
+    blob_uri: str | None = None
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ForwardingSettings:
+    rules_location: str = "rules/forwarding-rules.json"
+    ledger_table: str = "forwardedalerts"
+    max_age_hours: float = 24.0
+    claim_seconds: float = 300.0
+    retry_base_seconds: float = 30.0
+    retry_max_seconds: float = 900.0
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -90,6 +115,8 @@ class Settings:
     device_sync_schedule: str
     connections: tuple[ServiceNowConnection, ...]
     http: HttpSettings = HttpSettings()
+    alerts_storage: StorageConnection = StorageConnection("ALERTS_STORAGE", "UseDevelopmentStorage=true")
+    forwarding: ForwardingSettings = ForwardingSettings()
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -165,16 +192,28 @@ def _check_schedule(reader: _Reader, name: str, example: str) -> str:
     return value
 
 
-def _check_storage_connection(reader: _Reader, name: str) -> None:
+def _check_storage_connection(reader: _Reader, name: str) -> StorageConnection:
     # The Functions host resolves a named connection either from a connection string setting or from
-    # identity-based `__queueServiceUri` / `__accountName` settings; either form is fine here.
-    if reader.raw(name) or reader.raw(f"{name}__queueServiceUri") or reader.raw(f"{name}__accountName"):
-        return
+    # identity-based `__queueServiceUri` / `__accountName` settings; the code reads it the same way.
+    if connection_string := reader.raw(name):
+        return StorageConnection(name, connection_string=connection_string)
+    account = reader.raw(f"{name}__accountName")
+    queue_uri = reader.raw(f"{name}__queueServiceUri") or (account and f"https://{account}.queue.core.windows.net")
+    if queue_uri:
+        return StorageConnection(
+            name,
+            queue_uri=queue_uri,
+            table_uri=reader.raw(f"{name}__tableServiceUri")
+            or (account and f"https://{account}.table.core.windows.net"),
+            blob_uri=reader.raw(f"{name}__blobServiceUri") or (account and f"https://{account}.blob.core.windows.net"),
+            client_id=reader.raw(f"{name}__clientId"),
+        )
     reader.fail(
         f"{name} is not set; expected a storage connection string (locally 'UseDevelopmentStorage=true') "
         f"or identity-based settings {name}__queueServiceUri (with {name}__credential=managedidentity "
         f"and {name}__clientId)"
     )
+    return StorageConnection(name)
 
 
 def parse_proxy_url(value: str, where: str) -> ProxyUrl:
@@ -291,7 +330,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`SettingsError` listing every problem."""
     reader = _Reader(os.environ if environ is None else environ)
     alerts_queue = _check_queue_name(reader, "ALERTS_QUEUE")
-    _check_storage_connection(reader, "ALERTS_STORAGE")
+    alerts_storage = _check_storage_connection(reader, "ALERTS_STORAGE")
     token_schedule = _check_schedule(reader, "TOKEN_REFRESH_SCHEDULE", "0 */10 * * * *")
     sync_schedule = _check_schedule(reader, "DEVICE_SYNC_SCHEDULE", "0 */5 * * * *")
 
@@ -314,6 +353,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_attempts=reader.integer("SERVICENOW_MAX_ATTEMPTS", 5, 1, 20),
     )
     connections = _check_connections(reader, proxy, ca_bundle)
+    forwarding = ForwardingSettings(
+        rules_location=reader.raw("FORWARDING_RULES_LOCATION") or ForwardingSettings.rules_location,
+        ledger_table=reader.raw("FORWARDING_LEDGER_TABLE") or ForwardingSettings.ledger_table,
+        max_age_hours=reader.number("FORWARDING_MAX_AGE_HOURS", 24.0, 0.01, 24 * 7),
+        retry_base_seconds=reader.number("FORWARDING_RETRY_BASE_SECONDS", 30.0, 1, 3600),
+        retry_max_seconds=reader.number("FORWARDING_RETRY_MAX_SECONDS", 900.0, 1, 24 * 3600),
+    )
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", forwarding.ledger_table):
+        reader.fail(
+            f"FORWARDING_LEDGER_TABLE={forwarding.ledger_table!r} is not a table name; expected 3-63 "
+            "letters and digits starting with a letter"
+        )
     if reader.problems:
         raise SettingsError(reader.problems)
     return Settings(
@@ -322,6 +373,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device_sync_schedule=sync_schedule,
         connections=connections,
         http=http,
+        alerts_storage=alerts_storage,
+        forwarding=forwarding,
     )
 
 

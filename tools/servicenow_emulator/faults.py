@@ -17,7 +17,7 @@ from typing import Any
 class Fault:
     """What to do to one request instead of serving it."""
 
-    kind: str  # "status" | "reset" | "hang"
+    kind: str  # "status" | "reset" (no response) | "hang" (delay, then serve) | "slow_response" (serve, then delay)
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0

@@ -165,9 +165,12 @@ class ServiceNowEmulator:
                     return None
                 if fault.kind == "hang":
                     time.sleep(fault.seconds)
-                else:
+                elif fault.kind != "slow_response":
                     return self.fault_reply(fault.status, fault.retry_after)
             reply = self.route(method, url.path, url.query, headers, body)
+            if fault is not None and fault.kind == "slow_response":
+                # The request took effect; its answer comes too late for the client (a lost response).
+                time.sleep(fault.seconds)
         finally:
             if session:
                 self.leave_session(session)

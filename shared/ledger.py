@@ -1,0 +1,218 @@
+"""The forwarding ledger: which ServiceNow record stands for which (alert, action), in Table storage.
+
+It is what makes forwarding exactly-once at one ServiceNow call on the happy path. Before writing a
+record a worker *claims* the (alert, action) row — an insert, which storage lets only one writer
+win. The row then holds the record's sys_id and the deliveries already handled, so a redelivered or
+duplicated message costs no ServiceNow write. A claim left behind by a crash (between the
+ServiceNow write and the ledger update) goes stale after ``claim_seconds`` and the next worker
+recovers: it looks the record up by correlation id before it would create one. A claim whose
+write failed ambiguously is marked *uncertain* at once, so recovery starts without waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+MAX_DELIVERIES = 50
+
+ClaimKind = Literal["new", "recover", "existing", "busy"]
+
+
+def partition_for(alert_key: str) -> str:
+    # Table keys refuse '/', '\\', '#', '?' and control characters; alert ids are arbitrary text.
+    return hashlib.sha256(alert_key.encode()).hexdigest()
+
+
+@dataclass
+class Entry:
+    alert_key: str
+    action: str
+    state: str
+    etag: str
+    sys_id: str = ""
+    number: str = ""
+    table: str = ""
+    correlation_id: str = ""
+    generation: int = 0
+    seen: int = 1
+    deliveries: tuple[str, ...] = ()
+    resolved: bool = False
+    claimed_at: datetime | None = None
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Entry:
+        return cls(
+            alert_key=entity.get("alert_key", ""),
+            action=entity["RowKey"],
+            state=entity.get("state", ""),
+            etag=entity.metadata["etag"],
+            sys_id=entity.get("sys_id", ""),
+            number=entity.get("number", ""),
+            table=entity.get("table", ""),
+            correlation_id=entity.get("correlation_id", ""),
+            generation=int(entity.get("generation", 0)),
+            seen=int(entity.get("seen", 1)),
+            deliveries=tuple(json.loads(entity.get("deliveries", "[]"))),
+            resolved=bool(entity.get("resolved", False)),
+        )
+
+
+@dataclass
+class Claim:
+    kind: ClaimKind
+    entry: Entry | None = None
+
+
+class Ledger:
+    def __init__(
+        self,
+        table: TableClient,
+        claim_seconds: float = 300.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.table = table
+        self.claim_seconds = claim_seconds
+        self.clock = clock
+
+    def ensure_table(self) -> None:
+        with contextlib.suppress(ResourceExistsError):
+            self.table.create_table()
+
+    def _keys(self, alert_key: str, action: str) -> dict[str, str]:
+        return {"PartitionKey": partition_for(alert_key), "RowKey": action}
+
+    def _get(self, alert_key: str, action: str) -> Entry | None:
+        try:
+            return Entry.from_entity(self.table.get_entity(partition_key=partition_for(alert_key), row_key=action))
+        except ResourceNotFoundError:
+            return None
+
+    def _merge(self, entry: Entry, values: dict[str, Any]) -> Entry | None:
+        """Conditional update on the entry's etag; None when another writer got there first."""
+        entity = {**self._keys(entry.alert_key, entry.action), **values}
+        try:
+            metadata = self.table.update_entity(
+                entity, mode=UpdateMode.MERGE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return None
+            raise
+        updated = self._get(entry.alert_key, entry.action)
+        del metadata
+        return updated
+
+    def claim(self, alert_key: str, action: str, correlation_id: str) -> Claim:
+        now = self.clock()
+        entity = {
+            **self._keys(alert_key, action),
+            "alert_key": alert_key,
+            "state": "claimed",
+            "claim_id": uuid.uuid4().hex,
+            "claimed_at": now,
+            "correlation_id": correlation_id,
+            "generation": 0,
+            "seen": 1,
+            "deliveries": "[]",
+        }
+        try:
+            self.table.create_entity(entity)
+            entry = self._get(alert_key, action)
+            return Claim("new", entry)
+        except ResourceExistsError:
+            pass
+        entry = self._get(alert_key, action)
+        if entry is None:  # deleted between the two calls: try once more from the start
+            return self.claim(alert_key, action, correlation_id)
+        if entry.state == "created":
+            return Claim("existing", entry)
+        claimed_at = entry.claimed_at or now
+        if entry.state == "claimed" and now - claimed_at < timedelta(seconds=self.claim_seconds):
+            return Claim("busy", entry)
+        taken = self._merge(entry, {"state": "claimed", "claim_id": uuid.uuid4().hex, "claimed_at": now})
+        return Claim("recover", taken) if taken is not None else Claim("busy", entry)
+
+    def created(
+        self,
+        entry: Entry,
+        *,
+        sys_id: str,
+        number: str,
+        table: str,
+        correlation_id: str,
+        delivery_id: str,
+        generation: int,
+    ) -> Entry:
+        deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
+        updated = self._merge(
+            entry,
+            {
+                "state": "created",
+                "sys_id": sys_id,
+                "number": number,
+                "table": table,
+                "correlation_id": correlation_id,
+                "generation": generation,
+                "deliveries": json.dumps(deliveries),
+                "resolved": False,
+            },
+        )
+        if updated is None:
+            raise RuntimeError(f"ledger entry for {entry.alert_key}/{entry.action} changed while this worker held it")
+        return updated
+
+    def uncertain(self, entry: Entry) -> None:
+        """The write may or may not have reached ServiceNow: recover by lookup next time, without waiting."""
+        self._merge(entry, {"state": "uncertain"})
+
+    def release(self, entry: Entry) -> None:
+        """Nothing was written: forget the claim (or, for a new generation, go back to the record before it)."""
+        if entry.sys_id:
+            self._merge(entry, {"state": "created", "generation": max(0, entry.generation - 1)})
+            return
+        with contextlib.suppress(HttpResponseError):
+            self.table.delete_entity(
+                partition_key=partition_for(entry.alert_key),
+                row_key=entry.action,
+                etag=entry.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    def begin_generation(self, entry: Entry, generation: int, correlation_id: str) -> Entry | None:
+        """Claim the right to replace a closed record with a new one (None: another worker is doing it).
+
+        The entry then names the new generation's correlation id, so a recovery looks for the new record,
+        never adopts the closed one.
+        """
+        return self._merge(
+            entry,
+            {
+                "state": "claimed",
+                "claim_id": uuid.uuid4().hex,
+                "claimed_at": self.clock(),
+                "generation": generation,
+                "correlation_id": correlation_id,
+            },
+        )
+
+    def delivered(self, entry: Entry, delivery_id: str, **values: Any) -> Entry | None:
+        deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
+        return self._merge(entry, {"deliveries": json.dumps(deliveries), "seen": entry.seen + 1, **values})
+
+    def entries(self, alert_key: str) -> list[Entry]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_for(alert_key)})
+        return [Entry.from_entity(e) for e in query]
+
+    def resolved(self, entry: Entry) -> None:
+        self._merge(entry, {"resolved": True})

@@ -1,0 +1,43 @@
+"""Clients for the storage account behind a named connection, built the way the host resolves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from azure.data.tables import TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from shared.settings import StorageConnection
+
+
+def _credential(connection: StorageConnection) -> Any:
+    # Imported here: azure.identity is heavy and unused when a connection string is configured.
+    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: PLC0415
+
+    if connection.client_id:
+        return ManagedIdentityCredential(client_id=connection.client_id)
+    return DefaultAzureCredential()
+
+
+def queue_service(connection: StorageConnection) -> QueueServiceClient:
+    if connection.connection_string:
+        return QueueServiceClient.from_connection_string(connection.connection_string)
+    assert connection.queue_uri is not None
+    return QueueServiceClient(connection.queue_uri, credential=_credential(connection))
+
+
+def table_service(connection: StorageConnection) -> TableServiceClient:
+    if connection.connection_string:
+        return TableServiceClient.from_connection_string(connection.connection_string)
+    if connection.table_uri is None:
+        raise ValueError(f"{connection.name}__tableServiceUri is not set; the forwarding ledger needs table storage")
+    return TableServiceClient(connection.table_uri, credential=_credential(connection))
+
+
+def blob_service(connection: StorageConnection) -> BlobServiceClient:
+    if connection.connection_string:
+        return BlobServiceClient.from_connection_string(connection.connection_string)
+    if connection.blob_uri is None:
+        raise ValueError(f"{connection.name}__blobServiceUri is not set; the rules document lives in blob storage")
+    return BlobServiceClient(connection.blob_uri, credential=_credential(connection))

@@ -1,0 +1,87 @@
+"""Text templates for ServiceNow fields: ``{title}`` style placeholders from a fixed set.
+
+Templates come from the rules document (user-editable), so only known placeholders are allowed
+and values are substituted as plain text: no attribute access, no format specs.
+"""
+
+from __future__ import annotations
+
+import string
+import unicodedata
+from collections.abc import Mapping
+
+PLACEHOLDERS = frozenset(
+    {
+        "title",
+        "message",
+        "severity",
+        "engine",
+        "protocol",
+        "alert_id",
+        "time",
+        "sensor",
+        "sensor_id",
+        "site",
+        "zone",
+        "source",
+        "destination",
+        "remediation",
+        "information",
+        "sensor_url",
+        "status",
+        "details",
+    }
+)
+ELLIPSIS = "…"
+
+
+def placeholders(template: str) -> list[str]:
+    """The placeholder names a template uses; raises ValueError on malformed braces or a format spec."""
+    names = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if spec or conversion or not name.isidentifier():
+            raise ValueError(f"placeholder {{{name}}} must be a plain name, without format spec or conversion")
+        names.append(name)
+    return names
+
+
+def check(template: str) -> str | None:
+    """None when the template is valid, else what is wrong with it."""
+    try:
+        unknown = sorted(set(placeholders(template)) - PLACEHOLDERS)
+    except ValueError as exc:
+        return str(exc)
+    if unknown:
+        names = ", ".join("{" + u + "}" for u in unknown)
+        return f"unknown placeholder(s) {names}; known: {', '.join(sorted(PLACEHOLDERS))}"
+    return None
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    return "".join(
+        literal + (values.get(name, "") if name is not None else "")
+        for literal, name, _, _ in string.Formatter().parse(template)
+    )
+
+
+def truncate(text: str, limit: int) -> str:
+    """At most ``limit`` characters, ending with '…' when cut, never cutting inside a character.
+
+    Python strings are code points, so surrogate pairs cannot split; combining marks, joiners and
+    variation selectors belong to the character before them, so the cut backs off over them.
+    """
+    text = " ".join(text.split()) if "\n" in text else text
+    if len(text) <= limit:
+        return text
+    cut = limit - len(ELLIPSIS)
+    while cut > 0 and _attaches(text[cut]):
+        cut -= 1
+    if cut > 0 and text[cut - 1] == "\u200d":  # never end on a zero-width joiner
+        cut -= 1
+    return text[:cut].rstrip() + ELLIPSIS
+
+
+def _attaches(char: str) -> bool:
+    return bool(unicodedata.combining(char)) or char in "\u200d\ufe0e\ufe0f" or "\U0001f3fb" <= char <= "\U0001f3ff"

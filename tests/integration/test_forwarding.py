@@ -1,0 +1,394 @@
+"""Alert forwarding end to end: Azurite (queue, ledger, rules) and the ServiceNow emulator, real SDKs.
+
+Each exactly-once case is driven through the forwarder's entry point with real storage and a real
+ServiceNow wire; crashes are reproduced by leaving behind exactly the state a dead worker leaves.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.storage.queue import QueueClient
+
+from shared import forwarding
+from shared.alerts import SCHEMA
+from shared.forwarding import Forwarder, Result, build_forwarder
+from shared.settings import Settings, load_settings
+from tests.conftest import SN_PASSWORD, SN_USER
+from tools.azurite import Azurite
+from tools.servicenow_emulator import ServiceNowEmulator
+
+pytestmark = pytest.mark.integration
+CREATED = "2025-01-01T00:00:00+00:00"
+ACTIONS = [
+    {"name": "incident", "connection": "default", "report": "incident"},
+    {"name": "incident-reopen", "connection": "default", "report": "incident", "on_closed": "reopen"},
+    {"name": "soc", "connection": "default", "report": "full", "table": "sn_si_incident"},
+    {"name": "broken", "connection": "default", "report": "full", "table": "sn_no_such_table"},
+]
+
+
+def rules(*selected: str, **rule: Any) -> dict[str, Any]:
+    return {
+        "actions": ACTIONS,
+        "rules": [{"name": "main", "created_at": CREATED, "actions": list(selected or ["incident"]), **rule}],
+    }
+
+
+def alert(alert_id: Any = 1001, severity: str = "Major", **extra: Any) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "sensor-1", "id": 7, "site": "Plant A"},
+        "alert": {
+            "id": alert_id,
+            "time": 1763762400000,
+            "title": "Illegal MODBUS Operation",
+            "severity": severity,
+            "engine": "Protocol Violation",
+            "message": "Exception raised by master",
+            **extra,
+        },
+    }
+
+
+def body(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode()
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    forwarder: Forwarder
+    servicenow: ServiceNowEmulator
+    queue: QueueClient
+    poison: QueueClient
+    rules_path: Path
+
+    def handle(self, document: dict[str, Any] | bytes, message_id: str | None = None) -> Result:
+        data = document if isinstance(document, bytes) else body(document)
+        return self.forwarder.handle(data, message_id or uuid.uuid4().hex)
+
+    def records(self, table: str = "incident") -> list[dict[str, str]]:
+        return self.servicenow.store.all(table)
+
+    def deferred(self, wait: float = 0) -> list[tuple[str, bytes]]:
+        deadline = time.monotonic() + wait
+        while True:
+            found = [(m.id, base64.b64decode(m.content)) for m in self.queue.receive_messages(max_messages=32)]
+            if found or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.2)
+
+    def poisoned(self) -> list[dict[str, Any]]:
+        try:
+            return [json.loads(base64.b64decode(m.content)) for m in self.poison.peek_messages(max_messages=32)]
+        except Exception:  # created on first use
+            return []
+
+    def set_rules(self, document: dict[str, Any]) -> None:
+        self.rules_path.write_text(json.dumps(document))
+
+
+@pytest.fixture
+def make_stack(
+    azurite: Azurite, servicenow: ServiceNowEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Stack]]:
+    monkeypatch.setenv("SERVICENOW_DEFAULT_PASSWORD", SN_PASSWORD)
+    built: list[Stack] = []
+
+    def make(document: dict[str, Any] | None = None, **overrides: str) -> Stack:
+        queue = f"alerts{uuid.uuid4().hex[:12]}"
+        rules_path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}.json"
+        rules_path.write_text(json.dumps(document or rules()))
+        environ = {
+            "ALERTS_QUEUE": queue,
+            "ALERTS_STORAGE": azurite.connection_string,
+            "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+            "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+            "SERVICENOW_CONNECTIONS": json.dumps(
+                [{"name": "default", "instance_url": servicenow.url, "auth": "basic", "username": SN_USER}]
+            ),
+            "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
+            "SERVICENOW_READ_TIMEOUT_SECONDS": "1",
+            "SERVICENOW_RETRY_BUDGET_SECONDS": "2",
+            "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
+            "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
+            "FORWARDING_RETRY_BASE_SECONDS": "1",
+            "FORWARDING_RETRY_MAX_SECONDS": "2",
+            **overrides,
+        }
+        settings = load_settings(environ)
+        forwarder = build_forwarder(settings)
+        forwarder.queue.create_queue()
+        stack = Stack(settings, forwarder, servicenow, forwarder.queue, forwarder.poison, rules_path)
+        built.append(stack)
+        return stack
+
+    yield make
+    for stack in built:
+        for client in stack.forwarder.clients.values():
+            client.close()
+
+
+def test_an_alert_becomes_one_incident_in_one_servicenow_call(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    result = stack.handle(alert())
+    assert result.status == "forwarded" and result.rules == ("main",)
+    (outcome,) = result.outcomes
+    (record,) = stack.records()
+    assert (outcome.operation, outcome.sys_id, outcome.number) == ("created", record["sys_id"], record["number"])
+    assert record["correlation_id"] == "dfiot:alert:7:1001:incident"
+    assert stack.servicenow.stats["requests"] == 1  # the happy path is one POST
+
+
+def test_redelivery_writes_nothing(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.handle(alert(), "message-1")
+    again = stack.handle(alert(), "message-1")
+    assert [o.operation for o in again.outcomes] == ["duplicate"]
+    assert len(stack.records()) == 1 and stack.servicenow.stats["requests"] == 1
+    assert stack.servicenow.store.all("sys_journal_field") == []
+
+
+def test_duplicate_enqueue_adds_a_work_note_not_a_record(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.handle(alert(), "message-1")
+    repeat = stack.handle(alert(), "message-2")
+    assert [o.operation for o in repeat.outcomes] == ["work_note"]
+    (note,) = stack.servicenow.store.all("sys_journal_field")
+    assert note["element"] == "work_notes" and "occurrence 2" in note["value"]
+    third = stack.handle(alert(), "message-3")
+    assert [o.operation for o in third.outcomes] == ["work_note"]
+    assert "occurrence 3" in stack.servicenow.store.all("sys_journal_field")[-1]["value"]
+    assert len(stack.records()) == 1
+
+
+def test_parallel_duplicates_make_one_record(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.servicenow.faults.configure({"latency_ms": 150})
+    results: list[Result] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(stack.handle(alert(), f"m-{i}"))) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(stack.records()) == 1
+    statuses = sorted(r.status for r in results)
+    assert statuses.count("forwarded") >= 1 and set(statuses) <= {"forwarded", "deferred"}
+    assert stack.poisoned() == []
+
+
+def test_lost_response_is_recovered_by_correlation_id(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.servicenow.faults.configure({"fail_next": [{"kind": "slow_response", "seconds": 2}]})
+    first = stack.handle(alert(), "message-1")
+    assert first.status == "deferred" and "read timeout" in first.reason
+    assert len(stack.records()) == 1  # ServiceNow did create it; the answer was lost
+    ((message_id, deferred),) = stack.deferred(wait=5)
+    second = stack.handle(deferred, message_id)
+    assert [o.operation for o in second.outcomes] == ["recovered"]
+    assert len(stack.records()) == 1
+    third = stack.handle(deferred, "yet-another-copy")
+    assert [o.operation for o in third.outcomes] == ["duplicate"]  # same delivery id travels with the copy
+
+
+def test_crash_after_the_servicenow_write_is_recovered(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    # What a worker that died right after the ServiceNow write leaves behind: a claim and a record.
+    from shared.alerts import parse_message
+    from shared.incidents import alert_key, correlation_id, record_values
+
+    message = parse_message(body(alert()))
+    action = stack.forwarder.rules.current().actions["incident"]
+    stack.forwarder.ledger.claim(alert_key(message), "incident", correlation_id(message, action))
+    stack.forwarder.clients["default"].create_record("incident", record_values(message, action))
+    stack.forwarder.ledger.claim_seconds = 0  # the dead worker's claim has gone stale
+    result = stack.handle(alert(), "redelivered")
+    assert [o.operation for o in result.outcomes] == ["recovered"]
+    assert len(stack.records()) == 1
+
+
+def resolve_in_servicenow(stack: Stack, sys_id: str) -> None:
+    stack.servicenow.store.update("incident", sys_id, {"state": "6", "close_code": "Solved", "close_notes": "x"}, "u")
+
+
+def test_repeat_of_a_closed_alert_makes_a_new_record_by_default(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    first = stack.handle(alert()).outcomes[0]
+    resolve_in_servicenow(stack, first.sys_id)
+    again = stack.handle(alert()).outcomes[0]
+    assert again.operation == "recreated" and again.sys_id != first.sys_id
+    records = {r["sys_id"]: r for r in stack.records()}
+    assert records[again.sys_id]["correlation_id"] == "dfiot:alert:7:1001:incident:1"
+    assert stack.handle(alert()).outcomes[0].operation == "work_note"  # the new one is open
+
+
+def test_repeat_of_a_closed_alert_can_reopen(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rules("incident-reopen"))
+    first = stack.handle(alert()).outcomes[0]
+    resolve_in_servicenow(stack, first.sys_id)
+    again = stack.handle(alert()).outcomes[0]
+    assert (again.operation, again.sys_id) == ("reopened", first.sys_id)
+    assert stack.servicenow.store.get("incident", first.sys_id)["state"] == "2"
+
+
+def test_alert_handled_in_defender_resolves_its_records_once(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rules("incident", "soc"))
+    created = stack.handle(alert()).outcomes
+    status = {
+        "schema": SCHEMA,
+        "kind": "alert_status",
+        "sensor": {"name": "sensor-1", "id": 7},
+        "alert": {"id": 1001, "handled": True},
+        "resolution": {"action": "handle", "by": "ot-analyst"},
+    }
+    resolved = stack.handle(status)
+    assert sorted(o.operation for o in resolved.outcomes) == ["resolved", "resolved"]
+    incident = stack.servicenow.store.get("incident", created[0].sys_id)
+    assert (incident["state"], incident["close_code"]) == ("6", "Resolved by caller")
+    assert "handle by ot-analyst" in incident["close_notes"]
+    assert stack.servicenow.store.get("sn_si_incident", created[1].sys_id)["state"] == "3"
+    again = stack.handle(status)
+    assert again.outcomes == [] and again.status == "filtered"
+
+
+def test_429_storm_defers_for_the_requested_time(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.servicenow.faults.configure({"fail_next": [{"status": 429, "retry_after": "3", "count": 20}]})
+    result = stack.handle(alert(), "m-1")
+    assert result.status == "deferred"
+    assert stack.deferred() == []  # invisible for the Retry-After wait
+    stack.servicenow.faults.clear()
+    ((message_id, deferred),) = stack.deferred(wait=6)
+    assert [o.operation for o in stack.handle(deferred, message_id).outcomes] == ["created"]
+    assert len(stack.records()) == 1 and stack.poisoned() == []
+
+
+def test_outage_longer_than_the_hosts_retries_loses_nothing(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.servicenow.faults.configure({"outage_seconds": 3600})
+    message_id, data = "m-1", body(alert())
+    for attempt in range(1, 8):  # more attempts than host.json maxDequeueCount (5)
+        result = stack.handle(data, message_id)
+        assert result.status == "deferred"
+        ((message_id, data),) = stack.deferred(wait=5)
+        assert len(json.loads(data)["_delivery"]["attempts"]) == attempt
+    assert stack.poisoned() == []
+    stack.servicenow.faults.clear()
+    assert [o.operation for o in stack.handle(data, message_id).outcomes] == ["created"]
+    assert len(stack.records()) == 1
+
+
+def test_past_the_maximum_age_goes_to_poison_with_history(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.servicenow.faults.configure({"outage_seconds": 3600})
+    old = (datetime.now(UTC) - timedelta(hours=25)).isoformat()
+    document = {**alert(), "_delivery": {"id": "orig", "first_seen": old, "attempts": [{"at": old, "error": "503"}]}}
+    assert stack.handle(document).status == "poisoned"
+    (wrapped,) = stack.poisoned()
+    assert wrapped["reason"].startswith("not delivered within 1 day, 0:00:00")
+    assert len(wrapped["attempts"]) == 2 and wrapped["message"]["alert"]["id"] == 1001
+    assert "_delivery" not in wrapped["message"]
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"not json", "message: not JSON"),
+        (b"\xff\xfe", "message: not UTF-8"),
+        (body({**alert(), "alert": {**alert()["alert"], "severity": 3}}), "alert.severity"),
+        (body({**alert(), "alert": {**alert()["alert"], "title": "x" * 2000}}), "alert.title: 2000 characters"),
+        (body({**alert(), "kind": "unknown"}), "kind: expected one of"),
+    ],
+)
+def test_malformed_messages_are_poisoned_without_a_servicenow_call(
+    make_stack: Callable[..., Stack], data: bytes, reason: str
+) -> None:
+    stack = make_stack()
+    assert stack.handle(data).status == "poisoned"
+    (wrapped,) = stack.poisoned()
+    assert wrapped["reason"].startswith("invalid message: ") and reason in wrapped["reason"]
+    assert base64.b64decode(wrapped.get("message_base64", "")) == data or "message" in wrapped
+    assert stack.servicenow.stats["requests"] == 0
+
+
+def test_hostile_alert_id_is_forwarded_as_data(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.handle(alert(alert_id="x^NQactive=true"))
+    stack.handle(alert(alert_id=1002))
+    assert len(stack.records()) == 2
+    assert {r["correlation_id"] for r in stack.records()} == {
+        "dfiot:alert:7:x^NQactive=true:incident",
+        "dfiot:alert:7:1002:incident",
+    }
+
+
+def test_permanent_refusal_is_poisoned_and_can_be_replayed(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rules("broken"))
+    result = stack.handle(alert())
+    assert result.status == "poisoned" and "Invalid table sn_no_such_table" in result.reason
+    (wrapped,) = stack.poisoned()
+    assert "ServiceNow refused the record" in wrapped["reason"]
+    stack.set_rules(rules("soc"))  # fixed: a replay now goes through (the failed claim was released)
+    time.sleep(0.01)
+    assert [o.operation for o in stack.handle(wrapped["message"]).outcomes] == ["created"]
+
+
+def test_filtered_alerts_cost_no_servicenow_call(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rules(minimal_severity="Critical"))
+    result = stack.handle(alert(severity="Minor"))
+    assert result.status == "filtered" and "severity Minor below Critical" in result.reason
+    assert stack.servicenow.stats["requests"] == 0
+
+
+def test_an_invalid_rules_update_keeps_the_last_good_rules(
+    make_stack: Callable[..., Stack], caplog: pytest.LogCaptureFixture
+) -> None:
+    stack = make_stack()
+    stack.handle(alert(alert_id=1))
+    stack.set_rules({"actions": [], "rules": [{"name": "broken"}]})
+    with caplog.at_level(logging.ERROR, logger="shared.forwarding"):
+        assert stack.handle(alert(alert_id=2)).status == "forwarded"
+    assert "refused; the last good rules stay in force" in caplog.text
+    assert "rules[0].actions: expected a non-empty list of action names" in caplog.text
+
+
+def test_missing_rules_defer_rather_than_drop(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.rules_path.unlink()
+    result = stack.handle(alert())
+    assert result.status == "deferred" and "no forwarding rules" in result.reason
+    assert len(stack.deferred(wait=5)) == 1
+
+
+def test_the_function_entry_point(make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
+    stack = make_stack()
+    monkeypatch.setattr(forwarding, "_forwarder", stack.forwarder)
+    import azure.functions.queue
+
+    from functions.alert_forwarder import alert_forwarder
+
+    now = datetime.now(UTC)
+    message = azure.functions.queue.QueueMessage(
+        id="fn-1",
+        body=body(alert()),
+        dequeue_count=1,
+        insertion_time=now,
+        expiration_time=now,
+        time_next_visible=now,
+        pop_receipt="r",
+    )
+    alert_forwarder(message)
+    assert len(stack.records()) == 1
