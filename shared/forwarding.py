@@ -30,7 +30,7 @@ from azure.storage.queue import QueueClient
 from shared.alerts import DELIVERY_FIELD, AlertMessage, InvalidMessageError, parse_message
 from shared.incidents import alert_key, correlation_id, record_values, values
 from shared.ledger import Entry, Ledger
-from shared.rules import Action, RulesError, RuleSet, evaluate, parse_rules
+from shared.rules import Action, RulesError, RuleSet, evaluate, load_document, parse_rules
 from shared.secrets import EnvironmentSecretStore
 from shared.servicenow import (
     EncodedQuery,
@@ -110,10 +110,10 @@ class RulesSource:
             if version == self.version and self.rules is not None:
                 return self.rules
             try:
-                self.rules = parse_rules(json.loads(data), self.connections)
+                self.rules = parse_rules(load_document(data, self.location), self.connections)
                 logger.info("forwarding rules loaded from %s (%d rules)", self.location, len(self.rules.rules))
             except (ValueError, RulesError) as exc:
-                errors = exc.errors if isinstance(exc, RulesError) else [f"document: not JSON ({exc})"]
+                errors = exc.errors if isinstance(exc, RulesError) else [str(exc)]
                 logger.error(
                     "forwarding rules at %s refused; the last good rules stay in force:\n%s",
                     self.location,

@@ -10,11 +10,14 @@ two rules that pick the same action for an alert still produce one record.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
+
+import yaml
 
 from shared import templates
 from shared.alerts import AlertMessage, Severity
@@ -371,6 +374,19 @@ def parse_rules(document: Any, connections: Sequence[str] | None = None) -> Rule
     if errors.errors:
         raise RulesError(errors.errors)
     return RuleSet(tuple(rules), {name: action for name, action in actions.items() if action is not None})
+
+
+def load_document(data: bytes | str, where: str) -> Any:
+    """A rules (or alert) document from JSON or YAML text; ValueError names the source."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        pass
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{where}: neither JSON nor YAML ({exc})") from None
 
 
 def stamp(document: dict[str, Any], previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:

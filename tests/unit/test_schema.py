@@ -1,0 +1,66 @@
+"""The published JSON Schema and the parser agree on what a valid message is."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from shared.alerts import SCHEMA, InvalidMessageError, parse_message
+from tests.conftest import ROOT
+
+PUBLISHED = json.loads((ROOT / "schemas" / "alert-message.v1.json").read_text())
+ALERT = {
+    "id": 1,
+    "time": 1763762400000,
+    "title": "Illegal MODBUS Operation",
+    "severity": "Major",
+    "engine": "Protocol Violation",
+    "remediationSteps": ["x"],
+    "additionalInformation": None,
+}
+VALID = [
+    {"schema": SCHEMA, "kind": "alert", "sensor": {"name": "s", "id": 3}, "alert": ALERT, "protocol": "MODBUS"},
+    {"schema": SCHEMA, "kind": "alert", "alert": {**ALERT, "id": "1-1594550943000", "sensorName": "c"}},
+    {"schema": SCHEMA, "kind": "system", "sensor": {"name": "s"}, "system": {"status": "online", "time": 1}},
+    {
+        "schema": SCHEMA,
+        "kind": "alert_status",
+        "sensor": {"name": "s"},
+        "alert": {"id": 1, "handled": True},
+        "resolution": {"action": "handleAndLearn"},
+    },
+]
+INVALID = [
+    {"schema": SCHEMA, "kind": "alert", "sensor": {"name": "s"}, "alert": {**ALERT, "severity": "Severe"}},
+    {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "s"},
+        "alert": {k: v for k, v in ALERT.items() if k != "title"},
+    },
+    {"schema": SCHEMA, "kind": "alert", "alert": ALERT},
+    {"schema": SCHEMA, "kind": "system", "sensor": {"name": "s"}, "system": {"status": "rebooting", "time": 1}},
+    {"schema": "v0", "kind": "alert", "sensor": {"name": "s"}, "alert": ALERT},
+    {"schema": SCHEMA, "kind": "alert_status", "sensor": {"name": "s"}, "alert": {"id": 1, "handled": False}},
+]
+
+
+def test_schema_is_itself_valid() -> None:
+    jsonschema.Draft202012Validator.check_schema(PUBLISHED)
+
+
+@pytest.mark.parametrize("document", VALID)
+def test_valid_for_both(document: dict[str, Any]) -> None:
+    jsonschema.validate(document, PUBLISHED)
+    parse_message(json.dumps(document).encode())
+
+
+@pytest.mark.parametrize("document", INVALID)
+def test_invalid_for_both(document: dict[str, Any]) -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(document, PUBLISHED)
+    with pytest.raises(InvalidMessageError):
+        parse_message(json.dumps(document).encode())
