@@ -49,6 +49,7 @@ logger = logging.getLogger("shared.forwarding")
 CLOSED_STATES = {"incident": {"6", "7", "8"}, "sn_si_incident": {"3", "7"}}
 RESOLVED_STATE = {"incident": "6", "sn_si_incident": "3"}
 REOPENED_STATE = {"incident": "2", "sn_si_incident": "16"}
+BUSY_RETRY_SECONDS = 5.0
 
 
 class DeferError(Exception):
@@ -218,7 +219,8 @@ class Forwarder:
         key = alert_key(message)
         claim = self.ledger.claim(key, action.name, correlation_id(message, action))
         if claim.kind == "busy":
-            raise DeferError("another worker is writing this alert's record now")
+            # The other worker's write takes a second or so, not an outage's back-off.
+            raise DeferError("another worker is writing this alert's record now", retry_after=BUSY_RETRY_SECONDS)
         assert claim.entry is not None
         if claim.kind == "existing":
             return self._repeat(message, action, claim.entry, delivery_id)
@@ -292,7 +294,9 @@ class Forwarder:
         generation = entry.generation + 1
         taken = self.ledger.begin_generation(entry, generation, correlation_id(message, action, generation))
         if taken is None:
-            raise DeferError("another worker is replacing this alert's closed record now")
+            raise DeferError(
+                "another worker is replacing this alert's closed record now", retry_after=BUSY_RETRY_SECONDS
+            )
         return self._write(message, action, taken, delivery_id, recover=False, operation="recreated")
 
     # -- alert handled in Defender -----------------------------------------------------------

@@ -23,7 +23,9 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient
 
+from shared.settings import load_settings
 from tools.azurite import AzuriteError, port_is_free, start_azurite
+from tools.demo import run_demo
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 from tools.servicenow_emulator.__main__ import DEFAULT_CLIENT, DEFAULT_USER
 
@@ -97,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.localstack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--once", action="store_true", help="start everything, report, and stop")
+    parser.add_argument("--once", action="store_true", help="start everything, play the demo, report, and stop")
+    parser.add_argument("--no-demo", action="store_true", help="start the stack without enqueuing demo alerts")
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     if shutil.which("node") is None:
@@ -125,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
         values = ensure_local_settings(emulator)
         queues = provision(values)
         host = start_host()
+        if not args.no_demo:
+            print("playing the demo: rules applied, alerts enqueued; waiting for the host to process them…", flush=True)
+            print(run_demo(load_settings(values), emulator), flush=True)
         print("local stack is up:")
         print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
         print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")

@@ -276,6 +276,7 @@ def test_429_storm_defers_for_the_requested_time(make_stack: Callable[..., Stack
     assert len(stack.records()) == 1 and stack.poisoned() == []
 
 
+@pytest.mark.slow
 def test_outage_longer_than_the_hosts_retries_loses_nothing(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     stack.servicenow.faults.configure({"outage_seconds": 3600})
