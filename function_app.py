@@ -9,9 +9,11 @@ import azure.functions as func
 from functions.alert_forwarder import bp as alert_forwarder
 from functions.device_sync_timer import bp as device_sync_timer
 from functions.token_refresh import bp as token_refresh
+from shared import telemetry
 from shared.settings import get_settings
 
 get_settings()
+telemetry.configure()
 
 app = func.FunctionApp()
 app.register_functions(alert_forwarder)

@@ -27,6 +27,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient
 
+from shared import telemetry
 from shared.alerts import DELIVERY_FIELD, AlertMessage, InvalidMessageError, parse_message
 from shared.incidents import alert_key, correlation_id, record_values, values
 from shared.ledger import Entry, Ledger
@@ -166,11 +167,28 @@ class Forwarder:
 
     # -- entry ---------------------------------------------------------------------------
     def handle(self, body: bytes, message_id: str) -> Result:
+        telemetry.ALERTS_RECEIVED.add(1)
+        result = self._handle(body, message_id)
+        if result.status == "filtered":
+            telemetry.ALERTS_FILTERED.add(1)
+        elif result.status in ("deferred", "poisoned"):
+            counter = telemetry.ALERTS_DEFERRED if result.status == "deferred" else telemetry.ALERTS_POISONED
+            counter.add(1, {"reason": telemetry.reason_class(result.reason)})
+        for outcome in result.outcomes:
+            if outcome.operation in {"duplicate", "work_note"}:
+                telemetry.DUPLICATES_AVOIDED.add(1, {"action": outcome.action})
+            if outcome.operation != "duplicate":
+                telemetry.ALERTS_FORWARDED.add(1, {"action": outcome.action, "operation": outcome.operation})
+        return result
+
+    def _handle(self, body: bytes, message_id: str) -> Result:
         try:
             message = parse_message(body)
         except InvalidMessageError as exc:
-            self._poison(body, None, f"invalid message: {exc.reason}", [])
-            return Result("poisoned", reason=exc.reason)
+            reason = f"invalid message: {exc.reason}"
+            self._poison(body, None, reason, [])
+            logger.error("message %s poisoned: %s", message_id, reason, extra={"delivery": message_id})
+            return Result("poisoned", reason=reason)
         delivery = message.delivery
         delivery_id = str(delivery.get("id") or message_id)
         attempts = list(delivery.get("attempts") or [])
@@ -178,7 +196,9 @@ class Forwarder:
         context = {"alert": alert_key(message), "delivery": delivery_id}
         try:
             result = self._route(message, delivery_id)
-        except (DeferError, TransientError, AzureError) as exc:
+        except (DeferError, TransientError, AuthError, AzureError) as exc:
+            # Auth failures defer too: a rotated password or an expired token is fixed by a person, and
+            # the alert must still be there when it is.
             reason = exc.reason if isinstance(exc, DeferError) else _describe(exc)
             retry_after = exc.retry_after if isinstance(exc, DeferError | RateLimitedError) else None
             return self._defer(message, body, delivery_id, first_seen, attempts, reason, retry_after, context)

@@ -16,7 +16,7 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -68,6 +68,15 @@ class Entry:
         )
 
 
+def _fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Ledger columns as Entry fields (deliveries are stored as JSON text)."""
+    known = {"state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at"}
+    fields = {k: v for k, v in values.items() if k in known}
+    if "deliveries" in values:
+        fields["deliveries"] = tuple(json.loads(values["deliveries"]))
+    return fields
+
+
 @dataclass
 class Claim:
     kind: ClaimKind
@@ -109,9 +118,8 @@ class Ledger:
             if exc.status_code in (409, 412):
                 return None
             raise
-        updated = self._get(entry.alert_key, entry.action)
-        del metadata
-        return updated
+        # The response carries the new etag: the merged entry is known without reading it back.
+        return replace(entry, **_fields(values), etag=metadata["etag"])
 
     def claim(self, alert_key: str, action: str, correlation_id: str) -> Claim:
         now = self.clock()
@@ -127,9 +135,11 @@ class Ledger:
             "deliveries": "[]",
         }
         try:
-            self.table.create_entity(entity)
-            entry = self._get(alert_key, action)
-            return Claim("new", entry)
+            metadata = self.table.create_entity(entity)
+            return Claim(
+                "new",
+                Entry(alert_key, action, "claimed", metadata["etag"], correlation_id=correlation_id, claimed_at=now),
+            )
         except ResourceExistsError:
             pass
         entry = self._get(alert_key, action)

@@ -11,135 +11,18 @@ import json
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
-from azure.storage.queue import QueueClient
 
 from shared import forwarding
 from shared.alerts import SCHEMA
-from shared.forwarding import Forwarder, Result, build_forwarder
-from shared.settings import Settings, load_settings
-from tests.conftest import SN_PASSWORD, SN_USER
-from tools.azurite import Azurite
-from tools.servicenow_emulator import ServiceNowEmulator
+from shared.forwarding import Result
+from tests.conftest import SN_USER
+from tests.support.forwarding import Stack, alert, body, rules
 
 pytestmark = pytest.mark.integration
-CREATED = "2025-01-01T00:00:00+00:00"
-ACTIONS = [
-    {"name": "incident", "connection": "default", "report": "incident"},
-    {"name": "incident-reopen", "connection": "default", "report": "incident", "on_closed": "reopen"},
-    {"name": "soc", "connection": "default", "report": "full", "table": "sn_si_incident"},
-    {"name": "broken", "connection": "default", "report": "full", "table": "sn_no_such_table"},
-]
-
-
-def rules(*selected: str, **rule: Any) -> dict[str, Any]:
-    return {
-        "actions": ACTIONS,
-        "rules": [{"name": "main", "created_at": CREATED, "actions": list(selected or ["incident"]), **rule}],
-    }
-
-
-def alert(alert_id: Any = 1001, severity: str = "Major", **extra: Any) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "kind": "alert",
-        "sensor": {"name": "sensor-1", "id": 7, "site": "Plant A"},
-        "alert": {
-            "id": alert_id,
-            "time": 1763762400000,
-            "title": "Illegal MODBUS Operation",
-            "severity": severity,
-            "engine": "Protocol Violation",
-            "message": "Exception raised by master",
-            **extra,
-        },
-    }
-
-
-def body(document: dict[str, Any]) -> bytes:
-    return json.dumps(document).encode()
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    forwarder: Forwarder
-    servicenow: ServiceNowEmulator
-    queue: QueueClient
-    poison: QueueClient
-    rules_path: Path
-
-    def handle(self, document: dict[str, Any] | bytes, message_id: str | None = None) -> Result:
-        data = document if isinstance(document, bytes) else body(document)
-        return self.forwarder.handle(data, message_id or uuid.uuid4().hex)
-
-    def records(self, table: str = "incident") -> list[dict[str, str]]:
-        return self.servicenow.store.all(table)
-
-    def deferred(self, wait: float = 0) -> list[tuple[str, bytes]]:
-        deadline = time.monotonic() + wait
-        while True:
-            found = [(m.id, base64.b64decode(m.content)) for m in self.queue.receive_messages(max_messages=32)]
-            if found or time.monotonic() >= deadline:
-                return found
-            time.sleep(0.2)
-
-    def poisoned(self) -> list[dict[str, Any]]:
-        try:
-            return [json.loads(base64.b64decode(m.content)) for m in self.poison.peek_messages(max_messages=32)]
-        except Exception:  # created on first use
-            return []
-
-    def set_rules(self, document: dict[str, Any]) -> None:
-        self.rules_path.write_text(json.dumps(document))
-
-
-@pytest.fixture
-def make_stack(
-    azurite: Azurite, servicenow: ServiceNowEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Callable[..., Stack]]:
-    monkeypatch.setenv("SERVICENOW_DEFAULT_PASSWORD", SN_PASSWORD)
-    built: list[Stack] = []
-
-    def make(document: dict[str, Any] | None = None, **overrides: str) -> Stack:
-        queue = f"alerts{uuid.uuid4().hex[:12]}"
-        rules_path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}.json"
-        rules_path.write_text(json.dumps(document or rules()))
-        environ = {
-            "ALERTS_QUEUE": queue,
-            "ALERTS_STORAGE": azurite.connection_string,
-            "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
-            "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-            "SERVICENOW_CONNECTIONS": json.dumps(
-                [{"name": "default", "instance_url": servicenow.url, "auth": "basic", "username": SN_USER}]
-            ),
-            "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
-            "SERVICENOW_READ_TIMEOUT_SECONDS": "1",
-            "SERVICENOW_RETRY_BUDGET_SECONDS": "2",
-            "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
-            "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
-            "FORWARDING_RETRY_BASE_SECONDS": "1",
-            "FORWARDING_RETRY_MAX_SECONDS": "2",
-            **overrides,
-        }
-        settings = load_settings(environ)
-        forwarder = build_forwarder(settings)
-        forwarder.queue.create_queue()
-        stack = Stack(settings, forwarder, servicenow, forwarder.queue, forwarder.poison, rules_path)
-        built.append(stack)
-        return stack
-
-    yield make
-    for stack in built:
-        for client in stack.forwarder.clients.values():
-            client.close()
 
 
 def test_an_alert_becomes_one_incident_in_one_servicenow_call(make_stack: Callable[..., Stack]) -> None:
@@ -290,6 +173,19 @@ def test_outage_longer_than_the_hosts_retries_loses_nothing(make_stack: Callable
     stack.servicenow.faults.clear()
     assert [o.operation for o in stack.handle(data, message_id).outcomes] == ["created"]
     assert len(stack.records()) == 1
+
+
+def test_auth_failure_defers_until_the_credential_is_fixed(
+    make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stack = make_stack()
+    stack.servicenow.oauth.users[SN_USER] = "Rotated-In-ServiceNow-Only"
+    result = stack.handle(alert(), "m-1")
+    assert result.status == "deferred" and "User Not Authenticated" in result.reason
+    assert stack.poisoned() == []
+    monkeypatch.setenv("SERVICENOW_DEFAULT_PASSWORD", "Rotated-In-ServiceNow-Only")  # the operator updates the secret
+    ((message_id, deferred),) = stack.deferred(wait=5)
+    assert [o.operation for o in stack.handle(deferred, message_id).outcomes] == ["created"]
 
 
 def test_past_the_maximum_age_goes_to_poison_with_history(make_stack: Callable[..., Stack]) -> None:

@@ -1,0 +1,59 @@
+"""Fixtures for integration tests that need the forwarding stack (Azurite + emulator + forwarder)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from shared.forwarding import build_forwarder
+from shared.settings import load_settings
+from tests.conftest import SN_PASSWORD, SN_USER
+from tests.support.forwarding import Stack, rules
+from tools.azurite import Azurite
+from tools.servicenow_emulator import ServiceNowEmulator
+
+
+@pytest.fixture
+def make_stack(
+    azurite: Azurite, servicenow: ServiceNowEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Stack]]:
+    monkeypatch.setenv("SERVICENOW_DEFAULT_PASSWORD", SN_PASSWORD)
+    built: list[Stack] = []
+
+    def make(document: dict[str, Any] | None = None, **overrides: str) -> Stack:
+        queue = f"alerts{uuid.uuid4().hex[:12]}"
+        rules_path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}.json"
+        rules_path.write_text(json.dumps(document or rules()))
+        environ = {
+            "ALERTS_QUEUE": queue,
+            "ALERTS_STORAGE": azurite.connection_string,
+            "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+            "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+            "SERVICENOW_CONNECTIONS": json.dumps(
+                [{"name": "default", "instance_url": servicenow.url, "auth": "basic", "username": SN_USER}]
+            ),
+            "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
+            "SERVICENOW_READ_TIMEOUT_SECONDS": "1",
+            "SERVICENOW_RETRY_BUDGET_SECONDS": "2",
+            "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
+            "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
+            "FORWARDING_RETRY_BASE_SECONDS": "1",
+            "FORWARDING_RETRY_MAX_SECONDS": "2",
+            **overrides,
+        }
+        settings = load_settings(environ)
+        forwarder = build_forwarder(settings)
+        forwarder.queue.create_queue()
+        stack = Stack(settings, forwarder, servicenow, forwarder.queue, forwarder.poison, rules_path)
+        built.append(stack)
+        return stack
+
+    yield make
+    for stack in built:
+        for client in stack.forwarder.clients.values():
+            client.close()

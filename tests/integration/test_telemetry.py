@@ -1,0 +1,55 @@
+"""Forwarding metrics reach OpenTelemetry: received, filtered, forwarded, deferred, poisoned, duplicates avoided."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from opentelemetry import metrics
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+
+from tests.support.forwarding import Stack, alert, rules
+
+pytestmark = pytest.mark.integration
+READER = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+
+
+def totals() -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:
+    found: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
+    data = READER.get_metrics_data()
+    for resource in data.resource_metrics if data else []:
+        for scope in resource.scope_metrics:
+            for metric in scope.metrics:
+                for point in metric.data.data_points:
+                    if isinstance(point, NumberDataPoint):
+                        found[(metric.name, tuple(sorted((point.attributes or {}).items())))] = point.value
+    return found
+
+
+def delta(before: dict[Any, float], after: dict[Any, float]) -> dict[Any, float]:
+    return {k: v - before.get(k, 0) for k, v in after.items() if v - before.get(k, 0)}
+
+
+def test_each_outcome_is_counted(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack(rules(minimal_severity="Major"))
+    before = totals()
+    stack.handle(alert(), "m-1")
+    stack.handle(alert(), "m-1")  # redelivery
+    stack.handle(alert(), "m-2")  # duplicate enqueue
+    stack.handle(alert(alert_id=2, severity="Minor"))
+    stack.handle(b"not json")
+    stack.servicenow.faults.configure({"outage_seconds": 60})
+    stack.handle(alert(alert_id=3))
+    counted = delta(before, totals())
+    assert counted == {
+        ("alerts.received", ()): 6,
+        ("alerts.forwarded", (("action", "incident"), ("operation", "created"))): 1,
+        ("alerts.forwarded", (("action", "incident"), ("operation", "work_note"))): 1,
+        ("alerts.duplicates_avoided", (("action", "incident"),)): 2,
+        ("alerts.filtered", ()): 1,
+        ("alerts.poisoned", (("reason", "invalid_message"),)): 1,
+        ("alerts.deferred", (("reason", "servicenow_unavailable"),)): 1,
+    }
