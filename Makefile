@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
 
-.PHONY: run test lint typecheck check bench clean emulator
+.PHONY: run demo test lint typecheck bench clean emulator deps
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Azure Functions runs Python 3.11)"; exit 1; }
@@ -31,9 +31,13 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-## make run: the local stack (Azurite + ServiceNow emulator) on fixed ports; Ctrl-C stops it
+## make run: the local stack (Azurite, ServiceNow emulator, local Functions host) and the demo; Ctrl-C stops it
 run: deps
 	$(PY) -m tools.localstack
+
+## make demo: the same stack, the demo once, then exit
+demo: deps
+	$(PY) -m tools.localstack --once
 
 emulator: $(STAMP)
 	$(PY) -m tools.servicenow_emulator --port 8443
@@ -42,6 +46,7 @@ emulator: $(STAMP)
 bench: deps
 	$(PY) -m bench.servicenow_client
 	$(PY) -m bench.funchost_dispatch
+	$(PY) -m bench.forwarding
 
 clean:
 	rm -rf $(VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -64,3 +64,63 @@ def test_invalid_for_both(document: dict[str, Any]) -> None:
         jsonschema.validate(document, PUBLISHED)
     with pytest.raises(InvalidMessageError):
         parse_message(json.dumps(document).encode())
+
+
+RULES_SCHEMA = json.loads((ROOT / "schemas" / "forwarding-rules.v1.json").read_text())
+GOOD_RULES = {
+    "version": 1,
+    "actions": [
+        {
+            "name": "incident",
+            "connection": "default",
+            "report": "incident",
+            "severity_map": {"Critical": {"impact": 1, "urgency": 1}},
+            "fields": {"assignment_group": "OT"},
+        },
+        {"name": "soc", "connection": "default", "report": "full", "field_map": {"u_sensor": "{sensor}"}},
+    ],
+    "rules": [
+        {
+            "name": "major",
+            "minimal_severity": "Major",
+            "protocols": ["MODBUS"],
+            "engines": "all",
+            "created_at": "2025-01-01T00:00:00+00:00",
+            "actions": ["incident", "soc"],
+        }
+    ],
+}
+BAD_RULES = [
+    {**GOOD_RULES, "extra": 1},
+    {**GOOD_RULES, "actions": [{"name": "x", "connection": "default", "report": "email"}]},
+    {
+        **GOOD_RULES,
+        "rules": [
+            {
+                "name": "r",
+                "minimal_severity": "Huge",
+                "actions": ["incident"],
+                "created_at": "2025-01-01T00:00:00+00:00",
+            }
+        ],
+    },
+    {
+        **GOOD_RULES,
+        "rules": [
+            {"name": "r", "protocols": "some", "actions": ["incident"], "created_at": "2025-01-01T00:00:00+00:00"}
+        ],
+    },
+]
+
+
+def test_rules_schema_agrees_with_the_parser() -> None:
+    from shared.rules import RulesError, parse_rules
+
+    jsonschema.Draft202012Validator.check_schema(RULES_SCHEMA)
+    jsonschema.validate(GOOD_RULES, RULES_SCHEMA)
+    parse_rules(GOOD_RULES)
+    for document in BAD_RULES:
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(document, RULES_SCHEMA)
+        with pytest.raises(RulesError):
+            parse_rules(document)
