@@ -211,16 +211,23 @@ def _flag(raw: Mapping[str, Any], key: str, default: bool, where: str, errors: _
     return value
 
 
-def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, errors: _Collector) -> Action | None:
+def _named_object(raw: Any, where: str, allowed: set[str], errors: _Collector) -> bool:
+    """Common checks of an action or rule: an object, known fields only, a valid name."""
     if not isinstance(raw, dict):
         errors.fail(f"{where}: expected an object")
-        return None
-    start = len(errors.errors)
-    for key in sorted(set(raw) - ACTION_FIELDS):
-        errors.fail(f"{where}.{key}: unknown field (expected {', '.join(sorted(ACTION_FIELDS))})")
+        return False
+    for key in sorted(set(raw) - allowed):
+        errors.fail(f"{where}.{key}: unknown field (expected {', '.join(sorted(allowed))})")
     name = raw.get("name")
     if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         errors.fail(f"{where}.name: expected 1-64 letters, digits, spaces, '.', '_' or '-'")
+    return True
+
+
+def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, errors: _Collector) -> Action | None:
+    start = len(errors.errors)
+    if not _named_object(raw, where, ACTION_FIELDS, errors):
+        return None
     connection = raw.get("connection")
     if not isinstance(connection, str) or not connection:
         errors.fail(f"{where}.connection: required (the name of a ServiceNow connection)")
@@ -290,15 +297,9 @@ def _parse_time(raw: Any, where: str, errors: _Collector) -> datetime | None:
 
 
 def _parse_rule(raw: Any, where: str, actions: Mapping[str, Action | None], errors: _Collector) -> Rule | None:
-    if not isinstance(raw, dict):
-        errors.fail(f"{where}: expected an object")
-        return None
     start = len(errors.errors)
-    for key in sorted(set(raw) - RULE_FIELDS):
-        errors.fail(f"{where}.{key}: unknown field (expected {', '.join(sorted(RULE_FIELDS))})")
-    name = raw.get("name")
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        errors.fail(f"{where}.name: expected 1-64 letters, digits, spaces, '.', '_' or '-'")
+    if not _named_object(raw, where, RULE_FIELDS, errors):
+        return None
     created_at = _parse_time(raw.get("created_at"), f"{where}.created_at", errors)
     severity = Severity.WARNING
     if "minimal_severity" in raw:

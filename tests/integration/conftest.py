@@ -12,8 +12,9 @@ import pytest
 
 from shared.forwarding import build_forwarder
 from shared.settings import load_settings
-from tests.conftest import SN_PASSWORD, SN_USER
+from tests.conftest import SN_PASSWORD
 from tests.support.forwarding import Stack, rules
+from tests.support.settings import app_settings
 from tools.azurite import Azurite
 from tools.servicenow_emulator import ServiceNowEmulator
 
@@ -26,26 +27,19 @@ def make_stack(
     built: list[Stack] = []
 
     def make(document: dict[str, Any] | None = None, **overrides: str) -> Stack:
-        queue = f"alerts{uuid.uuid4().hex[:12]}"
         rules_path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}.json"
         rules_path.write_text(json.dumps(document or rules()))
-        environ = {
-            "ALERTS_QUEUE": queue,
-            "ALERTS_STORAGE": azurite.connection_string,
-            "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
-            "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-            "SERVICENOW_CONNECTIONS": json.dumps(
-                [{"name": "default", "instance_url": servicenow.url, "auth": "basic", "username": SN_USER}]
-            ),
-            "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
-            "SERVICENOW_READ_TIMEOUT_SECONDS": "1",
-            "SERVICENOW_RETRY_BUDGET_SECONDS": "2",
-            "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
-            "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
-            "FORWARDING_RETRY_BASE_SECONDS": "1",
-            "FORWARDING_RETRY_MAX_SECONDS": "2",
+        environ = app_settings(
+            azurite.connection_string,
+            servicenow.url,
+            SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
+            SERVICENOW_READ_TIMEOUT_SECONDS="1",
+            SERVICENOW_RETRY_BUDGET_SECONDS="2",
+            FORWARDING_RULES_LOCATION=f"file:{rules_path}",
+            FORWARDING_RETRY_BASE_SECONDS="1",
+            FORWARDING_RETRY_MAX_SECONDS="2",
             **overrides,
-        }
+        )
         settings = load_settings(environ)
         forwarder = build_forwarder(settings)
         forwarder.queue.create_queue()

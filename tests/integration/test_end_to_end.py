@@ -18,7 +18,8 @@ from shared import forwarding
 from shared.alerts import SCHEMA
 from shared.enqueue import alert_envelope, enqueue_alerts
 from shared.settings import get_settings
-from tests.conftest import ROOT, SN_PASSWORD, SN_USER
+from tests.conftest import ROOT, SN_PASSWORD
+from tests.support.settings import app_settings
 from tools.azurite import Azurite
 from tools.funchost.config import load_host_json
 from tools.funchost.host import FunctionHost, load_app
@@ -47,20 +48,16 @@ def running_app(
             }
         )
     )
-    settings = {
-        "AzureWebJobsStorage": azurite.connection_string,
-        "ALERTS_STORAGE": azurite.connection_string,
-        "ALERTS_QUEUE": f"alerts{uuid.uuid4().hex[:12]}",
-        "TOKEN_REFRESH_SCHEDULE": "0 0 0 1 1 *",
-        "DEVICE_SYNC_SCHEDULE": "0 0 0 1 1 *",
-        "SERVICENOW_CONNECTIONS": json.dumps(
-            [{"name": "default", "instance_url": servicenow.url, "auth": "basic", "username": SN_USER}]
-        ),
-        "SERVICENOW_DEFAULT_PASSWORD": SN_PASSWORD,
-        "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
-        "FORWARDING_RULES_LOCATION": f"file:{rules}",
-        "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
-    }
+    settings = app_settings(
+        azurite.connection_string,
+        servicenow.url,
+        AzureWebJobsStorage=azurite.connection_string,
+        TOKEN_REFRESH_SCHEDULE="0 0 0 1 1 *",
+        DEVICE_SYNC_SCHEDULE="0 0 0 1 1 *",
+        SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
+        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
+        FORWARDING_RULES_LOCATION=f"file:{rules}",
+    )
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

@@ -14,6 +14,7 @@ from azure.storage.queue import QueueClient
 from shared.__main__ import main
 from shared.alerts import SCHEMA, parse_message
 from shared.settings import get_settings
+from tests.support.settings import app_settings
 from tools.azurite import Azurite
 
 pytestmark = pytest.mark.integration
@@ -42,17 +43,10 @@ RULES = {
 
 @pytest.fixture
 def settings_env(azurite: Azurite, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    queue = f"alerts{uuid.uuid4().hex[:12]}"
-    environ = {
-        "ALERTS_QUEUE": queue,
-        "ALERTS_STORAGE": azurite.connection_string,
-        "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
-        "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-        "SERVICENOW_CONNECTIONS": json.dumps(
-            [{"name": "default", "instance_url": "https://x.service-now.com", "auth": "basic", "username": "u"}]
-        ),
-        "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:8]}/forwarding-rules.json",
-    }
+    environ = app_settings(
+        azurite.connection_string, FORWARDING_RULES_LOCATION=f"rules{uuid.uuid4().hex[:8]}/forwarding-rules.json"
+    )
+    queue = environ["ALERTS_QUEUE"]
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
