@@ -32,7 +32,7 @@ from shared.alerts import DELIVERY_FIELD, AlertMessage, InvalidMessageError, par
 from shared.incidents import alert_key, correlation_id, record_values, values
 from shared.ledger import Entry, Ledger
 from shared.rules import Action, RulesError, RuleSet, evaluate, load_document, parse_rules
-from shared.secrets import EnvironmentSecretStore
+from shared.secrets import SecretNotFoundError, SecretStoreUnavailableError, secret_store
 from shared.servicenow import (
     EncodedQuery,
     NotFoundError,
@@ -196,7 +196,14 @@ class Forwarder:
         context = {"alert": alert_key(message), "delivery": delivery_id}
         try:
             result = self._route(message, delivery_id)
-        except (DeferError, TransientError, AuthError, AzureError) as exc:
+        except (
+            DeferError,
+            TransientError,
+            AuthError,
+            AzureError,
+            SecretStoreUnavailableError,
+            SecretNotFoundError,
+        ) as exc:
             # Auth failures defer too: a rotated password or an expired token is fixed by a person, and
             # the alert must still be there when it is.
             reason = exc.reason if isinstance(exc, DeferError) else _describe(exc)
@@ -408,7 +415,9 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _describe(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, ServiceNowError) else f"{type(exc).__name__} from storage"
+    if isinstance(exc, ServiceNowError | SecretStoreUnavailableError | SecretNotFoundError):
+        return str(exc)
+    return f"{type(exc).__name__} from storage"
 
 
 def _maybe_written(exc: ServiceNowError) -> bool:
@@ -434,7 +443,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
     ledger.ensure_table()
     location = settings.forwarding.rules_location
     blobs = None if location.startswith(("file:", "/")) else blob_service(storage)
-    secrets = EnvironmentSecretStore()
+    secrets = secret_store(settings)
     clients = {c.name: ServiceNowClient.for_connection(c, secrets, settings.http) for c in settings.connections}
     return Forwarder(
         settings,

@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
-from typing import Protocol
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from shared.settings import Settings
 
 SECRET_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")
 
@@ -71,3 +79,119 @@ class EnvironmentSecretStore:
         if not value:
             raise SecretNotFoundError(f"secret {name!r} not found: app setting {variable} is not set")
         return Secret(value)
+
+
+class SecretStoreUnavailableError(RuntimeError):
+    """The secret store could not be reached or throttled us past its retries: try again later."""
+
+
+@dataclass(frozen=True)
+class StoredSecret:
+    value: Secret
+    expires_on: datetime | None
+    tags: Mapping[str, str]
+    updated_on: datetime | None
+
+
+class LocalEmulatorCredential:
+    """A token for the local Key Vault emulator only (settings refuse it for any other vault URL)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.credentials import AccessToken  # noqa: PLC0415 - only used locally
+
+        return AccessToken("local-key-vault-emulator", int(time.time()) + 3600)
+
+
+class KeyVaultSecretStore:
+    """Secrets in Azure Key Vault through the real SDK, cached in memory for ``ttl`` seconds."""
+
+    def __init__(self, client: Any, ttl: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.client = client
+        self.ttl = ttl
+        self.clock = clock
+        self._cache: dict[str, tuple[float, StoredSecret]] = {}
+        self._lock = threading.Lock()
+        self.reads = 0
+
+    @classmethod
+    def connect(
+        cls, url: str, credential: Any, ca_bundle: Path | None = None, ttl: float = 60.0
+    ) -> KeyVaultSecretStore:
+        from azure.keyvault.secrets import SecretClient  # noqa: PLC0415 - heavy; only when Key Vault is configured
+
+        options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 8}
+        if ca_bundle is not None:  # the local emulator: private CA, challenge resource on localhost
+            options.update(connection_verify=str(ca_bundle), verify_challenge_resource=False)
+        return cls(SecretClient(url, credential, **options), ttl)
+
+    def _call(self, name: str, action: Callable[[], Any]) -> Any:
+        from azure.core.exceptions import AzureError, ResourceNotFoundError  # noqa: PLC0415
+
+        try:
+            return action()
+        except ResourceNotFoundError:
+            raise SecretNotFoundError(f"secret {name!r} not found in Key Vault") from None
+        except AzureError as exc:
+            status = getattr(exc, "status_code", None)
+            raise SecretStoreUnavailableError(
+                f"Key Vault unavailable reading or writing {name!r}: {type(exc).__name__}"
+                + (f" (HTTP {status})" if status else "")
+            ) from None
+
+    def read(self, name: str, *, fresh: bool = False) -> StoredSecret:
+        now = self.clock()
+        with self._lock:
+            cached = self._cache.get(name)
+        if cached is not None and not fresh and now - cached[0] < self.ttl:
+            return cached[1]
+        bundle = self._call(name, lambda: self.client.get_secret(name))
+        self.reads += 1
+        stored = StoredSecret(
+            Secret(bundle.value or ""),
+            bundle.properties.expires_on,
+            dict(bundle.properties.tags or {}),
+            bundle.properties.updated_on,
+        )
+        with self._lock:
+            self._cache[name] = (now, stored)
+        return stored
+
+    def get(self, name: str) -> Secret:
+        return self.read(name).value
+
+    def write(
+        self,
+        name: str,
+        value: Secret,
+        *,
+        content_type: str,
+        expires_on: datetime | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self._call(
+            name,
+            lambda: self.client.set_secret(
+                name, value.reveal(), content_type=content_type, expires_on=expires_on, tags=dict(tags or {})
+            ),
+        )
+        with self._lock:
+            self._cache[name] = (self.clock(), StoredSecret(value, expires_on, dict(tags or {}), None))
+
+
+def secret_store(settings: Settings) -> SecretStore:
+    """Key Vault when ``KEY_VAULT_URL`` is set, else app settings (local development, Key Vault references)."""
+    vault = settings.key_vault
+    if vault is None:
+        return EnvironmentSecretStore()
+    credential: Any
+    if vault.credential == "emulator":
+        credential = LocalEmulatorCredential()
+    else:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: PLC0415
+
+        credential = (
+            ManagedIdentityCredential(client_id=vault.client_id)
+            if vault.credential == "managed_identity"
+            else DefaultAzureCredential()
+        )
+    return KeyVaultSecretStore.connect(vault.url, credential, vault.ca_bundle)

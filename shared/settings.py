@@ -81,6 +81,17 @@ class ForwardingSettings:
 
 
 @dataclass(frozen=True)
+class KeyVaultSettings:
+    """Where secrets live in Azure. ``credential``: managed_identity (Azure), default (developer sign-in)
+    or emulator (the local Key Vault emulator only)."""
+
+    url: str
+    credential: Literal["managed_identity", "default", "emulator"] = "managed_identity"
+    client_id: str | None = None
+    ca_bundle: Path | None = None
+
+
+@dataclass(frozen=True)
 class HttpSettings:
     connect_timeout: float = 5.0
     read_timeout: float = 30.0
@@ -117,6 +128,7 @@ class Settings:
     http: HttpSettings = HttpSettings()
     alerts_storage: StorageConnection = StorageConnection("ALERTS_STORAGE", "UseDevelopmentStorage=true")
     forwarding: ForwardingSettings = ForwardingSettings()
+    key_vault: KeyVaultSettings | None = None
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -326,6 +338,31 @@ def _check_connections(
     return tuple(connections)
 
 
+def _check_key_vault(reader: _Reader) -> KeyVaultSettings | None:
+    url = reader.raw("KEY_VAULT_URL")
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        reader.fail(f"KEY_VAULT_URL={url!r} is invalid; expected https://<vault-name>.vault.azure.net")
+        return None
+    client_id = reader.raw("AZURE_CLIENT_ID")
+    credential = reader.raw("KEY_VAULT_CREDENTIAL") or ("managed_identity" if client_id else "default")
+    if credential not in ("managed_identity", "default", "emulator"):
+        reader.fail(f"KEY_VAULT_CREDENTIAL={credential!r} is invalid; expected managed_identity, default or emulator")
+        return None
+    if credential == "emulator" and parts.hostname not in ("localhost", "127.0.0.1"):
+        reader.fail("KEY_VAULT_CREDENTIAL=emulator is for the local Key Vault emulator only (a localhost URL)")
+        return None
+    ca_bundle = None
+    if (raw_ca := reader.raw("KEY_VAULT_CA_BUNDLE")) is not None:
+        try:
+            ca_bundle = parse_ca_bundle(raw_ca, "KEY_VAULT_CA_BUNDLE")
+        except ValueError as exc:
+            reader.fail(str(exc))
+    return KeyVaultSettings(url.rstrip("/"), credential, client_id, ca_bundle)  # type: ignore[arg-type]
+
+
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Build and validate the settings; raise :class:`SettingsError` listing every problem."""
     reader = _Reader(os.environ if environ is None else environ)
@@ -365,6 +402,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             f"FORWARDING_LEDGER_TABLE={forwarding.ledger_table!r} is not a table name; expected 3-63 "
             "letters and digits starting with a letter"
         )
+    key_vault = _check_key_vault(reader)
     if reader.problems:
         raise SettingsError(reader.problems)
     return Settings(
@@ -375,6 +413,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http=http,
         alerts_storage=alerts_storage,
         forwarding=forwarding,
+        key_vault=key_vault,
     )
 
 

@@ -18,6 +18,7 @@ from shared.secrets import EnvironmentSecretStore
 from shared.servicenow.client import ServiceNowClient
 from shared.settings import HttpSettings, ProxyUrl, ServiceNowConnection
 from tools.azurite import Azurite, AzuriteError, start_azurite
+from tools.keyvault_emulator import KeyVaultEmulator
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -59,6 +60,20 @@ def servicenow(servicenow_server: ServiceNowEmulator) -> ServiceNowEmulator:
     servicenow_server.oauth.revoke()
     servicenow_server.batch_max_serviced = None
     return servicenow_server
+
+
+@pytest.fixture(scope="session")
+def keyvault_server(tls_dir: Path) -> Iterator[KeyVaultEmulator]:
+    emulator = KeyVaultEmulator(tls_dir=tls_dir).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def keyvault(keyvault_server: KeyVaultEmulator) -> KeyVaultEmulator:
+    """The Key Vault emulator with no secrets and no faults, for one test."""
+    keyvault_server.reset()
+    return keyvault_server
 
 
 @dataclass

@@ -23,15 +23,18 @@ from pathlib import Path
 from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue import QueueServiceClient
 
+from shared.secrets import KeyVaultSecretStore, Secret, secret_store
 from shared.settings import load_settings
 from tools.azurite import AzuriteError, port_is_free, start_azurite
 from tools.demo import run_demo
+from tools.keyvault_emulator import KeyVaultEmulator
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 from tools.servicenow_emulator.__main__ import DEFAULT_CLIENT, DEFAULT_USER
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_PORTS = (10000, 10001, 10002)
 EMULATOR_PORT = 8443
+KEY_VAULT_PORT = 8444
 
 
 class StackError(RuntimeError):
@@ -44,6 +47,7 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
     if not path.exists():
         document = json.loads((ROOT / "local.settings.json.example").read_text())
         document["Values"]["SERVICENOW_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
+        document["Values"]["KEY_VAULT_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {path.name} from local.settings.json.example")
     values: dict[str, str] = json.loads(path.read_text())["Values"]
@@ -59,6 +63,17 @@ def provision(values: dict[str, str]) -> list[str]:
             service.create_queue(queue)
         created.append(queue)
     return created
+
+
+def seed_secrets(values: dict[str, str], password: str) -> None:
+    """The emulator's password into the local Key Vault, where the app reads it (as it would in Azure)."""
+    if not values.get("KEY_VAULT_URL"):
+        return
+    settings = load_settings(values)
+    store = secret_store(settings)
+    if isinstance(store, KeyVaultSecretStore):
+        name = settings.connection("default").secret_name("password")
+        store.write(name, Secret(password), content_type="text/plain", tags={"connection": "default"})
 
 
 def start_host() -> subprocess.Popen[str]:
@@ -106,9 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("node") is None:
         print("Node.js is required for Azurite (npm registry package); install node first", file=sys.stderr)
         return 2
-    if not port_is_free(EMULATOR_PORT):
-        print(f"port {EMULATOR_PORT} is in use; stop the other ServiceNow emulator first", file=sys.stderr)
-        return 2
+    for port, what in ((EMULATOR_PORT, "ServiceNow emulator"), (KEY_VAULT_PORT, "Key Vault emulator")):
+        if not port_is_free(port):
+            print(f"port {port} is in use; stop the other {what} first", file=sys.stderr)
+            return 2
     (ROOT / ".local").mkdir(exist_ok=True)
     try:
         azurite = start_azurite(*AZURITE_PORTS, location=ROOT / ".azurite", log=ROOT / ".local" / "azurite.log")
@@ -123,9 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         users={user: password},
         clients=[OAuthClient(client_id, client_secret)],
     ).start()
+    vault = KeyVaultEmulator(port=KEY_VAULT_PORT, tls_dir=ROOT / ".local" / "tls").start()
     host = None
     try:
         values = ensure_local_settings(emulator)
+        seed_secrets(values, password)
         queues = provision(values)
         host = start_host()
         if not args.no_demo:
@@ -134,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         print("local stack is up:")
         print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
         print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")
+        print(f"  Key Vault          {vault.url}   (the ServiceNow password is secret servicenow-default-password)")
         print(f"  queues             {', '.join(queues)}")
         print("  Functions host     function_app.py via tools.funchost (func start reads the same files)")
         print("  settings           local.settings.json")
@@ -150,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         if host is not None:
             stop_host(host)
         emulator.stop()
+        vault.stop()
         azurite.stop()
     return 0
 

@@ -63,13 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         OAuthClient(cid, secret, args.access_lifespan, args.refresh_lifespan)
         for cid, secret in (args.oauth_client or [_pair(DEFAULT_CLIENT)])
     ]
-    try:
-        emulator = ServiceNowEmulator(
-            host=args.host, port=args.port, tls_dir=args.tls_dir, users=users, clients=clients
-        )
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 2
+    emulator = ServiceNowEmulator(host=args.host, port=args.port, tls_dir=args.tls_dir, users=users, clients=clients)
     emulator.faults.configure(
         {
             "latency_ms": args.latency_ms,
@@ -78,7 +72,11 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
     )
-    emulator.start()
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
+        return 2
     print(f"ServiceNow emulator listening on {emulator.url}", flush=True)
     print(f"  trust this CA: SERVICENOW_CA_BUNDLE={emulator.ca_pem.resolve()}", flush=True)
     print(f"  users: {', '.join(users)}; OAuth clients: {', '.join(c.client_id for c in clients)}", flush=True)

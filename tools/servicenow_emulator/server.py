@@ -10,25 +10,20 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import json
 import logging
 import secrets
-import socket
-import ssl
-import struct
 import threading
 import time
 from collections import Counter, deque
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
-from tools.servicenow_emulator.faults import FaultPlan
+from tools.faults import FaultPlan
+from tools.httpserver import Reply, TlsHttpServer, serve
 from tools.servicenow_emulator.ire import Ire
 from tools.servicenow_emulator.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.servicenow_emulator.query import ParsedQuery, QuerySyntaxError, parse
@@ -36,27 +31,11 @@ from tools.servicenow_emulator.store import Record, Store, StoreError
 from tools.tls import TlsFiles, ensure_tls_files
 
 logger = logging.getLogger("servicenow_emulator")
-JSON_TYPE = "application/json;charset=UTF-8"
 NOT_AUTHENTICATED = {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}
 RATE_LIMITED = {
     "message": "Rate limit exceeded",
     "detail": "Rate limit of 100 requests per hour for Table API exceeded",
 }
-
-
-@dataclass
-class Reply:
-    status: int
-    body: Any = None  # dict/list → JSON; bytes → as is; None → empty
-    headers: dict[str, str] = field(default_factory=dict)
-    content_type: str = JSON_TYPE
-
-    def payload(self) -> bytes:
-        if self.body is None:
-            return b""
-        if isinstance(self.body, bytes):
-            return self.body
-        return json.dumps(self.body).encode()
 
 
 def envelope(status: int, message: str, detail: str | None = None, headers: dict[str, str] | None = None) -> Reply:
@@ -98,12 +77,13 @@ class ServiceNowEmulator:
         self.sessions: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.tls: TlsFiles = ensure_tls_files(tls_dir)
-        self.httpd = _Server((host, port), _Handler, self, self.tls.server_context())
-        self._thread: threading.Thread | None = None
+        self.address = (host, port)
+        self.httpd: TlsHttpServer | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
     @property
     def url(self) -> str:
+        assert self.httpd is not None, "start() the emulator first"
         host, port = self.httpd.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
         # The certificate names localhost; a wildcard bind is still reached through it.
@@ -115,13 +95,13 @@ class ServiceNowEmulator:
         return self.tls.ca_pem
 
     def start(self) -> ServiceNowEmulator:
-        self._thread = threading.Thread(target=self.httpd.serve_forever, name="servicenow-emulator", daemon=True)
-        self._thread.start()
+        self.httpd = serve(self.address, self, self.tls.server_context(), "servicenow-emulator")
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
 
     def clock(self) -> float:
         return time.time() + self.clock_offset
@@ -492,74 +472,3 @@ class ServiceNowEmulator:
             with self.lock:
                 return Reply(200, {**self.stats, "oauth_grants": dict(self.oauth.grants)})
         return envelope(404, "unknown admin endpoint", path)
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    request_queue_size = 256
-
-    def __init__(
-        self,
-        address: tuple[str, int],
-        handler: type[BaseHTTPRequestHandler],
-        emulator: ServiceNowEmulator,
-        context: ssl.SSLContext,
-    ) -> None:
-        self.emulator = emulator
-        self.context = context
-        super().__init__(address, handler)
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        # TLS handshake in the worker thread, so a slow client never blocks accept().
-        request.settimeout(30)
-        try:
-            connection = self.context.wrap_socket(request, server_side=True)
-        except (ssl.SSLError, OSError):
-            return
-        try:
-            super().finish_request(connection, client_address)
-        except (ConnectionError, ssl.SSLError, OSError):
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                connection.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    # One buffered write per response and no Nagle: headers and body in separate small segments
-    # would meet the client's delayed ACK and cost ~40 ms per request.
-    wbufsize = 64 * 1024
-    disable_nagle_algorithm = True
-    server_version = "ServiceNow"
-    sys_version = ""
-    timeout = 120
-    server: _Server
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - signature from the base class
-        logger.debug("%s " + format, self.address_string(), *args)
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        reply = self.server.emulator.handle(self.command, self.path, headers, body)
-        if reply is None:
-            # Injected reset: abort the TCP connection with RST, no response.
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            self.close_connection = True
-            self.connection.close()
-            return
-        payload = reply.payload()
-        self.send_response(reply.status)
-        if payload or reply.status not in (204,):
-            self.send_header("Content-Type", reply.content_type)
-        for name, value in reply.headers.items():
-            self.send_header(name, value)
-        self.send_header("Content-Length", str(len(payload)))
-        self.end_headers()
-        if payload:
-            self.wfile.write(payload)
-
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _serve  # noqa: N815 - names the base class dispatches to
