@@ -4,16 +4,20 @@ Settings are validated here, at import, so a missing or malformed app setting st
 starting with a message that names the setting, instead of failing on the first alert.
 """
 
+import logging
+
 import azure.functions as func
 
 from functions.alert_forwarder import bp as alert_forwarder
 from functions.device_sync_timer import bp as device_sync_timer
 from functions.token_refresh import bp as token_refresh
 from shared import telemetry
-from shared.settings import get_settings
+from shared.settings import get_settings, start_up_warnings
 
-get_settings()
+settings = get_settings()  # a missing or malformed setting stops start-up here, naming it
 telemetry.configure()
+for warning in start_up_warnings(settings):
+    logging.getLogger("shared.settings").warning(warning)
 
 app = func.FunctionApp()
 app.register_functions(alert_forwarder)

@@ -6,6 +6,7 @@
   rules apply FILE                 stamp creation times and store it where the forwarder reads it
   rules list                       the rules in force
   rules dry-run ALERT_FILE         which rules and actions an alert would trigger, and the record
+  connect NAME [--username U]      sign a connection in: the password is used once and never stored
   poison list                      what is in the poison queue, and why
   poison replay [--all | ID ...]   put poison messages back on the alerts queue
 """
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import getpass
 import json
 import os
 import sys
@@ -28,8 +30,11 @@ from shared.alerts import DELIVERY_FIELD, InvalidMessageError, parse_message
 from shared.enqueue import alert_envelope, alerts_from_api, enqueue_alerts
 from shared.incidents import record_values
 from shared.rules import RulesError, evaluate, load_document, parse_rules, stamp
+from shared.secrets import Secret, SecretStoreUnavailableError
+from shared.servicenow import ServiceNowError
 from shared.settings import Settings, SettingsError, load_settings
 from shared.storage import blob_service, queue_service
+from shared.tokens import TokenError, connect
 
 
 def read_document(text: str, where: str) -> Any:
@@ -142,6 +147,45 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_connect(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        connection = settings.connection(args.name)
+    except KeyError as exc:
+        print(exc.args[0], file=sys.stderr)
+        return 2
+    if connection.auth not in ("oauth", "client_credentials"):
+        print(
+            f"connection '{connection.name}' uses auth '{connection.auth}'; connect is for oauth and "
+            "client_credentials connections",
+            file=sys.stderr,
+        )
+        return 2
+    username = args.username or connection.username or ""
+    password = Secret("")
+    if connection.auth == "oauth":
+        if args.password_stdin or not sys.stdin.isatty():
+            password = Secret(sys.stdin.readline().rstrip("\r\n"))
+        else:
+            password = Secret(getpass.getpass(f"ServiceNow password for {username} (used once, not stored): "))
+    try:
+        report = connect(connection, settings, username, password)
+    except (TokenError, ServiceNowError, SecretStoreUnavailableError) as exc:
+        print(f"connect failed: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        del password
+    print(f"connection '{connection.name}' signed in; tokens stored in Key Vault")
+    print(f"  access-token lifespan: {report.access_lifespan_seconds} s")
+    if report.refresh_expires_on is not None:
+        print(
+            f"  refresh token valid until {report.refresh_expires_on:%Y-%m-%d %H:%M} UTC "
+            f"({connection.refresh_token_lifespan_days:g} days, from the connection's refresh_token_lifespan_days)"
+        )
+    for warning in report.warnings:
+        print(f"  warning: {warning}", file=sys.stderr)
+    return 0
+
+
 def cmd_poison(settings: Settings, args: argparse.Namespace) -> int:
     service = queue_service(settings.alerts_storage)
     poison = service.get_queue_client(f"{settings.alerts_queue}-poison")
@@ -207,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     rules.add_parser("apply").add_argument("file")
     rules.add_parser("list")
     rules.add_parser("dry-run").add_argument("alert", help="a message (envelope) file")
+    connect_parser = commands.add_parser("connect", help="sign an OAuth connection in (tokens to Key Vault)")
+    connect_parser.add_argument("name", help="the connection's name in SERVICENOW_CONNECTIONS")
+    connect_parser.add_argument("--username", help="default: the connection's username")
+    connect_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     poison = commands.add_parser("poison", help="the poison queue").add_subparsers(dest="poison_command", required=True)
     poison.add_parser("list")
     replay = poison.add_parser("replay")
@@ -221,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handler = {"enqueue": cmd_enqueue, "rules": cmd_rules, "poison": cmd_poison}[args.command]
+    handler = {"enqueue": cmd_enqueue, "rules": cmd_rules, "poison": cmd_poison, "connect": cmd_connect}[args.command]
     return handler(settings, args)
 
 

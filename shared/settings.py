@@ -19,8 +19,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 from shared.secrets import SECRET_NAME_PATTERN
 
-AuthMode = Literal["basic", "bearer"]
-AUTH_MODES: tuple[str, ...] = ("basic", "bearer")
+AuthMode = Literal["oauth", "client_credentials", "basic", "bearer"]
+AUTH_MODES: tuple[str, ...] = ("oauth", "client_credentials", "basic", "bearer")
+OAUTH_MODES = ("oauth", "client_credentials")
 
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -81,6 +82,13 @@ class ForwardingSettings:
 
 
 @dataclass(frozen=True)
+class TokenSettings:
+    renew_before_minutes: float = 20.0  # renew an access token that expires sooner than this
+    warn_days: float = 14.0  # warn this long before a refresh token expires (a person must run `connect`)
+    error_days: float = 3.0  # and log an error from this point on
+
+
+@dataclass(frozen=True)
 class KeyVaultSettings:
     """Where secrets live in Azure. ``credential``: managed_identity (Azure), default (developer sign-in)
     or emulator (the local Key Vault emulator only)."""
@@ -114,6 +122,8 @@ class ServiceNowConnection:
     secret_names: Mapping[str, str] = field(default_factory=dict)
     proxy: ProxyUrl | None = None
     ca_bundle: Path | None = None
+    client_id: str | None = None  # OAuth application registry client id (not a secret)
+    refresh_token_lifespan_days: float = 100.0  # the registry record's setting; ServiceNow does not report it
 
     def secret_name(self, role: str) -> str:
         return self.secret_names.get(role, f"servicenow-{self.name}-{role}")
@@ -129,6 +139,7 @@ class Settings:
     alerts_storage: StorageConnection = StorageConnection("ALERTS_STORAGE", "UseDevelopmentStorage=true")
     forwarding: ForwardingSettings = ForwardingSettings()
     key_vault: KeyVaultSettings | None = None
+    tokens: TokenSettings = TokenSettings()
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -267,7 +278,17 @@ def _parse_connection(
     where = f"SERVICENOW_CONNECTIONS[{index}]"
     if not isinstance(raw, dict):
         raise ValueError(f"{where} is a {type(raw).__name__}; expected an object")
-    known = {"name", "instance_url", "auth", "username", "secrets", "proxy_url", "ca_bundle"}
+    known = {
+        "name",
+        "instance_url",
+        "auth",
+        "username",
+        "secrets",
+        "proxy_url",
+        "ca_bundle",
+        "client_id",
+        "refresh_token_lifespan_days",
+    }
     unknown = sorted(set(raw) - known)
     if unknown:
         raise ValueError(f"{where} has unknown field(s) {unknown}; expected only {sorted(known)}")
@@ -283,8 +304,16 @@ def _parse_connection(
     if auth not in AUTH_MODES:
         raise ValueError(f"{where}.auth={auth!r} is invalid; expected one of {', '.join(AUTH_MODES)}")
     username = raw.get("username")
-    if auth == "basic" and (not isinstance(username, str) or not username):
-        raise ValueError(f"{where}.username is required with auth 'basic'")
+    if auth in ("basic", "oauth") and (not isinstance(username, str) or not username):
+        raise ValueError(f"{where}.username is required with auth '{auth}'")
+    client_id = raw.get("client_id")
+    if auth in OAUTH_MODES and (not isinstance(client_id, str) or not client_id):
+        raise ValueError(
+            f"{where}.client_id is required with auth '{auth}' (the OAuth application registry's client id)"
+        )
+    lifespan = raw.get("refresh_token_lifespan_days", 100)
+    if not isinstance(lifespan, int | float) or isinstance(lifespan, bool) or not 0 < lifespan <= 3650:
+        raise ValueError(f"{where}.refresh_token_lifespan_days must be a number of days from 0 to 3650")
     secrets = raw.get("secrets", {})
     if not isinstance(secrets, dict) or not all(
         isinstance(v, str) and SECRET_NAME_PATTERN.fullmatch(v) for v in secrets.values()
@@ -304,6 +333,8 @@ def _parse_connection(
         secret_names=dict(secrets),
         proxy=proxy,
         ca_bundle=ca_bundle,
+        client_id=client_id if isinstance(client_id, str) else None,
+        refresh_token_lifespan_days=float(lifespan),
     )
 
 
@@ -403,6 +434,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             "letters and digits starting with a letter"
         )
     key_vault = _check_key_vault(reader)
+    if key_vault is None:
+        for connection in connections:
+            if connection.auth in OAUTH_MODES:
+                reader.fail(
+                    f"SERVICENOW_CONNECTIONS[{connection.name}] uses auth '{connection.auth}', which keeps its "
+                    "tokens in Key Vault; set KEY_VAULT_URL"
+                )
+    tokens = TokenSettings(
+        renew_before_minutes=reader.number("TOKEN_RENEW_BEFORE_MINUTES", 20.0, 1, 24 * 60),
+        warn_days=reader.number("TOKEN_REFRESH_WARNING_DAYS", 14.0, 0, 365),
+        error_days=reader.number("TOKEN_REFRESH_ERROR_DAYS", 3.0, 0, 365),
+    )
     if reader.problems:
         raise SettingsError(reader.problems)
     return Settings(
@@ -414,7 +457,18 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         alerts_storage=alerts_storage,
         forwarding=forwarding,
         key_vault=key_vault,
+        tokens=tokens,
     )
+
+
+def start_up_warnings(settings: Settings) -> list[str]:
+    """What works but should not stay as it is."""
+    return [
+        f"ServiceNow connection '{c.name}' uses legacy Basic authentication; prefer auth 'oauth' (tokens in Key Vault, "
+        "the password used once by `connect` and never stored)"
+        for c in settings.connections
+        if c.auth == "basic"
+    ]
 
 
 @lru_cache(maxsize=1)

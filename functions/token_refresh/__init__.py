@@ -15,4 +15,8 @@ logger = logging.getLogger(__name__)
 def token_refresh(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("token refresh tick is past due; running now")
-    refresh_all_connections()
+    outcomes = refresh_all_connections()
+    failed = [o.connection for o in outcomes if o.error]
+    if failed:
+        # Fail the invocation so the host records it; the last good tokens stay in place.
+        raise RuntimeError(f"token refresh failed for connection(s) {', '.join(failed)}; see the log above")

@@ -44,8 +44,15 @@ SYS_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 Record = dict[str, Any]
 
 
-def token_provider_for(connection: ServiceNowConnection, secrets: SecretStore) -> TokenProvider:
+def token_provider_for(connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings) -> TokenProvider:
     """The credential for a connection's auth mode, reading its secret lazily from the store."""
+    if connection.auth in ("oauth", "client_credentials"):
+        from shared.secrets import KeyVaultSecretStore  # noqa: PLC0415
+        from shared.tokens import OAuthTokenProvider, TokenEndpoint  # noqa: PLC0415 - tokens imports this package
+
+        if not isinstance(secrets, KeyVaultSecretStore):
+            raise ValueError(f"connection '{connection.name}' keeps its OAuth tokens in Key Vault; set KEY_VAULT_URL")
+        return OAuthTokenProvider(connection, secrets, TokenEndpoint(connection, http))
     if connection.auth == "basic":
         assert connection.username is not None  # guaranteed by settings validation
         return BasicAuth(connection.username, lambda: secrets.get(connection.secret_name("password")))
@@ -99,7 +106,7 @@ class ServiceNowClient:
             ca_bundle=connection.ca_bundle,
         )
         stats = CallStats()
-        pipeline = build_pipeline(transport, token_provider_for(connection, secrets), http, stats)
+        pipeline = build_pipeline(transport, token_provider_for(connection, secrets, http), http, stats)
         return cls(connection.instance_url, pipeline, stats)
 
     # -- the one way out ---------------------------------------------------------------------
