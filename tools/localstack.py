@@ -25,6 +25,7 @@ from azure.storage.queue import QueueServiceClient
 
 from shared.secrets import KeyVaultSecretStore, Secret, secret_store
 from shared.settings import load_settings
+from shared.tokens import connect
 from tools.azurite import AzuriteError, port_is_free, start_azurite
 from tools.demo import run_demo
 from tools.keyvault_emulator import KeyVaultEmulator
@@ -65,15 +66,34 @@ def provision(values: dict[str, str]) -> list[str]:
     return created
 
 
-def seed_secrets(values: dict[str, str], password: str) -> None:
-    """The emulator's password into the local Key Vault, where the app reads it (as it would in Azure)."""
+def seed_secrets(values: dict[str, str], password: str, client_secret: str) -> str:
+    """Put the demo's secrets where the app reads them, as an operator would in Azure.
+
+    OAuth connections: the client secret into Key Vault, then `connect` (the password grant, once;
+    the password is not stored). Basic connections: the password into Key Vault.
+    """
     if not values.get("KEY_VAULT_URL"):
-        return
+        return "secrets from local.settings.json"
     settings = load_settings(values)
     store = secret_store(settings)
-    if isinstance(store, KeyVaultSecretStore):
-        name = settings.connection("default").secret_name("password")
-        store.write(name, Secret(password), content_type="text/plain", tags={"connection": "default"})
+    assert isinstance(store, KeyVaultSecretStore)
+    connection = settings.connection("default")
+    if connection.auth in ("oauth", "client_credentials"):
+        store.write(
+            connection.secret_name("client-secret"),
+            Secret(client_secret),
+            content_type="text/plain",
+            tags={"connection": connection.name},
+        )
+        report = connect(connection, settings, connection.username or "", Secret(password))
+        return f"OAuth: signed in with connect; access-token lifespan {report.access_lifespan_seconds} s"
+    store.write(
+        connection.secret_name("password"),
+        Secret(password),
+        content_type="text/plain",
+        tags={"connection": connection.name},
+    )
+    return "Basic: password in Key Vault"
 
 
 def start_host() -> subprocess.Popen[str]:
@@ -143,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     host = None
     try:
         values = ensure_local_settings(emulator)
-        seed_secrets(values, password)
+        signed_in = seed_secrets(values, password, client_secret)
         queues = provision(values)
         host = start_host()
         if not args.no_demo:
@@ -152,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         print("local stack is up:")
         print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
         print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")
-        print(f"  Key Vault          {vault.url}   (the ServiceNow password is secret servicenow-default-password)")
+        print(f"  Key Vault          {vault.url}   ({signed_in})")
         print(f"  queues             {', '.join(queues)}")
         print("  Functions host     function_app.py via tools.funchost (func start reads the same files)")
         print("  settings           local.settings.json")
