@@ -47,6 +47,7 @@ bench: deps
 	$(PY) -m bench.servicenow_client
 	$(PY) -m bench.funchost_dispatch
 	$(PY) -m bench.forwarding
+	$(PY) -m bench.tokens
 
 clean:
 	rm -rf $(VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache
