@@ -45,6 +45,7 @@ from shared.servicenow.errors import AuthError, TransientError
 from shared.settings import Settings, get_settings
 from shared.storage import blob_service, queue_service, table_service
 from shared.templates import render
+from shared.tokens import TokenError
 
 logger = logging.getLogger("shared.forwarding")
 CLOSED_STATES = {"incident": {"6", "7", "8"}, "sn_si_incident": {"3", "7"}}
@@ -203,6 +204,7 @@ class Forwarder:
             AzureError,
             SecretStoreUnavailableError,
             SecretNotFoundError,
+            TokenError,
         ) as exc:
             # Auth failures defer too: a rotated password or an expired token is fixed by a person, and
             # the alert must still be there when it is.
@@ -271,7 +273,7 @@ class Forwarder:
                 record, operation = found, "recovered"
             else:
                 record = self._client(action).create_record(action.table, fields)
-        except ServiceNowError as exc:
+        except Exception as exc:
             if recover or _maybe_written(exc):
                 self.ledger.uncertain(entry)
             else:
@@ -415,18 +417,22 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 def _describe(exc: Exception) -> str:
-    if isinstance(exc, ServiceNowError | SecretStoreUnavailableError | SecretNotFoundError):
+    if isinstance(exc, ServiceNowError | SecretStoreUnavailableError | SecretNotFoundError | TokenError):
         return str(exc)
     return f"{type(exc).__name__} from storage"
 
 
-def _maybe_written(exc: ServiceNowError) -> bool:
-    """Whether a failed create may still have created the record."""
+def _maybe_written(exc: Exception) -> bool:
+    """Whether a failed write may still have created the record (unknown failures: assume it may)."""
+    if isinstance(exc, TokenError | SecretStoreUnavailableError | SecretNotFoundError):
+        return False  # failed before ServiceNow acted: no credential, or a 401 it did not process
     if isinstance(exc, ServiceNowConnectionError):
         return exc.request_sent
     if isinstance(exc, RateLimitedError | AuthError):
         return False
-    return exc.status is None or exc.status >= 500 or exc.status == 202
+    if isinstance(exc, ServiceNowError):
+        return exc.status is None or exc.status >= 500 or exc.status == 202
+    return True
 
 
 # -- the function's entry point --------------------------------------------------------------

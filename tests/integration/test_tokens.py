@@ -120,6 +120,24 @@ def test_forwarding_on_oauth_tokens_survives_expiry(
     assert servicenow.oauth.grants == {"password": 1, "refresh_token": 1}
 
 
+def test_a_revoked_refresh_token_defers_alerts_until_connect_is_run_again(
+    environment: Callable[..., dict[str, str]],
+    make_stack: Callable[..., Stack],
+    servicenow: ServiceNowEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    environ = environment()
+    assert run_connect(monkeypatch) == 0
+    stack = make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+    servicenow.oauth.revoke()  # an admin revoked every token
+    result = stack.handle(alert(alert_id=1), "m-1")
+    assert result.status == "deferred" and "run `python -m shared connect default`" in result.reason
+    assert stack.poisoned() == []
+    assert run_connect(monkeypatch) == 0  # a person signs in again
+    ((message_id, deferred),) = stack.deferred(wait=5)
+    assert [o.operation for o in stack.handle(deferred, message_id).outcomes] == ["created"]
+
+
 def test_concurrent_401s_cause_one_refresh(
     environment: Callable[..., dict[str, str]],
     servicenow: ServiceNowEmulator,
