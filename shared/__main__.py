@@ -7,6 +7,7 @@
   rules list                       the rules in force
   rules dry-run ALERT_FILE         which rules and actions an alert would trigger, and the record
   connect NAME [--username U]      sign a connection in: the password is used once and never stored
+  sync run | status                run the device sync now; show the last sync
   poison list                      what is in the poison queue, and why
   poison replay [--all | ID ...]   put poison messages back on the alerts queue
 """
@@ -20,6 +21,7 @@ import getpass
 import json
 import os
 import sys
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -186,6 +188,33 @@ def cmd_connect(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from shared.inventory import build_sync  # noqa: PLC0415 - only this command needs the console client
+
+    if not settings.device_sync.console_url:
+        print("CONSOLE_URL is not set; the device sync needs the management console", file=sys.stderr)
+        return 2
+    sync = build_sync(settings)
+    if args.sync_command == "run":
+        status = sync.run()
+    else:
+        sync.state.ensure()
+        last = sync.state.last_sync()
+        if last is None:
+            print("no device sync has run yet")
+            return 0
+        status = last
+    result = f"failed: {status.error}" if status.error else "succeeded"
+    print(f"last device sync {result}")
+    print(
+        f"  started {status.started}, finished {status.finished} ({status.duration_seconds:.1f} s, "
+        f"{status.servicenow_calls} ServiceNow calls)"
+    )
+    print("  " + ", ".join(f"{name} {value}" for name, value in asdict(status.counts).items()))
+    print(f"  enabled {settings.device_sync.enabled}, every {settings.device_sync.frequency_minutes} minutes")
+    return 1 if status.error else 0
+
+
 def cmd_poison(settings: Settings, args: argparse.Namespace) -> int:
     service = queue_service(settings.alerts_storage)
     poison = service.get_queue_client(f"{settings.alerts_queue}-poison")
@@ -255,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     connect_parser.add_argument("name", help="the connection's name in SERVICENOW_CONNECTIONS")
     connect_parser.add_argument("--username", help="default: the connection's username")
     connect_parser.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sync = commands.add_parser("sync", help="the device sync").add_subparsers(dest="sync_command", required=True)
+    sync.add_parser("run", help="run the device sync now")
+    sync.add_parser("status", help="the last device sync")
     poison = commands.add_parser("poison", help="the poison queue").add_subparsers(dest="poison_command", required=True)
     poison.add_parser("list")
     replay = poison.add_parser("replay")
@@ -269,7 +301,13 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(exc, file=sys.stderr)
         return 2
-    handler = {"enqueue": cmd_enqueue, "rules": cmd_rules, "poison": cmd_poison, "connect": cmd_connect}[args.command]
+    handler = {
+        "enqueue": cmd_enqueue,
+        "rules": cmd_rules,
+        "poison": cmd_poison,
+        "connect": cmd_connect,
+        "sync": cmd_sync,
+    }[args.command]
     return handler(settings, args)
 
 

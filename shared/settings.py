@@ -82,6 +82,24 @@ class ForwardingSettings:
 
 
 @dataclass(frozen=True)
+class DeviceSyncSettings:
+    """The device sync: the management console it reads and how often it runs."""
+
+    enabled: bool = False
+    frequency_minutes: int = 60
+    console_url: str = ""
+    console_ca_bundle: Path | None = None
+    console_proxy: ProxyUrl | None = None
+    console_token_secret: str = "defender-console-api-token"  # noqa: S105 - the secret's name, not a secret
+    connection: str = "default"
+    state_table: str = "devicesync"
+    data_source: str = "MicrosoftDefenderForIoT"
+    batch_size: int = 100
+    page_size: int = 500
+    class_map: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class TokenSettings:
     renew_before_minutes: float = 20.0  # renew an access token that expires sooner than this
     warn_days: float = 14.0  # warn this long before a refresh token expires (a person must run `connect`)
@@ -140,6 +158,7 @@ class Settings:
     forwarding: ForwardingSettings = ForwardingSettings()
     key_vault: KeyVaultSettings | None = None
     tokens: TokenSettings = TokenSettings()
+    device_sync: DeviceSyncSettings = DeviceSyncSettings()
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -369,6 +388,66 @@ def _check_connections(
     return tuple(connections)
 
 
+def _check_device_sync(reader: _Reader, connections: tuple[ServiceNowConnection, ...]) -> DeviceSyncSettings:
+    raw_enabled = (reader.raw("DEVICE_SYNC_ENABLED") or "false").lower()
+    if raw_enabled not in ("true", "false", "1", "0"):
+        reader.fail(f"DEVICE_SYNC_ENABLED={raw_enabled!r} is invalid; expected true or false")
+    enabled = raw_enabled in ("true", "1")
+    frequency_text = reader.raw("DEVICE_SYNC_FREQUENCY_MINUTES") or "60"
+    frequency = 60
+    if not frequency_text.isdigit() or int(frequency_text) < 5:
+        reader.fail(
+            f"DEVICE_SYNC_FREQUENCY_MINUTES={frequency_text!r} is invalid; expected whole minutes, at least 5 "
+            "(the console is polled, and more often than every 5 minutes only loads it)"
+        )
+    else:
+        frequency = int(frequency_text)
+    console_url = reader.raw("CONSOLE_URL") or ""
+    if enabled and not console_url:
+        reader.fail(
+            "CONSOLE_URL is not set; expected the management console's https:// URL (DEVICE_SYNC_ENABLED is true)"
+        )
+    elif console_url and urlsplit(console_url).scheme != "https":
+        reader.fail(f"CONSOLE_URL={console_url!r} is invalid; expected https://<management console>")
+    ca_bundle = proxy = None
+    if (raw_ca := reader.raw("CONSOLE_CA_BUNDLE")) is not None:
+        try:
+            ca_bundle = parse_ca_bundle(raw_ca, "CONSOLE_CA_BUNDLE")
+        except ValueError as exc:
+            reader.fail(str(exc))
+    if (raw_proxy := reader.raw("CONSOLE_PROXY_URL")) is not None:
+        try:
+            proxy = parse_proxy_url(raw_proxy, "CONSOLE_PROXY_URL")
+        except ValueError as exc:
+            reader.fail(str(exc))
+    connection = reader.raw("DEVICE_SYNC_CONNECTION") or (connections[0].name if connections else "default")
+    if enabled and connections and connection not in {c.name for c in connections}:
+        reader.fail(f"DEVICE_SYNC_CONNECTION={connection!r} is not in SERVICENOW_CONNECTIONS")
+    class_map: dict[str, str] = {}
+    if (raw_map := reader.raw("DEVICE_SYNC_CLASS_MAP")) is not None:
+        try:
+            class_map = json.loads(raw_map)
+            if not isinstance(class_map, dict) or not all(isinstance(v, str) for v in class_map.values()):
+                raise ValueError
+        except ValueError:
+            reader.fail('DEVICE_SYNC_CLASS_MAP is invalid; expected a JSON object such as {"PLC": "cmdb_ci_ot_plc"}')
+            class_map = {}
+    return DeviceSyncSettings(
+        enabled=enabled,
+        frequency_minutes=frequency,
+        console_url=console_url.rstrip("/"),
+        console_ca_bundle=ca_bundle,
+        console_proxy=proxy,
+        console_token_secret=reader.raw("CONSOLE_TOKEN_SECRET") or DeviceSyncSettings.console_token_secret,
+        connection=connection,
+        state_table=reader.raw("DEVICE_SYNC_STATE_TABLE") or DeviceSyncSettings.state_table,
+        data_source=reader.raw("DEVICE_SYNC_DATA_SOURCE") or DeviceSyncSettings.data_source,
+        batch_size=reader.integer("DEVICE_SYNC_BATCH_SIZE", 100, 1, 1000),
+        page_size=reader.integer("DEVICE_SYNC_PAGE_SIZE", 500, 10, 10_000),
+        class_map=class_map,
+    )
+
+
 def _check_key_vault(reader: _Reader) -> KeyVaultSettings | None:
     url = reader.raw("KEY_VAULT_URL")
     if url is None:
@@ -441,6 +520,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     f"SERVICENOW_CONNECTIONS[{connection.name}] uses auth '{connection.auth}', which keeps its "
                     "tokens in Key Vault; set KEY_VAULT_URL"
                 )
+    device_sync = _check_device_sync(reader, connections)
     tokens = TokenSettings(
         renew_before_minutes=reader.number("TOKEN_RENEW_BEFORE_MINUTES", 20.0, 1, 24 * 60),
         warn_days=reader.number("TOKEN_REFRESH_WARNING_DAYS", 14.0, 0, 365),
@@ -458,6 +538,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         forwarding=forwarding,
         key_vault=key_vault,
         tokens=tokens,
+        device_sync=device_sync,
     )
 
 

@@ -174,6 +174,38 @@ def wait_until_drained(queue: QueueClient, emulator: ServiceNowEmulator, timeout
         time.sleep(0.5)
 
 
+def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list[str]:
+    """Run the device sync once (the timer would at its next tick) and show its status."""
+    if not settings.device_sync.enabled:
+        return ["Device sync: disabled (DEVICE_SYNC_ENABLED)."]
+    from shared.inventory import build_sync  # noqa: PLC0415
+
+    status = build_sync(settings).run()
+    tables = (
+        "cmdb_ci_ot",
+        "cmdb_ci_ot_plc",
+        "cmdb_ci_ot_hmi",
+        "cmdb_ci_ot_rtu",
+        "cmdb_ci_ot_dcs",
+        "cmdb_ci_ot_scada_server",
+        "cmdb_ci_ot_ews",
+        "cmdb_ci_ot_historian",
+    )
+    devices = sum(len(emulator.store.all(t)) for t in tables)
+    counts = status.counts
+    return [
+        f"Device sync {'FAILED: ' + status.error if status.error else 'finished'} in {status.duration_seconds:.1f} s "
+        f"({status.servicenow_calls} ServiceNow calls): created {counts.created}, updated {counts.updated}, "
+        f"unchanged {counts.unchanged}, retired {counts.retired}, relations {counts.relations}, "
+        f"CVEs opened {counts.cves_opened}, errors {counts.errors}",
+        f"    CMDB now: {devices} OT devices, {len(emulator.store.all('cmdb_ci_nids'))} sensors, "
+        f"{len(emulator.store.all('cmdb_ci_network_adapter'))} network adapters, "
+        f"{len(emulator.store.all('cmdb_rel_ci'))} relations, "
+        f"{len(emulator.store.all('sn_vul_vulnerable_item'))} vulnerable items",
+        "    `python -m shared --settings local.settings.json sync status` shows it again.",
+    ]
+
+
 def report(
     settings: Settings, emulator: ServiceNowEmulator, documents: list[dict[str, Any]], poison: QueueClient
 ) -> str:
@@ -235,7 +267,7 @@ def report(
             reason = "failed in the host"
         lines.append(f"    {reason}")
     lines.append("")
-    lines.append("Last device sync: not run — the device sync is not built yet (device-sync issue).")
+    lines += device_sync_report(settings, emulator)
     lines.append(
         f"ServiceNow emulator: {emulator.url} (user svc_defender); try "
         f"curl --cacert {emulator.ca_pem} -u svc_defender:Emulator-Passw0rd "

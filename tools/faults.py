@@ -17,7 +17,9 @@ from typing import Any
 class Fault:
     """What to do to one request instead of serving it."""
 
-    kind: str  # "status" | "reset" (no response) | "hang" (delay, then serve) | "slow_response" (serve, then delay)
+    # "status" | "reset" (no response) | "hang" (delay, then serve) | "slow_response" (serve, then delay)
+    # | "pass" (serve normally: a queue of faults can start after N good requests)
+    kind: str
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0
@@ -70,6 +72,8 @@ class FaultPlan:
                 fault = Fault("status", 503, retry_after=self.retry_after)
             elif self.queued:
                 fault = self.queued.pop(0)
+                if fault.kind == "pass":  # let this request through: faults can start after N requests
+                    return None
             else:
                 roll = self.rng.random()
                 for status, rate in sorted(self.error_rates.items()):

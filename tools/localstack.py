@@ -27,6 +27,7 @@ from shared.secrets import KeyVaultSecretStore, Secret, secret_store
 from shared.settings import load_settings
 from shared.tokens import connect
 from tools.azurite import AzuriteError, port_is_free, start_azurite
+from tools.console_emulator import ConsoleEmulator, generate
 from tools.demo import run_demo
 from tools.keyvault_emulator import KeyVaultEmulator
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
@@ -36,6 +37,8 @@ ROOT = Path(__file__).resolve().parent.parent
 AZURITE_PORTS = (10000, 10001, 10002)
 EMULATOR_PORT = 8443
 KEY_VAULT_PORT = 8444
+CONSOLE_PORT = 8445
+DEMO_DEVICES = 200
 
 
 class StackError(RuntimeError):
@@ -49,6 +52,7 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
         document = json.loads((ROOT / "local.settings.json.example").read_text())
         document["Values"]["SERVICENOW_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
         document["Values"]["KEY_VAULT_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
+        document["Values"]["CONSOLE_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {path.name} from local.settings.json.example")
     values: dict[str, str] = json.loads(path.read_text())["Values"]
@@ -66,7 +70,7 @@ def provision(values: dict[str, str]) -> list[str]:
     return created
 
 
-def seed_secrets(values: dict[str, str], password: str, client_secret: str) -> str:
+def seed_secrets(values: dict[str, str], password: str, client_secret: str, console_token: str) -> str:
     """Put the demo's secrets where the app reads them, as an operator would in Azure.
 
     OAuth connections: the client secret into Key Vault, then `connect` (the password grant, once;
@@ -77,6 +81,7 @@ def seed_secrets(values: dict[str, str], password: str, client_secret: str) -> s
     settings = load_settings(values)
     store = secret_store(settings)
     assert isinstance(store, KeyVaultSecretStore)
+    store.write(settings.device_sync.console_token_secret, Secret(console_token), content_type="text/plain")
     connection = settings.connection("default")
     if connection.auth in ("oauth", "client_credentials"):
         store.write(
@@ -141,7 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("node") is None:
         print("Node.js is required for Azurite (npm registry package); install node first", file=sys.stderr)
         return 2
-    for port, what in ((EMULATOR_PORT, "ServiceNow emulator"), (KEY_VAULT_PORT, "Key Vault emulator")):
+    ports = (
+        (EMULATOR_PORT, "ServiceNow emulator"),
+        (KEY_VAULT_PORT, "Key Vault emulator"),
+        (CONSOLE_PORT, "management console emulator"),
+    )
+    for port, what in ports:
         if not port_is_free(port):
             print(f"port {port} is in use; stop the other {what} first", file=sys.stderr)
             return 2
@@ -160,10 +170,11 @@ def main(argv: list[str] | None = None) -> int:
         clients=[OAuthClient(client_id, client_secret)],
     ).start()
     vault = KeyVaultEmulator(port=KEY_VAULT_PORT, tls_dir=ROOT / ".local" / "tls").start()
+    console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=ROOT / ".local" / "tls").start()
     host = None
     try:
         values = ensure_local_settings(emulator)
-        signed_in = seed_secrets(values, password, client_secret)
+        signed_in = seed_secrets(values, password, client_secret, console.token)
         queues = provision(values)
         host = start_host()
         if not args.no_demo:
@@ -173,6 +184,10 @@ def main(argv: list[str] | None = None) -> int:
         print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
         print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")
         print(f"  Key Vault          {vault.url}   ({signed_in})")
+        print(
+            f"  Management console {console.url}   ({DEMO_DEVICES} generated devices; sync every "
+            f"{values.get('DEVICE_SYNC_FREQUENCY_MINUTES', '60')} min)"
+        )
         print(f"  queues             {', '.join(queues)}")
         print("  Functions host     function_app.py via tools.funchost (func start reads the same files)")
         print("  settings           local.settings.json")
@@ -190,6 +205,7 @@ def main(argv: list[str] | None = None) -> int:
             stop_host(host)
         emulator.stop()
         vault.stop()
+        console.stop()
         azurite.stop()
     return 0
 

@@ -115,3 +115,20 @@ def test_ca_bundle_must_exist(tmp_path: Path) -> None:
     bundle = tmp_path / "ca.pem"
     bundle.write_text("-----BEGIN CERTIFICATE-----\n")
     assert load_settings(env(SERVICENOW_CA_BUNDLE=str(bundle))).connection("default").ca_bundle == bundle
+
+
+@pytest.mark.parametrize("minutes", ["4", "0", "-5", "soon"])
+def test_sync_frequency_below_five_minutes_is_refused(minutes: str) -> None:
+    (found,) = problems(env(DEVICE_SYNC_FREQUENCY_MINUTES=minutes))
+    assert found.startswith(f"DEVICE_SYNC_FREQUENCY_MINUTES={minutes!r} is invalid; expected whole minutes, at least 5")
+
+
+def test_device_sync_defaults_and_requirements() -> None:
+    sync = load_settings(env()).device_sync
+    assert (sync.enabled, sync.frequency_minutes, sync.connection) == (False, 60, "default")
+    (found,) = problems(env(DEVICE_SYNC_ENABLED="true"))
+    assert found.startswith("CONSOLE_URL is not set")
+    sync = load_settings(
+        env(DEVICE_SYNC_ENABLED="true", CONSOLE_URL="https://console.plant/", DEVICE_SYNC_FREQUENCY_MINUTES="5")
+    ).device_sync
+    assert (sync.enabled, sync.console_url, sync.frequency_minutes) == (True, "https://console.plant", 5)

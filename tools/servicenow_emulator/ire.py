@@ -147,14 +147,15 @@ class Ire:
             result.update(operation="INSERT", sysId=record["sys_id"])
         else:
             table, current = match
-            if table != class_name:  # reclassification to a subclass (or back): move the CI
+            upgraded = table != class_name and table in ancestors(class_name)
+            if upgraded:  # reclassified to a subclass: move the CI (a parent class never downgrades it)
                 with self.store.lock:
                     moved = {**self.store.rows(table).pop(current["sys_id"]), "sys_class_name": class_name}
                     self.store.rows(class_name)[moved["sys_id"]] = moved
-                current = moved
-            changed = any(str(v) != current.get(k, "") for k, v in values.items()) or table != class_name
+                current, table = moved, class_name
+            changed = any(str(v) != current.get(k, "") for k, v in values.items()) or upgraded
             if changed:
-                self.store.update(class_name, current["sys_id"], values, user)
+                self.store.update(table, current["sys_id"], values, user)
             result.update(operation="UPDATE" if changed else "NO_CHANGE", sysId=current["sys_id"])
         owner = result["sysId"]
         for row in item.get("lookup") or []:

@@ -1,0 +1,187 @@
+"""The device sync against the console emulator, Azurite and the ServiceNow emulator (real IRE wire)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from shared.console import ConsoleClient
+from shared.inventory import DeviceSync, SyncState, is_due
+from shared.secrets import EnvironmentSecretStore, Secret
+from shared.servicenow import ServiceNowClient
+from shared.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
+from tests.conftest import SN_PASSWORD, SN_USER
+from tools.azurite import Azurite
+from tools.console_emulator import ConsoleEmulator, generate, mutate
+from tools.servicenow_emulator import ServiceNowEmulator
+
+pytestmark = pytest.mark.integration
+TOKEN = "Console-Token-5150"
+OT_TABLES = (
+    "cmdb_ci_ot",
+    "cmdb_ci_ot_plc",
+    "cmdb_ci_ot_hmi",
+    "cmdb_ci_ot_rtu",
+    "cmdb_ci_ot_dcs",
+    "cmdb_ci_ot_scada_server",
+    "cmdb_ci_ot_ews",
+    "cmdb_ci_ot_historian",
+)
+
+
+@pytest.fixture
+def console(tls_dir: Path) -> Iterator[ConsoleEmulator]:
+    emulator = ConsoleEmulator(generate(40, seed=11), token=TOKEN, tls_dir=tls_dir).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def make_sync(console: ConsoleEmulator, servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[..., DeviceSync]:
+    def make(table: str | None = None, page_size: int = 10, batch_size: int = 5) -> DeviceSync:
+        http = HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=2)
+        reader = ConsoleClient.connect(
+            console.url, lambda: Secret(TOKEN), http, ca_bundle=console.ca_pem, page_size=page_size
+        )
+        connection = ServiceNowConnection(
+            "default", servicenow.url, "basic", username=SN_USER, ca_bundle=servicenow.ca_pem
+        )
+        client = ServiceNowClient.for_connection(
+            connection, EnvironmentSecretStore({"SERVICENOW_DEFAULT_PASSWORD": SN_PASSWORD}), http
+        )
+        tables = TableServiceClient.from_connection_string(azurite.connection_string)
+        state = SyncState(tables.get_table_client(table or f"sync{uuid.uuid4().hex[:12]}"))
+        return DeviceSync(DeviceSyncSettings(batch_size=batch_size, page_size=page_size), reader, client, state)
+
+    return make
+
+
+def cis(servicenow: ServiceNowEmulator) -> list[dict[str, str]]:
+    return [r for t in OT_TABLES for r in servicenow.store.all(t)]
+
+
+def snapshot(servicenow: ServiceNowEmulator) -> dict[str, Any]:
+    """The CMDB as a comparable value: CIs by correlation id, lookups, relations."""
+    rel_types = {r["sys_id"]: r["name"] for r in servicenow.store.all("cmdb_rel_type")}
+    by_sys = {r["sys_id"]: r["correlation_id"] for t in (*OT_TABLES, "cmdb_ci_nids") for r in servicenow.store.all(t)}
+    return {
+        "cis": sorted(
+            (r.get("sys_class_name", t), r["correlation_id"], r.get("name"), r.get("install_status"))
+            for t in (*OT_TABLES, "cmdb_ci_nids")
+            for r in servicenow.store.all(t)
+        ),
+        "adapters": sorted(
+            (by_sys[r["cmdb_ci"]], r["mac_address"]) for r in servicenow.store.all("cmdb_ci_network_adapter")
+        ),
+        "relations": sorted(
+            (by_sys[r["parent"]], rel_types[r["type"]], by_sys[r["child"]]) for r in servicenow.store.all("cmdb_rel_ci")
+        ),
+    }
+
+
+def test_first_sync_creates_the_ot_model(
+    make_sync: Callable[..., DeviceSync], console: ConsoleEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    status = make_sync().run()
+    assert status.error == "" and status.counts.created == 40 + 4
+    inventory = console.inventory
+    assert len(cis(servicenow)) == 40 and len(servicenow.store.all("cmdb_ci_nids")) == 4
+    plcs = {d["u_id"] for d in inventory.devices.values() if d["u_device_type"] == "PLC"}
+    assert {r["correlation_id"] for r in servicenow.store.all("cmdb_ci_ot_plc")} == {f"dfiot-device:{i}" for i in plcs}
+    confident = {o["u_mac_address"] for d in inventory.devices.values() for o in d["u_mac_address_objects"]}
+    guessed = {
+        m for d in inventory.devices.values() for o in d["u_ip_address_objects"] for m in o["u_guessed_mac_address"]
+    }
+    adapters = {r["mac_address"] for r in servicenow.store.all("cmdb_ci_network_adapter")}
+    assert adapters == confident and not adapters & guessed  # a guessed MAC never identifies a CI
+    assert len(servicenow.store.all("cmdb_ot_entity")) == 40
+    relations = snapshot(servicenow)["relations"]
+    assert sum(1 for _, kind, _ in relations if kind == "Detects::Detected by") == 40
+    pairs = {(c["u_src_device_id"], c["u_dest_device_id"]) for c in inventory.connections}
+    assert sum(1 for _, kind, _ in relations if kind == "Connects to::Connected by") == len(pairs)
+
+
+def test_rerun_without_change_writes_nothing(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    sync.run()
+    before = servicenow.stats["requests"]
+    status = sync.run()
+    assert status.error == "" and status.counts.created == status.counts.updated == 0
+    assert servicenow.stats["requests"] == before  # not one ServiceNow call
+
+
+def test_an_update_changes_exactly_the_changed_cis(
+    make_sync: Callable[..., DeviceSync], console: ConsoleEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    sync.run()
+    touched = mutate(console.inventory, updates=3, new=2)
+    status = sync.run()
+    assert (status.counts.updated, status.counts.created) == (3, 2)
+    vendors = {r["correlation_id"]: r["manufacturer"] for r in cis(servicenow)}
+    for device_id in touched["updated"]:
+        assert vendors[f"dfiot-device:{device_id}"] == console.inventory.devices[device_id]["u_vendor"]
+
+
+def test_deleted_devices_are_retired_not_removed(
+    make_sync: Callable[..., DeviceSync], console: ConsoleEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    sync.run()
+    touched = mutate(console.inventory, deletions=2)
+    assert sync.run().counts.retired == 2
+    states = {r["correlation_id"]: r["install_status"] for r in cis(servicenow)}
+    assert len(states) == 40
+    assert {states[f"dfiot-device:{i}"] for i in touched["deleted"]} == {"7"}
+
+
+def test_cves_open_and_close(
+    make_sync: Callable[..., DeviceSync], console: ConsoleEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    first = sync.run()
+    open_items = [r for r in servicenow.store.all("sn_vul_vulnerable_item") if r["state"] == "1"]
+    assert first.counts.cves_opened == len(open_items) > 0
+    touched = mutate(console.inventory, cves_found=2, cves_fixed=1)
+    status = sync.run()
+    assert status.counts.cves_opened == 2 and status.counts.cves_closed >= 1
+    closed = {
+        r["correlation_id"].split(":")[1] for r in servicenow.store.all("sn_vul_vulnerable_item") if r["state"] == "3"
+    }
+    assert closed == {str(i) for i in touched["cves_fixed"]}
+
+
+def test_a_crash_mid_run_resumes_to_the_same_cmdb(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    make_sync().run()
+    reference = snapshot(servicenow)
+    servicenow.reset()
+    sync = make_sync()
+    servicenow.faults.configure({"fail_next": [{"kind": "pass", "count": 4}, {"status": 503, "count": 100}]})
+    crashed = sync.run()
+    assert crashed.error and 0 < len(cis(servicenow)) < 40
+    servicenow.faults.clear()
+    resumed = sync.run()
+    assert resumed.error == ""
+    assert snapshot(servicenow) == reference  # nothing lost, nothing duplicated
+
+
+def test_status_is_recorded_and_due_follows_the_frequency(make_sync: Callable[..., DeviceSync]) -> None:
+    from datetime import datetime, timedelta
+
+    sync = make_sync()
+    status = sync.run()
+    last = sync.state.last_sync()
+    assert last is not None and last.counts == status.counts and last.finished == status.finished
+    finished = datetime.fromisoformat(last.finished)
+    assert not is_due(last, 60, finished + timedelta(minutes=10))
+    assert is_due(last, 60, finished + timedelta(minutes=60))
+    assert is_due(None, 60, finished)
