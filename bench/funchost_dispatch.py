@@ -25,8 +25,9 @@ import azure.functions as func
 from azure.storage.queue import QueueClient
 
 from bench.environment import describe
+from shared.storage import pooled_session
 from tools.azurite import start_azurite
-from tools.funchost.host import FunctionHost, pooled_session
+from tools.funchost.host import FunctionHost
 
 RESULTS = Path(__file__).parent / "results" / "funchost_dispatch.md"
 

@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -85,6 +86,11 @@ class SyncState:
             return dict(self.table.get_entity(kind, key))
         except ResourceNotFoundError:
             return None
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """A page's stored rows at once: point reads in parallel, one page at a time (memory stays bounded)."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return dict(zip(keys, pool.map(lambda key: self.get(kind, key), keys), strict=True))
 
     def put(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
         """Upsert rows of one kind, 100 to a transaction (the Table service's limit)."""
@@ -216,8 +222,8 @@ class DeviceSync:
         for page in self.console.device_pages(watermark):
             items = {d.id: device_item(d, self.settings.class_map) for d in page}
             hashes = {d.id: content_hash({**items[d.id], "sensors": sorted(d.sensor_ids)}) for d in page}
-            stored = {d.id: self.state.get("device", str(d.id)) for d in page}
-            changed = [d for d in page if (stored[d.id] or {}).get("hash") != hashes[d.id]]
+            stored = self.state.get_many("device", [str(d.id) for d in page])
+            changed = [d for d in page if (stored[str(d.id)] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page) - len(changed)
             failed: list[Device] = []
             for chunk in _chunks(changed, self.settings.batch_size):
@@ -272,7 +278,8 @@ class DeviceSync:
         since = self.state.watermark("connections")
         next_since = self.state.watermark("devices")
         for page in self.console.connection_pages(since):
-            new = [c for c in page if self.state.get("connection", f"{c.source}-{c.target}") is None]
+            known = self.state.get_many("connection", [f"{c.source}-{c.target}" for c in page])
+            new = [c for c in page if known[f"{c.source}-{c.target}"] is None]
             for chunk in _chunks(new, max(1, self.settings.batch_size // 2)):
                 items: list[dict[str, Any]] = []
                 relations: list[dict[str, Any]] = []

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import requests
+import requests.adapters
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
@@ -20,6 +22,15 @@ def _credential(connection: StorageConnection) -> Any:
     return DefaultAzureCredential()
 
 
+def pooled_session(size: int) -> requests.Session:
+    """A requests session for an Azure SDK client with a pool of ``size`` connections (the default is 10)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def queue_service(connection: StorageConnection) -> QueueServiceClient:
     if connection.connection_string:
         return QueueServiceClient.from_connection_string(connection.connection_string)
@@ -27,12 +38,13 @@ def queue_service(connection: StorageConnection) -> QueueServiceClient:
     return QueueServiceClient(connection.queue_uri, credential=_credential(connection))
 
 
-def table_service(connection: StorageConnection) -> TableServiceClient:
+def table_service(connection: StorageConnection, pool_size: int = 20) -> TableServiceClient:
+    session = pooled_session(pool_size)  # the device sync reads a page's rows in parallel
     if connection.connection_string:
-        return TableServiceClient.from_connection_string(connection.connection_string)
+        return TableServiceClient.from_connection_string(connection.connection_string, session=session)
     if connection.table_uri is None:
         raise ValueError(f"{connection.name}__tableServiceUri is not set; the forwarding ledger needs table storage")
-    return TableServiceClient(connection.table_uri, credential=_credential(connection))
+    return TableServiceClient(connection.table_uri, credential=_credential(connection), session=session)
 
 
 def blob_service(connection: StorageConnection) -> BlobServiceClient:

@@ -19,12 +19,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import azure.functions as func
-import requests
-import requests.adapters
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from shared.storage import pooled_session
 from tools.funchost.config import HostConfigError, QueueOptions, resolve, storage_connection_string
 from tools.funchost.ncrontab import Schedule, ScheduleError
 from tools.funchost.queues import QueueListener, QueueTimings
@@ -152,15 +151,6 @@ class FunctionHost:
     def stop(self) -> None:
         for listener in self.listeners.values():
             listener.stop()
-
-
-def pooled_session(size: int) -> requests.Session:
-    """A requests session for an Azure SDK client, with a connection pool of ``size``."""
-    session = requests.Session()
-    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=size)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
-    return session
 
 
 def ensure_queue(queue: QueueClient, where: str) -> None:

@@ -149,10 +149,8 @@ class Ire:
             table, current = match
             upgraded = table != class_name and table in ancestors(class_name)
             if upgraded:  # reclassified to a subclass: move the CI (a parent class never downgrades it)
-                with self.store.lock:
-                    moved = {**self.store.rows(table).pop(current["sys_id"]), "sys_class_name": class_name}
-                    self.store.rows(class_name)[moved["sys_id"]] = moved
-                current, table = moved, class_name
+                current = self.store.move(table, class_name, current["sys_id"], sys_class_name=class_name)
+                table = class_name
             changed = any(str(v) != current.get(k, "") for k, v in values.items()) or upgraded
             if changed:
                 self.store.update(table, current["sys_id"], values, user)

@@ -111,6 +111,7 @@ class ServiceNowEmulator:
         with self.store.lock:
             self.store.data.clear()
             self.store.counters.clear()
+            self.store.indexes.clear()
         self.faults.clear()
         self.queries.clear()
         with self.lock:

@@ -1,0 +1,245 @@
+"""Benchmark the device sync against the console and ServiceNow emulators and Azurite.
+
+For each inventory size: the first sync and a no-change re-sync, each run in a child process (so
+its peak memory is its own, not the emulators'), with ServiceNow requests per device counted by the
+emulator; at 10,000 devices also with 50 ms added ServiceNow latency. Then the same first sync done
+the naive way — one Table API call per record (CI, adapter, IP, OT entity, relation) — for the ratio.
+
+Run: `.venv/bin/python -m bench.device_sync [--sizes 10000 100000]`; writes bench/results/device_sync.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bench.environment import describe
+
+RESULTS = Path(__file__).parent / "results" / "device_sync.md"
+USER, PASSWORD, TOKEN = "bench", "Bench-Passw0rd", "Bench-Console-Token"
+
+
+def child(spec: dict[str, Any]) -> None:
+    """Run one sync and print its figures (in its own process)."""
+    import logging
+
+    from azure.data.tables import TableServiceClient
+
+    from shared.console import ConsoleClient
+    from shared.inventory import DeviceSync, SyncState
+    from shared.secrets import EnvironmentSecretStore, Secret
+    from shared.servicenow import ServiceNowClient
+    from shared.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
+    from shared.storage import pooled_session
+
+    logging.disable(logging.WARNING)
+    http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
+    console = ConsoleClient.connect(
+        spec["console"], lambda: Secret(TOKEN), http, ca_bundle=Path(spec["ca"]), page_size=500
+    )
+    connection = ServiceNowConnection("bench", spec["servicenow"], "basic", username=USER, ca_bundle=Path(spec["ca"]))
+    client = ServiceNowClient.for_connection(
+        connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http
+    )
+    tables = TableServiceClient.from_connection_string(spec["storage"], session=pooled_session(20))
+    sync = DeviceSync(
+        DeviceSyncSettings(batch_size=100, page_size=500),
+        console,
+        client,
+        SyncState(tables.get_table_client(spec["table"])),
+    )
+    started = time.perf_counter()
+    status = sync.run()
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - started,
+                "error": status.error,
+                "counts": status.counts.__dict__,
+                "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            }
+        )
+    )
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    result = subprocess.run(  # noqa: S603 - this interpreter, this module, our own arguments
+        [sys.executable, "-m", "bench.device_sync", "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=3600,
+    )
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    if figures["error"]:
+        raise RuntimeError(figures["error"])
+    return figures
+
+
+def naive_first_sync(console: Any, servicenow: Any, ca: Path) -> tuple[float, int]:
+    """One Table API POST per record, the way a first integration script would do it."""
+    from shared.cmdb import class_for
+    from shared.console import ConsoleClient
+    from shared.secrets import EnvironmentSecretStore, Secret
+    from shared.servicenow import ServiceNowClient
+    from shared.settings import HttpSettings, ServiceNowConnection
+
+    http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
+    reader = ConsoleClient.connect(console.url, lambda: Secret(TOKEN), http, ca_bundle=ca, page_size=500)
+    client = ServiceNowClient.for_connection(
+        ServiceNowConnection("naive", servicenow.url, "basic", username=USER, ca_bundle=ca),
+        EnvironmentSecretStore({"SERVICENOW_NAIVE_PASSWORD": PASSWORD}),
+        http,
+    )
+    started = time.perf_counter()
+    sensors = {s.id: client.create_record("cmdb_ci_nids", {"name": s.name})["sys_id"] for s in reader.sensors()}
+    devices: dict[int, str] = {}
+    for page in reader.device_pages(0):
+        for device in page:
+            sys_id = client.create_record(class_for(device, {}), {"name": device.name, "manufacturer": device.vendor})[
+                "sys_id"
+            ]
+            devices[device.id] = sys_id
+            for mac in device.macs:
+                client.create_record("cmdb_ci_network_adapter", {"name": mac, "mac_address": mac, "cmdb_ci": sys_id})
+            for ip in device.ips:
+                client.create_record("cmdb_ci_ip_address", {"name": ip, "ip_address": ip, "cmdb_ci": sys_id})
+            client.create_record("cmdb_ot_entity", {"purdue_level": device.purdue_level, "zone": device.zone})
+            for sensor_id in device.sensor_ids:
+                client.create_record("cmdb_rel_ci", {"parent": sensors.get(sensor_id, ""), "child": sys_id})
+    for links in reader.connection_pages(0):
+        for connection in links:
+            client.create_record(
+                "cmdb_rel_ci",
+                {"parent": devices.get(connection.source, ""), "child": devices.get(connection.target, "")},
+            )
+    return time.perf_counter() - started, client.stats.calls
+
+
+def compare(size: int, latency: int, console: Any, servicenow: Any, storage: str) -> str:
+    """The IRE-batched first sync and the naive one, on fresh ServiceNow data each."""
+    servicenow.reset()
+    servicenow.faults.configure({"latency_ms": latency})
+    spec = {
+        "console": console.url,
+        "servicenow": servicenow.url,
+        "ca": str(console.ca_pem),
+        "storage": storage,
+        "table": f"bench{uuid.uuid4().hex[:12]}",
+    }
+    figures = run_child(spec)
+    ours_requests = servicenow.stats["requests"]
+    servicenow.reset()
+    servicenow.faults.configure({"latency_ms": latency})
+    naive_seconds, naive_calls = naive_first_sync(console, servicenow, console.ca_pem)
+    return (
+        f"| {size:,} | {latency} ms | {naive_seconds:.1f} | {naive_calls:,} | {figures['seconds']:.1f} "
+        f"| {ours_requests:,} | {naive_calls / ours_requests:.1f}× | {naive_seconds / figures['seconds']:.1f}× |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(json.loads(args.child))
+        return
+    import logging
+
+    from tools.azurite import start_azurite
+    from tools.console_emulator import ConsoleEmulator, generate
+    from tools.servicenow_emulator import ServiceNowEmulator
+
+    logging.disable(logging.WARNING)
+    rows = [
+        "| devices | ServiceNow latency | run | wall s | ServiceNow requests | requests per device "
+        "| peak MB (sync process) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    naive_rows: list[str] = []
+    azurite = start_azurite()
+    try:
+        with tempfile.TemporaryDirectory() as scratch:
+            tls = Path(scratch) / "tls"
+            for size in args.sizes:
+                console = ConsoleEmulator(generate(size, seed=3), token=TOKEN, tls_dir=tls).start()
+                servicenow = ServiceNowEmulator(tls_dir=tls, users={USER: PASSWORD}).start()
+                try:
+                    latencies = (0, 50) if size <= 10_000 else (0,)
+                    for latency in latencies:
+                        servicenow.reset()
+                        servicenow.faults.configure({"latency_ms": latency})
+                        spec = {
+                            "console": console.url,
+                            "servicenow": servicenow.url,
+                            "ca": str(console.ca_pem),
+                            "storage": azurite.connection_string,
+                            "table": f"bench{uuid.uuid4().hex[:12]}",
+                        }
+                        for run in ("first sync", "no-change re-sync"):
+                            before = servicenow.stats["requests"]
+                            figures = run_child(spec)
+                            requests = servicenow.stats["requests"] - before
+                            rows.append(
+                                f"| {size:,} | {latency} ms | {run} | {figures['seconds']:.1f} | {requests:,} | "
+                                f"{requests / size:.3f} | {figures['peak_mb']:.0f} |"
+                            )
+                    if size <= 10_000:
+                        naive_rows.append(compare(size, 0, console, servicenow, azurite.connection_string))
+                finally:
+                    console.stop()
+                    servicenow.stop()
+            # With latency the naive way takes minutes even for a small site: compare on 500 devices.
+            console = ConsoleEmulator(generate(500, seed=3), token=TOKEN, tls_dir=tls).start()
+            servicenow = ServiceNowEmulator(tls_dir=tls, users={USER: PASSWORD}).start()
+            try:
+                servicenow.faults.configure({"latency_ms": 50})
+                naive_rows.append(compare(500, 50, console, servicenow, azurite.connection_string))
+            finally:
+                console.stop()
+                servicenow.stop()
+    finally:
+        azurite.stop()
+    lines = [
+        "# Device sync benchmark",
+        "",
+        f"Produced by `.venv/bin/python -m bench.device_sync --sizes {' '.join(map(str, args.sizes))}`.",
+        "",
+        describe(),
+        "Inventories generated by the console emulator (4 sensors, 0-2 connections per device, 10% with CVEs); "
+        "IRE batches of 100 items, console pages of 500; state in Azurite. The no-change re-sync reads every "
+        "stream again from its watermark and finds nothing to write.",
+        "",
+        *rows,
+        "",
+        "## Against one Table API call per record (first sync)",
+        "",
+        "| devices | latency | naive wall s | naive calls | IRE-batched wall s | IRE-batched requests "
+        "| fewer requests | faster |",
+        "|---|---|---|---|---|---|---|---|",
+        *naive_rows,
+        "",
+        "Peak memory is the sync process's maximum resident set (Python, SDKs and one page of devices): it "
+        "should not grow with the inventory, only with the page size. Where the requests go: one IRE call per 100 "
+        "changed devices, one per 50 new connections, and the largest share, a lookup and a create per newly found "
+        "CVE (vulnerable items are written one by one through the Table API; batching them is the next "
+        "optimisation). At 0 ms the emulator answers faster than the extra IRE work costs, so wall time favours many "
+        "tiny calls there; with latency, the request count decides.",
+        "",
+    ]
+    RESULTS.write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
