@@ -185,3 +185,38 @@ def test_status_is_recorded_and_due_follows_the_frequency(make_sync: Callable[..
     assert not is_due(last, 60, finished + timedelta(minutes=10))
     assert is_due(last, 60, finished + timedelta(minutes=60))
     assert is_due(None, 60, finished)
+
+
+def test_sync_commands_run_and_show_status(
+    console: ConsoleEmulator,
+    servicenow: ServiceNowEmulator,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shared.__main__ import main
+    from shared.settings import get_settings
+    from tests.support.settings import app_settings
+
+    environ = app_settings(
+        azurite.connection_string,
+        servicenow.url,
+        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
+        SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
+        DEVICE_SYNC_ENABLED="true",
+        CONSOLE_URL=console.url,
+        CONSOLE_CA_BUNDLE=str(console.ca_pem),
+        DEFENDER_CONSOLE_API_TOKEN=TOKEN,
+        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+    )
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    assert main(["sync", "status"]) == 0
+    assert "no device sync has run yet" in capsys.readouterr().out
+    assert main(["sync", "run"]) == 0
+    assert main(["sync", "status"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("last device sync succeeded") == 2
+    assert "created 44" in out and "enabled True, every 60 minutes" in out
+    get_settings.cache_clear()
