@@ -5,8 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 NPM_STAMP := node_modules/.installed
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: run demo test lint typecheck bench clean emulator deps
+.PHONY: run demo test lint typecheck infra-check bench clean emulator deps
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Azure Functions runs Python 3.11)"; exit 1; }
@@ -20,9 +22,18 @@ $(NPM_STAMP): package.json package-lock.json
 
 deps: $(STAMP) $(NPM_STAMP)
 
+$(CHECKOV_STAMP): requirements-checkov.txt
+	test -x $(CHECKOV_VENV)/bin/python || $(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+	touch $@
+
 ## make test: install what the tests need, start Azurite and the emulators per session, run everything
-test: deps lint typecheck
+test: deps lint typecheck infra-check
 	$(PY) -m pytest
+
+## the Bicep templates against checkov's rules (offline; every skipped check carries its reason in the template)
+infra-check: $(CHECKOV_STAMP)
+	$(CHECKOV_VENV)/bin/checkov -d infra/bicep --framework bicep --skip-download --compact --quiet
 
 lint: $(STAMP)
 	$(PY) -m ruff check .
@@ -50,4 +61,4 @@ bench: deps
 	$(PY) -m bench.tokens
 
 clean:
-	rm -rf $(VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -396,9 +396,14 @@ class Forwarder:
             wrapper["message"] = {k: v for k, v in message.raw.items() if k != DELIVERY_FIELD}
         else:
             wrapper["message_base64"] = base64.b64encode(body[:40_000]).decode()
-        with contextlib.suppress(ResourceExistsError):
-            self.poison.create_queue()
-        self.poison.send_message(_encode(wrapper))
+        encoded = _encode(wrapper)
+        try:
+            self.poison.send_message(encoded)
+        except ResourceNotFoundError:
+            # The deployment creates it (the app may only send); a local run creates it on first use.
+            with contextlib.suppress(ResourceExistsError):
+                self.poison.create_queue()
+            self.poison.send_message(encoded)
 
 
 def _encode(document: Mapping[str, Any]) -> str:

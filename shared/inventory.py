@@ -10,7 +10,6 @@ than skipped — and never past an item that failed, so a failed run resumes wit
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Sequence
@@ -19,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from opentelemetry import metrics
 
@@ -78,8 +77,15 @@ class SyncState:
         self.table = table
 
     def ensure(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
+        """Create the table if missing. The deployment creates it and may grant only table-level data
+        access, under which creating answers 403 rather than 409: both mean there is nothing to do."""
+        try:
             self.table.create_table()
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         try:

@@ -95,8 +95,15 @@ class Ledger:
         self.clock = clock
 
     def ensure_table(self) -> None:
-        with contextlib.suppress(ResourceExistsError):
+        """Create the table if missing. The deployment creates it and may grant only table-level data
+        access, under which creating answers 403 rather than 409: both mean there is nothing to do."""
+        try:
             self.table.create_table()
+        except ResourceExistsError:
+            pass
+        except HttpResponseError as exc:
+            if exc.status_code != 403:
+                raise
 
     def _keys(self, alert_key: str, action: str) -> dict[str, str]:
         return {"PartitionKey": partition_for(alert_key), "RowKey": action}

@@ -1,0 +1,214 @@
+// Defender for IoT → ServiceNow: the whole deployment. Identity only (no keys or connection strings),
+// least privilege per resource, monitored. Deploy with `azd up` or `az deployment group create`.
+targetScope = 'resourceGroup'
+
+@description('Short name for the deployment, used in resource names (lower-case letters and digits).')
+@minLength(3)
+@maxLength(12)
+param name string
+
+param location string = resourceGroup().location
+param tags object = {}
+
+@description('JSON list of ServiceNow connections, e.g. [{"name":"default","instance_url":"https://dev12345.service-now.com","auth":"oauth","client_id":"…","username":"svc_defender"}]')
+param serviceNowConnections string
+
+@description('HTTPS proxy for all ServiceNow traffic, http(s)://host:port (empty: none).')
+param serviceNowProxyUrl string = ''
+param serviceNowConnectTimeoutSeconds int = 5
+param serviceNowReadTimeoutSeconds int = 30
+param serviceNowRetryBudgetSeconds int = 30
+param serviceNowMaxAttempts int = 5
+@description('A PEM bundle shipped in the app package, for a TLS-inspecting proxy (empty: system CAs).')
+param serviceNowCaBundle string = ''
+
+param alertsQueueName string = 'alerts'
+param ledgerTableName string = 'forwardedalerts'
+param rulesContainerName string = 'rules'
+param forwardingMaxAgeHours int = 24
+param forwardingRetryBaseSeconds int = 30
+param forwardingRetryMaxSeconds int = 900
+
+@description('NCRONTAB (UTC) of the token_refresh timer.')
+param tokenRefreshSchedule string = '0 */10 * * * *'
+param tokenRenewBeforeMinutes int = 20
+param refreshTokenWarningDays int = 14
+param refreshTokenErrorDays int = 3
+
+@description('NCRONTAB (UTC) of the device sync tick; the sync runs when deviceSyncFrequencyMinutes have passed.')
+param deviceSyncSchedule string = '0 */5 * * * *'
+param deviceSyncEnabled bool = false
+@minValue(5)
+param deviceSyncFrequencyMinutes int = 60
+@description('The on-premises management console, https://… (required when deviceSyncEnabled).')
+param consoleUrl string = ''
+param consoleProxyUrl string = ''
+param consoleCaBundle string = ''
+param consoleTokenSecretName string = 'defender-console-api-token'
+param deviceSyncConnection string = 'default'
+param deviceSyncStateTableName string = 'devicesync'
+param deviceSyncDataSource string = 'MicrosoftDefenderForIoT'
+@description('JSON object: device type → CMDB class, overriding the built-in map (empty: built-in).')
+param deviceSyncClassMap string = ''
+param deviceSyncBatchSize int = 100
+param deviceSyncPageSize int = 500
+
+@description('Resource id of an action group notified by the alert rules (empty: rules fire without notifying).')
+param actionGroupId string = ''
+param deferredAlertThreshold int = 100
+param authFailureThreshold int = 5
+
+@description('VNet integration and private endpoints for storage and Key Vault.')
+param networkIsolation bool = false
+param maximumInstanceCount int = 40
+@allowed([
+  2048
+  4096
+])
+param instanceMemoryMB int = 2048
+
+var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
+var resourceName = '${name}-${suffix}'
+
+resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
+  name: 'id-${resourceName}'
+  location: location
+  tags: tags
+}
+
+module monitoring 'modules/monitoring.bicep' = {
+  name: 'monitoring'
+  params: {
+    name: resourceName
+    location: location
+    tags: tags
+  }
+}
+
+module storage 'modules/storage.bicep' = {
+  name: 'storage'
+  params: {
+    name: 'st${name}${suffix}'
+    location: location
+    tags: tags
+    alertsQueueName: alertsQueueName
+    ledgerTableName: ledgerTableName
+    syncStateTableName: deviceSyncStateTableName
+    rulesContainerName: rulesContainerName
+    deploymentContainerName: 'app-package'
+    networkIsolation: networkIsolation
+  }
+}
+
+module keyVault 'modules/keyvault.bicep' = {
+  name: 'keyvault'
+  params: {
+    name: 'kv-${name}-${suffix}'
+    location: location
+    tags: tags
+    networkIsolation: networkIsolation
+  }
+}
+
+module network 'modules/network.bicep' = if (networkIsolation) {
+  name: 'network'
+  params: {
+    name: resourceName
+    location: location
+    tags: tags
+    storageAccountId: storage.outputs.id
+    keyVaultId: keyVault.outputs.id
+  }
+}
+
+module app 'modules/app.bicep' = {
+  name: 'app'
+  params: {
+    name: resourceName
+    location: location
+    tags: tags
+    identityId: identity.id
+    identityClientId: identity.properties.clientId
+    storageAccountName: storage.outputs.name
+    blobEndpoint: storage.outputs.blobEndpoint
+    queueEndpoint: storage.outputs.queueEndpoint
+    tableEndpoint: storage.outputs.tableEndpoint
+    deploymentContainerUrl: storage.outputs.deploymentContainerUrl
+    applicationInsightsConnectionString: monitoring.outputs.connectionString
+    keyVaultUri: keyVault.outputs.uri
+    subnetId: networkIsolation ? network.outputs.appSubnetId : ''
+    networkIsolation: networkIsolation
+    maximumInstanceCount: maximumInstanceCount
+    instanceMemoryMB: instanceMemoryMB
+    appSettings: {
+      ALERTS_QUEUE: alertsQueueName
+      TOKEN_REFRESH_SCHEDULE: tokenRefreshSchedule
+      DEVICE_SYNC_SCHEDULE: deviceSyncSchedule
+      SERVICENOW_CONNECTIONS: serviceNowConnections
+      SERVICENOW_PROXY_URL: serviceNowProxyUrl
+      SERVICENOW_CA_BUNDLE: serviceNowCaBundle
+      SERVICENOW_CONNECT_TIMEOUT_SECONDS: serviceNowConnectTimeoutSeconds
+      SERVICENOW_READ_TIMEOUT_SECONDS: serviceNowReadTimeoutSeconds
+      SERVICENOW_RETRY_BUDGET_SECONDS: serviceNowRetryBudgetSeconds
+      SERVICENOW_MAX_ATTEMPTS: serviceNowMaxAttempts
+      FORWARDING_RULES_LOCATION: '${rulesContainerName}/forwarding-rules.json'
+      FORWARDING_LEDGER_TABLE: ledgerTableName
+      FORWARDING_MAX_AGE_HOURS: forwardingMaxAgeHours
+      FORWARDING_RETRY_BASE_SECONDS: forwardingRetryBaseSeconds
+      FORWARDING_RETRY_MAX_SECONDS: forwardingRetryMaxSeconds
+      TOKEN_RENEW_BEFORE_MINUTES: tokenRenewBeforeMinutes
+      TOKEN_REFRESH_WARNING_DAYS: refreshTokenWarningDays
+      TOKEN_REFRESH_ERROR_DAYS: refreshTokenErrorDays
+      DEVICE_SYNC_ENABLED: deviceSyncEnabled ? 'true' : 'false'
+      DEVICE_SYNC_FREQUENCY_MINUTES: deviceSyncFrequencyMinutes
+      CONSOLE_URL: consoleUrl
+      CONSOLE_PROXY_URL: consoleProxyUrl
+      CONSOLE_CA_BUNDLE: consoleCaBundle
+      CONSOLE_TOKEN_SECRET: consoleTokenSecretName
+      DEVICE_SYNC_CONNECTION: deviceSyncConnection
+      DEVICE_SYNC_STATE_TABLE: deviceSyncStateTableName
+      DEVICE_SYNC_DATA_SOURCE: deviceSyncDataSource
+      DEVICE_SYNC_CLASS_MAP: deviceSyncClassMap
+      DEVICE_SYNC_BATCH_SIZE: deviceSyncBatchSize
+      DEVICE_SYNC_PAGE_SIZE: deviceSyncPageSize
+    }
+  }
+}
+
+module rbac 'modules/rbac.bicep' = {
+  name: 'rbac'
+  params: {
+    principalId: identity.properties.principalId
+    storageAccountName: storage.outputs.name
+    alertsQueueName: alertsQueueName
+    ledgerTableName: ledgerTableName
+    syncStateTableName: deviceSyncStateTableName
+    keyVaultName: keyVault.outputs.name
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+  }
+}
+
+module alerts 'modules/alerts.bicep' = {
+  name: 'alerts'
+  params: {
+    name: resourceName
+    location: location
+    tags: tags
+    applicationInsightsId: monitoring.outputs.applicationInsightsId
+    actionGroupId: actionGroupId
+    deviceSyncEnabled: deviceSyncEnabled
+    deviceSyncFrequencyMinutes: deviceSyncFrequencyMinutes
+    deferredThreshold: deferredAlertThreshold
+    refreshTokenWarningDays: refreshTokenWarningDays
+    authFailureThreshold: authFailureThreshold
+  }
+}
+
+output functionAppName string = app.outputs.name
+output storageAccountName string = storage.outputs.name
+output alertsQueueName string = alertsQueueName
+output keyVaultName string = keyVault.outputs.name
+output keyVaultUri string = keyVault.outputs.uri
+output identityClientId string = identity.properties.clientId
+output applicationInsightsName string = monitoring.outputs.applicationInsightsName
+output AZURE_FUNCTION_APP_NAME string = app.outputs.name

@@ -1,0 +1,11 @@
+using 'main.bicep'
+
+// A worked example: one OAuth connection to a developer instance, the device sync every hour.
+param name = 'dfiotsn'
+param serviceNowConnections = '[{"name": "default", "instance_url": "https://dev12345.service-now.com", "auth": "oauth", "client_id": "0123456789abcdef0123456789abcdef", "username": "svc_defender"}]'
+param deviceSyncEnabled = true
+param deviceSyncFrequencyMinutes = 60
+param consoleUrl = 'https://defender-console.plant.example'
+param tags = {
+  workload: 'defender-iot-servicenow'
+}

@@ -1,0 +1,136 @@
+"""The Bicep deployment: it parses, it is identity-only and least-privilege, and it matches the code's settings."""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pycep import BicepParser
+
+from tests.conftest import ROOT
+
+BICEP = ROOT / "infra" / "bicep"
+FILES = sorted(BICEP.rglob("*.bicep"))
+ALLOWED_ROLES = {
+    "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+    "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader
+    "8a0f0c08-91a1-4084-bc3d-661d67233fed",  # Storage Queue Data Message Processor
+    "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",  # Storage Queue Data Message Sender
+    "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
+    "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
+    "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
+}
+
+
+@cache
+def parsed(name: str) -> dict[str, Any]:
+    document: dict[str, Any] = dict(BicepParser().parse(file_path=BICEP / name))
+    return document
+
+
+def resource(file: str, symbol: str) -> dict[str, Any]:
+    config: dict[str, Any] = parsed(file)["resources"][symbol]["config"]
+    return config
+
+
+@pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(BICEP)) for p in FILES])
+def test_every_bicep_file_parses(path: Path) -> None:
+    assert BicepParser().parse(file_path=path)
+
+
+def test_storage_is_identity_only_and_private() -> None:
+    properties = resource("modules/storage.bicep", "account")["properties"]
+    assert properties["allowSharedKeyAccess"] is False
+    assert properties["allowBlobPublicAccess"] is False
+    assert properties["minimumTlsVersion"] == "TLS1_2"
+    assert properties["supportsHttpsTrafficOnly"] is True
+    for container in ("rulesContainer", "deploymentContainer"):
+        assert resource("modules/storage.bicep", container)["properties"]["publicAccess"] == "None"
+    symbols = parsed("modules/storage.bicep")["resources"]
+    assert {"alertsQueue", "poisonQueue", "ledgerTable", "syncStateTable"} <= set(symbols)
+
+
+def test_key_vault_is_rbac_only_with_purge_protection() -> None:
+    properties = resource("modules/keyvault.bicep", "vault")["properties"]
+    assert properties["enableRbacAuthorization"] is True
+    assert properties["enableSoftDelete"] is True
+    assert properties["enablePurgeProtection"] is True
+
+
+def test_function_app_is_flex_python_https_tls12_without_ftp() -> None:
+    plan = resource("modules/app.bicep", "plan")
+    assert plan["sku"] == {"name": "FC1", "tier": "FlexConsumption"}
+    site = resource("modules/app.bicep", "site")
+    assert site["identity"]["type"] == "UserAssigned"
+    assert site["properties"]["httpsOnly"] is True
+    assert site["properties"]["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert site["properties"]["siteConfig"]["minTlsVersion"] == "1.2"
+    assert site["properties"]["siteConfig"]["ftpsState"] == "Disabled"
+    for policy in ("ftp", "scm"):
+        assert resource("modules/app.bicep", policy)["properties"]["allow"] is False
+    assert resource("modules/monitoring.bicep", "insights")["properties"]["DisableLocalAuth"] is True
+
+
+def test_no_keys_or_connection_strings_anywhere() -> None:
+    key_material = re.compile(r"listKeys\(|\.(primary|secondary)(Access)?Keys?\b|AccountKey=|SharedAccessSignature=")
+    for path in FILES:
+        assert not key_material.search(path.read_text()), path
+        for name, output in parsed(str(path.relative_to(BICEP))).get("outputs", {}).items():
+            assert not key_material.search(str(output["value"])), f"{path}: output {name}"
+    main_outputs = str(parsed("main.bicep")["outputs"])
+    assert "connectionString" not in main_outputs and "ConnectionString" not in main_outputs
+    base = parsed("modules/app.bicep")["variables"]["baseSettings"]["value"]
+    credential = base["AzureWebJobsStorage__credential"]["operator"]["operands"]
+    assert (credential["operand_1"], credential["operand_2"]) == ("storageIdentity", "credential")
+    assert parsed("modules/app.bicep")["variables"]["storageIdentity"]["value"]["credential"] == "managedidentity"
+    assert "AzureWebJobsStorage" not in base  # no connection string form
+
+
+def test_every_role_assignment_is_allowed_and_scoped_to_a_resource() -> None:
+    document = parsed("modules/rbac.bicep")
+    roles = document["variables"]["roles"]["value"]
+    assert set(roles.values()) <= ALLOWED_ROLES
+    assignments = {
+        s: r for s, r in document["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"
+    }
+    assert len(assignments) == 9
+    declared = set(document["resources"])
+    for symbol, assignment in assignments.items():
+        scope = assignment["config"]["scope"]
+        assert isinstance(scope, str) and scope in declared, f"{symbol} is not scoped to a declared resource"
+        assert document["resources"][scope]["existing"] is True
+        assert assignment["config"]["properties"]["principalType"] == "ServicePrincipal"
+
+
+def _code_settings() -> tuple[set[str], set[str]]:
+    """(every setting the code reads, the required ones), read from shared/settings.py and shared/telemetry.py."""
+    source = (ROOT / "shared" / "settings.py").read_text()
+    read = set(re.findall(r'reader\.(?:raw|required|number|integer)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    required = set(re.findall(r'reader\.required\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    required |= set(re.findall(r'_check_(?:queue_name|schedule)\(reader, "([A-Z][A-Z0-9_]+)"', source))
+    required.add("SERVICENOW_CONNECTIONS")
+    read |= required
+    read |= set(re.findall(r'os\.environ\.get\("([A-Z][A-Z0-9_]+)"', (ROOT / "shared" / "telemetry.py").read_text()))
+    return read, required
+
+
+def _bicep_settings() -> set[str]:
+    app = parsed("main.bicep")["modules"]["app"]["config"]["params"]["appSettings"]
+    base = parsed("modules/app.bicep")["variables"]["baseSettings"]["value"]
+    return set(app) | set(base)
+
+
+def test_no_drift_between_the_code_and_the_deployment() -> None:
+    read, required = _code_settings()
+    provided = _bicep_settings()
+    host_owned = {s for s in provided if s.startswith(("AzureWebJobsStorage__", "ALERTS_STORAGE__"))}
+    # Every required setting is deployed (the storage connection in its identity-based form).
+    assert "ALERTS_STORAGE__queueServiceUri" in provided
+    assert required - {"ALERTS_STORAGE"} <= provided
+    # Every deployed setting is one the code (or the host, for its own storage) reads.
+    assert provided - host_owned <= read, sorted(provided - host_owned - read)
+    # What the code reads but Bicep leaves out is local-only (the emulators' private CA).
+    assert read - provided == {"KEY_VAULT_CA_BUNDLE"}
