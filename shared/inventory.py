@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 from opentelemetry import metrics
 
@@ -34,6 +34,7 @@ from shared.cmdb import (
 from shared.console import ConsoleClient, ConsoleError, ConsoleSensor, Device
 from shared.servicenow import EncodedQuery, ServiceNowClient, ServiceNowError
 from shared.settings import DeviceSyncSettings, Settings, get_settings
+from shared.storage import create_table_if_missing
 
 logger = logging.getLogger("shared.inventory")
 _meter = metrics.get_meter("defender_iot_servicenow")
@@ -77,15 +78,7 @@ class SyncState:
         self.table = table
 
     def ensure(self) -> None:
-        """Create the table if missing. The deployment creates it and may grant only table-level data
-        access, under which creating answers 403 rather than 409: both mean there is nothing to do."""
-        try:
-            self.table.create_table()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code != 403:
-                raise
+        create_table_if_missing(self.table)
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         try:

@@ -24,6 +24,8 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.storage import create_table_if_missing
+
 MAX_DELIVERIES = 50
 
 ClaimKind = Literal["new", "recover", "existing", "busy"]
@@ -95,15 +97,7 @@ class Ledger:
         self.clock = clock
 
     def ensure_table(self) -> None:
-        """Create the table if missing. The deployment creates it and may grant only table-level data
-        access, under which creating answers 403 rather than 409: both mean there is nothing to do."""
-        try:
-            self.table.create_table()
-        except ResourceExistsError:
-            pass
-        except HttpResponseError as exc:
-            if exc.status_code != 403:
-                raise
+        create_table_if_missing(self.table)
 
     def _keys(self, alert_key: str, action: str) -> dict[str, str]:
         return {"PartitionKey": partition_for(alert_key), "RowKey": action}

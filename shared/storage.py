@@ -6,7 +6,8 @@ from typing import Any
 
 import requests
 import requests.adapters
-from azure.data.tables import TableServiceClient
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
@@ -29,6 +30,18 @@ def pooled_session(size: int) -> requests.Session:
     session.mount("http://", adapter)
     session.mount("https://", adapter)
     return session
+
+
+def create_table_if_missing(table: TableClient) -> None:
+    """Create the table if missing. The deployment creates it and may grant only table-level data access,
+    under which creating answers 403 rather than 409: both mean there is nothing to do."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
 
 
 def queue_service(connection: StorageConnection) -> QueueServiceClient:

@@ -24,6 +24,7 @@ from shared.rules import evaluate, parse_rules, stamp
 from shared.settings import Settings
 from shared.storage import queue_service
 from tools.servicenow_emulator import ServiceNowEmulator
+from tools.servicenow_emulator.store import OT_CLASSES
 
 DEMO_RULES: dict[str, Any] = {
     "version": 1,
@@ -181,16 +182,7 @@ def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list
     from shared.inventory import build_sync  # noqa: PLC0415
 
     status = build_sync(settings).run()
-    tables = (
-        "cmdb_ci_ot",
-        "cmdb_ci_ot_plc",
-        "cmdb_ci_ot_hmi",
-        "cmdb_ci_ot_rtu",
-        "cmdb_ci_ot_dcs",
-        "cmdb_ci_ot_scada_server",
-        "cmdb_ci_ot_ews",
-        "cmdb_ci_ot_historian",
-    )
+    tables = OT_CLASSES
     devices = sum(len(emulator.store.all(t)) for t in tables)
     counts = status.counts
     return [

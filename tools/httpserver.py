@@ -16,7 +16,10 @@ import struct
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Protocol
+from pathlib import Path
+from typing import Any, Protocol, Self
+
+from tools.tls import TlsFiles, ensure_tls_files
 
 logger = logging.getLogger("emulators")
 JSON_TYPE = "application/json;charset=UTF-8"
@@ -117,3 +120,39 @@ def serve(address: tuple[str, int], application: Application, context: ssl.SSLCo
     server = TlsHttpServer(address, Handler, application, context)
     threading.Thread(target=server.serve_forever, name=name, daemon=True).start()
     return server
+
+
+class TlsEmulator:
+    """What every emulator shares: HTTPS on (host, port) with the local test CA, start and stop."""
+
+    thread_name = "emulator"
+
+    def __init__(self, host: str, port: int, tls_dir: Path) -> None:
+        self.tls: TlsFiles = ensure_tls_files(tls_dir)
+        self.address = (host, port)
+        self.httpd: TlsHttpServer | None = None
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        raise NotImplementedError
+
+    @property
+    def url(self) -> str:
+        assert self.httpd is not None, "start() the emulator first"
+        host, port = self.httpd.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else host
+        # The certificate names localhost; a wildcard bind is still reached through it.
+        name = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104 - a comparison, not a bind
+        return f"https://{name}:{port}"
+
+    @property
+    def ca_pem(self) -> Path:
+        return self.tls.ca_pem
+
+    def start(self) -> Self:
+        self.httpd = serve(self.address, self, self.tls.server_context(), self.thread_name)
+        return self
+
+    def stop(self) -> None:
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()

@@ -19,19 +19,11 @@ from tests.conftest import SN_PASSWORD, SN_USER
 from tools.azurite import Azurite
 from tools.console_emulator import ConsoleEmulator, generate, mutate
 from tools.servicenow_emulator import ServiceNowEmulator
+from tools.servicenow_emulator.store import OT_CLASSES
 
 pytestmark = pytest.mark.integration
 TOKEN = "Console-Token-5150"
-OT_TABLES = (
-    "cmdb_ci_ot",
-    "cmdb_ci_ot_plc",
-    "cmdb_ci_ot_hmi",
-    "cmdb_ci_ot_rtu",
-    "cmdb_ci_ot_dcs",
-    "cmdb_ci_ot_scada_server",
-    "cmdb_ci_ot_ews",
-    "cmdb_ci_ot_historian",
-)
+OT_TABLES = OT_CLASSES
 
 
 @pytest.fixture

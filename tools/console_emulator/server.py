@@ -17,8 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tools.console_emulator.inventory import Inventory, generate, mutate
 from tools.faults import FaultPlan
-from tools.httpserver import Reply, TlsHttpServer, serve
-from tools.tls import TlsFiles, ensure_tls_files
+from tools.httpserver import Reply, TlsEmulator
 
 PREFIX = "/external/v3/integration/"
 DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README
@@ -28,7 +27,9 @@ def _public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if not k.startswith("_")}
 
 
-class ConsoleEmulator:
+class ConsoleEmulator(TlsEmulator):
+    thread_name = "console-emulator"
+
     def __init__(
         self,
         inventory: Inventory | None = None,
@@ -42,27 +43,7 @@ class ConsoleEmulator:
         self.token = token
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
-        self.tls: TlsFiles = ensure_tls_files(tls_dir)
-        self.address = (host, port)
-        self.httpd: TlsHttpServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.httpd is not None, "start() the emulator first"
-        return f"https://localhost:{self.httpd.server_address[1]}"
-
-    @property
-    def ca_pem(self) -> Path:
-        return self.tls.ca_pem
-
-    def start(self) -> ConsoleEmulator:
-        self.httpd = serve(self.address, self, self.tls.server_context(), "console-emulator")
-        return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        super().__init__(host, port, tls_dir)
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
         url = urlsplit(target)

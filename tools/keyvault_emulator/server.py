@@ -21,8 +21,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tools.faults import FaultPlan
-from tools.httpserver import Reply, TlsHttpServer, serve
-from tools.tls import TlsFiles, ensure_tls_files
+from tools.httpserver import Reply, TlsEmulator
 
 CHALLENGE = (
     'Bearer authorization="https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000", '
@@ -54,32 +53,14 @@ def error(status: int, code: str, message: str, headers: dict[str, str] | None =
     )
 
 
-class KeyVaultEmulator:
+class KeyVaultEmulator(TlsEmulator):
+    thread_name = "keyvault-emulator"
+
     def __init__(self, *, host: str = "127.0.0.1", port: int = 0, tls_dir: Path = Path(".local/tls")) -> None:
         self.vault = Vault()
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
-        self.tls: TlsFiles = ensure_tls_files(tls_dir)
-        self.address = (host, port)
-        self.httpd: TlsHttpServer | None = None
-
-    @property
-    def url(self) -> str:
-        assert self.httpd is not None, "start() the emulator first"
-        return f"https://localhost:{self.httpd.server_address[1]}"
-
-    @property
-    def ca_pem(self) -> Path:
-        return self.tls.ca_pem
-
-    def start(self) -> KeyVaultEmulator:
-        self.httpd = serve(self.address, self, self.tls.server_context(), "keyvault-emulator")
-        return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
+        super().__init__(host, port, tls_dir)
 
     def reset(self) -> None:
         with self.vault.lock:

@@ -23,12 +23,11 @@ from typing import Any
 from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from tools.faults import FaultPlan
-from tools.httpserver import Reply, TlsHttpServer, serve
+from tools.httpserver import Reply, TlsEmulator
 from tools.servicenow_emulator.ire import Ire
 from tools.servicenow_emulator.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.servicenow_emulator.query import ParsedQuery, QuerySyntaxError, parse
 from tools.servicenow_emulator.store import Record, Store, StoreError
-from tools.tls import TlsFiles, ensure_tls_files
 
 logger = logging.getLogger("servicenow_emulator")
 NOT_AUTHENTICATED = {"message": "User Not Authenticated", "detail": "Required to provide Auth information"}
@@ -51,7 +50,9 @@ def html_page(status: int) -> Reply:
     return Reply(status, body.encode(), content_type="text/html; charset=utf-8")
 
 
-class ServiceNowEmulator:
+class ServiceNowEmulator(TlsEmulator):
+    thread_name = "servicenow-emulator"
+
     """The emulator: start it, point a client at ``url`` trusting ``ca_pem``, stop it."""
 
     def __init__(
@@ -76,33 +77,9 @@ class ServiceNowEmulator:
         self.stats: Counter[str] = Counter()
         self.sessions: Counter[str] = Counter()
         self.lock = threading.Lock()
-        self.tls: TlsFiles = ensure_tls_files(tls_dir)
-        self.address = (host, port)
-        self.httpd: TlsHttpServer | None = None
+        super().__init__(host, port, tls_dir)
 
     # -- lifecycle -------------------------------------------------------------------------
-    @property
-    def url(self) -> str:
-        assert self.httpd is not None, "start() the emulator first"
-        host, port = self.httpd.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        # The certificate names localhost; a wildcard bind is still reached through it.
-        name = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104 - a comparison, not a bind
-        return f"https://{name}:{port}"
-
-    @property
-    def ca_pem(self) -> Path:
-        return self.tls.ca_pem
-
-    def start(self) -> ServiceNowEmulator:
-        self.httpd = serve(self.address, self, self.tls.server_context(), "servicenow-emulator")
-        return self
-
-    def stop(self) -> None:
-        if self.httpd is not None:
-            self.httpd.shutdown()
-            self.httpd.server_close()
-
     def clock(self) -> float:
         return time.time() + self.clock_offset
 
