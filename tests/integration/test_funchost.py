@@ -257,7 +257,12 @@ def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_pat
     try:
         wait_until(lambda: record.exists() and len(record.read_text().splitlines()) >= 1, timeout=30)
         process.send_signal(signal.SIGINT)
-        output, _ = process.communicate(timeout=30)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+            raise AssertionError(f"the host did not stop within 60 s of Ctrl-C; its output:\n{output}") from None
     finally:
         process.kill()
     assert process.returncode == 0, output

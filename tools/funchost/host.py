@@ -21,6 +21,8 @@ from typing import Any, Protocol
 import azure.functions as func
 from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient
+from azure.storage.blob import ExponentialRetry as BlobRetry
+from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueClient, QueueServiceClient
 
 from shared.storage import pooled_session
@@ -104,7 +106,9 @@ class FunctionHost:
         connection = storage_connection_string(self.settings, trigger.connection or "AzureWebJobsStorage")
         # Up to batchSize + newBatchThreshold invocations settle messages at once: size the pool for them.
         service = QueueServiceClient.from_connection_string(
-            connection, session=pooled_session(options.batch_size + options.new_batch_threshold + 2)
+            connection,
+            session=pooled_session(options.batch_size + options.new_batch_threshold + 2),
+            retry_policy=local_retry(),
         )
         queue = service.get_queue_client(queue_name)
         # A quick check client: an unreachable account should fail start-up in seconds, not minutes of retries.
@@ -129,7 +133,9 @@ class FunctionHost:
         except ScheduleError as exc:
             raise HostConfigError(f"{where}: schedule '{expression}' is invalid: {exc}") from None
         connection = storage_connection_string(self.settings, "AzureWebJobsStorage")
-        container = BlobServiceClient.from_connection_string(connection).get_container_client(HOSTS_CONTAINER)
+        container = BlobServiceClient.from_connection_string(
+            connection, retry_policy=local_retry()
+        ).get_container_client(HOSTS_CONTAINER)
         use_monitor = True if trigger.use_monitor is None else bool(trigger.use_monitor)
         return TimerListener(
             name,
@@ -151,6 +157,12 @@ class FunctionHost:
     def stop(self) -> None:
         for listener in self.listeners.values():
             listener.stop()
+
+
+def local_retry(kind: type[QueueRetry] | type[BlobRetry] = QueueRetry) -> QueueRetry | BlobRetry:
+    """Short back-offs against local storage: the SDK's default waits 15 s and more per retry, which would
+    stall a Ctrl-C for a minute on one hiccup of a busy Azurite."""
+    return kind(initial_backoff=1, increment_base=2, retry_total=3)
 
 
 def ensure_queue(queue: QueueClient, where: str) -> None:

@@ -110,7 +110,9 @@ class TimerListener:
         """Stop scheduling; a run in progress finishes first (timers are not cancelled mid-run)."""
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join()
+            self.thread.join(timeout=30)  # a run in progress finishes; a stuck storage call does not hold the exit
+            if self.thread.is_alive():
+                logger.warning("%s: the timer thread did not stop within 30 s; leaving it", self.function_name)
         if self.lease is not None:
             with contextlib.suppress(AzureError):
                 self.lease.release()
