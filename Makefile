@@ -59,6 +59,7 @@ bench: deps
 	$(PY) -m bench.funchost_dispatch
 	$(PY) -m bench.forwarding
 	$(PY) -m bench.tokens
+	$(PY) -m bench.device_sync --sizes 10000
 
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache
