@@ -44,6 +44,7 @@ class ConsoleEmulator(TlsEmulator):
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
         super().__init__(host, port, tls_dir)
+        self._listing: tuple[tuple[int, int, int, int], list[dict[str, Any]]] | None = None
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
         url = urlsplit(target)
@@ -92,7 +93,7 @@ class ConsoleEmulator(TlsEmulator):
             return Reply(200, device) if device is not None else Reply(404, {"error": "Device not found"})
         since = int(argument or "0")
         if kind == "devices":
-            devices = [d for d in inventory.devices.values() if d["u_last_update"] > since]
+            devices = self._changed_devices(since)
             notification = query.get("notificationType", "0")
             if notification == "1":
                 devices = [d for d in devices if d["u_first_discovered"] > since]
@@ -100,7 +101,6 @@ class ConsoleEmulator(TlsEmulator):
                 devices = [d for d in devices if d["u_first_discovered"] <= since]
             if "sensorId" in query:
                 devices = [d for d in devices if {"u_sensor_id": int(query["sensorId"])} in d["u_sensor_ids"]]
-            devices.sort(key=lambda d: (d["u_last_update"], d["u_id"]))
             return paged(devices, "u_devices")
         if kind == "connections":
             connections = sorted(
@@ -128,6 +128,16 @@ class ConsoleEmulator(TlsEmulator):
                     )
             return paged(rows, "u_device_cves")
         return Reply(404, {"error": "Not Found"})
+
+    def _changed_devices(self, since: int) -> list[dict[str, Any]]:
+        """Devices updated after ``since``, oldest first; cached until the inventory changes, because a
+        client pages through the same listing hundreds of times on a large inventory."""
+        key = (since, self.inventory.now_ms, len(self.inventory.devices), len(self.inventory.deleted))
+        if self._listing is None or self._listing[0] != key:
+            devices = [d for d in self.inventory.devices.values() if d["u_last_update"] > since]
+            devices.sort(key=lambda d: (d["u_last_update"], d["u_id"]))
+            self._listing = (key, devices)
+        return self._listing[1]
 
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         name = path[len("/_emulator/") :]

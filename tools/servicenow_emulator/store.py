@@ -202,19 +202,25 @@ class Store:
                 }
                 self.rows("sys_journal_field")[row["sys_id"]] = row
 
+    def _index_for(self, table: str, name: str) -> dict[str, set[str]]:
+        index = self.indexes.get((table, name))
+        if index is None:
+            index = self.indexes[(table, name)] = {}
+            for existing in self.rows(table).values():
+                if name in existing:
+                    index.setdefault(existing[name], set()).add(existing["sys_id"])
+        return index
+
     def find_one(self, table: str, **equals: str) -> Record | None:
+        """The first record matching every field, found through the most selective index (a sensor is the
+        parent of thousands of relations; the child narrows it to one or two)."""
         if not equals:
             return None
-        name, value = next(iter(equals.items()))
         with self.lock:
-            index = self.indexes.get((table, name))
-            if index is None:
-                index = self.indexes[(table, name)] = {}
-                for existing in self.rows(table).values():
-                    if name in existing:
-                        index.setdefault(existing[name], set()).add(existing["sys_id"])
+            buckets = [self._index_for(table, name).get(value, set()) for name, value in equals.items()]
             rows = self.rows(table)
-            for sys_id in sorted(index.get(value, ())):
+            narrowest: set[str] = min(buckets, key=len)
+            for sys_id in sorted(narrowest):
                 found = rows.get(sys_id)
                 if found is not None and all(found.get(k) == v for k, v in equals.items()):
                     return found
