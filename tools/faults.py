@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +59,21 @@ class FaultPlan:
                     seconds=float(item.get("seconds", 0)),
                 )
                 self.queued.extend([fault] * int(item.get("count", 1)))
+
+    def take(self) -> Fault | None:
+        """The fault for this request (None: serve it), after the added latency every request pays."""
+        fault = self.next_fault()
+        if self.latency_ms:
+            time.sleep(self.latency_ms / 1000)
+        return fault
+
+    def admin(self, method: str, spec: dict[str, Any]) -> dict[str, Any]:
+        """The emulators' ``/_emulator/faults`` endpoint: POST configures, DELETE clears, any method reports."""
+        if method == "POST":
+            self.configure(spec)
+        elif method == "DELETE":
+            self.clear()
+        return self.as_json()
 
     def clear(self) -> None:
         with self.lock:

@@ -53,9 +53,7 @@ class ConsoleEmulator(TlsEmulator):
         if not secrets.compare_digest(headers.get("authorization", "").encode(), self.token.encode()):
             return Reply(401, {"error": "Unauthorized"})
         self.stats["requests"] += 1
-        fault = self.faults.next_fault()
-        if self.faults.latency_ms:
-            time.sleep(self.faults.latency_ms / 1000)
+        fault = self.faults.take()
         if fault is not None:
             self.stats["faults"] += 1
             if fault.kind == "reset":
@@ -143,11 +141,7 @@ class ConsoleEmulator(TlsEmulator):
         name = path[len("/_emulator/") :]
         spec = json.loads(body or b"{}")
         if name == "faults":
-            if method == "POST":
-                self.faults.configure(spec)
-            elif method == "DELETE":
-                self.faults.clear()
-            return Reply(200, self.faults.as_json())
+            return Reply(200, self.faults.admin(method, spec))
         if name == "mutate" and method == "POST":
             return Reply(200, mutate(self.inventory, **spec))
         if name == "stats":

@@ -89,9 +89,7 @@ class KeyVaultEmulator(TlsEmulator):
                 "AKV10000: Request is missing a Bearer or PoP token.",
                 {"WWW-Authenticate": CHALLENGE},
             )
-        fault = self.faults.next_fault()
-        if self.faults.latency_ms:
-            time.sleep(self.faults.latency_ms / 1000)
+        fault = self.faults.take()
         if fault is not None:
             self.stats["faults"] += 1
             if fault.kind == "reset":
@@ -172,11 +170,7 @@ class KeyVaultEmulator(TlsEmulator):
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         name = path[len("/_emulator/") :]
         if name == "faults":
-            if method == "POST":
-                self.faults.configure(json.loads(body or b"{}"))
-            elif method == "DELETE":
-                self.faults.clear()
-            return Reply(200, self.faults.as_json())
+            return Reply(200, self.faults.admin(method, json.loads(body or b"{}")))
         if name == "stats":
             return Reply(200, dict(self.stats))
         if name == "secrets":

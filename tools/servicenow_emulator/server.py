@@ -114,9 +114,7 @@ class ServiceNowEmulator(TlsEmulator):
             self.count("session_queue_dropped")
             return Reply(202, None)
         try:
-            fault = self.faults.next_fault()
-            if self.faults.latency_ms:
-                time.sleep(self.faults.latency_ms / 1000)
+            fault = self.faults.take()
             if fault is not None:
                 self.count("faults_injected")
                 if fault.kind == "reset":
@@ -422,11 +420,7 @@ class ServiceNowEmulator(TlsEmulator):
             )
             return Reply(200, page, content_type="text/html; charset=utf-8")
         if name == "faults":
-            if method == "POST":
-                self.faults.configure(spec)
-            elif method == "DELETE":
-                self.faults.clear()
-            return Reply(200, self.faults.as_json())
+            return Reply(200, self.faults.admin(method, spec))
         if name == "reset" and method == "POST":
             self.reset()
             return Reply(200, {"status": "reset"})
