@@ -32,7 +32,7 @@ from shared.cmdb import (
     sensor_item,
 )
 from shared.console import ConsoleClient, ConsoleError, ConsoleSensor, Device
-from shared.servicenow import EncodedQuery, ServiceNowClient, ServiceNowError
+from shared.servicenow import BatchItem, EncodedQuery, ServiceNowClient, ServiceNowError
 from shared.settings import DeviceSyncSettings, Settings, get_settings
 from shared.storage import create_table_if_missing
 
@@ -311,55 +311,115 @@ class DeviceSync:
         self.state.set_watermark("deleted", next_since)
 
     def _cves(self, counts: SyncCounts) -> None:
+        # Per console page: one state read, one vulnerable-item lookup per 100 changes (an IN query on
+        # the correlation id, so a crash after a write never duplicates it) and Batch API writes.
         watermark = self.state.watermark("cves")
+        blocked = False
         for page in self.console.cve_pages(watermark):
+            keys = [str(row.device_id) for row in page]
+            devices = self.state.get_many("device", keys)
+            stored = self.state.get_many("cve", keys)
+            changes: list[CveChange] = []
+            now_open: dict[int, list[str]] = {}
             for row in page:
-                device = self.state.get("device", str(row.device_id))
+                device = devices[str(row.device_id)]
                 if device is None or not device.get("sys_id"):
                     continue  # not in the CMDB yet; the next run after its sync will see it again
-                stored = self.state.get("cve", str(row.device_id))
-                was_open = set(json.loads(stored["open"])) if stored else set()
-                now_open = {c.id for c in row.cves}
-                for cve in row.cves:
-                    if cve.id not in was_open:
-                        self._open_cve(device["sys_id"], row.device_id, cve.id, cve.score)
-                        counts.cves_opened += 1
-                for cve_id in sorted(was_open - now_open):
-                    self._close_cve(row.device_id, cve_id)
-                    counts.cves_closed += 1
-                self.state.put("cve", [{"RowKey": str(row.device_id), "open": json.dumps(sorted(now_open))}])
-            if page:
+                previous = stored[str(row.device_id)]
+                was_open = set(json.loads(previous["open"])) if previous else set()
+                now_open[row.device_id] = sorted({c.id for c in row.cves})
+                changes += [
+                    CveChange(row.device_id, device["sys_id"], c.id, c.score, True)
+                    for c in row.cves
+                    if c.id not in was_open
+                ]
+                changes += [
+                    CveChange(row.device_id, device["sys_id"], cve_id, "", False)
+                    for cve_id in sorted(was_open - set(now_open[row.device_id]))
+                ]
+            failed = self._write_cves(changes, counts)
+            self.state.put(
+                "cve",
+                [
+                    {"RowKey": str(device_id), "open": json.dumps(ids)}
+                    for device_id, ids in now_open.items()
+                    if device_id not in failed
+                ],
+            )
+            blocked = blocked or bool(failed)
+            if page and not blocked:
                 self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
 
-    def _vulnerable_item(self, device_id: int, cve_id: str) -> dict[str, Any] | None:
-        query = EncodedQuery().eq("correlation_id", f"dfiot-cve:{device_id}:{cve_id}")
-        return next(
-            iter(self.servicenow.query("sn_vul_vulnerable_item", query, fields=["sys_id", "state"], limit=1)), None
-        )
+    def _write_cves(self, changes: Sequence[CveChange], counts: SyncCounts) -> set[int]:
+        """Open and close vulnerable items; returns the devices with a change that did not land."""
+        failed: set[int] = set()
+        for chunk in _chunks(changes, 100):
+            query = EncodedQuery().in_("correlation_id", [c.correlation_id for c in chunk])
+            existing = {
+                r["correlation_id"]: r
+                for r in self.servicenow.query(
+                    "sn_vul_vulnerable_item", query, fields=["sys_id", "state", "correlation_id"], limit=len(chunk)
+                )
+            }
+            items: list[BatchItem] = []
+            pending: dict[str, CveChange] = {}
+            for number, change in enumerate(chunk):
+                item = change.request(existing.get(change.correlation_id), str(number))
+                if item is not None:
+                    items.append(item)
+                    pending[item.id] = change
+                elif change.opening:
+                    counts.cves_opened += 1  # already open (a crash after the write): nothing to send
+                else:
+                    counts.cves_closed += 1
+            for batch in _chunks(items, self.settings.batch_size):
+                for result in self.servicenow.batch(batch).values():
+                    change = pending[result.id]
+                    if result.ok:
+                        if change.opening:
+                            counts.cves_opened += 1
+                        else:
+                            counts.cves_closed += 1
+                    else:
+                        counts.errors += 1
+                        failed.add(change.device_id)
+                        logger.warning("vulnerable item %s not written: %s", change.correlation_id, result.error)
+        return failed
 
-    def _open_cve(self, sys_id: str, device_id: int, cve_id: str, score: str) -> None:
-        existing = self._vulnerable_item(device_id, cve_id)  # a crash after a write must not duplicate it
-        values = {
-            "cmdb_ci": sys_id,
-            "vulnerability": cve_id,
-            "risk_score": score,
-            "state": "1",
-            "correlation_id": f"dfiot-cve:{device_id}:{cve_id}",
-            "source": "Microsoft Defender for IoT",
-        }
-        if existing is None:
-            self.servicenow.create_record("sn_vul_vulnerable_item", values)
-        elif existing.get("state") != "1":
-            self.servicenow.update_record("sn_vul_vulnerable_item", existing["sys_id"], {"state": "1"})
 
-    def _close_cve(self, device_id: int, cve_id: str) -> None:
-        existing = self._vulnerable_item(device_id, cve_id)
-        if existing is not None and existing.get("state") != "3":
-            self.servicenow.update_record(
-                "sn_vul_vulnerable_item",
-                existing["sys_id"],
-                {"state": "3", "close_notes": "No longer reported by Defender for IoT"},
-            )
+@dataclass(frozen=True)
+class CveChange:
+    """One CVE newly reported on a device (``opening``) or no longer reported."""
+
+    device_id: int
+    sys_id: str
+    cve_id: str
+    score: str
+    opening: bool
+
+    @property
+    def correlation_id(self) -> str:
+        return f"dfiot-cve:{self.device_id}:{self.cve_id}"
+
+    def request(self, existing: dict[str, Any] | None, item_id: str) -> BatchItem | None:
+        """The Batch API request that brings the vulnerable item to this change, or None if it is there."""
+        table = "/api/now/table/sn_vul_vulnerable_item"
+        if self.opening and existing is None:
+            values = {
+                "cmdb_ci": self.sys_id,
+                "vulnerability": self.cve_id,
+                "risk_score": self.score,
+                "state": "1",
+                "correlation_id": self.correlation_id,
+                "source": "Microsoft Defender for IoT",
+            }
+            return BatchItem(item_id, "POST", table, values)
+        if self.opening and existing is not None and existing.get("state") != "1":
+            return BatchItem(item_id, "PATCH", f"{table}/{existing['sys_id']}", {"state": "1"})
+        if not self.opening and existing is not None and existing.get("state") != "3":
+            body = {"state": "3", "close_notes": "No longer reported by Defender for IoT"}
+            return BatchItem(item_id, "PATCH", f"{table}/{existing['sys_id']}", body)
+        return None
 
 
 # -- the function's entry point ----------------------------------------------------------------

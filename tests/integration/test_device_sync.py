@@ -150,6 +150,40 @@ def test_cves_open_and_close(
     assert closed == {str(i) for i in touched["cves_fixed"]}
 
 
+def test_vulnerable_items_written_before_a_crash_are_not_duplicated(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    sync.run()
+    items = sorted(r["correlation_id"] for r in servicenow.store.all("sn_vul_vulnerable_item"))
+    # The writes landed but the run died before recording them: the CVE state and watermark are gone.
+    for row in list(sync.state.table.query_entities("PartitionKey eq 'cve'")):
+        sync.state.table.delete_entity("cve", row["RowKey"])
+    sync.state.set_watermark("cves", 0)
+    before = servicenow.stats["requests"]
+    status = sync.run()
+    assert status.error == "" and status.counts.cves_opened == len(items) > 0
+    assert sorted(r["correlation_id"] for r in servicenow.store.all("sn_vul_vulnerable_item")) == items
+    assert servicenow.stats["requests"] - before == -(-len(items) // 100)  # lookups only, no write
+
+
+def test_a_refused_vulnerable_item_holds_the_watermark_until_it_lands(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync()
+    sync.run()
+    reference = sorted((r["correlation_id"], r["state"]) for r in servicenow.store.all("sn_vul_vulnerable_item"))
+    servicenow.reset()
+    servicenow.store.mandatory["sn_vul_vulnerable_item"] = ("assigned_to",)
+    sync = make_sync()
+    refused = sync.run()
+    assert refused.counts.errors > 0 and not servicenow.store.all("sn_vul_vulnerable_item")
+    servicenow.store.mandatory.clear()
+    resumed = sync.run()
+    assert resumed.error == "" and resumed.counts.errors == 0
+    assert sorted((r["correlation_id"], r["state"]) for r in servicenow.store.all("sn_vul_vulnerable_item")) == reference
+
+
 def test_a_crash_mid_run_resumes_to_the_same_cmdb(
     make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
 ) -> None:

@@ -82,6 +82,9 @@ class Store:
     # (table, field) → value → sys_ids; built on first lookup, kept current by every write, so the IRE
     # stays fast on inventories of 100,000 devices.
     indexes: dict[tuple[str, str], dict[str, set[str]]] = field(default_factory=dict)
+    # Data policies: table → fields a write must leave non-empty (tests use them to make an instance refuse
+    # records the way a customised one does).
+    mandatory: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     def _index(self, table: str, record: Record, add: bool) -> None:
         for (indexed_table, name), index in self.indexes.items():
@@ -170,6 +173,13 @@ class Store:
             self._index(table, record, add=False)
 
     def _task_rules(self, table: str, record: Record) -> None:
+        missing = [name for name in self.mandatory.get(table, ()) if not record.get(name)]
+        if missing:
+            raise StoreError(
+                403,
+                "Operation Failed",
+                "Data Policy Exception: \n\tThe following fields are mandatory: " + ", ".join(missing),
+            )
         if table != "incident":
             return
         record.setdefault("state", "1")
