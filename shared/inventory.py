@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import zlib
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -72,17 +73,37 @@ class SyncStatus:
 
 
 class SyncState:
-    """Hashes, sys_ids, watermarks and the last sync's status, in one Table storage table."""
+    """Hashes, sys_ids, watermarks and the last sync's status, in one Table storage table.
+
+    Per-item rows are spread over PARTITIONS partitions per kind: one partition serves about 2,000
+    entities a second (the Table service's scalability target), less than a 100,000-device first sync
+    needs, and the storage emulator scans a whole partition for each point read.
+    """
+
+    PARTITIONS = 64
 
     def __init__(self, table: TableClient) -> None:
         self.table = table
+
+    @classmethod
+    def partition(cls, kind: str, key: str) -> str:
+        return f"{kind}-{zlib.crc32(key.encode()) % cls.PARTITIONS:02d}"
+
+    def rows(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every stored row of one kind (for tools and tests; the sync itself reads by key)."""
+        low, high = f"{kind}-", f"{kind}-~"
+        for entity in self.table.query_entities(f"PartitionKey gt '{low}' and PartitionKey lt '{high}'"):
+            yield dict(entity)
+
+    def delete(self, kind: str, key: str) -> None:
+        self.table.delete_entity(self.partition(kind, key), key)
 
     def ensure(self) -> None:
         create_table_if_missing(self.table)
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
         try:
-            return dict(self.table.get_entity(kind, key))
+            return dict(self.table.get_entity(self.partition(kind, key), key))
         except ResourceNotFoundError:
             return None
 
@@ -92,10 +113,17 @@ class SyncState:
             return dict(zip(keys, pool.map(lambda key: self.get(kind, key), keys), strict=True))
 
     def put(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert rows of one kind, 100 to a transaction (the Table service's limit)."""
+        """Upsert rows of one kind: a transaction per partition, 100 rows at most (the Table service's limits)."""
+        partitions: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            partitions.setdefault(self.partition(kind, row["RowKey"]), []).append(row)
+        for partition, members in partitions.items():
+            self._put_partition(partition, members)
+
+    def _put_partition(self, partition: str, rows: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(rows), 100):
             operations = [
-                ("upsert", {"PartitionKey": kind, **row}, {"mode": UpdateMode.MERGE})
+                ("upsert", {**row, "PartitionKey": partition}, {"mode": UpdateMode.MERGE})
                 for row in rows[start : start + 100]
             ]
             try:
@@ -104,8 +132,14 @@ class SyncState:
                 for _, entity, _ in operations:
                     self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
+    def _single(self, partition: str, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table.get_entity(partition, key))
+        except ResourceNotFoundError:
+            return None
+
     def watermark(self, stream: str) -> int:
-        row = self.get("watermark", stream)
+        row = self._single("watermark", stream)
         return int(row["value"]) if row else 0
 
     def set_watermark(self, stream: str, value: int) -> None:
@@ -113,7 +147,7 @@ class SyncState:
         self.table.upsert_entity({"PartitionKey": "watermark", "RowKey": stream, "value": str(value)})
 
     def last_sync(self) -> SyncStatus | None:
-        row = self.get("status", "last")
+        row = self._single("status", "last")
         return SyncStatus.from_json(row["json"]) if row else None
 
     def record(self, status: SyncStatus) -> None:

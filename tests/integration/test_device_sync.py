@@ -157,8 +157,8 @@ def test_vulnerable_items_written_before_a_crash_are_not_duplicated(
     sync.run()
     items = sorted(r["correlation_id"] for r in servicenow.store.all("sn_vul_vulnerable_item"))
     # The writes landed but the run died before recording them: the CVE state and watermark are gone.
-    for row in list(sync.state.table.query_entities("PartitionKey eq 'cve'")):
-        sync.state.table.delete_entity("cve", row["RowKey"])
+    for row in list(sync.state.rows("cve")):
+        sync.state.delete("cve", row["RowKey"])
     sync.state.set_watermark("cves", 0)
     before = servicenow.stats["requests"]
     status = sync.run()
