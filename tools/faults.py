@@ -30,7 +30,10 @@ class Fault:
 class FaultPlan:
     clock: Callable[[], float]
     latency_ms: float = 0.0
-    error_rates: dict[int, float] = field(default_factory=dict)
+    # Per request, by chance: a status (503, 429, ...) or a kind ("reset", "hang", "slow_response", which
+    # last ``fault_seconds``).
+    error_rates: dict[int | str, float] = field(default_factory=dict)
+    fault_seconds: float = 0.0
     retry_after: str | None = None
     queued: list[Fault] = field(default_factory=list)
     outage_until: float = 0.0
@@ -44,7 +47,9 @@ class FaultPlan:
             if "latency_ms" in spec:
                 self.latency_ms = float(spec["latency_ms"])
             if "error_rates" in spec:
-                self.error_rates = {int(k): float(v) for k, v in spec["error_rates"].items()}
+                self.error_rates = {_rate_key(k): float(v) for k, v in spec["error_rates"].items()}
+            if "fault_seconds" in spec:
+                self.fault_seconds = float(spec["fault_seconds"])
             if "retry_after" in spec:
                 self.retry_after = None if spec["retry_after"] is None else str(spec["retry_after"])
             if "seed" in spec:
@@ -77,7 +82,7 @@ class FaultPlan:
 
     def clear(self) -> None:
         with self.lock:
-            self.latency_ms, self.error_rates, self.retry_after = 0.0, {}, None
+            self.latency_ms, self.error_rates, self.retry_after, self.fault_seconds = 0.0, {}, None, 0.0
             self.queued.clear()
             self.outage_until = 0.0
 
@@ -92,9 +97,12 @@ class FaultPlan:
                     return None
             else:
                 roll = self.rng.random()
-                for status, rate in sorted(self.error_rates.items()):
+                for key, rate in sorted(self.error_rates.items(), key=lambda item: str(item[0])):
                     if roll < rate:
-                        fault = Fault("status", status, retry_after=self.retry_after)
+                        if isinstance(key, int):
+                            fault = Fault("status", key, retry_after=self.retry_after)
+                        else:
+                            fault = Fault(key, seconds=self.fault_seconds)
                         break
                     roll -= rate
             if fault is not None:
@@ -111,3 +119,12 @@ class FaultPlan:
                 "outage_remaining_seconds": max(0.0, self.outage_until - self.clock()),
                 "injected": self.injected,
             }
+
+
+def _rate_key(key: object) -> int | str:
+    text = str(key)
+    if text.isdigit():
+        return int(text)
+    if text not in ("reset", "hang", "slow_response"):
+        raise ValueError(f"error_rates: {text!r} is neither an HTTP status nor reset, hang or slow_response")
+    return text

@@ -89,6 +89,7 @@ class ServiceNowEmulator(TlsEmulator):
             self.store.data.clear()
             self.store.counters.clear()
             self.store.indexes.clear()
+            self.store.inserted_at.clear()
         self.faults.clear()
         self.queries.clear()
         with self.lock:

@@ -10,6 +10,7 @@ journal fields (``work_notes``, ``comments``) are written to ``sys_journal_field
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -85,6 +86,8 @@ class Store:
     # Data policies: table → fields a write must leave non-empty (tests use them to make an instance refuse
     # records the way a customised one does).
     mandatory: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # sys_id → wall-clock time of the insert, for end-to-end latency measurements.
+    inserted_at: dict[str, float] = field(default_factory=dict)
 
     def _index(self, table: str, record: Record, add: bool) -> None:
         for (indexed_table, name), index in self.indexes.items():
@@ -138,6 +141,7 @@ class Store:
                 record["number"] = f"{NUMBER_PREFIXES[table]}{self.counters[table]:07d}"
             self._task_rules(table, record)
             self.rows(table)[record["sys_id"]] = record
+            self.inserted_at[record["sys_id"]] = time.time()
             self._index(table, record, add=True)
             self._journal(table, record["sys_id"], journal, user)
             return dict(record)
