@@ -150,6 +150,10 @@ def test_cves_open_and_close(
     assert closed == {str(i) for i in touched["cves_fixed"]}
 
 
+def vulnerable_items(servicenow: ServiceNowEmulator) -> list[tuple[str, str]]:
+    return sorted((r["correlation_id"], r["state"]) for r in servicenow.store.all("sn_vul_vulnerable_item"))
+
+
 def test_vulnerable_items_written_before_a_crash_are_not_duplicated(
     make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
 ) -> None:
@@ -172,7 +176,7 @@ def test_a_refused_vulnerable_item_holds_the_watermark_until_it_lands(
 ) -> None:
     sync = make_sync()
     sync.run()
-    reference = sorted((r["correlation_id"], r["state"]) for r in servicenow.store.all("sn_vul_vulnerable_item"))
+    reference = vulnerable_items(servicenow)
     servicenow.reset()
     servicenow.store.mandatory["sn_vul_vulnerable_item"] = ("assigned_to",)
     sync = make_sync()
@@ -181,7 +185,7 @@ def test_a_refused_vulnerable_item_holds_the_watermark_until_it_lands(
     servicenow.store.mandatory.clear()
     resumed = sync.run()
     assert resumed.error == "" and resumed.counts.errors == 0
-    assert sorted((r["correlation_id"], r["state"]) for r in servicenow.store.all("sn_vul_vulnerable_item")) == reference
+    assert vulnerable_items(servicenow) == reference
 
 
 def test_a_crash_mid_run_resumes_to_the_same_cmdb(
