@@ -67,7 +67,18 @@ class Entry:
             seen=int(entity.get("seen", 1)),
             deliveries=tuple(json.loads(entity.get("deliveries", "[]"))),
             resolved=bool(entity.get("resolved", False)),
+            claimed_at=_moment(entity.get("claimed_at")),
         )
+
+
+def _moment(value: Any) -> datetime | None:
+    """A stored claim time (the Table SDK gives back a datetime; older rows may hold ISO text)."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    if isinstance(value, str) and value:
+        with contextlib.suppress(ValueError):
+            return _moment(datetime.fromisoformat(value))
+    return None
 
 
 def _fields(values: dict[str, Any]) -> dict[str, Any]:
@@ -148,7 +159,8 @@ class Ledger:
             return self.claim(alert_key, action, correlation_id)
         if entry.state == "created":
             return Claim("existing", entry)
-        claimed_at = entry.claimed_at or now
+        # A claim without a readable time is treated as stale: recovery looks the record up before writing.
+        claimed_at = entry.claimed_at or datetime.min.replace(tzinfo=UTC)
         if entry.state == "claimed" and now - claimed_at < timedelta(seconds=self.claim_seconds):
             return Claim("busy", entry)
         taken = self._merge(entry, {"state": "claimed", "claim_id": uuid.uuid4().hex, "claimed_at": now})

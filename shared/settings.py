@@ -506,7 +506,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         max_age_hours=reader.number("FORWARDING_MAX_AGE_HOURS", 24.0, 0.01, 24 * 7),
         retry_base_seconds=reader.number("FORWARDING_RETRY_BASE_SECONDS", 30.0, 1, 3600),
         retry_max_seconds=reader.number("FORWARDING_RETRY_MAX_SECONDS", 900.0, 1, 24 * 3600),
+        claim_seconds=reader.number("FORWARDING_CLAIM_SECONDS", 300.0, 5, 3600),
     )
+    # A claim older than this is taken for a crashed worker's; a live worker's write must never last that long.
+    longest_write = http.retry_budget_seconds + http.connect_timeout + http.read_timeout
+    if forwarding.claim_seconds <= longest_write:
+        reader.fail(
+            f"FORWARDING_CLAIM_SECONDS={forwarding.claim_seconds:g} must be longer than one ServiceNow write can "
+            f"take (SERVICENOW_RETRY_BUDGET_SECONDS + SERVICENOW_CONNECT_TIMEOUT_SECONDS + "
+            f"SERVICENOW_READ_TIMEOUT_SECONDS = {longest_write:g} s); otherwise a slow write could be repeated"
+        )
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", forwarding.ledger_table):
         reader.fail(
             f"FORWARDING_LEDGER_TABLE={forwarding.ledger_table!r} is not a table name; expected 3-63 "

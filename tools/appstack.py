@@ -70,9 +70,17 @@ def encode(document: Mapping[str, Any] | bytes) -> str:
 class AppStack:
     """Start with ``with AppStack(workdir) as stack:``; ``stack.start_host()`` runs the app."""
 
-    def __init__(self, workdir: Path, *, latency_ms: float = 0, settings: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        latency_ms: float = 0,
+        settings: Mapping[str, str] | None = None,
+        receive_visibility: int = 600,
+    ) -> None:
         self.workdir = workdir
         self.latency_ms = latency_ms
+        self.receive_visibility = receive_visibility
         self.overrides = dict(settings or {})
         self.host: subprocess.Popen[bytes] | None = None
         self.host_starts = 0
@@ -159,7 +167,17 @@ class AppStack:
         self.host_starts += 1
         log = (self.workdir / f"host-{self.host_starts}.log").open("wb")
         self.host = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module
-            [sys.executable, "-m", "tools.funchost", "--app-dir", str(ROOT), "--settings", str(self.settings_file)],
+            [
+                sys.executable,
+                "-m",
+                "tools.funchost",
+                "--app-dir",
+                str(ROOT),
+                "--settings",
+                str(self.settings_file),
+                "--receive-visibility",
+                str(self.receive_visibility),
+            ],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -220,7 +238,13 @@ class AppStack:
         with contextlib.suppress(ResourceNotFoundError):
             while batch := list(self.poison.receive_messages(messages_per_page=32, visibility_timeout=60)):
                 for message in batch:
-                    found.append(json.loads(base64.b64decode(message.content or "")))
+                    body = base64.b64decode(message.content or "")
+                    try:
+                        document = json.loads(body)
+                    except ValueError:
+                        document = None
+                    # The forwarder's wrapper is an object with a reason; anything else is a host-level copy.
+                    found.append(document if isinstance(document, dict) else {"host_copy_base64": message.content})
                     self.poison.delete_message(message)
         return found
 

@@ -28,6 +28,9 @@ param rulesContainerName string = 'rules'
 param forwardingMaxAgeHours int = 24
 param forwardingRetryBaseSeconds int = 30
 param forwardingRetryMaxSeconds int = 900
+@description('Seconds after which a claim on an alert is taken for a crashed worker\'s and recovered; longer than one ServiceNow write can take.')
+@minValue(5)
+param forwardingClaimSeconds int = 300
 
 @description('NCRONTAB (UTC) of the token_refresh timer.')
 param tokenRefreshSchedule string = '0 */10 * * * *'
@@ -156,6 +159,7 @@ module app 'modules/app.bicep' = {
       FORWARDING_MAX_AGE_HOURS: forwardingMaxAgeHours
       FORWARDING_RETRY_BASE_SECONDS: forwardingRetryBaseSeconds
       FORWARDING_RETRY_MAX_SECONDS: forwardingRetryMaxSeconds
+      FORWARDING_CLAIM_SECONDS: forwardingClaimSeconds
       TOKEN_RENEW_BEFORE_MINUTES: tokenRenewBeforeMinutes
       TOKEN_REFRESH_WARNING_DAYS: refreshTokenWarningDays
       TOKEN_REFRESH_ERROR_DAYS: refreshTokenErrorDays

@@ -97,7 +97,12 @@ def test_crash_after_the_servicenow_write_is_recovered(make_stack: Callable[...,
     action = stack.forwarder.rules.current().actions["incident"]
     stack.forwarder.ledger.claim(alert_key(message), "incident", correlation_id(message, action))
     stack.forwarder.clients["default"].create_record("incident", record_values(message, action))
-    stack.forwarder.ledger.claim_seconds = 0  # the dead worker's claim has gone stale
+    ledger = stack.forwarder.ledger
+    claimed = datetime.now(UTC)
+    # While the claim is younger than claim_seconds its worker may still be writing: hands off.
+    ledger.clock = lambda: claimed + timedelta(seconds=ledger.claim_seconds - 5)
+    assert ledger.claim(alert_key(message), "incident", correlation_id(message, action)).kind == "busy"
+    ledger.clock = lambda: claimed + timedelta(seconds=ledger.claim_seconds + 5)  # the dead worker's claim is stale
     result = stack.handle(alert(), "redelivered")
     assert [o.operation for o in result.outcomes] == ["recovered"]
     assert len(stack.records()) == 1

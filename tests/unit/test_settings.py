@@ -132,3 +132,12 @@ def test_device_sync_defaults_and_requirements() -> None:
         env(DEVICE_SYNC_ENABLED="true", CONSOLE_URL="https://console.plant/", DEVICE_SYNC_FREQUENCY_MINUTES="5")
     ).device_sync
     assert (sync.enabled, sync.console_url, sync.frequency_minutes) == (True, "https://console.plant", 5)
+
+
+def test_a_claim_time_shorter_than_a_write_is_refused() -> None:
+    from tests.support.settings import app_settings
+
+    values = app_settings("UseDevelopmentStorage=true", FORWARDING_CLAIM_SECONDS="30")
+    with pytest.raises(SettingsError, match=r"FORWARDING_CLAIM_SECONDS=30 must be longer .* = 65 s"):
+        load_settings(values)
+    assert load_settings({**values, "FORWARDING_CLAIM_SECONDS": "66"}).forwarding.claim_seconds == 66

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tools.funchost.config import HostConfigError, load_host_json, load_local_settings
 from tools.funchost.host import FunctionHost, default_host_id, load_app
+from tools.funchost.queues import QueueTimings
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +26,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--app-dir", type=Path, default=Path.cwd(), help="folder with function_app.py and host.json")
     parser.add_argument("--settings", type=Path, help="default: <app-dir>/local.settings.json")
     parser.add_argument("--host-id", help="hosts sharing an id share timer leases (default: derived from the folder)")
+    parser.add_argument(
+        "--receive-visibility",
+        type=int,
+        default=QueueTimings.receive_visibility,
+        metavar="SECONDS",
+        help="how long a received message stays invisible, renewed at half that while it runs (the Functions host: "
+        "600); a crashed host's messages return after it, so fault campaigns shorten it",
+    )
     parser.add_argument("--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -39,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_local_settings(args.settings or app_dir / "local.settings.json")
         host_json = load_host_json(app_dir / "host.json")
         app = load_app(app_dir, settings)
-        host = FunctionHost(app, settings, host_json, args.host_id or default_host_id(app_dir)).build()
+        timings = QueueTimings(receive_visibility=args.receive_visibility, renew_every=args.receive_visibility / 2)
+        host = FunctionHost(
+            app, settings, host_json, args.host_id or default_host_id(app_dir), queue_timings=timings
+        ).build()
     except HostConfigError as exc:
         print(f"local host cannot start: {exc}", file=sys.stderr)
         return 2
