@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
+import subprocess  # runs this interpreter on this module only  # nosec B404
 import sys
 import tempfile
 import time
@@ -80,7 +80,7 @@ def child(spec: dict[str, Any]) -> None:
 
 
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    result = subprocess.run(  # noqa: S603 - this interpreter, this module, our own arguments
+    result = subprocess.run(  # noqa: S603 - this interpreter, this module, our own arguments  # nosec B603
         [sys.executable, "-m", "bench.device_sync", "--child", json.dumps(spec)],
         capture_output=True,
         text=True,

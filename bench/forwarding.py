@@ -69,7 +69,7 @@ def product(
     environ = {
         "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
         "ALERTS_STORAGE": azurite.connection_string,
-        "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+        "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a password  # nosec B105
         "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
         "SERVICENOW_CONNECTIONS": json.dumps(
             [{"name": "default", "instance_url": emulator.url, "auth": "basic", "username": USER}]

@@ -379,7 +379,7 @@ class Forwarder:
             return Result("poisoned", reason=reason)
         forwarding = self.settings.forwarding
         backoff = forwarding.retry_base_seconds * 2 ** min(len(attempts) - 1, 20)
-        delay = min(forwarding.retry_max_seconds, backoff) * random.uniform(0.8, 1.2)  # noqa: S311
+        delay = min(forwarding.retry_max_seconds, backoff) * random.uniform(0.8, 1.2)  # noqa: S311 - retry jitter, not security  # nosec B311
         if retry_after is not None:
             delay = max(retry_after, 1.0)
         document = dict(message.raw)

@@ -13,7 +13,7 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
+import subprocess  # starts the local host with this interpreter  # nosec B404
 import sys
 import time
 import uuid
@@ -122,7 +122,7 @@ class AppStack:
             "ALERTS_STORAGE": self.azurite.connection_string,
             "ALERTS_QUEUE": f"alerts{run}",
             "FORWARDING_LEDGER_TABLE": f"ledger{run}",
-            "TOKEN_REFRESH_SCHEDULE": "0 0 0 1 1 *",
+            "TOKEN_REFRESH_SCHEDULE": "0 0 0 1 1 *",  # a schedule, not a password  # nosec B105
             "DEVICE_SYNC_SCHEDULE": "0 0 0 1 1 *",
             "SERVICENOW_CONNECTIONS": json.dumps(
                 [
@@ -166,7 +166,7 @@ class AppStack:
         """Start the local host in its own process and wait until it says it is running."""
         self.host_starts += 1
         log = (self.workdir / f"host-{self.host_starts}.log").open("wb")
-        self.host = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module
+        self.host = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module  # nosec B603
             [
                 sys.executable,
                 "-m",

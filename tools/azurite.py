@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import subprocess
+import subprocess  # starts Azurite from node_modules  # nosec B404
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,7 +86,7 @@ def start_azurite(
         arguments += [f"--{name}Host", "127.0.0.1", f"--{name}Port", str(port)]
     output = log.open("ab") if log else subprocess.DEVNULL
     try:
-        azurite.process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603
+        azurite.process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603 - Azurite from node_modules  # nosec B603
     finally:
         if log:
             output.close()  # type: ignore[union-attr]

@@ -37,7 +37,7 @@ class FaultPlan:
     retry_after: str | None = None
     queued: list[Fault] = field(default_factory=list)
     outage_until: float = 0.0
-    rng: random.Random = field(default_factory=lambda: random.Random(0))
+    rng: random.Random = field(default_factory=lambda: random.Random(0))  # fault schedule  # nosec B311
     lock: threading.Lock = field(default_factory=threading.Lock)
     injected: int = 0
 
@@ -53,7 +53,7 @@ class FaultPlan:
             if "retry_after" in spec:
                 self.retry_after = None if spec["retry_after"] is None else str(spec["retry_after"])
             if "seed" in spec:
-                self.rng = random.Random(int(spec["seed"]))
+                self.rng = random.Random(int(spec["seed"]))  # fault schedule  # nosec B311
             if "outage_seconds" in spec:
                 self.outage_until = self.clock() + float(spec["outage_seconds"])
             for item in spec.get("fail_next", []):

@@ -141,7 +141,7 @@ class TlsEmulator:
         host, port = self.httpd.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
         # The certificate names localhost; a wildcard bind is still reached through it.
-        name = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104 - a comparison, not a bind
+        name = "localhost" if host in ("127.0.0.1", "0.0.0.0") else host  # noqa: S104 - a comparison, not a bind  # nosec B104
         return f"https://{name}:{port}"
 
     @property

@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import signal
-import subprocess
+import subprocess  # starts the local host with this interpreter  # nosec B404
 import sys
 import threading
 from pathlib import Path
@@ -103,7 +103,7 @@ def seed_secrets(values: dict[str, str], password: str, client_secret: str, cons
 
 def start_host() -> subprocess.Popen[str]:
     """The local Functions host in its own process, as `func start` would run the app."""
-    process = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module
+    process = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module  # nosec B603
         [sys.executable, "-m", "tools.funchost", "--app-dir", str(ROOT)],
         cwd=ROOT,
         stdout=subprocess.PIPE,

@@ -110,7 +110,7 @@ def generate(devices: int, *, seed: int = 1, sensors: int = 4, now_ms: int = 1_7
         }
         for i in range(1, sensors + 1)
     ]
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # generated test data, seeded  # nosec B311
     for _ in range(devices):
         device_id = inventory.next_id
         inventory.next_id += 1
@@ -165,7 +165,7 @@ def mutate(
     with inventory.lock:
         inventory.now_ms += advance_ms
         now = inventory.now_ms
-        rng = random.Random(inventory.seed + now)
+        rng = random.Random(inventory.seed + now)  # generated test data, seeded  # nosec B311
         live = sorted(inventory.devices)
         touched: dict[str, list[int]] = {"updated": [], "new": [], "deleted": [], "cves_found": [], "cves_fixed": []}
         for device_id in rng.sample(live, min(updates, len(live))):

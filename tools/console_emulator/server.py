@@ -20,7 +20,7 @@ from tools.faults import FaultPlan
 from tools.httpserver import Reply, TlsEmulator
 
 PREFIX = "/external/v3/integration/"
-DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README
+DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README  # nosec B105
 
 
 def _public(record: dict[str, Any]) -> dict[str, Any]:

@@ -70,7 +70,7 @@ class QueueListener:
         self.inflight: dict[str, _InFlight] = {}
         self.changed = threading.Condition()
         self.stopping = threading.Event()
-        self.rng = random.Random()
+        self.rng = random.Random()  # polling jitter  # nosec B311
         self.threads: list[threading.Thread] = []
         self.stats = {"received": 0, "succeeded": 0, "failed": 0, "poisoned": 0}
 

@@ -61,7 +61,7 @@ class OAuthServer:
         body: dict[str, object] = {
             "access_token": access.value,
             "scope": "useraccount",
-            "token_type": "Bearer",
+            "token_type": "Bearer",  # the OAuth token type, not a secret  # nosec B105
             "expires_in": max(0, round(access.expires_at - now) - 1),
         }
         if refresh is not None:
