@@ -301,6 +301,10 @@ def parse_message(body: bytes) -> AlertMessage:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise InvalidMessageError(f"message: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    except RecursionError:
+        raise InvalidMessageError("message: JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise InvalidMessageError(f"message: expected a JSON object, got {type(document).__name__}")
     envelope = _Object(document, "")
     schema = envelope.get("schema")
     if schema != SCHEMA:

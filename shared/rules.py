@@ -379,15 +379,22 @@ def parse_rules(document: Any, connections: Sequence[str] | None = None) -> Rule
 
 def load_document(data: bytes | str, where: str) -> Any:
     """A rules (or alert) document from JSON or YAML text; ValueError names the source."""
-    text = data.decode("utf-8") if isinstance(data, bytes) else data
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{where}: not UTF-8 (invalid byte at position {exc.start})") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         pass
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ValueError(f"{where}: neither JSON nor YAML ({exc})") from None
+    except RecursionError:
+        raise ValueError(f"{where}: nested too deeply") from None
 
 
 def stamp(document: dict[str, Any], previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:

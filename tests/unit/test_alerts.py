@@ -109,7 +109,7 @@ def test_system_and_status_kinds() -> None:
     [
         (b"\xff\xfe not utf-8", "message: not UTF-8"),
         (b"{not json", "message: not JSON"),
-        (b"[1, 2]", ": expected an object, got list"),
+        (b"[1, 2]", "message: expected a JSON object, got list"),
         (json.dumps({**envelope(), "schema": "v0"}).encode(), "schema: expected"),
         (json.dumps(envelope(kind="incident")).encode(), "kind: expected one of alert, system, alert_status"),
         (
