@@ -21,6 +21,7 @@ from tools.azurite import Azurite, AzuriteError, start_azurite
 from tools.keyvault_emulator import KeyVaultEmulator
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 
+pytest_plugins = ["tests.support.secret_scan"]
 ROOT = Path(__file__).resolve().parent.parent
 SN_USER, SN_PASSWORD = "svc_defender", "Test-Passw0rd-7781"
 SN_CLIENT_ID, SN_CLIENT_SECRET = "defender-iot-tests", "Test-Client-Secret-5521"

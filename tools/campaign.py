@@ -84,6 +84,7 @@ class Report:
     kills: int = 0
     deferrals: int = 0
     events: list[str] = field(default_factory=list)
+    host_logs: str = ""
 
     @property
     def passed(self) -> bool:
@@ -207,7 +208,8 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
         report.servicenow_requests = servicenow.stats["requests"]
         report.servicenow_faults = servicenow.stats["faults_injected"]
         report.key_vault_faults = vault.faults.injected
-        report.deferrals = stack.host_logs().count(" deferred ")
+        report.host_logs = stack.host_logs()
+        report.deferrals = report.host_logs.count(" deferred ")
     return report
 
 

@@ -14,10 +14,11 @@ import socket
 import ssl
 import struct
 import threading
+import weakref
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, ClassVar, Protocol, Self
 
 from tools.tls import TlsFiles, ensure_tls_files
 
@@ -122,15 +123,27 @@ def serve(address: tuple[str, int], application: Application, context: ssl.SSLCo
     return server
 
 
+# The secret values of emulators already stopped (see TlsEmulator.secret_values).
+STOPPED_SECRET_VALUES: set[str] = set()
+
+
 class TlsEmulator:
     """What every emulator shares: HTTPS on (host, port) with the local test CA, start and stop."""
 
     thread_name = "emulator"
+    # Every emulator created in this process: the test suite's secret scan asks each for the secret
+    # values it has seen (passwords, client secrets, tokens it issued or stored).
+    instances: ClassVar[weakref.WeakSet[TlsEmulator]] = weakref.WeakSet()
 
     def __init__(self, host: str, port: int, tls_dir: Path) -> None:
         self.tls: TlsFiles = ensure_tls_files(tls_dir)
         self.address = (host, port)
         self.httpd: TlsHttpServer | None = None
+        TlsEmulator.instances.add(self)
+
+    def secret_values(self) -> set[str]:
+        """The credential values this emulator knows; none may ever appear in a log."""
+        return set()
 
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
         raise NotImplementedError
@@ -153,6 +166,7 @@ class TlsEmulator:
         return self
 
     def stop(self) -> None:
+        STOPPED_SECRET_VALUES.update(self.secret_values())
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()

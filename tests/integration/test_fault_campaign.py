@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.secret_scan import record_text
 from tools.campaign import Plan, run_campaign
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -23,6 +24,7 @@ def test_no_alert_is_lost_or_duplicated_under_every_fault(tmp_path: Path) -> Non
         timeout=240,
     )
     report = run_campaign(plan, tmp_path, say=lambda line: None)
+    record_text(report.host_logs)  # the host ran in its own process: its logs join the suite's secret scan
     timeline = "\n".join(report.events)
     assert report.servicenow_faults > 0 and report.key_vault_faults > 0 and report.kills == 3, timeline
     assert (report.lost, report.duplicated) == (0, 0), timeline

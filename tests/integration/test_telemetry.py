@@ -6,15 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from opentelemetry import metrics
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from tests.support.forwarding import Stack, alert, rules
+from tests.support.secret_scan import METRICS
 
 pytestmark = pytest.mark.integration
-READER = InMemoryMetricReader()
-metrics.set_meter_provider(MeterProvider(metric_readers=[READER]))
+READER = METRICS  # the session's meter provider (tests/support/secret_scan.py installs it)
 
 
 def totals() -> dict[tuple[str, tuple[tuple[str, Any], ...]], float]:

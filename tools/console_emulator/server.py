@@ -46,6 +46,9 @@ class ConsoleEmulator(TlsEmulator):
         super().__init__(host, port, tls_dir)
         self._listing: tuple[tuple[int, int, int, int], list[dict[str, Any]]] | None = None
 
+    def secret_values(self) -> set[str]:
+        return {self.token}
+
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
         url = urlsplit(target)
         if url.path.startswith("/_emulator/"):

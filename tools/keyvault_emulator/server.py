@@ -68,6 +68,10 @@ class KeyVaultEmulator(TlsEmulator):
         self.faults.clear()
         self.stats.clear()
 
+    def secret_values(self) -> set[str]:
+        with self.vault.lock:
+            return {v.value for versions in self.vault.secrets.values() for v in versions}
+
     def value(self, name: str) -> str | None:
         with self.vault.lock:
             versions = self.vault.secrets.get(name)

@@ -44,10 +44,13 @@ class OAuthServer:
     tokens: dict[str, Token] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     grants: dict[str, int] = field(default_factory=dict)
+    # Every token ever issued, revoked or not: what the test suite's secret scan looks for.
+    issued: set[str] = field(default_factory=set)
 
     def _issue(self, kind: str, user: str, client: OAuthClient, lifespan: int) -> Token:
         token = Token(secrets.token_urlsafe(48), user, client.client_id, self.clock() + lifespan, kind)
         self.tokens[token.value] = token
+        self.issued.add(token.value)
         return token
 
     def _client(self, form: dict[str, str]) -> OAuthClient:

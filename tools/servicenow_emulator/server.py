@@ -83,6 +83,13 @@ class ServiceNowEmulator(TlsEmulator):
     def clock(self) -> float:
         return time.time() + self.clock_offset
 
+    def secret_values(self) -> set[str]:
+        with self.oauth.lock:
+            values = set(self.oauth.issued) | set(self.oauth.users.values())
+            values |= {client.client_secret for client in self.oauth.clients.values()}
+            values |= {base64.b64encode(f"{u}:{p}".encode()).decode() for u, p in self.oauth.users.items()}
+        return values
+
     def reset(self) -> None:
         """Forget records, faults, logs and counters; keep users and OAuth clients."""
         with self.store.lock:
