@@ -4,8 +4,8 @@ import logging
 
 import azure.functions as func
 
-from shared.inventory import run_scheduled_sync
-
+# The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
+# the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
@@ -15,4 +15,6 @@ logger = logging.getLogger(__name__)
 def device_sync_timer(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("device sync tick is past due (the app was stopped or busy); running now")
+    from shared.inventory import run_scheduled_sync  # noqa: PLC0415 - see above
+
     run_scheduled_sync(past_due=timer.past_due)

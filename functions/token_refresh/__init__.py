@@ -4,8 +4,8 @@ import logging
 
 import azure.functions as func
 
-from shared.tokens import refresh_all_connections
-
+# The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
+# the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
 logger = logging.getLogger(__name__)
 
@@ -15,6 +15,8 @@ logger = logging.getLogger(__name__)
 def token_refresh(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("token refresh tick is past due; running now")
+    from shared.tokens import refresh_all_connections  # noqa: PLC0415 - see above
+
     outcomes = refresh_all_connections()
     failed = [o.connection for o in outcomes if o.error]
     if failed:

@@ -84,3 +84,29 @@ def test_start_up_stops_naming_the_bad_settings() -> None:
     assert "SettingsError: invalid app settings (2 problem(s))" in result.stderr
     assert "ALERTS_QUEUE is not set; expected a storage queue name" in result.stderr
     assert "SERVICENOW_CONNECTIONS[default].instance_url is missing" in result.stderr
+
+
+HEAVY_SDKS = (
+    "azure.storage.queue",
+    "azure.storage.blob",
+    "azure.data.tables",
+    "azure.keyvault.secrets",
+    "azure.identity",
+    "azure.monitor.opentelemetry",
+    "requests",
+    "yaml",
+)
+
+
+def test_indexing_the_app_loads_no_heavy_sdk() -> None:
+    # The host imports function_app.py to index the functions; each function loads its SDKs on first use.
+    probe = f"import sys, function_app; print(sorted(m for m in {HEAVY_SDKS!r} if m in sys.modules))"
+    result = subprocess.run(  # noqa: S603 - this interpreter, our own probe
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env={**os.environ, **APP_SETTINGS},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]", result.stdout
