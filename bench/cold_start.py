@@ -33,18 +33,18 @@ FUNCTIONS = ("alert_forwarder", "token_refresh", "device_sync_timer")
 
 def child(spec: dict[str, Any]) -> None:
     """In a fresh process: import, then invoke one function twice; print the timings (ms)."""
-    import time  # noqa: PLC0415 - the clock starts before anything else is imported
+    import time  # the clock starts before anything else is imported
 
     started = time.perf_counter()
     if spec["what"] == "azure.functions":
-        import azure.functions  # noqa: F401, PLC0415
+        import azure.functions  # noqa: F401
 
         print(json.dumps({"import": 1000 * (time.perf_counter() - started)}))
         return
-    import function_app  # noqa: PLC0415
+    import function_app
 
     imported = time.perf_counter()
-    import azure.functions as func  # noqa: PLC0415
+    import azure.functions as func
 
     user = next(f for f in function_app.app.get_functions() if f.get_function_name() == spec["what"])
     call = user.get_user_function()
@@ -98,9 +98,9 @@ def main() -> None:
         child(json.loads(args.child))
         return
     logging.disable(logging.WARNING)
-    from shared.secrets import Secret, secret_store  # noqa: PLC0415
-    from tools.appstack import AppStack, alert_document  # noqa: PLC0415
-    from tools.console_emulator import ConsoleEmulator, generate  # noqa: PLC0415
+    from shared.secrets import Secret, secret_store
+    from tools.appstack import AppStack, alert_document
+    from tools.console_emulator import ConsoleEmulator, generate
 
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)
