@@ -98,7 +98,7 @@ def main() -> None:
         child(json.loads(args.child))
         return
     logging.disable(logging.WARNING)
-    from shared.secrets import Secret, secret_store
+    from shared.secrets import KeyVaultSecretStore, Secret, secret_store
     from tools.appstack import AppStack, alert_document
     from tools.console_emulator import ConsoleEmulator, generate
 
@@ -114,6 +114,7 @@ def main() -> None:
             }
             with AppStack(workdir, settings=overrides) as stack:
                 store = secret_store(stack.settings)
+                assert isinstance(store, KeyVaultSecretStore)
                 store.write(
                     stack.settings.device_sync.console_token_secret, Secret(console.token), content_type="text/plain"
                 )
