@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -29,7 +30,17 @@ def store(keyvault: KeyVaultEmulator, ttl: float = 60.0) -> KeyVaultSecretStore:
     return KeyVaultSecretStore.connect(keyvault.url, LocalEmulatorCredential(), keyvault.ca_pem, ttl)
 
 
-def test_write_then_read_with_expiry_content_type_and_tags(keyvault: KeyVaultEmulator) -> None:
+def test_write_then_read_with_expiry_content_type_and_tags(tls_dir: Path) -> None:
+    # A vault of its own: the SDK keeps each vault's challenge for the process, so a vault other tests
+    # already used would not be challenged again.
+    keyvault = KeyVaultEmulator(tls_dir=tls_dir).start()
+    try:
+        check_write_then_read(keyvault)
+    finally:
+        keyvault.stop()
+
+
+def check_write_then_read(keyvault: KeyVaultEmulator) -> None:
     secrets = store(keyvault)
     expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=100)
     secrets.write(
