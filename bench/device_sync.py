@@ -193,6 +193,12 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="*", default=[10_000, 100_000])
     parser.add_argument("--output", type=Path, default=RESULTS, help="results file (rewritten after every run)")
     parser.add_argument("--no-compare", action="store_true", help="skip the naive comparison runs")
+    parser.add_argument(
+        "--latencies",
+        type=int,
+        nargs="*",
+        help="added ServiceNow latencies in ms (default: 0 and 50 up to 10,000 devices, else 0)",
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -225,7 +231,7 @@ def main() -> None:
                 console = ConsoleEmulator(generate(size, seed=3), token=TOKEN, tls_dir=tls).start()
                 servicenow = ServiceNowEmulator(tls_dir=tls, users={USER: PASSWORD}).start()
                 try:
-                    latencies = (0, 50) if size <= 10_000 else (0,)
+                    latencies = args.latencies or ((0, 50) if size <= 10_000 else (0,))
                     for latency in latencies:
                         servicenow.reset()
                         servicenow.faults.configure({"latency_ms": latency})
