@@ -65,7 +65,7 @@ bench: deps
 	$(PY) -m bench.forwarding
 	$(PY) -m bench.tokens
 	$(PY) -m bench.device_sync --sizes 10000
-	$(PY) -m bench.device_sync --sizes 100000 --no-compare --output bench/results/device_sync_100k.md
+	$(PY) -m bench.device_sync --sizes 100000 --no-compare --latencies 0 50 --output bench/results/device_sync_100k.md
 	$(PY) -m bench.end_to_end
 	$(PY) -m bench.cold_start
 	$(PY) -m tools.campaign --output bench/results/fault_campaign.md
