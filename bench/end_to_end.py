@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.environment import describe
-from tools.appstack import ROOT, AppStack, alert_document
+from tools.appstack import ROOT, AppStack, alert_document, encode
 from tools.funchost.config import QueueOptions, load_host_json
 
 RESULTS = Path(__file__).parent / "results" / "end_to_end.md"
@@ -91,7 +91,7 @@ def paced_run(workdir: Path, latency: int, count: int, rate: float) -> dict[str,
             delay = started + i / rate - time.monotonic()
             if delay > 0:
                 time.sleep(delay)
-            stack.queue.send_message(_encoded(alert_document(i, run)))
+            stack.queue.send_message(encode(alert_document(i, run)))
             sent[i] = time.time()
         wait_for_records(stack, expected, timeout=120 + count * (0.2 + latency / 1000))
         inserted = insert_times(stack, expected)
@@ -105,12 +105,6 @@ def paced_run(workdir: Path, latency: int, count: int, rate: float) -> dict[str,
             "p99_ms": 1000 * latencies[int(0.99 * (len(latencies) - 1))],
             "calls_per_alert": calls / count,
         }
-
-
-def _encoded(document: dict[str, Any]) -> str:
-    from tools.appstack import encode
-
-    return encode(document)
 
 
 def main() -> None:
