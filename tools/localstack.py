@@ -21,6 +21,7 @@ import threading
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
+from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueServiceClient
 
 from shared.secrets import KeyVaultSecretStore, Secret, secret_store
@@ -60,13 +61,21 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
 
 
 def provision(values: dict[str, str]) -> list[str]:
-    """Create the queues the settings name (and their poison queues)."""
+    """Create the queues the settings name (and their poison queues); start the device sync afresh.
+
+    The ServiceNow emulator keeps its records in memory, so each run starts with an empty CMDB, while
+    Azurite keeps its data in .azurite/: the sync's hashes and watermarks from an earlier run would
+    describe records that are gone, and the sync would skip the devices it thinks it wrote.
+    """
     service = QueueServiceClient.from_connection_string(values["ALERTS_STORAGE"])
     created = []
     for queue in (values["ALERTS_QUEUE"], f"{values['ALERTS_QUEUE']}-poison"):
         with contextlib.suppress(ResourceExistsError):
             service.create_queue(queue)
         created.append(queue)
+    settings = load_settings(values)
+    tables = TableServiceClient.from_connection_string(values["ALERTS_STORAGE"])
+    tables.delete_table(settings.device_sync.state_table)  # no error when it does not exist
     return created
 
 
