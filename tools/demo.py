@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
@@ -157,7 +157,8 @@ def run_demo(settings: Settings, emulator: ServiceNowEmulator, timeout: float = 
         ).decode()
     )
     wait_until_drained(queue, emulator, timeout)
-    return report(settings, emulator, documents, service.get_queue_client(f"{settings.alerts_queue}-poison"))
+    poison = service.get_queue_client(f"{settings.alerts_queue}-poison")
+    return report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
 
 
 def wait_until_drained(queue: QueueClient, emulator: ServiceNowEmulator, timeout: float) -> None:
@@ -199,7 +200,11 @@ def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list
 
 
 def report(
-    settings: Settings, emulator: ServiceNowEmulator, documents: list[dict[str, Any]], poison: QueueClient
+    settings: Settings,
+    emulator: ServiceNowEmulator,
+    documents: list[dict[str, Any]],
+    poison: QueueClient,
+    since: datetime,
 ) -> str:
     rules = parse_rules(stored_rules(settings), [c.name for c in settings.connections])
     records = {
@@ -247,10 +252,14 @@ def report(
                 lines.append(f"    → {action.name}: no record yet (deferred? see the host log)")
     lines.append("")
     try:
-        poisoned = poison.peek_messages(max_messages=32)
+        peeked = poison.peek_messages(max_messages=32)
     except ResourceNotFoundError:
-        poisoned = []
-    lines.append(f"Poison queue '{poison.queue_name}': {len(poisoned)} message(s)")
+        peeked = []
+    # .azurite/ keeps earlier runs' messages; show this run's.
+    poisoned = [m for m in peeked if m.inserted_on is None or m.inserted_on >= since]
+    older = len(peeked) - len(poisoned)
+    kept = f" ({older} older one(s) kept from earlier runs)" if older else ""
+    lines.append(f"Poison queue '{poison.queue_name}': {len(poisoned)} message(s) from this run{kept}")
     for entry in poisoned:
         try:
             wrapped = json.loads(base64.b64decode(entry.content))
