@@ -16,15 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import statistics
-import subprocess  # runs this interpreter on this module only  # nosec B404
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.child import run_child
 from bench.environment import describe
 
 RESULTS = Path(__file__).parent / "results" / "cold_start.md"
@@ -72,22 +70,6 @@ def child(spec: dict[str, Any]) -> None:
     )
 
 
-def run_child(what: str, environ: dict[str, str], alerts: list[Any]) -> dict[str, float]:
-    spec = {"what": what, "alerts": alerts}
-    result = subprocess.run(  # noqa: S603 - this interpreter, this module  # nosec B603
-        [sys.executable, "-m", "bench.cold_start", "--child", json.dumps(spec)],
-        env={**os.environ, **environ},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=300,
-    )
-    if result.returncode:
-        raise RuntimeError(f"{what} child failed: {result.stderr[-3000:]}")
-    figures: dict[str, float] = json.loads(result.stdout.strip().splitlines()[-1])
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5)
@@ -121,13 +103,17 @@ def main() -> None:
                 environ = {k: v for k, v in stack.values.items() if k != "FUNCTIONS_WORKER_RUNTIME"}
                 rows: dict[str, list[dict[str, float]]] = {"azure.functions": []}
                 for run in range(args.runs):
-                    rows["azure.functions"].append(run_child("azure.functions", environ, []))
+                    rows["azure.functions"].append(
+                        run_child("bench.cold_start", {"what": "azure.functions", "alerts": []}, env=environ)
+                    )
                     for name in FUNCTIONS:
                         if name == "device_sync_timer":
                             # Every run is a first sync: a fresh state table, so the timer finds it due.
                             environ["DEVICE_SYNC_STATE_TABLE"] = f"sync{uuid.uuid4().hex[:10]}"
                         alerts = [alert_document(i, f"cold{run}") for i in range(2)]
-                        rows.setdefault(name, []).append(run_child(name, environ, alerts))
+                        rows.setdefault(name, []).append(
+                            run_child("bench.cold_start", {"what": name, "alerts": alerts}, env=environ)
+                        )
         finally:
             console.stop()
 

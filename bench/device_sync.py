@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess  # runs this interpreter on this module only  # nosec B404
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.child import run_child
 from bench.environment import describe
 
 RESULTS = Path(__file__).parent / "results" / "device_sync.md"
@@ -79,18 +79,22 @@ def child(spec: dict[str, Any]) -> None:
     )
 
 
-def run_child(spec: dict[str, Any]) -> dict[str, Any]:
-    result = subprocess.run(  # noqa: S603 - this interpreter, this module, our own arguments  # nosec B603
-        [sys.executable, "-m", "bench.device_sync", "--child", json.dumps(spec)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=3600,
-    )
-    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+def sync_child(spec: dict[str, Any]) -> dict[str, Any]:
+    figures = run_child("bench.device_sync", spec)
     if figures["error"]:
         raise RuntimeError(figures["error"])
     return figures
+
+
+def child_spec(console: Any, servicenow: Any, storage: str) -> dict[str, Any]:
+    """What a sync child needs: the emulators, the CA, storage, and a state table of its own."""
+    return {
+        "console": console.url,
+        "servicenow": servicenow.url,
+        "ca": str(console.ca_pem),
+        "storage": storage,
+        "table": f"bench{uuid.uuid4().hex[:12]}",
+    }
 
 
 def naive_first_sync(console: Any, servicenow: Any, ca: Path) -> tuple[float, int]:
@@ -137,14 +141,7 @@ def compare(size: int, latency: int, console: Any, servicenow: Any, storage: str
     """The IRE-batched first sync and the naive one, on fresh ServiceNow data each."""
     servicenow.reset()
     servicenow.faults.configure({"latency_ms": latency})
-    spec = {
-        "console": console.url,
-        "servicenow": servicenow.url,
-        "ca": str(console.ca_pem),
-        "storage": storage,
-        "table": f"bench{uuid.uuid4().hex[:12]}",
-    }
-    figures = run_child(spec)
+    figures = sync_child(child_spec(console, servicenow, storage))
     ours_requests = servicenow.stats["requests"]
     servicenow.reset()
     servicenow.faults.configure({"latency_ms": latency})
@@ -235,16 +232,10 @@ def main() -> None:
                     for latency in latencies:
                         servicenow.reset()
                         servicenow.faults.configure({"latency_ms": latency})
-                        spec = {
-                            "console": console.url,
-                            "servicenow": servicenow.url,
-                            "ca": str(console.ca_pem),
-                            "storage": azurite.connection_string,
-                            "table": f"bench{uuid.uuid4().hex[:12]}",
-                        }
+                        spec = child_spec(console, servicenow, azurite.connection_string)
                         for run in ("first sync", "no-change re-sync"):
                             before = servicenow.stats["requests"]
-                            figures = run_child(spec)
+                            figures = sync_child(spec)
                             requests = servicenow.stats["requests"] - before
                             rows.append(
                                 f"| {size:,} | {latency} ms | {run} | {figures['seconds']:.1f} | {requests:,} | "

@@ -30,14 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from bench.environment import describe
-from tools.appstack import ROOT, AppStack, alert_document, encode
+from tools.appstack import ROOT, AppStack, alert_correlation_id, alert_document, encode
 from tools.funchost.config import QueueOptions, load_host_json
 
 RESULTS = Path(__file__).parent / "results" / "end_to_end.md"
 
 
 def expected_ids(run: str, count: int) -> dict[str, int]:
-    return {f"dfiot:alert:{run}:{i}:incident": i for i in range(count)}
+    return {alert_correlation_id(i, run): i for i in range(count)}
 
 
 def wait_for_records(stack: AppStack, expected: dict[str, int], timeout: float) -> None:

@@ -102,10 +102,7 @@ class SyncState:
         create_table_if_missing(self.table)
 
     def get(self, kind: str, key: str) -> dict[str, Any] | None:
-        try:
-            return dict(self.table.get_entity(self.partition(kind, key), key))
-        except ResourceNotFoundError:
-            return None
+        return self._single(self.partition(kind, key), key)
 
     def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """A page's stored rows at once: point reads in parallel, one page at a time (memory stays bounded)."""

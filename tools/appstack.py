@@ -26,7 +26,9 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
 
-from shared.alerts import SCHEMA
+from shared.alerts import SCHEMA, parse_message
+from shared.incidents import correlation_id
+from shared.rules import parse_rules
 from shared.secrets import KeyVaultSecretStore, Secret, secret_store
 from shared.settings import load_settings
 from shared.storage import pooled_session
@@ -60,6 +62,12 @@ def alert_document(number: int, run: str) -> dict[str, Any]:
             "message": f"alert {number} of run {run}",
         },
     }
+
+
+def alert_correlation_id(number: int, run: str) -> str:
+    """The correlation id the product gives the incident of ``alert_document(number, run)``."""
+    message = parse_message(json.dumps(alert_document(number, run)).encode())
+    return correlation_id(message, parse_rules(RULES).actions["incident"])
 
 
 def encode(document: Mapping[str, Any] | bytes) -> str:
@@ -215,18 +223,10 @@ class AppStack:
         )
 
     # -- alerts in, records out -------------------------------------------------------------------
-    def enqueue(self, messages: Iterable[Mapping[str, Any] | bytes], threads: int = 8) -> dict[int, float]:
-        """Send messages (documents or raw bodies) in parallel; returns position → send time (time.time())."""
-        sent: dict[int, float] = {}
-
-        def send(item: tuple[int, Mapping[str, Any] | bytes]) -> None:
-            position, message = item
-            self.queue.send_message(encode(message))
-            sent[position] = time.time()
-
+    def enqueue(self, messages: Iterable[Mapping[str, Any] | bytes], threads: int = 8) -> None:
+        """Send messages (documents or raw bodies) in parallel."""
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(send, enumerate(messages)))
-        return sent
+            list(pool.map(lambda message: self.queue.send_message(encode(message)), messages))
 
     def correlations(self) -> Counter[str]:
         """Incidents in ServiceNow by correlation id (one per alert and action)."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.appstack import AppStack, alert_document
+from tools.appstack import AppStack, alert_correlation_id, alert_document
 
 SETTINGS = {
     # Short timeouts and retry delays so a campaign of minutes sees many rounds of each failure.
@@ -101,7 +101,7 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
     report = Report(plan)
     rng = random.Random(plan.seed)  # a reproducible fault schedule, not security  # nosec B311
     run = f"c{plan.seed}"
-    expected = {f"dfiot:alert:{run}:{i}:incident" for i in range(plan.alerts)}
+    expected = {alert_correlation_id(i, run) for i in range(plan.alerts)}
     started = time.monotonic()
 
     def event(text: str) -> None:

@@ -10,11 +10,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import signal
 import socket
 import ssl
 import struct
+import sys
 import threading
 import weakref
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -170,3 +173,23 @@ class TlsEmulator:
         if self.httpd is not None:
             self.httpd.shutdown()
             self.httpd.server_close()
+
+    def serve_until_stopped(self, banner: Callable[[], Iterable[str]]) -> int:
+        """For an emulator's command: start, print the banner, serve until Ctrl-C or SIGTERM.
+
+        Returns the exit code: 2 (with the reason on stderr) when the address cannot be listened on.
+        """
+        try:
+            self.start()
+        except OSError as exc:
+            host, port = self.address
+            print(f"cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
+            return 2
+        for line in banner():
+            print(line, flush=True)
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        self.stop()
+        return 0

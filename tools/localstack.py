@@ -21,11 +21,10 @@ import threading
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableServiceClient
-from azure.storage.queue import QueueServiceClient
 
 from shared.secrets import KeyVaultSecretStore, Secret, secret_store
-from shared.settings import load_settings
+from shared.settings import Settings, load_settings
+from shared.storage import queue_service, table_service
 from shared.tokens import connect
 from tools.azurite import AzuriteError, port_is_free, start_azurite
 from tools.console_emulator import ConsoleEmulator, generate
@@ -60,34 +59,32 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
     return values
 
 
-def provision(values: dict[str, str]) -> list[str]:
+def provision(settings: Settings) -> list[str]:
     """Create the queues the settings name (and their poison queues); start the device sync afresh.
 
     The ServiceNow emulator keeps its records in memory, so each run starts with an empty CMDB, while
     Azurite keeps its data in .azurite/: the sync's hashes and watermarks from an earlier run would
     describe records that are gone, and the sync would skip the devices it thinks it wrote.
     """
-    service = QueueServiceClient.from_connection_string(values["ALERTS_STORAGE"])
+    service = queue_service(settings.alerts_storage)
     created = []
-    for queue in (values["ALERTS_QUEUE"], f"{values['ALERTS_QUEUE']}-poison"):
+    for queue in (settings.alerts_queue, f"{settings.alerts_queue}-poison"):
         with contextlib.suppress(ResourceExistsError):
             service.create_queue(queue)
         created.append(queue)
-    settings = load_settings(values)
-    tables = TableServiceClient.from_connection_string(values["ALERTS_STORAGE"])
-    tables.delete_table(settings.device_sync.state_table)  # no error when it does not exist
+    # No error when the table does not exist.
+    table_service(settings.alerts_storage).delete_table(settings.device_sync.state_table)
     return created
 
 
-def seed_secrets(values: dict[str, str], password: str, client_secret: str, console_token: str) -> str:
+def seed_secrets(settings: Settings, password: str, client_secret: str, console_token: str) -> str:
     """Put the demo's secrets where the app reads them, as an operator would in Azure.
 
     OAuth connections: the client secret into Key Vault, then `connect` (the password grant, once;
     the password is not stored). Basic connections: the password into Key Vault.
     """
-    if not values.get("KEY_VAULT_URL"):
+    if settings.key_vault is None:
         return "secrets from local.settings.json"
-    settings = load_settings(values)
     store = secret_store(settings)
     assert isinstance(store, KeyVaultSecretStore)
     store.write(settings.device_sync.console_token_secret, Secret(console_token), content_type="text/plain")
@@ -182,20 +179,20 @@ def main(argv: list[str] | None = None) -> int:
     console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=ROOT / ".local" / "tls").start()
     host = None
     try:
-        values = ensure_local_settings(emulator)
-        signed_in = seed_secrets(values, password, client_secret, console.token)
-        queues = provision(values)
+        settings = load_settings(ensure_local_settings(emulator))
+        signed_in = seed_secrets(settings, password, client_secret, console.token)
+        queues = provision(settings)
         host = start_host()
         if not args.no_demo:
             print("playing the demo: rules applied, alerts enqueued; waiting for the host to process them…", flush=True)
-            print(run_demo(load_settings(values), emulator), flush=True)
+            print(run_demo(settings, emulator), flush=True)
         print("local stack is up:")
         print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
         print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")
         print(f"  Key Vault          {vault.url}   ({signed_in})")
         print(
             f"  Management console {console.url}   ({DEMO_DEVICES} generated devices; sync every "
-            f"{values.get('DEVICE_SYNC_FREQUENCY_MINUTES', '60')} min)"
+            f"{settings.device_sync.frequency_minutes} min)"
         )
         print(f"  queues             {', '.join(queues)}")
         print("  Functions host     function_app.py via tools.funchost (func start reads the same files)")

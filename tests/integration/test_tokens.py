@@ -75,6 +75,11 @@ def run_connect(monkeypatch: pytest.MonkeyPatch, password: str = SN_PASSWORD) ->
     return main(["connect", "default", "--password-stdin"])
 
 
+def stack_on(environ: dict[str, str], make_stack: Callable[..., Stack]) -> Stack:
+    """A forwarding stack on the connection and Key Vault settings of ``environ``."""
+    return make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+
+
 def test_connect_stores_tokens_and_forgets_the_password(
     environment: Callable[..., dict[str, str]],
     keyvault: KeyVaultEmulator,
@@ -113,7 +118,7 @@ def test_forwarding_on_oauth_tokens_survives_expiry(
 ) -> None:
     environ = environment()
     assert run_connect(monkeypatch) == 0
-    stack = make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+    stack = stack_on(environ, make_stack)
     assert [o.operation for o in stack.handle(alert(alert_id=1)).outcomes] == ["created"]
     servicenow.clock_offset += 1800  # the access token expires in ServiceNow mid-flight
     assert [o.operation for o in stack.handle(alert(alert_id=2)).outcomes] == ["created"]
@@ -128,7 +133,7 @@ def test_a_revoked_refresh_token_defers_alerts_until_connect_is_run_again(
 ) -> None:
     environ = environment()
     assert run_connect(monkeypatch) == 0
-    stack = make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+    stack = stack_on(environ, make_stack)
     servicenow.oauth.revoke()  # an admin revoked every token
     result = stack.handle(alert(alert_id=1), "m-1")
     assert result.status == "deferred" and "run `python -m shared connect default`" in result.reason
@@ -244,7 +249,7 @@ def test_client_credentials_connection(
     monkeypatch.setattr("sys.stdin", io.StringIO(""))
     assert main(["connect", "default"]) == 0
     assert servicenow.oauth.grants == {"client_credentials": 1}
-    stack = make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+    stack = stack_on(environ, make_stack)
     assert [o.operation for o in stack.handle(alert()).outcomes] == ["created"]
 
 
@@ -260,7 +265,7 @@ def test_no_secret_value_reaches_a_log_line_or_an_output(
     caplog.set_level(logging.DEBUG)
     environ = environment(TOKEN_RENEW_BEFORE_MINUTES="45")
     assert run_connect(monkeypatch) == 0
-    stack = make_stack(**{k: v for k, v in environ.items() if k.startswith(("SERVICENOW_CONN", "KEY_VAULT"))})
+    stack = stack_on(environ, make_stack)
     stack.handle(alert(alert_id=1))
     servicenow.clock_offset += 1800
     stack.handle(alert(alert_id=2))

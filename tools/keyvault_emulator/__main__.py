@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tools.keyvault_emulator.server import KeyVaultEmulator
@@ -19,18 +16,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls-dir", type=Path, default=Path(".local/tls"))
     args = parser.parse_args(argv)
     emulator = KeyVaultEmulator(host=args.host, port=args.port, tls_dir=args.tls_dir)
-    try:
-        emulator.start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    print(f"Key Vault emulator listening on {emulator.url} (CA {emulator.ca_pem.resolve()})", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    emulator.stop()
-    return 0
+    return emulator.serve_until_stopped(
+        lambda: [f"Key Vault emulator listening on {emulator.url} (CA {emulator.ca_pem.resolve()})"]
+    )
 
 
 if __name__ == "__main__":

@@ -7,10 +7,7 @@ until Ctrl-C. Faults can be set here or at run time through ``POST /_emulator/fa
 from __future__ import annotations
 
 import argparse
-import contextlib
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tools.servicenow_emulator.oauth import OAuthClient
@@ -72,20 +69,13 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
         }
     )
-    try:
-        emulator.start()
-    except OSError as exc:
-        print(f"cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
-        return 2
-    print(f"ServiceNow emulator listening on {emulator.url}", flush=True)
-    print(f"  trust this CA: SERVICENOW_CA_BUNDLE={emulator.ca_pem.resolve()}", flush=True)
-    print(f"  users: {', '.join(users)}; OAuth clients: {', '.join(c.client_id for c in clients)}", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with contextlib.suppress(KeyboardInterrupt):
-        stop.wait()
-    emulator.stop()
-    return 0
+    return emulator.serve_until_stopped(
+        lambda: [
+            f"ServiceNow emulator listening on {emulator.url}",
+            f"  trust this CA: SERVICENOW_CA_BUNDLE={emulator.ca_pem.resolve()}",
+            f"  users: {', '.join(users)}; OAuth clients: {', '.join(c.client_id for c in clients)}",
+        ]
+    )
 
 
 if __name__ == "__main__":
