@@ -326,6 +326,16 @@ def test_changed_schedule_is_recomputed_not_past_due(runner: HostRunner) -> None
     assert runner.calls("tick") == []
 
 
+def test_an_unreadable_status_is_replaced_not_fatal(runner: HostRunner) -> None:
+    blob = status_blob(runner)
+    # What an earlier version wrote for "never" (year 1 unpadded): the timer must still start.
+    never = "1-01-01T00:00:00.00000000+00:00"
+    blob.upload_blob(json.dumps({"Last": never, "Next": never, "LastUpdated": never}), overwrite=True)
+    runner.start(schedule=YEARLY)
+    wait_until(lambda: json.loads(blob.download_blob().readall())["Next"].startswith(str(datetime.now(UTC).year + 1)))
+    assert runner.calls("tick") == []
+
+
 @pytest.mark.slow
 def test_lease_makes_two_hosts_fire_a_timer_once(runner: HostRunner) -> None:
     first = runner.start(schedule="* * * * * *")

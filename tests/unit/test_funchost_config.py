@@ -14,7 +14,7 @@ from tools.funchost.config import (
     storage_connection_string,
     timespan_seconds,
 )
-from tools.funchost.timers import format_time, parse_time
+from tools.funchost.timers import NEVER, format_time, parse_time
 
 
 def test_queue_options_from_host_json_and_defaults() -> None:
@@ -87,3 +87,5 @@ def test_status_times_round_trip_in_dotnet_format() -> None:
     moment = parse_time("2026-11-21T22:55:00.1234567+00:00")
     assert format_time(moment) == "2026-11-21T22:55:00.1234560+00:00"
     assert parse_time("2026-11-21T22:55:00Z") == parse_time("2026-11-21T22:55:00.0000000+00:00")
+    assert format_time(NEVER) == "0001-01-01T00:00:00.0000000+00:00"  # year 1 padded: it must parse back
+    assert parse_time(format_time(NEVER)) == NEVER

@@ -40,8 +40,11 @@ class TimerTimings:
 
 
 def format_time(moment: datetime) -> str:
-    """.NET round-trip format, as the host writes it: 2026-11-21T22:55:00.0000000+00:00."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f") + "0+00:00"
+    """.NET round-trip format, as the host writes it: 2026-11-21T22:55:00.0000000+00:00.
+
+    isoformat, not strftime: glibc's %Y does not pad year 1 (NEVER) to four digits.
+    """
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "0+00:00"
 
 
 def parse_time(text: str | None) -> datetime:
@@ -151,9 +154,17 @@ class TimerListener:
             document = json.loads(self.status_blob.download_blob().readall())
         except ResourceNotFoundError:
             return None
-        return ScheduleStatus(
-            parse_time(document.get("Last")), parse_time(document.get("Next")), parse_time(document.get("LastUpdated"))
-        )
+        try:
+            return ScheduleStatus(
+                parse_time(document.get("Last")),
+                parse_time(document.get("Next")),
+                parse_time(document.get("LastUpdated")),
+            )
+        except (ValueError, AttributeError) as exc:  # written by something else, or by an older version
+            logger.warning(
+                "%s: unreadable schedule status %s (%s); starting without it", self.function_name, document, exc
+            )
+            return None
 
     def _write_status(self, status: ScheduleStatus) -> None:
         if self.use_monitor:
