@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import signal
 import socket
 import ssl
 import struct
@@ -23,6 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
+from tools.shutdown import wait_for_shutdown
 from tools.tls import TlsFiles, ensure_tls_files
 
 logger = logging.getLogger("emulators")
@@ -187,9 +187,6 @@ class TlsEmulator:
             return 2
         for line in banner():
             print(line, flush=True)
-        stop = threading.Event()
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        with contextlib.suppress(KeyboardInterrupt):
-            stop.wait()
+        wait_for_shutdown()
         self.stop()
         return 0

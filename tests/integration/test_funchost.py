@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ctypes
 import itertools
 import json
 import os
@@ -215,10 +216,8 @@ def test_graceful_stop_finishes_running_and_releases_nothing_else(runner: HostRu
     )
 
 
-@pytest.mark.slow
-def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_path: Path) -> None:
-    queue_name = f"q{uuid.uuid4().hex[:16]}"
-    record = tmp_path / "calls.jsonl"
+def start_cli_host(azurite: Azurite, tmp_path: Path, queue_name: str, record: Path) -> subprocess.Popen[str]:
+    """The command-line host on the sample app, in its own process group, as a terminal starts it."""
     settings = tmp_path / "local.settings.json"
     settings.write_text(
         json.dumps(
@@ -232,11 +231,7 @@ def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_pat
             }
         )
     )
-    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
-    queue.create_queue()
-    for i in range(8):
-        queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 1.0, "tag": i})))
-    process = subprocess.Popen(  # noqa: S603
+    return subprocess.Popen(  # noqa: S603
         [
             sys.executable,
             "-m",
@@ -254,22 +249,68 @@ def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_pat
         stderr=subprocess.STDOUT,
         text=True,
     )
+
+
+def signal_worker_thread(pid: int, number: int) -> None:
+    """Deliver a signal to one of the process's worker threads, not its main thread (``tgkill``)."""
+    workers = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert workers, "the host has no worker threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.tgkill(pid, workers[-1], number) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+def interrupt(process: subprocess.Popen[str], record: Path, *, to_worker: bool = False) -> str:
+    """Ctrl-C the host once it is busy; its output, after it stopped (or a failure naming the wait).
+
+    ``to_worker``: the signal lands on a worker thread, as a process-directed signal sometimes does.
+    """
     try:
         wait_until(lambda: record.exists() and len(record.read_text().splitlines()) >= 1, timeout=30)
-        process.send_signal(signal.SIGINT)
+        if to_worker:
+            signal_worker_thread(process.pid, signal.SIGINT)
+        else:
+            process.send_signal(signal.SIGINT)
         try:
-            output, _ = process.communicate(timeout=60)
+            output, _ = process.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()
-            raise AssertionError(f"the host did not stop within 60 s of Ctrl-C; its output:\n{output}") from None
+            raise AssertionError(f"the host did not stop within 30 s of Ctrl-C; its output:\n{output}") from None
     finally:
         process.kill()
     assert process.returncode == 0, output
     assert "stopping: letting running invocations finish" in output
+    return output
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_the_command_line_host_loses_nothing(azurite: Azurite, tmp_path: Path) -> None:
+    queue_name = f"q{uuid.uuid4().hex[:16]}"
+    record = tmp_path / "calls.jsonl"
+    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
+    queue.create_queue()
+    for i in range(8):
+        queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 1.0, "tag": i})))
+    interrupt(start_cli_host(azurite, tmp_path, queue_name, record), record)
     done = {json.loads(line)["tag"] for line in record.read_text().splitlines()}
     left = {json.loads(base64.b64decode(m.content))["tag"] for m in queue.peek_messages(max_messages=32)}
     assert done | left == set(range(8)) and not done & left
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_busy_host_every_time(azurite: Azurite, tmp_path: Path) -> None:
+    """A signal taken by a worker thread must still wake the main thread: 20 busy hosts, 20 stops, every
+    other one with the SIGINT delivered to a worker thread."""
+    queue_name = f"q{uuid.uuid4().hex[:16]}"
+    queue = QueueClient.from_connection_string(azurite.connection_string, queue_name)
+    queue.create_queue()
+    for round_number in range(20):
+        queue.clear_messages()
+        for i in range(48):
+            queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 0.05, "tag": i})))
+        record = tmp_path / f"calls-{round_number}.jsonl"
+        interrupt(start_cli_host(azurite, tmp_path, queue_name, record), record, to_worker=round_number % 2 == 1)
 
 
 def status_blob(runner: HostRunner, function: str = "tick") -> Any:

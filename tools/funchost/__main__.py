@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
-import threading
 from pathlib import Path
 
 from tools.funchost.config import HostConfigError, load_host_json, load_local_settings
 from tools.funchost.host import FunctionHost, default_host_id, load_app
 from tools.funchost.queues import QueueTimings
+from tools.shutdown import wait_for_shutdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     except HostConfigError as exc:
         print(f"local host cannot start: {exc}", file=sys.stderr)
         return 2
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
     host.start()
     print(
         f"local Functions host running {', '.join(host.listeners)} (host id {host.host_id}); Ctrl-C stops", flush=True
     )
-    stop.wait()
+    wait_for_shutdown()
     print("stopping: letting running invocations finish…", flush=True)
     host.stop()
     return 0
