@@ -8,7 +8,7 @@ NPM_STAMP := node_modules/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: run demo test lint typecheck security infra-check bench fault-campaign clean emulator deps
+.PHONY: run demo emulators test lint typecheck security infra-check bench fault-campaign clean emulator deps
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Azure Functions runs Python 3.11)"; exit 1; }
@@ -54,6 +54,10 @@ run: deps
 ## make demo: the same stack, the demo once, then exit
 demo: deps
 	$(PY) -m tools.localstack --once
+
+## make emulators: Azurite and the emulators with the secrets in place, for `func start` beside them; Ctrl-C stops
+emulators: deps
+	$(PY) -m tools.localstack --emulators-only
 
 emulator: $(STAMP)
 	$(PY) -m tools.servicenow_emulator --port 8443

@@ -86,7 +86,10 @@ def start_azurite(
         arguments += [f"--{name}Host", "127.0.0.1", f"--{name}Port", str(port)]
     output = log.open("ab") if log else subprocess.DEVNULL
     try:
-        azurite.process = subprocess.Popen(arguments, stdout=output, stderr=subprocess.STDOUT)  # noqa: S603 - Azurite from node_modules  # nosec B603
+        # Its own process group: a Ctrl-C in the terminal must not stop storage under a host still finishing.
+        azurite.process = subprocess.Popen(  # noqa: S603 - Azurite from node_modules  # nosec B603
+            arguments, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
     finally:
         if log:
             output.close()  # type: ignore[union-attr]

@@ -18,20 +18,24 @@ import signal
 import subprocess  # starts the local host with this interpreter  # nosec B404
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
 
 from shared.secrets import KeyVaultSecretStore, Secret, secret_store
-from shared.settings import Settings, load_settings
+from shared.settings import Settings, SettingsError, load_settings
 from shared.storage import queue_service, table_service
 from shared.tokens import connect
 from tools.azurite import AzuriteError, port_is_free, start_azurite
 from tools.console_emulator import ConsoleEmulator, generate
 from tools.demo import run_demo
+from tools.funchost.config import HostConfigError, load_local_settings
 from tools.keyvault_emulator import KeyVaultEmulator
 from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
 from tools.servicenow_emulator.__main__ import DEFAULT_CLIENT, DEFAULT_USER
+from tools.shutdown import wait_for_shutdown
 
 ROOT = Path(__file__).resolve().parent.parent
 AZURITE_PORTS = (10000, 10001, 10002)
@@ -55,8 +59,10 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
         document["Values"]["CONSOLE_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
         path.write_text(json.dumps(document, indent=2) + "\n")
         print(f"wrote {path.name} from local.settings.json.example")
-    values: dict[str, str] = json.loads(path.read_text())["Values"]
-    return values
+    try:
+        return load_local_settings(path)
+    except HostConfigError as exc:
+        raise StackError(str(exc)) from None
 
 
 def provision(settings: Settings) -> list[str]:
@@ -108,7 +114,11 @@ def seed_secrets(settings: Settings, password: str, client_secret: str, console_
 
 
 def start_host() -> subprocess.Popen[str]:
-    """The local Functions host in its own process, as `func start` would run the app."""
+    """The local Functions host in its own process, as `func start` would run the app.
+
+    Its own process group: a Ctrl-C in the terminal reaches this process only, which then stops the
+    stack in order (the host first, so its last storage calls still find Azurite).
+    """
     process = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module  # nosec B603
         [sys.executable, "-m", "tools.funchost", "--app-dir", str(ROOT)],
         cwd=ROOT,
@@ -116,6 +126,7 @@ def start_host() -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         bufsize=1,
+        start_new_session=True,
     )
     assert process.stdout is not None
     for line in process.stdout:
@@ -141,78 +152,118 @@ def stop_host(process: subprocess.Popen[str]) -> None:
             process.kill()
 
 
+def start_stack(stack: contextlib.ExitStack, *, with_host: bool) -> tuple[Settings, StackParts]:
+    """Start Azurite, the three emulators and (optionally) the host; each one's stop is pushed on ``stack``,
+    so they stop in the reverse order: host, emulators, Azurite last."""
+    for port, what in (
+        (EMULATOR_PORT, "ServiceNow emulator"),
+        (KEY_VAULT_PORT, "Key Vault emulator"),
+        (CONSOLE_PORT, "management console emulator"),
+    ):
+        if not port_is_free(port):
+            raise StackError(f"port {port} is in use; stop the other {what} first")
+    (ROOT / ".local").mkdir(exist_ok=True)
+    try:
+        azurite = start_azurite(*AZURITE_PORTS, location=ROOT / ".azurite", log=ROOT / ".local" / "azurite.log")
+    except AzuriteError as exc:
+        raise StackError(str(exc)) from None
+    stack.callback(azurite.stop)
+    user, password = DEFAULT_USER.split(":", 1)
+    client_id, client_secret = DEFAULT_CLIENT.split(":", 1)
+    tls_dir = ROOT / ".local" / "tls"
+    emulator = ServiceNowEmulator(
+        port=EMULATOR_PORT, tls_dir=tls_dir, users={user: password}, clients=[OAuthClient(client_id, client_secret)]
+    ).start()
+    stack.callback(emulator.stop)
+    vault = KeyVaultEmulator(port=KEY_VAULT_PORT, tls_dir=tls_dir).start()
+    stack.callback(vault.stop)
+    console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=tls_dir).start()
+    stack.callback(console.stop)
+    settings = read_settings(ensure_local_settings(emulator))
+    signed_in = seed_secrets(settings, password, client_secret, console.token)
+    queues = provision(settings)
+    host = start_host() if with_host else None
+    if host is not None:
+        stack.callback(stop_host, host)
+    return settings, StackParts(emulator, vault, console, queues, signed_in, user)
+
+
+@dataclass
+class StackParts:
+    emulator: ServiceNowEmulator
+    vault: KeyVaultEmulator
+    console: ConsoleEmulator
+    queues: list[str]
+    signed_in: str
+    user: str
+
+
+def read_settings(values: dict[str, str]) -> Settings:
+    try:
+        return load_settings(values)
+    except SettingsError as exc:
+        raise StackError(f"local.settings.json: {exc}") from None
+
+
+def describe(settings: Settings, parts: StackParts, *, with_host: bool) -> list[str]:
+    lines = [
+        "local stack is up:",
+        "  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)",
+        f"  ServiceNow         {parts.emulator.url}   user {parts.user}   CA {parts.emulator.ca_pem}",
+        f"  Key Vault          {parts.vault.url}   ({parts.signed_in})",
+        f"  Management console {parts.console.url}   ({DEMO_DEVICES} generated devices; sync every "
+        f"{settings.device_sync.frequency_minutes} min)",
+        f"  queues             {', '.join(parts.queues)}",
+    ]
+    if with_host:
+        lines.append("  Functions host     function_app.py via tools.funchost (func start reads the same files)")
+    else:
+        lines.append("  Functions host     not started: run `func start` (or `python -m tools.funchost`) beside it")
+    lines.append("  settings           local.settings.json")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tools.localstack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--once", action="store_true", help="start everything, play the demo, report, and stop")
     parser.add_argument("--no-demo", action="store_true", help="start the stack without enqueuing demo alerts")
+    parser.add_argument(
+        "--emulators-only",
+        action="store_true",
+        help="Azurite and the emulators with the secrets in place, no host and no demo: for `func start`",
+    )
     args = parser.parse_args(argv)
     os.chdir(ROOT)
     if shutil.which("node") is None:
         print("Node.js is required for Azurite (npm registry package); install node first", file=sys.stderr)
         return 2
-    ports = (
-        (EMULATOR_PORT, "ServiceNow emulator"),
-        (KEY_VAULT_PORT, "Key Vault emulator"),
-        (CONSOLE_PORT, "management console emulator"),
-    )
-    for port, what in ports:
-        if not port_is_free(port):
-            print(f"port {port} is in use; stop the other {what} first", file=sys.stderr)
-            return 2
-    (ROOT / ".local").mkdir(exist_ok=True)
+    with_host = not args.emulators_only
+    stopping_since: float | None = None
     try:
-        azurite = start_azurite(*AZURITE_PORTS, location=ROOT / ".azurite", log=ROOT / ".local" / "azurite.log")
-    except AzuriteError as exc:
-        print(f"cannot start the local stack: {exc}", file=sys.stderr)
-        return 2
-    user, password = DEFAULT_USER.split(":", 1)
-    client_id, client_secret = DEFAULT_CLIENT.split(":", 1)
-    emulator = ServiceNowEmulator(
-        port=EMULATOR_PORT,
-        tls_dir=ROOT / ".local" / "tls",
-        users={user: password},
-        clients=[OAuthClient(client_id, client_secret)],
-    ).start()
-    vault = KeyVaultEmulator(port=KEY_VAULT_PORT, tls_dir=ROOT / ".local" / "tls").start()
-    console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=ROOT / ".local" / "tls").start()
-    host = None
-    try:
-        settings = load_settings(ensure_local_settings(emulator))
-        signed_in = seed_secrets(settings, password, client_secret, console.token)
-        queues = provision(settings)
-        host = start_host()
-        if not args.no_demo:
-            print("playing the demo: rules applied, alerts enqueued; waiting for the host to process them…", flush=True)
-            print(run_demo(settings, emulator), flush=True)
-        print("local stack is up:")
-        print("  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)")
-        print(f"  ServiceNow         {emulator.url}   user {user}   CA {emulator.ca_pem}")
-        print(f"  Key Vault          {vault.url}   ({signed_in})")
-        print(
-            f"  Management console {console.url}   ({DEMO_DEVICES} generated devices; sync every "
-            f"{settings.device_sync.frequency_minutes} min)"
-        )
-        print(f"  queues             {', '.join(queues)}")
-        print("  Functions host     function_app.py via tools.funchost (func start reads the same files)")
-        print("  settings           local.settings.json")
-        if not args.once:
-            print("Ctrl-C stops everything.", flush=True)
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
+        with contextlib.ExitStack() as stack:
+            settings, parts = start_stack(stack, with_host=with_host)
+            if with_host and not args.no_demo:
+                print(
+                    "playing the demo: rules applied, alerts enqueued; waiting for the host to process them…",
+                    flush=True,
+                )
+                print(run_demo(settings, parts.emulator), flush=True)
+            print("\n".join(describe(settings, parts, with_host=with_host)), flush=True)
+            if not args.once:
+                print("Ctrl-C stops everything.", flush=True)
+                wait_for_shutdown()
+            print("stopping: the host, then the emulators, then Azurite…", flush=True)
+            stopping_since = time.monotonic()
     except StackError as exc:
         print(f"cannot start the local stack: {exc}", file=sys.stderr)
         return 2
-    finally:
-        if host is not None:
-            stop_host(host)
-        emulator.stop()
-        vault.stop()
-        console.stop()
-        azurite.stop()
+    except KeyboardInterrupt:
+        print("interrupted; the stack is stopped", file=sys.stderr)
+        return 130
+    if stopping_since is not None:
+        print(f"stopped in {time.monotonic() - stopping_since:.1f} s", flush=True)
     return 0
 
 
