@@ -201,6 +201,7 @@ class ConsoleClient:
             read_timeout=http.read_timeout,
             proxy_url=proxy_url,
             ca_bundle=ca_bundle,
+            ca_setting="CONSOLE_CA_BUNDLE",
         )
         stats = CallStats()
         retry = RetryPolicy(max_attempts=http.max_attempts, budget_seconds=http.retry_budget_seconds, stats=stats)

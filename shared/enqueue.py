@@ -26,14 +26,36 @@ def alert_envelope(alert: Mapping[str, Any], sensor: Mapping[str, Any], protocol
     return document
 
 
-def alerts_from_api(document: Any) -> list[dict[str, Any]]:
-    """The alerts in a Defender API response: a list, or an object holding one under ``alerts``."""
+class InvalidBatchError(InvalidMessageError):
+    """Some messages of a batch are invalid; ``problems`` names each one (numbered from 1) and its field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def parse_alerts(text: str | bytes, where: str) -> list[dict[str, Any]]:
+    """The alerts in a sender's input: JSON only (alert messages are JSON; a YAML reading would turn
+    ``0x1F`` into 31 and ``yes`` into true). Accepted: a Defender API response (a list of alerts, or an
+    object holding them under ``alerts``), a list of envelopes, one alert object, or one envelope."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessageError(
+            f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); alert messages are JSON only"
+        ) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else "not UTF-8"
+        raise InvalidMessageError(f"{where}: {problem}") from None
     if isinstance(document, dict) and isinstance(document.get("alerts"), list):
         document = document["alerts"]
-    if isinstance(document, dict) and "schema" in document:
-        return [document]
-    if not isinstance(document, list) or not all(isinstance(a, dict) for a in document):
-        raise InvalidMessageError("input: expected a Defender alert list (JSON array of alert objects)")
+    if isinstance(document, dict):
+        return [document]  # one envelope, or one Defender alert
+    if not isinstance(document, list) or not document or not all(isinstance(a, dict) for a in document):
+        raise InvalidMessageError(
+            f"{where}: expected a JSON array of Defender alert objects (as /api/v1/alerts returns them), "
+            "an object with an 'alerts' array, or one alert object"
+        )
     return document
 
 
@@ -52,12 +74,15 @@ def validate(document: Mapping[str, Any]) -> bytes:
 def enqueue_alerts(queue: QueueClient, documents: Iterable[Mapping[str, Any]]) -> list[str]:
     """Validate every message first, then send them all; returns the queue message ids.
 
-    Nothing is sent when any message is invalid: the error names its position and field.
+    Nothing is sent when any message is invalid: :class:`InvalidBatchError` names every invalid one by
+    its position (counted from 1) and its field.
     """
-    bodies = []
-    for index, document in enumerate(documents):
+    bodies, problems = [], []
+    for number, document in enumerate(documents, 1):
         try:
             bodies.append(validate(document))
         except InvalidMessageError as exc:
-            raise InvalidMessageError(f"message {index}: {exc.reason}") from None
+            problems.append(f"message {number}: {exc.reason}")
+    if problems:
+        raise InvalidBatchError(problems)
     return [queue.send_message(base64.b64encode(body).decode()).id for body in bodies]

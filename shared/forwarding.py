@@ -213,7 +213,7 @@ class Forwarder:
             return self._defer(message, body, delivery_id, first_seen, attempts, reason, retry_after, context)
         except ServiceNowError as exc:
             self._poison(body, message, f"ServiceNow refused the record: {exc}", attempts)
-            logger.error("alert poisoned: %s", exc, extra=context)
+            logger.error("alert %s poisoned: %s", context["alert"], exc, extra=context)
             return Result("poisoned", reason=str(exc))
         for outcome in result.outcomes:
             logger.info(

@@ -151,6 +151,16 @@ class SyncState:
         self.table.upsert_entity({"PartitionKey": "status", "RowKey": "last", "json": json.dumps(asdict(status))})
 
 
+@dataclass(frozen=True)
+class SyncProgress:
+    """How far a run has come: the stream being read, the pages and items read so far, and ServiceNow calls."""
+
+    stream: str
+    pages: int
+    items: int
+    servicenow_calls: int
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -164,19 +174,24 @@ class DeviceSync:
         servicenow: ServiceNowClient,
         state: SyncState,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Callable[[SyncProgress], None] | None = None,
     ) -> None:
         self.settings = settings
         self.console = console
         self.servicenow = servicenow
         self.state = state
         self.clock = clock
+        self.progress = progress
         self.sensors: dict[int, ConsoleSensor] = {}
+        self._calls_before = 0
+        self._read: dict[str, tuple[int, int]] = {}
 
     # -- one run ----------------------------------------------------------------------------
     def run(self) -> SyncStatus:
         started = self.clock()
         status = SyncStatus(started=started.isoformat())
-        calls_before = self.servicenow.stats.calls
+        calls_before = self._calls_before = self.servicenow.stats.calls
+        self._read = {}
         try:
             self.state.ensure()
             self._sensors(status.counts)
@@ -203,6 +218,13 @@ class DeviceSync:
             asdict(status.counts),
         )
         return status
+
+    def _page_read(self, stream: str, items: int) -> None:
+        pages, total = self._read.get(stream, (0, 0))
+        self._read[stream] = (pages + 1, total + items)
+        if self.progress is not None:
+            calls = self.servicenow.stats.calls - self._calls_before
+            self.progress(SyncProgress(stream, pages + 1, total + items, calls))
 
     def _reconcile(self, items: list[dict[str, Any]], relations: list[dict[str, Any]]) -> list[dict[str, Any]]:
         payload = {"items": items, "relations": relations}
@@ -266,6 +288,7 @@ class DeviceSync:
                 new_mark = max(d.last_update for d in page) - 1
             if new_mark is not None and new_mark > watermark:
                 self.state.set_watermark("devices", new_mark)
+            self._page_read("devices", len(page))
 
     def _write_devices(
         self, chunk: Sequence[Device], items: dict[int, dict[str, Any]], hashes: dict[int, str], counts: SyncCounts
@@ -319,6 +342,7 @@ class DeviceSync:
                 self._reconcile(items, relations)
                 counts.relations += len(chunk)
                 self.state.put("connection", [{"RowKey": f"{c.source}-{c.target}", "kind": c.kind} for c in chunk])
+            self._page_read("connections", len(page))
         self.state.set_watermark("connections", next_since)
 
     def _deleted(self, counts: SyncCounts) -> None:
@@ -380,6 +404,7 @@ class DeviceSync:
             blocked = blocked or bool(failed)
             if page and not blocked:
                 self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
+            self._page_read("cves", len(page))
 
     def _write_cves(self, changes: Sequence[CveChange], counts: SyncCounts) -> set[int]:
         """Open and close vulnerable items; returns the devices with a change that did not land."""
@@ -454,9 +479,16 @@ class CveChange:
 
 
 # -- the function's entry point ----------------------------------------------------------------
-def build_sync(settings: Settings) -> DeviceSync:
+def sync_state(settings: Settings) -> SyncState:
+    from shared.storage import table_service  # noqa: PLC0415 - storage SDK only when the sync ticks
+
+    return SyncState(table_service(settings.alerts_storage).get_table_client(settings.device_sync.state_table))
+
+
+def build_sync(
+    settings: Settings, state: SyncState | None = None, progress: Callable[[SyncProgress], None] | None = None
+) -> DeviceSync:
     from shared.secrets import secret_store  # noqa: PLC0415 - Key Vault SDK only when the sync runs
-    from shared.storage import table_service  # noqa: PLC0415
 
     sync = settings.device_sync
     secrets = secret_store(settings)
@@ -469,8 +501,7 @@ def build_sync(settings: Settings) -> DeviceSync:
         page_size=sync.page_size,
     )
     servicenow = ServiceNowClient.for_connection(settings.connection(sync.connection), secrets, settings.http)
-    state = SyncState(table_service(settings.alerts_storage).get_table_client(sync.state_table))
-    return DeviceSync(sync, console, servicenow, state)
+    return DeviceSync(sync, console, servicenow, state or sync_state(settings), progress=progress)
 
 
 def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:
@@ -480,19 +511,28 @@ def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bo
 
 
 def run_scheduled_sync(*, past_due: bool, settings: Settings | None = None) -> SyncStatus | None:
-    """The device_sync_timer entry point: the timer ticks often; the sync runs when enabled and due."""
+    """The device_sync_timer entry point: the timer ticks often; the sync runs when enabled and due.
+
+    Only the sync state is read on a tick; the console, Key Vault and ServiceNow clients are built when
+    a run is due. A past-due tick (the app was stopped or busy) is no reason to run early or to skip:
+    the last run's finish time decides, and the log says the tick was late.
+    """
     settings = settings or get_settings()
     if not settings.device_sync.enabled:
         logger.info("device sync is disabled (DEVICE_SYNC_ENABLED)")
         return None
-    sync = build_sync(settings)
-    last = sync.state.last_sync() if _table_exists(sync.state) else None
+    state = sync_state(settings)
+    last = state.last_sync() if _table_exists(state) else None
     now = datetime.now(UTC)
     if last is not None and last.finished:
         SYNC_AGE.set((now - datetime.fromisoformat(last.finished)).total_seconds())
     if not is_due(last, settings.device_sync.frequency_minutes, now):
+        if past_due:
+            logger.info("device sync tick was past due; the last sync is recent enough, so nothing to do")
         return None
-    status = sync.run()
+    if past_due:
+        logger.info("device sync tick was past due (the app was stopped or busy); the sync is due, running it now")
+    status = build_sync(settings, state).run()
     if status.error:
         raise RuntimeError(f"device sync failed: {status.error}")  # recorded; the invocation shows it failed
     return status

@@ -1,6 +1,6 @@
 """Forwarding rules: which alerts and notifications go to which ServiceNow actions.
 
-A rules document (JSON, or YAML when PyYAML is present) holds named ``actions`` and ``rules``. A
+A rules document (JSON or YAML) holds named ``actions`` and ``rules``. A
 rule has the seed's fields — name, minimal severity (that level and above), protocols (``all`` or
 a list), engines (``all`` or a list), system notifications, alert notifications, actions — plus
 ``enabled`` and filters by sensor, site and zone. A rule acts only on alerts raised after it was
@@ -85,9 +85,14 @@ class Action:
 
 @dataclass(frozen=True)
 class Selection:
-    """All values (None) or a lower-cased set."""
+    """All values (``names`` None) or the names listed, compared case-insensitively."""
 
-    values: frozenset[str] | None = None
+    names: tuple[str, ...] | None = None  # as written in the document
+    values: frozenset[str] | None = field(init=False, default=None)  # lower-cased, for matching
+
+    def __post_init__(self) -> None:
+        if self.names is not None:
+            object.__setattr__(self, "values", frozenset(name.lower() for name in self.names))
 
     def admits(self, value: str | None) -> bool:
         return self.values is None or (value is not None and value.lower() in self.values)
@@ -198,7 +203,7 @@ def _selection(raw: Any, where: str, errors: _Collector) -> Selection:
     if raw is None or raw == "all":
         return Selection()
     if isinstance(raw, list) and raw and all(isinstance(v, str) and v.strip() for v in raw):
-        return Selection(frozenset(v.strip().lower() for v in raw))
+        return Selection(tuple(dict.fromkeys(v.strip() for v in raw)))
     errors.fail(f"{where}: expected 'all' or a non-empty list of names")
     return Selection()
 
@@ -395,6 +400,30 @@ def load_document(data: bytes | str, where: str) -> Any:
         raise ValueError(f"{where}: neither JSON nor YAML ({exc})") from None
     except RecursionError:
         raise ValueError(f"{where}: nested too deeply") from None
+
+
+def describe(rule: Rule) -> str:
+    """Every condition of a rule on one line, as `rules list` shows it."""
+    parts = [
+        "enabled" if rule.enabled else "disabled",
+        f"severity ≥ {rule.minimal_severity.label}" if rule.alert_notifications else "",
+        *(
+            f"{label} {', '.join(selection.names)}"
+            for label, selection in (
+                ("engines", rule.engines),
+                ("protocols", rule.protocols),
+                ("sensors", rule.sensors),
+                ("sites", rule.sites),
+                ("zones", rule.zones),
+            )
+            if selection.names is not None
+        ),
+        "alert notifications" if rule.alert_notifications else "no alert notifications",
+        "system notifications" if rule.system_notifications else "",
+        f"created {rule.created_at.isoformat()}",
+        f"actions {', '.join(rule.actions)}",
+    ]
+    return f"{rule.name}: {', '.join(p for p in parts if p)}"
 
 
 def stamp(document: dict[str, Any], previous: Mapping[str, Any] | None, now: datetime) -> dict[str, Any]:

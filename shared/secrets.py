@@ -134,8 +134,8 @@ class KeyVaultSecretStore:
         except AzureError as exc:
             status = getattr(exc, "status_code", None)
             raise SecretStoreUnavailableError(
-                f"Key Vault unavailable reading or writing {name!r}: {type(exc).__name__}"
-                + (f" (HTTP {status})" if status else "")
+                f"Key Vault unavailable ({getattr(self.client, 'vault_url', '?')}) reading or writing {name!r}: "
+                f"{type(exc).__name__}" + (f" (HTTP {status})" if status else "")
             ) from None
 
     def read(self, name: str, *, fresh: bool = False) -> StoredSecret:

@@ -7,6 +7,7 @@ settings only name secrets, and the secret store resolves them when a client is 
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -22,6 +23,51 @@ from shared.secrets import SECRET_NAME_PATTERN
 AuthMode = Literal["oauth", "client_credentials", "basic", "bearer"]
 AUTH_MODES: tuple[str, ...] = ("oauth", "client_credentials", "basic", "bearer")
 OAUTH_MODES = ("oauth", "client_credentials")
+
+# Every app setting the product reads; a setting with one of PREFIXES that is not here is a typo or left over.
+KNOWN_SETTINGS = frozenset(
+    {
+        "ALERTS_QUEUE",
+        "ALERTS_STORAGE",
+        "TOKEN_REFRESH_SCHEDULE",
+        "DEVICE_SYNC_SCHEDULE",
+        "SERVICENOW_CONNECTIONS",
+        "SERVICENOW_PROXY_URL",
+        "SERVICENOW_CA_BUNDLE",
+        "SERVICENOW_CONNECT_TIMEOUT_SECONDS",
+        "SERVICENOW_READ_TIMEOUT_SECONDS",
+        "SERVICENOW_RETRY_BUDGET_SECONDS",
+        "SERVICENOW_MAX_ATTEMPTS",
+        "FORWARDING_RULES_LOCATION",
+        "FORWARDING_LEDGER_TABLE",
+        "FORWARDING_MAX_AGE_HOURS",
+        "FORWARDING_RETRY_BASE_SECONDS",
+        "FORWARDING_RETRY_MAX_SECONDS",
+        "FORWARDING_CLAIM_SECONDS",
+        "KEY_VAULT_URL",
+        "KEY_VAULT_CREDENTIAL",
+        "KEY_VAULT_CA_BUNDLE",
+        "AZURE_CLIENT_ID",
+        "DEVICE_SYNC_ENABLED",
+        "DEVICE_SYNC_FREQUENCY_MINUTES",
+        "DEVICE_SYNC_CONNECTION",
+        "DEVICE_SYNC_STATE_TABLE",
+        "DEVICE_SYNC_DATA_SOURCE",
+        "DEVICE_SYNC_BATCH_SIZE",
+        "DEVICE_SYNC_PAGE_SIZE",
+        "DEVICE_SYNC_CLASS_MAP",
+        "CONSOLE_URL",
+        "CONSOLE_CA_BUNDLE",
+        "CONSOLE_PROXY_URL",
+        "CONSOLE_TOKEN_SECRET",
+        "TOKEN_RENEW_BEFORE_MINUTES",
+        "TOKEN_REFRESH_WARNING_DAYS",
+        "TOKEN_REFRESH_ERROR_DAYS",
+    }
+)
+# The identity-based form of a storage connection: the host reads <NAME>__queueServiceUri, __clientId, …
+STORAGE_IDENTITY_PREFIX = "ALERTS_STORAGE__"
+PREFIXES = ("ALERTS_", "SERVICENOW_", "FORWARDING_", "DEVICE_SYNC_", "CONSOLE_", "KEY_VAULT_", "TOKEN_")
 
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -176,6 +222,7 @@ class _Reader:
         self.problems: list[str] = []
 
     def raw(self, name: str) -> str | None:
+        assert name in KNOWN_SETTINGS or name.startswith(STORAGE_IDENTITY_PREFIX), f"declare {name} in KNOWN_SETTINGS"
         value = self.environ.get(name)
         return value.strip() if value is not None and value.strip() else None
 
@@ -551,14 +598,34 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     )
 
 
-def start_up_warnings(settings: Settings) -> list[str]:
-    """What works but should not stay as it is."""
+def unknown_settings(settings: Settings, environ: Mapping[str, str]) -> list[str]:
+    """Settings that look like the product's (one of PREFIXES) but that it does not read: typos, mostly."""
+    # Secrets kept in app settings (no Key Vault) are read under their secret's name: SERVICENOW_<NAME>_<ROLE>.
+    secrets = {
+        connection.secret_name(role).upper().replace("-", "_")
+        for connection in settings.connections
+        for role in ("password", "token", "client-secret", "access-token", "refresh-token")
+    }
+    warnings = []
+    for name in sorted(environ):
+        if not name.startswith(PREFIXES) or name in KNOWN_SETTINGS or name in secrets:
+            continue
+        if name.startswith(STORAGE_IDENTITY_PREFIX):
+            continue
+        close = difflib.get_close_matches(name, KNOWN_SETTINGS, n=1, cutoff=0.75)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        warnings.append(f"app setting {name} is not one this app reads, so it has no effect{hint}")
+    return warnings
+
+
+def start_up_warnings(settings: Settings, environ: Mapping[str, str] | None = None) -> list[str]:
+    """What works but should not stay as it is: legacy Basic authentication, settings the app ignores."""
     return [
         f"ServiceNow connection '{c.name}' uses legacy Basic authentication; prefer auth 'oauth' (tokens in Key Vault, "
         "the password used once by `connect` and never stored)"
         for c in settings.connections
         if c.auth == "basic"
-    ]
+    ] + unknown_settings(settings, os.environ if environ is None else environ)
 
 
 @lru_cache(maxsize=1)

@@ -44,11 +44,12 @@ def create_table_if_missing(table: TableClient) -> None:
             raise
 
 
-def queue_service(connection: StorageConnection) -> QueueServiceClient:
+def queue_service(connection: StorageConnection, **options: Any) -> QueueServiceClient:
+    """``options``: the SDK's client options, e.g. shorter retries for an operator at a terminal."""
     if connection.connection_string:
-        return QueueServiceClient.from_connection_string(connection.connection_string)
+        return QueueServiceClient.from_connection_string(connection.connection_string, **options)
     assert connection.queue_uri is not None
-    return QueueServiceClient(connection.queue_uri, credential=_credential(connection))
+    return QueueServiceClient(connection.queue_uri, credential=_credential(connection), **options)
 
 
 def table_service(connection: StorageConnection, pool_size: int = 20) -> TableServiceClient:
@@ -60,9 +61,9 @@ def table_service(connection: StorageConnection, pool_size: int = 20) -> TableSe
     return TableServiceClient(connection.table_uri, credential=_credential(connection), session=session)
 
 
-def blob_service(connection: StorageConnection) -> BlobServiceClient:
+def blob_service(connection: StorageConnection, **options: Any) -> BlobServiceClient:
     if connection.connection_string:
-        return BlobServiceClient.from_connection_string(connection.connection_string)
+        return BlobServiceClient.from_connection_string(connection.connection_string, **options)
     if connection.blob_uri is None:
         raise ValueError(f"{connection.name}__blobServiceUri is not set; the rules document lives in blob storage")
-    return BlobServiceClient(connection.blob_uri, credential=_credential(connection))
+    return BlobServiceClient(connection.blob_uri, credential=_credential(connection), **options)

@@ -86,6 +86,8 @@ class TokenEndpoint:
                     f"ServiceNow refused the refresh token of connection '{self.connection.name}' (revoked or "
                     f"expired): run `python -m shared connect {self.connection.name}` to sign in again"
                 ) from None
+            if response.status_code == 401:
+                raise TokenError(self._refused(form, error.message, error.detail)) from None
             raise TokenError(f"token request for connection '{self.connection.name}' failed: {error}") from None
         document: dict[str, Any] = response.json()
         refresh = document.get("refresh_token")
@@ -93,6 +95,31 @@ class TokenEndpoint:
             Secret(str(document["access_token"])),
             int(document.get("expires_in", 0)),
             Secret(str(refresh)) if refresh else None,
+        )
+
+    def _refused(self, form: Mapping[str, str], error: str, description: str | None) -> str:
+        """What a refused grant means, as far as ServiceNow's answer tells, and what to check."""
+        connection = self.connection
+        answer = f"401 {error}" + (f": {description}" if description else "")
+        client = (
+            f"the OAuth client: client_id {connection.client_id!r} and the secret in Key Vault secret "
+            f"{connection.secret_name('client-secret')!r} must match the Application Registry record "
+            "(System OAuth > Application Registry)"
+        )
+        if error in ("invalid_client", "unauthorized_client"):
+            return f"ServiceNow refused {client} ({answer})"
+        if form.get("grant_type") == "client_credentials":
+            return (
+                f"ServiceNow refused the client-credentials sign-in of connection '{connection.name}' ({answer}); "
+                f"check {client}, and that the instance allows the grant (system property "
+                "glide.oauth.inbound.client.credential.grant_type.enabled=true and an OAuth Application User on "
+                "the registry record)"
+            )
+        # ServiceNow answers a wrong password and a wrong client alike (401 server_error/access_denied).
+        return (
+            f"ServiceNow refused the sign-in of connection '{connection.name}' ({answer}); it gives the same "
+            f"answer for a wrong user password and for a wrong OAuth client, so check both: the password of "
+            f"user {form.get('username', '')!r} (the account active and not locked out), and {client}"
         )
 
 

@@ -14,15 +14,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from shared.__main__ import store_rules, stored_rules
 from shared.alerts import SCHEMA, parse_message
 from shared.enqueue import alert_envelope, enqueue_alerts
+from shared.poison import PoisonEntry, receive_all, release
 from shared.rules import evaluate, parse_rules, stamp
+from shared.rulestore import read_rules, write_rules
 from shared.settings import Settings
-from shared.storage import queue_service
+from shared.storage import blob_service, queue_service
 from tools.servicenow_emulator import ServiceNowEmulator
 from tools.servicenow_emulator.store import OT_CLASSES
 
@@ -130,9 +130,9 @@ def demo_alerts(now_ms: int) -> list[dict[str, Any]]:
 
 def run_demo(settings: Settings, emulator: ServiceNowEmulator, timeout: float = 90.0) -> str:
     """Play the demo and return the report."""
-    stored = stored_rules(settings)
+    location, blobs = settings.forwarding.rules_location, blob_service(settings.alerts_storage)
     now = datetime.now(UTC)
-    store_rules(settings, stamp(DEMO_RULES, stored, now))
+    write_rules(location, blobs, stamp(DEMO_RULES, read_rules(location, blobs), now))
     time.sleep(0.01)  # alerts raised after the rules were created
     now_ms = int(time.time() * 1000) + 1000
     alerts = demo_alerts(now_ms)
@@ -206,7 +206,8 @@ def report(
     poison: QueueClient,
     since: datetime,
 ) -> str:
-    rules = parse_rules(stored_rules(settings), [c.name for c in settings.connections])
+    applied = read_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage))
+    rules = parse_rules(applied, [c.name for c in settings.connections])
     records = {
         (r.get("correlation_id") or ""): (table, r)
         for table in ("incident", "sn_si_incident")
@@ -251,22 +252,16 @@ def report(
             if not found:
                 lines.append(f"    → {action.name}: no record yet (deferred? see the host log)")
     lines.append("")
-    try:
-        peeked = poison.peek_messages(max_messages=32)
-    except ResourceNotFoundError:
-        peeked = []
+    received = list(receive_all(poison, hide_seconds=30))
+    release(poison, received)
     # .azurite/ keeps earlier runs' messages; show this run's.
-    poisoned = [m for m in peeked if m.inserted_on is None or m.inserted_on >= since]
-    older = len(peeked) - len(poisoned)
+    poisoned = [m for m in received if m.inserted_on is None or m.inserted_on >= since]
+    older = len(received) - len(poisoned)
     kept = f" ({older} older one(s) kept from earlier runs)" if older else ""
     lines.append(f"Poison queue '{poison.queue_name}': {len(poisoned)} message(s) from this run{kept}")
-    for entry in poisoned:
-        try:
-            wrapped = json.loads(base64.b64decode(entry.content))
-            reason = wrapped.get("reason", "failed in the host")
-        except ValueError:
-            reason = "failed in the host"
-        lines.append(f"    {reason}")
+    for queued in poisoned:
+        entry = PoisonEntry.decode(queued.content)
+        lines.append(f"    {entry.alert}: {entry.reason}")
     lines.append("")
     lines += device_sync_report(settings, emulator)
     lines.append(

@@ -1,20 +1,15 @@
 """Timer trigger: keeps the ServiceNow CMDB in step with the management console's inventory."""
 
-import logging
-
 import azure.functions as func
 
 # The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
 # the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
-logger = logging.getLogger(__name__)
 
 
 @bp.function_name("device_sync_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%DEVICE_SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def device_sync_timer(timer: func.TimerRequest) -> None:
-    if timer.past_due:
-        logger.warning("device sync tick is past due (the app was stopped or busy); running now")
     from shared.inventory import run_scheduled_sync  # noqa: PLC0415 - see above
 
     run_scheduled_sync(past_due=timer.past_due)

@@ -32,6 +32,7 @@ class ServiceNowError(Exception):
         transaction_id: str | None = None,
         method: str | None = None,
         path: str | None = None,
+        origin: str | None = None,
     ) -> None:
         self.message = message
         self.status = status
@@ -39,10 +40,11 @@ class ServiceNowError(Exception):
         self.transaction_id = transaction_id
         self.method = method
         self.path = path
+        self.origin = origin  # scheme://host[:port], named when the host itself could not be reached
         super().__init__(self._render())
 
     def _render(self) -> str:
-        where = f"{self.method} {self.path}" if self.method and self.path else "ServiceNow call"
+        where = f"{self.method} {self.origin or ''}{self.path}" if self.method and self.path else "ServiceNow call"
         status = f" → {self.status}" if self.status is not None else ""
         text = f"{where}{status}: {self.message}"
         if self.detail:

@@ -40,6 +40,11 @@ class HttpRequest:
     def path(self) -> str:
         return urlsplit(self.url).path
 
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
 
 class _RejectAllCookies(http.cookiejar.DefaultCookiePolicy):
     def set_ok(self, cookie: http.cookiejar.Cookie, request: object) -> bool:
@@ -69,6 +74,7 @@ class RequestsTransport:
         proxy_url: str | None = None,
         ca_bundle: Path | None = None,
         pool_maxsize: int = 32,
+        ca_setting: str = "SERVICENOW_CA_BUNDLE",
     ) -> None:
         session = requests.Session()
         session.trust_env = False
@@ -82,6 +88,7 @@ class RequestsTransport:
         session.verify = str(ca_bundle) if ca_bundle else True
         self.session = session
         self.timeout = (connect_timeout, read_timeout)
+        self.ca_setting = ca_setting  # the setting to name when TLS verification fails
 
     def send(self, request: HttpRequest) -> requests.Response:
         try:
@@ -96,10 +103,11 @@ class RequestsTransport:
             )
         except requests.exceptions.SSLError as exc:
             raise PermanentError(
-                "TLS verification failed; set SERVICENOW_CA_BUNDLE only if the instance or proxy uses a private CA",
+                f"TLS verification failed; set {self.ca_setting} only if the server or proxy uses a private CA",
                 detail=type(exc).__name__,
                 method=request.method,
                 path=request.path,
+                origin=request.origin,
             ) from None
         except requests.exceptions.ProxyError as exc:
             raise self._failure("the HTTPS proxy refused or failed the connection", exc, request, sent=False) from None
@@ -114,7 +122,12 @@ class RequestsTransport:
     @staticmethod
     def _failure(message: str, exc: Exception, request: HttpRequest, *, sent: bool) -> ServiceNowConnectionError:
         return ServiceNowConnectionError(
-            message, request_sent=sent, detail=type(exc).__name__, method=request.method, path=request.path
+            message,
+            request_sent=sent,
+            detail=type(exc).__name__,
+            method=request.method,
+            path=request.path,
+            origin=request.origin,
         )
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -224,7 +225,7 @@ def test_sync_commands_run_and_show_status(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from shared.__main__ import main
+    from shared.cli import main
     from shared.settings import get_settings
     from tests.support.settings import app_settings
 
@@ -245,8 +246,14 @@ def test_sync_commands_run_and_show_status(
     assert main(["sync", "status"]) == 0
     assert "no device sync has run yet" in capsys.readouterr().out
     assert main(["sync", "run"]) == 0
+    # Not a terminal: progress comes as plain lines, one when each stream starts (then every 10 s).
+    progress = capsys.readouterr().out
+    for stream in ("devices", "connections", "cves"):
+        assert re.search(
+            rf"^{stream}: 1 page\(s\), [\d,]+ item\(s\) read; [\d,]+ ServiceNow call\(s\) so far$", progress, re.M
+        )
     assert main(["sync", "status"]) == 0
-    out = capsys.readouterr().out
+    out = progress + capsys.readouterr().out
     assert out.count("last device sync succeeded") == 2
     assert "created 44" in out and "enabled True, every 60 minutes" in out
     get_settings.cache_clear()

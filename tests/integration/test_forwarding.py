@@ -237,10 +237,14 @@ def test_hostile_alert_id_is_forwarded_as_data(make_stack: Callable[..., Stack])
     }
 
 
-def test_permanent_refusal_is_poisoned_and_can_be_replayed(make_stack: Callable[..., Stack]) -> None:
+def test_permanent_refusal_is_poisoned_and_can_be_replayed(
+    make_stack: Callable[..., Stack], caplog: pytest.LogCaptureFixture
+) -> None:
     stack = make_stack(rules("broken"))
-    result = stack.handle(alert())
+    with caplog.at_level(logging.ERROR, logger="shared.forwarding"):
+        result = stack.handle(alert())
     assert result.status == "poisoned" and "Invalid table sn_no_such_table" in result.reason
+    assert "alert alert:7:1001 poisoned: POST /api/now/table/sn_no_such_table → 400" in caplog.text  # which alert
     (wrapped,) = stack.poisoned()
     assert "ServiceNow refused the record" in wrapped["reason"]
     stack.set_rules(rules("soc"))  # fixed: a replay now goes through (the failed claim was released)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.__main__ import main
+from shared.cli import main
 from shared.secrets import KeyVaultSecretStore, LocalEmulatorCredential, Secret
 from shared.servicenow import ServiceNowClient
 from shared.settings import get_settings, load_settings
@@ -107,7 +107,11 @@ def test_wrong_password_fails_clearly(
     environment()
     assert run_connect(monkeypatch, "wrong-password") == 1
     err = capsys.readouterr().err
-    assert "token request for connection 'default' failed" in err and "wrong-password" not in err
+    assert "wrong-password" not in err
+    # ServiceNow answers a wrong password and a wrong client alike; the message says so and names both to check.
+    assert "ServiceNow refused the sign-in of connection 'default' (401 server_error: access_denied)" in err
+    assert f"the password of user '{SN_USER}'" in err
+    assert f"client_id {SN_CLIENT_ID!r} and the secret in Key Vault secret 'servicenow-default-client-secret'" in err
 
 
 def test_forwarding_on_oauth_tokens_survives_expiry(

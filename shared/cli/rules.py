@@ -1,0 +1,115 @@
+"""``rules``: check a forwarding rules document, apply it, list the rules in force, try a message on them."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from shared.alerts import InvalidMessageError, parse_message
+from shared.cli.context import CommandError, Operator, pass_operator, read_input
+from shared.incidents import record_values
+from shared.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
+from shared.rulestore import read_rules, write_rules
+from shared.settings import SettingsError, load_settings
+
+
+@click.group()
+def rules() -> None:
+    """Forwarding rules: which alerts become which ServiceNow records."""
+
+
+def _document(path: str) -> Any:
+    try:
+        return load_document(read_input(path, "a rules document, JSON or YAML"), path)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _parsed(document: Any, where: str, connections: list[str] | None) -> RuleSet:
+    try:
+        return parse_rules(document, connections)
+    except RulesError as exc:
+        lines = [f"{where}: {len(exc.errors)} error(s)", *(f"  - {error}" for error in exc.errors)]
+        raise CommandError("\n".join(lines)) from None
+
+
+def _stored(operator: Operator) -> Any:
+    location = operator.settings.forwarding.rules_location
+    try:
+        return read_rules(location, operator.blobs())
+    except ValueError as exc:
+        raise CommandError(f"the applied rules are unreadable: {exc}") from None
+
+
+@rules.command()
+@click.argument("file")
+def validate(file: str) -> int:
+    """Check a rules document offline: every error is listed. No settings or storage are needed; with
+    the app settings at hand (--settings or the environment), action connections are checked too."""
+    document = _document(file)
+    stamped = stamp(document, None, datetime.now(UTC)) if isinstance(document, dict) else document
+    try:
+        connections: list[str] | None = [c.name for c in load_settings().connections]
+        note = ""
+    except SettingsError:
+        connections, note = None, " (connection names not checked: no app settings; give --settings to check them)"
+    parsed = _parsed(stamped, file, connections)
+    click.echo(f"{file}: valid ({len(parsed.rules)} rules, {len(parsed.actions)} actions){note}")
+    return 0
+
+
+@rules.command()
+@click.argument("file")
+@pass_operator
+def apply(operator: Operator, file: str) -> int:
+    """Stamp each rule's creation time (kept for rules already applied) and store the document where the
+    forwarder reads it. A rule acts only on alerts raised after it was created."""
+    document = _document(file)
+    settings = operator.settings
+    stamped = stamp(document, _stored(operator), datetime.now(UTC)) if isinstance(document, dict) else document
+    parsed = _parsed(stamped, file, [c.name for c in settings.connections])
+    where = write_rules(settings.forwarding.rules_location, operator.blobs(), stamped)
+    click.echo(f"applied {len(parsed.rules)} rules to {where}")
+    return 0
+
+
+def _in_force(operator: Operator) -> RuleSet:
+    document = _stored(operator)
+    if document is None:
+        raise CommandError(f"no rules at {operator.settings.forwarding.rules_location}; `rules apply FILE` stores them")
+    return _parsed(
+        document, operator.settings.forwarding.rules_location, [c.name for c in operator.settings.connections]
+    )
+
+
+@rules.command(name="list")
+@pass_operator
+def list_rules(operator: Operator) -> int:
+    """The rules in force, each with every condition it has."""
+    for rule in _in_force(operator).rules:
+        click.echo(describe(rule))
+    return 0
+
+
+@rules.command(name="dry-run")
+@click.argument("message_file")
+@pass_operator
+def dry_run(operator: Operator, message_file: str) -> int:
+    """Which rules and actions a message (an envelope, as on the queue) triggers, why the others do not,
+    and the record each action would write."""
+    ruleset = _in_force(operator)
+    try:
+        message = parse_message(read_input(message_file, "one alert message envelope, JSON"))
+    except InvalidMessageError as exc:
+        raise CommandError(f"{message_file}: invalid message: {exc.reason}") from None
+    decision = evaluate(ruleset, message)
+    click.echo(f"rules matched: {', '.join(decision.rules) or 'none'}")
+    for name, reason in decision.skipped.items():
+        click.echo(f"  skipped {name}: {reason}")
+    for action in decision.actions:
+        click.echo(f"action {action.name} → {action.report} in {action.table} on connection {action.connection}:")
+        click.echo(json.dumps(record_values(message, action), indent=2))
+    return 0
