@@ -30,7 +30,7 @@ from azure.storage.queue import QueueClient
 from shared import telemetry
 from shared.alerts import DELIVERY_FIELD, AlertMessage, InvalidMessageError, parse_message
 from shared.incidents import alert_key, correlation_id, record_values, values
-from shared.ledger import Entry, Ledger
+from shared.ledger import ContentionError, Entry, Ledger
 from shared.rules import Action, RulesError, RuleSet, evaluate, load_document, parse_rules
 from shared.secrets import SecretNotFoundError, SecretStoreUnavailableError, secret_store
 from shared.servicenow import (
@@ -307,26 +307,34 @@ class Forwarder:
         except NotFoundError:
             state = None  # deleted in ServiceNow: treat as closed
         closed = state is None or state in CLOSED_STATES.get(entry.table, {"6", "7", "8", "3"})
+        reopen = closed and action.on_closed == "reopen" and state is not None
+        if closed and not reopen:
+            generation = entry.generation + 1
+            taken = self.ledger.begin_generation(entry, generation, correlation_id(message, action, generation))
+            if taken is None:
+                raise DeferError(
+                    "another worker is replacing this alert's closed record now", retry_after=BUSY_RETRY_SECONDS
+                )
+            return self._write(message, action, taken, delivery_id, recover=False, operation="recreated")
+        # The occurrence is counted before the note is written, so parallel repeats each get their own number.
+        try:
+            counted = self.ledger.delivered(entry, delivery_id, **({"resolved": False} if reopen else {}))
+        except ContentionError:
+            raise DeferError("other workers are recording repeats of this alert now", BUSY_RETRY_SECONDS) from None
+        if counted is None:
+            return Outcome(action.name, "duplicate", entry.sys_id, entry.number)
         v = values(message)
-        note = f"Seen again by Defender for IoT (occurrence {entry.seen + 1}) at {v['time']}: {v['title']}"
-        if not closed:
-            client.update_record(entry.table, entry.sys_id, {"work_notes": note}, retry_safe=False)
-            self.ledger.delivered(entry, delivery_id)
-            return Outcome(action.name, "work_note", entry.sys_id, entry.number)
-        if action.on_closed == "reopen" and state is not None:
-            reopened = REOPENED_STATE.get(entry.table, "2")
-            client.update_record(
-                entry.table, entry.sys_id, {"state": reopened, "work_notes": f"Re-opened. {note}"}, retry_safe=False
-            )
-            self.ledger.delivered(entry, delivery_id, resolved=False)
-            return Outcome(action.name, "reopened", entry.sys_id, entry.number)
-        generation = entry.generation + 1
-        taken = self.ledger.begin_generation(entry, generation, correlation_id(message, action, generation))
-        if taken is None:
-            raise DeferError(
-                "another worker is replacing this alert's closed record now", retry_after=BUSY_RETRY_SECONDS
-            )
-        return self._write(message, action, taken, delivery_id, recover=False, operation="recreated")
+        note = f"Seen again by Defender for IoT (occurrence {counted.seen}) at {v['time']}: {v['title']}"
+        change = {"work_notes": note}
+        if reopen:
+            change = {"state": REOPENED_STATE.get(entry.table, "2"), "work_notes": f"Re-opened. {note}"}
+        try:
+            client.update_record(entry.table, entry.sys_id, change, retry_safe=False)
+        except Exception:
+            with contextlib.suppress(AzureError, ContentionError):  # the ServiceNow failure is the one to report
+                self.ledger.undelivered(counted, delivery_id)
+            raise
+        return Outcome(action.name, "reopened" if reopen else "work_note", entry.sys_id, entry.number)
 
     # -- alert handled in Defender -----------------------------------------------------------
     def _resolve(self, message: AlertMessage, delivery_id: str) -> Result:

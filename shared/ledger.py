@@ -27,6 +27,7 @@ from azure.data.tables import TableClient, UpdateMode
 from shared.storage import create_table_if_missing
 
 MAX_DELIVERIES = 50
+MAX_WRITE_ATTEMPTS = 10  # read-modify-write rounds against parallel writers before giving up for now
 
 ClaimKind = Literal["new", "recover", "existing", "busy"]
 
@@ -88,6 +89,10 @@ def _fields(values: dict[str, Any]) -> dict[str, Any]:
     if "deliveries" in values:
         fields["deliveries"] = tuple(json.loads(values["deliveries"]))
     return fields
+
+
+class ContentionError(Exception):
+    """Parallel writers kept changing an entry for every attempt to update it; try again in a moment."""
 
 
 @dataclass
@@ -177,7 +182,7 @@ class Ledger:
         delivery_id: str,
         generation: int,
     ) -> Entry:
-        deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
+        deliveries = [*(d for d in entry.deliveries if d != delivery_id), delivery_id][-MAX_DELIVERIES:]
         updated = self._merge(
             entry,
             {
@@ -230,8 +235,40 @@ class Ledger:
         )
 
     def delivered(self, entry: Entry, delivery_id: str, **values: Any) -> Entry | None:
-        deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
-        return self._merge(entry, {"deliveries": json.dumps(deliveries), "seen": entry.seen + 1, **values})
+        """Record one more occurrence (``seen`` + 1) and its delivery id; the returned entry's ``seen`` is its number.
+
+        Parallel repeats of one alert race here: a write that loses re-reads the entry and tries again, so
+        every occurrence is counted and every delivery id kept. None when this delivery id is recorded
+        already (another copy of the same delivery got there first); :class:`ContentionError` when the
+        race is not won within MAX_WRITE_ATTEMPTS rounds.
+        """
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            if delivery_id in entry.deliveries:
+                return None
+            deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
+            updated = self._merge(entry, {"deliveries": json.dumps(deliveries), "seen": entry.seen + 1, **values})
+            if updated is not None:
+                return updated
+            entry = self._reread(entry)
+        raise ContentionError(f"ledger entry for {entry.alert_key}/{entry.action} kept changing")
+
+    def undelivered(self, entry: Entry, delivery_id: str) -> None:
+        """Take back an occurrence recorded by :meth:`delivered` whose ServiceNow write failed, so that the
+        redelivery writes it instead of taking itself for a duplicate. Bounded; the caller's error stands."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            if delivery_id not in entry.deliveries:
+                return
+            deliveries = [d for d in entry.deliveries if d != delivery_id]
+            values = {"deliveries": json.dumps(deliveries), "seen": max(1, entry.seen - 1)}
+            if self._merge(entry, values) is not None:
+                return
+            entry = self._reread(entry)
+
+    def _reread(self, entry: Entry) -> Entry:
+        fresh = self._get(entry.alert_key, entry.action)
+        if fresh is None:
+            raise ContentionError(f"ledger entry for {entry.alert_key}/{entry.action} disappeared")
+        return fresh
 
     def entries(self, alert_key: str) -> list[Entry]:
         query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_for(alert_key)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -71,6 +72,30 @@ def test_parallel_duplicates_make_one_record(make_stack: Callable[..., Stack]) -
     statuses = sorted(r.status for r in results)
     assert statuses.count("forwarded") >= 1 and set(statuses) <= {"forwarded", "deferred"}
     assert stack.poisoned() == []
+
+
+def test_parallel_repeats_are_each_counted_and_remembered(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    stack.handle(alert(), "m-0")
+    stack.servicenow.faults.configure({"latency_ms": 100})  # the three copies' reads and writes overlap
+    start = threading.Barrier(3)
+
+    def repeat(number: int) -> None:
+        start.wait()
+        stack.handle(alert(), f"m-{number}")
+
+    threads = [threading.Thread(target=repeat, args=(i,)) for i in (1, 2, 3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    notes = sorted(n["value"] for n in stack.servicenow.store.all("sys_journal_field"))
+    assert [re.search(r"occurrence (\d+)", n).group(1) for n in notes] == ["2", "3", "4"]  # type: ignore[union-attr]
+    (entry,) = stack.forwarder.ledger.entries("alert:7:1001")
+    assert entry.seen == 4 and set(entry.deliveries) == {"m-0", "m-1", "m-2", "m-3"}
+    stack.servicenow.faults.clear()
+    assert [o.operation for o in stack.handle(alert(), "m-3").outcomes] == ["duplicate"]  # a redelivery
+    assert len(stack.servicenow.store.all("sys_journal_field")) == 3 and len(stack.records()) == 1
 
 
 def test_lost_response_is_recovered_by_correlation_id(make_stack: Callable[..., Stack]) -> None:
