@@ -16,7 +16,7 @@ from typing import Any
 
 from shared.alerts import AlertMessage
 from shared.rules import Action
-from shared.templates import render, truncate
+from shared.templates import Placeholders, render, truncate
 
 SHORT_DESCRIPTION_LIMIT = 160
 CORRELATION_LIMIT = 100
@@ -50,59 +50,58 @@ def _time(moment: datetime) -> str:
 
 
 def values(message: AlertMessage) -> dict[str, str]:
-    """Template placeholder values for a message."""
+    """Template placeholder values for a message: every placeholder of :class:`templates.Placeholders`."""
     sensor = message.sensor
-    result = {
+    resolution = message.resolution
+    common = {
         "sensor": sensor.name,
         "sensor_id": sensor.id or "",
         "site": sensor.site or "",
         "zone": sensor.zone or "",
         "sensor_url": sensor.url or "",
         "protocol": message.protocol or "",
+        "resolution": resolution.action if resolution else "",
+        "handled_by": (resolution.by if resolution else "") or "an analyst",
+        "resolution_notes": resolution.notes if resolution else "",
     }
     if message.kind == "system":
         assert message.system is not None
         status = message.system.status
-        result.update(
-            title=f"Sensor {sensor.name} is {status}",
-            message=message.system.message,
-            severity="Major",
-            engine="System",
-            time=_time(message.system.time),
-            status=status,
-            alert_id="",
-            source="",
-            destination="",
-            remediation="",
-            information="",
-        )
+        specific = {
+            "title": f"Sensor {sensor.name} is {status}",
+            "message": message.system.message,
+            "severity": "Major",
+            "engine": "System",
+            "time": _time(message.system.time),
+            "status": status,
+            "alert_id": "",
+            "source": "",
+            "destination": "",
+            "remediation": "",
+            "information": "",
+        }
     else:
         alert = message.alert
         assert alert is not None
         information = alert.additional_information or {}
-        result.update(
-            title=alert.title,
-            message=alert.message,
-            severity=alert.severity.label,
-            engine=alert.engine,
-            alert_id=alert.id,
-            time=_time(alert.time),
-            status="",
-            source=alert.source_address or "",
-            destination=alert.destination_address or "",
-            remediation="\n".join(f"{i}. {step}" for i, step in enumerate(alert.remediation_steps, 1)),
-            information="\n".join(
+        specific = {
+            "title": alert.title,
+            "message": alert.message,
+            "severity": alert.severity.label,
+            "engine": alert.engine,
+            "alert_id": alert.id,
+            "time": _time(alert.time),
+            "status": "",
+            "source": alert.source_address or "",
+            "destination": alert.destination_address or "",
+            "remediation": "\n".join(f"{i}. {step}" for i, step in enumerate(alert.remediation_steps, 1)),
+            "information": "\n".join(
                 [str(information.get("description") or ""), *map(str, information.get("information") or [])]
             ).strip(),
-        )
-    resolution = message.resolution
-    result.update(
-        resolution=resolution.action if resolution else "",
-        handled_by=(resolution.by if resolution else "") or "an analyst",
-        resolution_notes=resolution.notes if resolution else "",
-    )
-    result["details"] = details(message, result)
-    return result
+        }
+    result = {**common, **specific}
+    # Placeholders refuses a missing or an unknown value, so the values cannot drift from what templates may use.
+    return Placeholders(**result, details=details(message, result)).as_dict()
 
 
 def details(message: AlertMessage, v: dict[str, str]) -> str:

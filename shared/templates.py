@@ -6,32 +6,45 @@ and values are substituted as plain text: no attribute access, no format specs.
 
 from __future__ import annotations
 
+import dataclasses
 import string
 import unicodedata
 from collections.abc import Mapping
+from dataclasses import dataclass
 
-PLACEHOLDERS = frozenset(
-    {
-        "title",
-        "message",
-        "severity",
-        "engine",
-        "protocol",
-        "alert_id",
-        "time",
-        "sensor",
-        "sensor_id",
-        "site",
-        "zone",
-        "source",
-        "destination",
-        "remediation",
-        "information",
-        "sensor_url",
-        "status",
-        "details",
-    }
-)
+
+@dataclass(frozen=True)
+class Placeholders:
+    """What a template may use: one field per placeholder (``{title}``, …). This class is the one list:
+    templates are checked against its fields, and the values that fill them are built as an instance."""
+
+    title: str
+    message: str
+    severity: str
+    engine: str
+    protocol: str
+    alert_id: str
+    time: str
+    sensor: str
+    sensor_id: str
+    site: str
+    zone: str
+    source: str
+    destination: str
+    remediation: str
+    information: str
+    sensor_url: str
+    status: str  # a system notification's online / offline
+    resolution: str  # how Defender handled the alert (alert_status messages)
+    handled_by: str
+    resolution_notes: str
+    details: str  # everything above, in reading order: the description
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+
+PLACEHOLDERS = frozenset(f.name for f in dataclasses.fields(Placeholders))
 ELLIPSIS = "…"
 
 

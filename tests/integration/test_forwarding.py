@@ -157,6 +157,24 @@ def test_repeat_of_a_closed_alert_can_reopen(make_stack: Callable[..., Stack]) -
     assert stack.servicenow.store.get("incident", first.sys_id)["state"] == "2"
 
 
+def test_close_notes_template_with_resolution_placeholders(make_stack: Callable[..., Stack]) -> None:
+    document = rules("closing")
+    template = "{resolution} by {handled_by}: {resolution_notes}"
+    document["actions"] = [{"name": "closing", "connection": "default", "report": "incident", "close_notes": template}]
+    stack = make_stack(document)
+    (created,) = stack.handle(alert()).outcomes
+    status = {
+        "schema": SCHEMA,
+        "kind": "alert_status",
+        "sensor": {"name": "sensor-1", "id": 7},
+        "alert": {"id": 1001, "handled": True},
+        "resolution": {"action": "handleAndLearn", "by": "ot-analyst", "notes": "a planned firmware update"},
+    }
+    assert [o.operation for o in stack.handle(status).outcomes] == ["resolved"]
+    incident = stack.servicenow.store.get("incident", created.sys_id)
+    assert incident["close_notes"] == "handleAndLearn by ot-analyst: a planned firmware update"
+
+
 def test_alert_handled_in_defender_resolves_its_records_once(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack(rules("incident", "soc"))
     created = stack.handle(alert()).outcomes

@@ -9,9 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.alerts import SCHEMA, parse_message
-from shared.incidents import correlation_id, record_values
+from shared.incidents import correlation_id, record_values, values
 from shared.rules import parse_rules
-from shared.templates import ELLIPSIS, truncate
+from shared.templates import ELLIPSIS, PLACEHOLDERS, truncate
 
 RULES = parse_rules(
     {
@@ -109,3 +109,35 @@ def test_truncate_keeps_combining_sequences_whole() -> None:
     assert truncate(text, 10) == "a" * 8 + ELLIPSIS
     family = "ab" + "\U0001f468\u200d\U0001f469\u200d\U0001f467" + "cdef"
     assert "\u200d" not in truncate(family, 6)[-2:]
+
+
+def test_every_placeholder_has_a_value_for_every_kind_of_message() -> None:
+    system = parse_message(
+        json.dumps(
+            {"schema": SCHEMA, "kind": "system", "sensor": {"name": "s"}, "system": {"status": "offline", "time": 1}}
+        ).encode()
+    )
+    status = parse_message(
+        json.dumps(
+            {
+                "schema": SCHEMA,
+                "kind": "alert_status",
+                "sensor": {"name": "s"},
+                "alert": {"id": 1, "handled": True},
+                "resolution": {"action": "handleAndLearn", "by": "ot-analyst", "notes": "expected traffic"},
+            }
+        ).encode()
+    )
+    for each in (message(), system, status):
+        assert set(values(each)) == PLACEHOLDERS
+    assert (values(status)["resolution"], values(status)["handled_by"]) == ("handleAndLearn", "ot-analyst")
+
+
+def test_close_notes_may_use_the_resolution_placeholders() -> None:
+    template = "Closed in Defender: {resolution} by {handled_by} ({resolution_notes}) on {sensor}"
+    document = {
+        "actions": [{"name": "a", "connection": "default", "report": "incident", "close_notes": template}],
+        "rules": [],
+    }
+    action = parse_rules(document).actions["a"]  # the default template's placeholders, in a user's template
+    assert action.close_notes == template
