@@ -31,9 +31,22 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 test: deps lint typecheck security infra-check
 	$(PY) -m pytest
 
-## the Bicep templates against checkov's rules (offline; every skipped check carries its reason in the template)
+## the Bicep templates against checkov's rules (offline; every skipped check carries its reason in the template).
+## A check that crashes ("Failed to run check") counts as failed: checkov itself would still report 0 failures.
+## CKV_AZURE_189 crashes on keyvault.bicep's conditional publicNetworkAccess (checkov 3.3.30: AttributeError) and
+## checkov runs a check the template skips anyway, so it is skipped here; its reason is in keyvault.bicep.
+CHECKOV_SKIP := CKV_AZURE_189
+INFRA_DIR := infra/bicep
 infra-check: $(CHECKOV_STAMP)
-	$(CHECKOV_VENV)/bin/checkov -d infra/bicep --framework bicep --skip-download --compact --quiet
+	@log=$$(mktemp); \
+	$(CHECKOV_VENV)/bin/checkov -d $(INFRA_DIR) --framework bicep --skip-download --compact --quiet \
+	  $(if $(CHECKOV_SKIP),--skip-check $(CHECKOV_SKIP)) 2>&1 | tee $$log; \
+	status=$${PIPESTATUS[0]}; \
+	if grep -q "Failed to run check" $$log; then \
+	  echo "infra-check: a checkov check crashed (above); fix the template or skip the check with its reason" >&2; \
+	  status=1; \
+	fi; \
+	rm -f $$log; exit $$status
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -134,3 +136,20 @@ def test_no_drift_between_the_code_and_the_deployment() -> None:
     assert provided - host_owned <= read, sorted(provided - host_owned - read)
     # What the code reads but Bicep leaves out is local-only (the emulators' private CA).
     assert read - provided == {"KEY_VAULT_CA_BUNDLE"}
+
+
+@pytest.mark.slow
+def test_a_checkov_check_that_crashes_fails_infra_check(tmp_path: Path) -> None:
+    """checkov logs a crashed check and still reports 0 failures; `make infra-check` must not pass then."""
+    if not (ROOT / ".venv-checkov" / "bin" / "checkov").exists():
+        pytest.fail("checkov is not installed: `make test` installs it (make infra-check) before the suite")
+    shutil.copy(BICEP / "modules" / "keyvault.bicep", tmp_path)  # its conditional crashes CKV_AZURE_189
+    crashed = subprocess.run(  # noqa: S603
+        ["make", "-s", "infra-check", f"INFRA_DIR={tmp_path}", "CHECKOV_SKIP="],  # noqa: S607
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert crashed.returncode != 0
+    assert "a checkov check crashed" in crashed.stderr
