@@ -78,3 +78,22 @@ def test_glide_record_or_condition_and_basic_auth(servicenow: ServiceNowEmulator
     condition.add_or_condition("state", "2")
     gr.query()
     assert sorted(r.short_description for r in gr) == ["a", "b"]
+
+
+def test_batch_update_and_delete_multiple(servicenow: ServiceNowEmulator) -> None:
+    """PySNC's Batch API calls: sub-requests carry only Content-Type (no Accept), as ServiceNow allows."""
+    for i in range(7):
+        servicenow.store.insert("incident", {"short_description": f"alert {i}", "category": "ot"}, "seed")
+    servicenow.store.insert("incident", {"short_description": "kept", "category": "it"}, "seed")
+    client = pysnc_client(servicenow)
+    gr = client.GlideRecord("incident")
+    gr.add_query("category", "ot")
+    gr.query()
+    for record in gr:
+        record.urgency = "2"
+    assert gr.update_multiple()
+    assert sorted(r["urgency"] for r in servicenow.store.all("incident") if r["category"] == "ot") == ["2"] * 7
+    gone = client.GlideRecord("incident")
+    gone.add_query("category", "ot")
+    assert gone.delete_multiple()
+    assert [r["short_description"] for r in servicenow.store.all("incident")] == ["kept"]

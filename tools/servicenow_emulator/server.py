@@ -368,6 +368,9 @@ class ServiceNowEmulator(TlsEmulator):
                 continue
             started = time.perf_counter()
             headers = {str(h.get("name", "")).lower(): str(h.get("value", "")) for h in item.get("headers") or []}
+            # A sub-request answers in JSON whatever it says; ServiceNow requires no Accept header of it (PySNC
+            # sends only Content-Type), unlike a direct Table API write.
+            headers.setdefault("accept", "application/json")
             item_body = base64.b64decode(item.get("body") or "") if item.get("body") else b""
             url = urlsplit(str(item.get("url", "")))
             reply = self.api(str(item.get("method", "GET")).upper(), url.path, url.query, headers, item_body, user)
