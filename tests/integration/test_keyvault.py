@@ -125,3 +125,26 @@ def test_forwarding_reads_its_servicenow_secret_from_key_vault(
     result = cold.handle(alert(alert_id=2))
     assert result.status == "deferred" and "Key Vault unavailable" in result.reason
     assert cold.poisoned() == []
+
+
+def test_the_sdk_lists_gets_by_version_and_updates_properties(keyvault: KeyVaultEmulator) -> None:
+    """What an operator script (or a later feature) calls besides get and set works here as in Azure."""
+    client = store(keyvault).client
+    for number in range(30):  # more than one page of 25
+        client.set_secret(f"secret-{number:02d}", f"value-{number}", tags={"n": str(number)})
+    first = client.set_secret("rotated", "old-value", content_type="text/plain")
+    second = client.set_secret("rotated", "new-value")
+    names = [p.name for p in client.list_properties_of_secrets()]
+    assert names == sorted([f"secret-{n:02d}" for n in range(30)] + ["rotated"])
+    versions = {p.version for p in client.list_properties_of_secret_versions("rotated")}
+    assert versions == {first.properties.version, second.properties.version}
+    assert client.get_secret("rotated", first.properties.version).value == "old-value"
+    assert client.get_secret("rotated").value == "new-value"
+    expires = datetime.now(UTC).replace(microsecond=0) + timedelta(days=30)
+    updated = client.update_secret_properties(
+        "rotated", first.properties.version, content_type="application/json", tags={"kind": "old"}, expires_on=expires
+    )
+    assert (updated.content_type, updated.tags, updated.expires_on) == ("application/json", {"kind": "old"}, expires)
+    old = client.get_secret("rotated", first.properties.version)
+    assert old.value == "old-value" and old.properties.tags == {"kind": "old"}  # properties changed, value kept
+    assert client.get_secret("rotated").properties.tags in ({}, None)  # the latest version untouched
