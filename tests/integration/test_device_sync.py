@@ -257,3 +257,42 @@ def test_sync_commands_run_and_show_status(
     assert out.count("last device sync succeeded") == 2
     assert "created 44" in out and "enabled True, every 60 minutes" in out
     get_settings.cache_clear()
+
+
+def test_a_tick_that_is_not_due_builds_no_clients(azurite: Azurite, tmp_path: Path) -> None:
+    """The timer ticks every 5 minutes and the sync runs hourly: a tick reads the sync state and nothing else —
+    no Key Vault, console or ServiceNow client is built (their SDKs are not even imported)."""
+    import json
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+    from tests.support.settings import app_settings
+
+    environ = app_settings(
+        azurite.connection_string,
+        DEVICE_SYNC_ENABLED="true",
+        CONSOLE_URL="https://localhost:9",
+        KEY_VAULT_URL="https://localhost:9",
+        KEY_VAULT_CREDENTIAL="emulator",
+        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+    )
+    script = """
+import json, logging, sys
+from datetime import UTC, datetime
+from shared.inventory import SyncStatus, run_scheduled_sync, sync_state
+from shared.settings import load_settings
+logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
+settings = load_settings()
+state = sync_state(settings)
+state.ensure()
+now = datetime.now(UTC).isoformat()
+state.record(SyncStatus(started=now, finished=now))  # a sync just finished
+assert run_scheduled_sync(past_due=True, settings=settings) is None
+print(json.dumps([m for m in ("azure.keyvault.secrets", "azure.identity") if m in sys.modules]))
+"""
+    done = subprocess.run(  # noqa: S603
+        [sys.executable, "-c", script], cwd=ROOT, env=environ | {"PATH": ""}, capture_output=True, text=True, check=True
+    )
+    assert json.loads(done.stdout.splitlines()[-1]) == []
+    assert "device sync tick was past due; the last sync is recent enough, so nothing to do" in done.stdout

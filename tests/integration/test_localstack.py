@@ -37,17 +37,25 @@ class Output:
         self.lines: list[str] = []
         assert process.stdout is not None
         stdout = process.stdout
-        threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True).start()
+        self.reader = threading.Thread(target=lambda: self.lines.extend(stdout), daemon=True)
+        self.reader.start()
 
     @property
     def text(self) -> str:
         return "".join(self.lines)
 
+    def all(self, timeout: float = 30) -> str:
+        """Everything, once the process has exited and its output is read to the end."""
+        self.process.wait(timeout=timeout)
+        self.reader.join(timeout=timeout)
+        return self.text
+
     def wait_for(self, needle: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while needle not in self.text:
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                time.sleep(0.2)  # the rest of its output
+            if self.process.poll() is not None:
+                raise AssertionError(f"exited without printing {needle!r}; its output:\n{self.all()}")
+            if time.monotonic() > deadline:
                 raise AssertionError(f"never printed {needle!r}; its output:\n{self.text}")
             time.sleep(0.1)
 
@@ -107,7 +115,7 @@ def test_ctrl_c_stops_the_stack_in_order_quickly_and_without_errors(
     output = Output(stack)
     output.wait_for("Ctrl-C stops everything.", timeout=120)
     seconds = ctrl_c(stack)
-    text = output.text
+    text = output.all()
     assert stack.returncode == 0, text
     assert "ERROR" not in text and "Traceback" not in text, text
     # The host stopped first (its last storage calls found Azurite), then the rest.
@@ -147,3 +155,23 @@ def test_the_func_start_recipe_forwards_an_alert(project: Path, cleanup: list[su
     ]
     assert ctrl_c(host) < 10 and ctrl_c(emulators) < 10
     assert host.returncode == 0 and emulators.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ('{"Values": {"ALERTS_QUEUE": "alerts",}}', "local.settings.json is not valid JSON"),
+        ('{"Values": {"ALERTS_QUEUE": "Not A Queue"}}', "ALERTS_QUEUE='Not A Queue' is not a valid queue name"),
+    ],
+)
+def test_bad_local_settings_stop_make_run_with_one_clear_line(
+    project: Path, cleanup: list[subprocess.Popen[str]], values: str, expected: str
+) -> None:
+    (project / "local.settings.json").write_text(values)
+    stack = start(project, "-m", "tools.localstack", "--once")
+    cleanup.append(stack)
+    text = Output(stack).all(timeout=120)
+    assert stack.returncode == 2, text
+    assert "cannot start the local stack:" in text and "local.settings.json" in text, text
+    assert expected in text and "Traceback" not in text, text
+    assert all(port_is_free(port) for port in FIXED_PORTS), "the stack did not stop what it had started"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import SettingsError, load_settings
+from shared.settings import KNOWN_SETTINGS, SettingsError, load_settings, start_up_warnings
 
 CONNECTION = {
     "name": "default",
@@ -141,3 +141,36 @@ def test_a_claim_time_shorter_than_a_write_is_refused() -> None:
     with pytest.raises(SettingsError, match=r"FORWARDING_CLAIM_SECONDS=30 must be longer .* = 65 s"):
         load_settings(values)
     assert load_settings({**values, "FORWARDING_CLAIM_SECONDS": "66"}).forwarding.claim_seconds == 66
+
+
+def test_mistyped_settings_are_warned_at_start_up_with_the_likely_name() -> None:
+    environ = env(
+        SERVICENOW_REED_TIMEOUT_SECONDS="10",  # a typo of SERVICENOW_READ_TIMEOUT_SECONDS
+        DEVICE_SYNC_FREQUENCY="30",  # close to DEVICE_SYNC_FREQUENCY_MINUTES
+        FORWARDING_SOMETHING_ELSE="x",  # nothing like it
+        SERVICENOW_DEFAULT_PASSWORD="p",  # the default connection's password kept in app settings: known
+        ALERTS_STORAGE__clientId="id",  # the identity-based storage connection's own settings: known
+        FUNCTIONS_WORKER_RUNTIME="python",  # not one of the product's prefixes: not its business
+    )
+    warnings = start_up_warnings(load_settings(environ), environ)
+    unknown = [w for w in warnings if "is not one this app reads" in w]
+    assert unknown == [
+        "app setting DEVICE_SYNC_FREQUENCY is not one this app reads, so it has no effect; "
+        "did you mean DEVICE_SYNC_FREQUENCY_MINUTES?",
+        "app setting FORWARDING_SOMETHING_ELSE is not one this app reads, so it has no effect",
+        "app setting SERVICENOW_REED_TIMEOUT_SECONDS is not one this app reads, so it has no effect; "
+        "did you mean SERVICENOW_READ_TIMEOUT_SECONDS?",
+    ]
+
+
+def test_every_setting_read_is_declared() -> None:
+    """The unknown-setting warning relies on KNOWN_SETTINGS; reading an undeclared name fails loudly."""
+    full = env(
+        SERVICENOW_PROXY_URL="http://proxy:3128",
+        KEY_VAULT_URL="https://vault.vault.azure.net",
+        DEVICE_SYNC_ENABLED="true",
+        CONSOLE_URL="https://console",
+        CONSOLE_PROXY_URL="http://proxy:3128",
+    )
+    assert load_settings(full).key_vault is not None
+    assert "SERVICENOW_READ_TIMEOUT_SECONDS" in KNOWN_SETTINGS
