@@ -59,7 +59,8 @@ class PoisonEntry:
         if not isinstance(alert, dict):
             return f"sensor {sensor_name or '?'}"
         sensor_name = sensor_name or alert.get("sensorName") or "?"
-        return f"sensor {sensor_name}, alert {alert.get('id', '?')}: {alert.get('title', '')}"
+        title = alert.get("title")
+        return f"sensor {sensor_name}, alert {alert.get('id', '?')}" + (f": {title}" if title else " (no title)")
 
 
 def _json(content: str) -> Any:
