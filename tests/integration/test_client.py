@@ -148,11 +148,14 @@ def test_post_repeated_when_the_connection_never_opened(make_client: ClientFacto
     client, _ = make_client(
         http=HttpSettings(connect_timeout=1, read_timeout=2, retry_budget_seconds=3, max_attempts=3)
     )
-    client.instance_url = f"https://localhost:{free_port()}"  # nothing listens there
+    port = free_port()
+    client.instance_url = f"https://localhost:{port}"  # nothing listens there
     with pytest.raises(ServiceNowConnectionError) as info:
         client.create_record("incident", {"short_description": "never sent"})
     assert not info.value.request_sent
     assert client.stats.attempts == 3
+    # The message names where it could not connect.
+    assert str(info.value).startswith(f"POST https://localhost:{port}/api/now/table/incident: connection failed")
 
 
 def test_read_timeout_is_retried_for_get(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
