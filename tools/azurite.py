@@ -70,8 +70,13 @@ def start_azurite(
     location: Path | None = None,
     log: Path | None = None,
     timeout: float = 30.0,
+    check_api_version: bool = False,
 ) -> Azurite:
-    """Start Azurite; port 0 picks a free port; no ``location`` keeps everything in memory."""
+    """Start Azurite; port 0 picks a free port; no ``location`` keeps everything in memory.
+
+    ``check_api_version``: refuse SDKs newer than this Azurite, as Azurite does by default (the pinned SDKs
+    are newer, so the stack skips the check).
+    """
     binary = ROOT / "node_modules" / ".bin" / "azurite"
     if not binary.exists():
         raise AzuriteError("Azurite is not installed: run `make run` or `make test`, which run `npm ci` first")
@@ -80,7 +85,8 @@ def start_azurite(
     busy = [f"{name} {port}" for name, port in ports.items() if not port_is_free(port)]
     if busy:
         raise AzuriteError(f"ports in use: {', '.join(busy)}; stop whatever holds them (another Azurite?) first")
-    arguments = [str(binary), "--silent", "--skipApiVersionCheck", "--disableTelemetry"]
+    arguments = [str(binary), "--silent", "--disableTelemetry"]
+    arguments += [] if check_api_version else ["--skipApiVersionCheck"]
     arguments += ["--location", str(location)] if location else ["--inMemoryPersistence"]
     for name, port in ports.items():
         arguments += [f"--{name}Host", "127.0.0.1", f"--{name}Port", str(port)]

@@ -24,7 +24,7 @@ from azure.storage.queue import QueueClient
 
 from tests.conftest import ROOT
 from tests.support.sample_app import function_app as sample
-from tools.azurite import Azurite, free_port
+from tools.azurite import Azurite, free_port, start_azurite
 from tools.funchost.config import HostConfigError
 from tools.funchost.host import FunctionHost
 from tools.funchost.queues import QueueTimings
@@ -443,3 +443,14 @@ def test_unreachable_storage_is_a_clear_error(runner: HostRunner) -> None:
     with pytest.raises(HostConfigError, match=r"cannot reach queue storage .* is Azurite running"):
         FunctionHost(sample.app, settings, {"version": "2.0"}, runner.host_id).build()
     assert time.monotonic() - started < 20
+
+
+@pytest.mark.slow
+def test_an_azurite_that_checks_api_versions_is_named_not_called_unreachable(runner: HostRunner) -> None:
+    strict = start_azurite(check_api_version=True)  # as `npx azurite` starts it, without --skipApiVersionCheck
+    try:
+        settings = {**runner.settings(), "SAMPLE_STORAGE": strict.connection_string}
+        with pytest.raises(HostConfigError, match=r"refuses the storage SDK's API version; start Azurite with "):
+            FunctionHost(sample.app, settings, {"version": "2.0"}, runner.host_id).build()
+    finally:
+        strict.stop()

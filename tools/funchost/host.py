@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import azure.functions as func
-from azure.core.exceptions import AzureError, ResourceExistsError
+from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
@@ -171,6 +171,16 @@ def ensure_queue(queue: QueueClient, where: str) -> None:
         queue.create_queue()
     except ResourceExistsError:
         pass
+    except HttpResponseError as exc:
+        if "x-ms-version" in str(exc).lower() or "api version" in str(exc).lower():
+            raise HostConfigError(
+                f"{where}: the storage emulator at {queue.url.rsplit('/', 1)[0]} refuses the storage SDK's API "
+                "version; start Azurite with --skipApiVersionCheck (`make emulators` does)"
+            ) from None
+        raise HostConfigError(
+            f"{where}: queue storage at {queue.url.rsplit('/', 1)[0]} refused to create the queue: "
+            f"HTTP {exc.status_code} {exc.reason}"
+        ) from None
     except AzureError as exc:
         raise HostConfigError(
             f"{where}: cannot reach queue storage at {queue.url.rsplit('/', 1)[0]} "
