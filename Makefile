@@ -62,18 +62,18 @@ security: $(STAMP)
 
 ## make run: the local stack (Azurite, ServiceNow emulator, local Functions host) and the demo; Ctrl-C stops it
 run: deps
-	$(PY) -m tools.localstack
+	$(PY) -m tools.stack.localstack
 
 ## make demo: the same stack, the demo once, then exit
 demo: deps
-	$(PY) -m tools.localstack --once
+	$(PY) -m tools.stack.localstack --once
 
 ## make emulators: Azurite and the emulators with the secrets in place, for `func start` beside them; Ctrl-C stops
 emulators: deps
-	$(PY) -m tools.localstack --emulators-only
+	$(PY) -m tools.stack.localstack --emulators-only
 
 emulator: $(STAMP)
-	$(PY) -m tools.servicenow_emulator --port 8443
+	$(PY) -m tools.emulators.servicenow --port 8443
 
 ## make bench: the benchmarks; results are written under bench/results/
 bench: deps

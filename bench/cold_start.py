@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import run_child
-from bench.environment import describe
+from tools.machine import describe
 
 RESULTS = Path(__file__).parent / "results" / "cold_start.md"
 FUNCTIONS = ("alert_forwarder", "token_refresh", "device_sync_timer")
@@ -80,9 +80,10 @@ def main() -> None:
         child(json.loads(args.child))
         return
     logging.disable(logging.WARNING)
-    from shared.secrets import KeyVaultSecretStore, Secret, secret_store
-    from tools.appstack import AppStack, alert_document
-    from tools.console_emulator import ConsoleEmulator, generate
+    from shared.app import secret_store
+    from shared.platform.secrets import KeyVaultSecretStore, Secret
+    from tools.emulators.console import ConsoleEmulator, generate
+    from tools.stack.appstack import AppStack, alert_document
 
     with tempfile.TemporaryDirectory() as scratch:
         workdir = Path(scratch)

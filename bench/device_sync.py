@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import run_child
-from bench.environment import describe
+from tools.machine import describe
 
 RESULTS = Path(__file__).parent / "results" / "device_sync.md"
 USER, PASSWORD, TOKEN = "bench", "Bench-Passw0rd", "Bench-Console-Token"
@@ -42,12 +42,13 @@ def child(spec: dict[str, Any]) -> None:
 
     from azure.data.tables import TableServiceClient
 
-    from shared.console import ConsoleClient
-    from shared.inventory import DeviceSync, SyncState
-    from shared.secrets import EnvironmentSecretStore, Secret
-    from shared.servicenow import ServiceNowClient
-    from shared.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
-    from shared.storage import pooled_session
+    from shared.app import servicenow_client
+    from shared.defender.console import ConsoleClient
+    from shared.devices.state import SyncState
+    from shared.devices.sync import DeviceSync
+    from shared.platform.secrets import EnvironmentSecretStore, Secret
+    from shared.platform.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
+    from shared.platform.storage import pooled_session
 
     logging.disable(logging.WARNING)
     http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
@@ -55,9 +56,7 @@ def child(spec: dict[str, Any]) -> None:
         spec["console"], lambda: Secret(TOKEN), http, ca_bundle=Path(spec["ca"]), page_size=500
     )
     connection = ServiceNowConnection("bench", spec["servicenow"], "basic", username=USER, ca_bundle=Path(spec["ca"]))
-    client = ServiceNowClient.for_connection(
-        connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http
-    )
+    client = servicenow_client(connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http)
     tables = TableServiceClient.from_connection_string(spec["storage"], session=pooled_session(20))
     sync = DeviceSync(
         DeviceSyncSettings(batch_size=100, page_size=500),
@@ -99,15 +98,15 @@ def child_spec(console: Any, servicenow: Any, storage: str) -> dict[str, Any]:
 
 def naive_first_sync(console: Any, servicenow: Any, ca: Path) -> tuple[float, int]:
     """One Table API POST per record, the way a first integration script would do it."""
-    from shared.cmdb import class_for
-    from shared.console import ConsoleClient
-    from shared.secrets import EnvironmentSecretStore, Secret
-    from shared.servicenow import ServiceNowClient
-    from shared.settings import HttpSettings, ServiceNowConnection
+    from shared.app import servicenow_client
+    from shared.defender.console import ConsoleClient
+    from shared.devices.cmdb import class_for
+    from shared.platform.secrets import EnvironmentSecretStore, Secret
+    from shared.platform.settings import HttpSettings, ServiceNowConnection
 
     http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
     reader = ConsoleClient.connect(console.url, lambda: Secret(TOKEN), http, ca_bundle=ca, page_size=500)
-    client = ServiceNowClient.for_connection(
+    client = servicenow_client(
         ServiceNowConnection("naive", servicenow.url, "basic", username=USER, ca_bundle=ca),
         EnvironmentSecretStore({"SERVICENOW_NAIVE_PASSWORD": PASSWORD}),
         http,
@@ -203,9 +202,9 @@ def main() -> None:
         return
     import logging
 
-    from tools.azurite import start_azurite
-    from tools.console_emulator import ConsoleEmulator, generate
-    from tools.servicenow_emulator import ServiceNowEmulator
+    from tools.emulators.console import ConsoleEmulator, generate
+    from tools.emulators.servicenow import ServiceNowEmulator
+    from tools.stack.azurite import start_azurite
 
     logging.disable(logging.WARNING)
     rows = [

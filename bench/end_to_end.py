@@ -29,9 +29,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from bench.environment import describe
-from tools.appstack import ROOT, AppStack, alert_correlation_id, alert_document, encode
 from tools.funchost.config import QueueOptions, load_host_json
+from tools.machine import describe
+from tools.stack.appstack import ROOT, AppStack, alert_correlation_id, alert_document, encode
 
 RESULTS = Path(__file__).parent / "results" / "end_to_end.md"
 

@@ -25,14 +25,14 @@ from typing import Any
 
 from pysnc import ServiceNowClient as PySncClient
 
-from bench.environment import describe
-from shared.alerts import SCHEMA, parse_message
-from shared.forwarding import build_forwarder
-from shared.incidents import correlation_id, record_values
-from shared.rules import evaluate, parse_rules
-from shared.settings import load_settings
-from tools.azurite import start_azurite
-from tools.servicenow_emulator import ServiceNowEmulator
+from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.records import correlation_id, record_values
+from shared.alerting.rules import evaluate, parse_rules
+from shared.app import build_forwarder
+from shared.platform.settings import load_settings
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.machine import describe
+from tools.stack.azurite import start_azurite
 
 USER, PASSWORD = "bench", "Bench-Passw0rd"
 RESULTS = Path(__file__).parent / "results" / "forwarding.md"

@@ -24,10 +24,10 @@ from pathlib import Path
 import azure.functions as func
 from azure.storage.queue import QueueClient
 
-from bench.environment import describe
-from shared.storage import pooled_session
-from tools.azurite import start_azurite
+from shared.platform.storage import pooled_session
 from tools.funchost.host import FunctionHost
+from tools.machine import describe
+from tools.stack.azurite import start_azurite
 
 RESULTS = Path(__file__).parent / "results" / "funchost_dispatch.md"
 

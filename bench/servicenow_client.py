@@ -21,11 +21,13 @@ from pathlib import Path
 
 import requests
 
-from bench.environment import describe
-from shared.secrets import EnvironmentSecretStore
-from shared.servicenow import ServiceNowClient, TransientError
-from shared.settings import HttpSettings, ServiceNowConnection
-from tools.servicenow_emulator import ServiceNowEmulator
+from shared.app import servicenow_client
+from shared.http.errors import TransientError
+from shared.platform.secrets import EnvironmentSecretStore
+from shared.platform.settings import HttpSettings, ServiceNowConnection
+from shared.servicenow import ServiceNowClient
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.machine import describe
 
 USER, PASSWORD = "bench", "Bench-Passw0rd"
 RESULTS = Path(__file__).parent / "results" / "servicenow_client.md"
@@ -34,7 +36,7 @@ RESULTS = Path(__file__).parent / "results" / "servicenow_client.md"
 def product_client(emulator: ServiceNowEmulator) -> ServiceNowClient:
     connection = ServiceNowConnection("bench", emulator.url, "basic", username=USER, ca_bundle=emulator.ca_pem)
     secrets = EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD})
-    return ServiceNowClient.for_connection(connection, secrets, HttpSettings())
+    return servicenow_client(connection, secrets, HttpSettings())
 
 
 def bare_session(emulator: ServiceNowEmulator) -> requests.Session:

@@ -20,16 +20,17 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.environment import describe
-from shared.alerts import SCHEMA
-from shared.forwarding import build_forwarder
-from shared.secrets import EnvironmentSecretStore, KeyVaultSecretStore, LocalEmulatorCredential, Secret
+from shared.alerting.messages import SCHEMA
+from shared.app import build_forwarder, connect_connection, servicenow_client
+from shared.platform.identity import LocalEmulatorCredential
+from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, Secret
+from shared.platform.settings import HttpSettings, ServiceNowConnection, load_settings
 from shared.servicenow import ServiceNowClient
-from shared.settings import HttpSettings, ServiceNowConnection, load_settings
-from shared.tokens import OAuthTokenProvider, TokenEndpoint, connect
-from tools.azurite import start_azurite
-from tools.keyvault_emulator import KeyVaultEmulator
-from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
+from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint
+from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
+from tools.machine import describe
+from tools.stack.azurite import start_azurite
 
 USER, PASSWORD, CLIENT, CLIENT_SECRET = "bench", "Bench-Passw0rd", "bench-client", "Bench-Client-Secret"
 RESULTS = Path(__file__).parent / "results" / "tokens.md"
@@ -85,7 +86,7 @@ def main() -> None:
             store = KeyVaultSecretStore.connect(vault.url, LocalEmulatorCredential(), vault.ca_pem)
             store.write("servicenow-default-client-secret", Secret(CLIENT_SECRET), content_type="text/plain")
             connection = settings.connection("default")
-            connect(connection, settings, USER, Secret(PASSWORD))
+            connect_connection(settings, connection, USER, Secret(PASSWORD))
 
             # 1. Key Vault reads per forwarded alert, steady state (after the first alert warmed the caches).
             forwarder = build_forwarder(settings)
@@ -103,10 +104,10 @@ def main() -> None:
             reads = vault.stats["reads"] - reads_before
 
             # 2. Provider overhead per call.
-            oauth_client = ServiceNowClient.for_connection(connection, store, settings.http)
+            oauth_client = servicenow_client(connection, store, settings.http)
             token = store.read("servicenow-default-access-token").value.reveal()
             static = ServiceNowConnection("static", servicenow.url, "bearer", ca_bundle=servicenow.ca_pem)
-            static_client = ServiceNowClient.for_connection(
+            static_client = servicenow_client(
                 static, EnvironmentSecretStore({"SERVICENOW_STATIC_TOKEN": token}), HttpSettings()
             )
             record = oauth_client.create_record("incident", {"short_description": "bench"})["sys_id"]

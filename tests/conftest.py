@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from shared.secrets import EnvironmentSecretStore
+from shared.app import servicenow_client
+from shared.platform.secrets import EnvironmentSecretStore
+from shared.platform.settings import HttpSettings, ProxyUrl, ServiceNowConnection
 from shared.servicenow.client import ServiceNowClient
-from shared.settings import HttpSettings, ProxyUrl, ServiceNowConnection
-from tools.azurite import Azurite, AzuriteError, start_azurite
-from tools.keyvault_emulator import KeyVaultEmulator
-from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
+from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
+from tools.stack.azurite import Azurite, AzuriteError, start_azurite
 
 pytest_plugins = ["tests.support.secret_scan"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,7 +103,7 @@ class ClientFactory:
             ca_bundle=self.emulator.ca_pem if ca_bundle == "emulator" else (Path(ca_bundle) if ca_bundle else None),
         )
         settings = http or HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=10, max_attempts=5)
-        client = ServiceNowClient.for_connection(connection, EnvironmentSecretStore(environ), settings)
+        client = servicenow_client(connection, EnvironmentSecretStore(environ), settings)
         return client, environ
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tools.appstack import AppStack, alert_correlation_id, alert_document
+from tools.stack.appstack import AppStack, alert_correlation_id, alert_document
 
 SETTINGS = {
     # Short timeouts and retry delays so a campaign of minutes sees many rounds of each failure.
@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = describe(report)
     print("\n".join(lines))
     if args.output:
-        from bench.environment import describe as machine  # noqa: PLC0415 - only when writing a results file
+        from tools.machine import describe as machine  # noqa: PLC0415 - only when writing a results file
 
         command = "python -m tools.campaign " + " ".join(argv if argv is not None else sys.argv[1:])
         args.output.write_text(

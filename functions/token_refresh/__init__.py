@@ -15,9 +15,9 @@ logger = logging.getLogger(__name__)
 def token_refresh(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("token refresh tick is past due; running now")
-    from shared.tokens import refresh_all_connections  # noqa: PLC0415 - see above
+    from shared.app import refresh_tokens  # noqa: PLC0415 - see above
 
-    outcomes = refresh_all_connections()
+    outcomes = refresh_tokens()
     failed = [o.connection for o in outcomes if o.error]
     if failed:
         # Fail the invocation so the host records it; the last good tokens stay in place.

@@ -17,7 +17,7 @@ from shared.cli.enqueue import enqueue
 from shared.cli.poison import poison
 from shared.cli.rules import rules
 from shared.cli.sync import sync
-from shared.settings import SettingsError
+from shared.platform.settings import SettingsError
 
 PROGRAM = "python -m shared"
 

@@ -7,10 +7,11 @@ import sys
 
 import click
 
+from shared.app import connect_connection
 from shared.cli.context import CommandError, Operator, pass_operator
-from shared.secrets import Secret, SecretStoreUnavailableError
-from shared.servicenow import ServiceNowError
-from shared.tokens import TokenError, connect
+from shared.http.errors import HttpError
+from shared.platform.secrets import Secret, SecretStoreUnavailableError
+from shared.servicenow.oauth import TokenError
 
 
 @click.command(name="connect")
@@ -39,8 +40,8 @@ def connect_command(operator: Operator, name: str, username: str | None, passwor
         else:
             password = Secret(getpass.getpass(f"ServiceNow password for {user} (used once, not stored): "))
     try:
-        report = connect(connection, settings, user, password)
-    except (TokenError, ServiceNowError, SecretStoreUnavailableError) as exc:
+        report = connect_connection(settings, connection, user, password)
+    except (TokenError, HttpError, SecretStoreUnavailableError) as exc:
         raise CommandError(f"connect failed: {exc}") from None
     finally:
         del password

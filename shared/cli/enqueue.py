@@ -6,9 +6,9 @@ import sys
 
 import click
 
-from shared.alerts import InvalidMessageError
+from shared.alerting.enqueue import InvalidBatchError, alert_envelope, enqueue_alerts, parse_alerts
+from shared.alerting.messages import InvalidMessageError
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
-from shared.enqueue import InvalidBatchError, alert_envelope, enqueue_alerts, parse_alerts
 
 
 @click.command()

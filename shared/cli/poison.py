@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from shared import poison as poison_queue
+from shared.alerting import poison as poison_queue
 from shared.cli.context import CommandError, Operator, pass_operator
 
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import click
 
-from shared.alerts import InvalidMessageError, parse_message
+from shared.alerting.messages import InvalidMessageError, parse_message
+from shared.alerting.records import record_values
+from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
+from shared.alerting.rules_store import read_rules, write_rules
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
-from shared.incidents import record_values
-from shared.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
-from shared.rulestore import read_rules, write_rules
-from shared.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError, load_settings
 
 
 @click.group()
@@ -81,7 +81,7 @@ def _in_force(operator: Operator) -> RuleSet:
     if document is None:
         raise CommandError(f"no rules at {operator.settings.forwarding.rules_location}; `rules apply FILE` stores them")
     return _parsed(
-        document, operator.settings.forwarding.rules_location, [c.name for c in operator.settings.connections]
+        document, str(operator.settings.forwarding.rules_location), [c.name for c in operator.settings.connections]
     )
 
 

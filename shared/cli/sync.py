@@ -10,8 +10,10 @@ from dataclasses import asdict
 
 import click
 
+from shared.app import build_sync, sync_state
 from shared.cli.context import Operator, pass_operator
-from shared.inventory import SyncProgress, SyncStatus, build_sync, sync_state
+from shared.devices.state import SyncStatus
+from shared.devices.sync import SyncProgress
 
 LINE_EVERY_SECONDS = 10.0
 

@@ -1,35 +1,10 @@
-"""ServiceNow REST client: one transport, small policies, typed errors.
-
-``client`` speaks the wire (Table, Batch, IRE); ``policies`` hold retry, auth, headers and logging;
-``auth`` the credential providers; ``query`` the safe encoded-query builder; ``errors`` the types
-callers branch on.
+"""The ServiceNow client: the wire (Table, Batch, IRE) in ``client``, its credentials in ``auth`` and
+``oauth``, the safe encoded-query builder in ``query``. The HTTP pipeline and the typed errors callers
+branch on are :mod:`shared.http`'s.
 """
 
 from shared.servicenow.client import BatchItem, BatchResult, ServiceNowClient
-from shared.servicenow.errors import (
-    AuthError,
-    BatchIncompleteError,
-    NotFoundError,
-    PermanentError,
-    RateLimitedError,
-    ServiceNowConnectionError,
-    ServiceNowError,
-    TransientError,
-)
+from shared.servicenow.errors import BatchIncompleteError
 from shared.servicenow.query import EncodedQuery, QueryValueError
 
-__all__ = [
-    "AuthError",
-    "BatchIncompleteError",
-    "BatchItem",
-    "BatchResult",
-    "EncodedQuery",
-    "NotFoundError",
-    "PermanentError",
-    "QueryValueError",
-    "RateLimitedError",
-    "ServiceNowClient",
-    "ServiceNowConnectionError",
-    "ServiceNowError",
-    "TransientError",
-]
+__all__ = ["BatchIncompleteError", "BatchItem", "BatchResult", "EncodedQuery", "QueryValueError", "ServiceNowClient"]

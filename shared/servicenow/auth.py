@@ -1,8 +1,8 @@
-"""Pluggable credentials for the ServiceNow client.
+"""Credentials for the ServiceNow client (:class:`shared.http.policies.Credential`).
 
-A provider gives the ``Authorization`` header value and, when ServiceNow answers 401, a fresh one
+A credential gives the ``Authorization`` header value and, when ServiceNow answers 401, a fresh one
 if it can get one. This module holds the legacy Basic mode and a static bearer token; the OAuth
-provider (tokens issue) plugs in the same way.
+provider (:mod:`shared.servicenow.oauth`) plugs in the same way.
 """
 
 from __future__ import annotations
@@ -10,21 +10,10 @@ from __future__ import annotations
 import base64
 import threading
 from collections.abc import Callable
-from typing import Protocol
 
-from shared.secrets import Secret
+from shared.platform.secrets import Secret
 
 SecretSource = Callable[[], Secret]
-
-
-class TokenProvider(Protocol):
-    def authorization(self) -> Secret:
-        """The current ``Authorization`` header value."""
-        ...
-
-    def refresh(self, rejected: Secret) -> Secret | None:
-        """A credential other than ``rejected``, or None when no fresher one can be had."""
-        ...
 
 
 class _CachedSource:

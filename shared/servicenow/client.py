@@ -1,14 +1,14 @@
 """ServiceNow REST calls on the wire: Table API, Batch API, IRE.
 
-Business operations (push an incident, sync a device) live in their domain modules and call this
-client; this module knows only URLs, parameters and ServiceNow's response shapes.
+Business operations (push an incident, sync a device) live in their domain packages and call this
+client; this module knows only URLs, parameters and ServiceNow's response shapes. How it signs in is
+given to it (a :class:`shared.http.policies.Credential`), chosen by the composition root.
 """
 
 from __future__ import annotations
 
 import base64
 import json
-import re
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -16,52 +16,20 @@ from typing import Any
 
 import requests
 
-from shared.secrets import SecretStore
-from shared.servicenow.auth import BasicAuth, StaticBearerToken, TokenProvider
-from shared.servicenow.errors import (
-    BatchIncompleteError,
+from shared.http.errors import (
+    HttpError,
     PermanentError,
-    ServiceNowError,
     TransientError,
     error_from_parts,
     error_from_response,
 )
-from shared.servicenow.policies import (
-    AuthPolicy,
-    CallStats,
-    HeadersPolicy,
-    Pipeline,
-    RetryPolicy,
-    Transport,
-    WireLogPolicy,
-)
-from shared.servicenow.query import EncodedQuery
-from shared.servicenow.transport import HttpRequest, RequestsTransport
-from shared.settings import HttpSettings, ServiceNowConnection
+from shared.http.policies import AuthPolicy, CallStats, Credential, Pipeline, build_pipeline
+from shared.http.transport import HttpRequest
+from shared.platform.settings import HttpSettings, ServiceNowConnection
+from shared.servicenow.errors import BatchIncompleteError
+from shared.servicenow.query import SYS_ID_PATTERN, TABLE_PATTERN, EncodedQuery
 
-TABLE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,79}$")
-SYS_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 Record = dict[str, Any]
-
-
-def token_provider_for(connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings) -> TokenProvider:
-    """The credential for a connection's auth mode, reading its secret lazily from the store."""
-    if connection.auth in ("oauth", "client_credentials"):
-        from shared.secrets import KeyVaultSecretStore  # noqa: PLC0415
-        from shared.tokens import OAuthTokenProvider, TokenEndpoint  # noqa: PLC0415 - tokens imports this package
-
-        if not isinstance(secrets, KeyVaultSecretStore):
-            raise ValueError(f"connection '{connection.name}' keeps its OAuth tokens in Key Vault; set KEY_VAULT_URL")
-        return OAuthTokenProvider(connection, secrets, TokenEndpoint(connection, http))
-    if connection.auth == "basic":
-        assert connection.username is not None  # guaranteed by settings validation
-        return BasicAuth(connection.username, lambda: secrets.get(connection.secret_name("password")))
-    return StaticBearerToken(lambda: secrets.get(connection.secret_name("token")))
-
-
-def build_pipeline(transport: Transport, provider: TokenProvider, http: HttpSettings, stats: CallStats) -> Pipeline:
-    retry = RetryPolicy(max_attempts=http.max_attempts, budget_seconds=http.retry_budget_seconds, stats=stats)
-    return Pipeline([retry, AuthPolicy(provider), HeadersPolicy(), WireLogPolicy(stats)], transport)
 
 
 @dataclass(frozen=True)
@@ -79,7 +47,7 @@ class BatchResult:
     id: str
     status: int
     body: Any
-    error: ServiceNowError | None = None
+    error: HttpError | None = None
 
     @property
     def ok(self) -> bool:
@@ -97,16 +65,19 @@ class ServiceNowClient:
 
     @classmethod
     def for_connection(
-        cls, connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings
+        cls, connection: ServiceNowConnection, credential: Credential, http: HttpSettings
     ) -> ServiceNowClient:
-        transport = RequestsTransport(
-            connect_timeout=http.connect_timeout,
-            read_timeout=http.read_timeout,
+        """A client for one connection, signing in with ``credential`` (which the composition root chooses)."""
+        stats = CallStats()
+        pipeline = build_pipeline(
+            http,
+            service="ServiceNow",
+            auth=AuthPolicy(credential),
+            stats=stats,
             proxy_url=connection.proxy.url if connection.proxy else None,
             ca_bundle=connection.ca_bundle,
+            ca_setting="SERVICENOW_CA_BUNDLE",
         )
-        stats = CallStats()
-        pipeline = build_pipeline(transport, token_provider_for(connection, secrets, http), http, stats)
         return cls(connection.instance_url, pipeline, stats)
 
     # -- the one way out ---------------------------------------------------------------------
@@ -331,6 +302,4 @@ class ServiceNowClient:
         return result
 
     def close(self) -> None:
-        transport = self.pipeline.transport
-        if isinstance(transport, RequestsTransport):
-            transport.close()
+        self.pipeline.close()

@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 FIELD_PATTERN = re.compile(r"^[a-z_][a-z0-9_]*(\.[a-z_][a-z0-9_]*)*$")
+TABLE_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,79}$")  # a table's name, as the dictionary allows it
+SYS_ID_PATTERN = re.compile(r"^[0-9a-f]{32}$")
 VALUE_OPERATORS = frozenset({"=", "!=", "<", "<=", ">", ">=", "LIKE", "NOT LIKE", "STARTSWITH", "ENDSWITH"})
 LIST_OPERATORS = frozenset({"IN", "NOT IN"})
 UNARY_OPERATORS = frozenset({"ISEMPTY", "ISNOTEMPTY"})

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from shared.forwarding import build_forwarder
-from shared.settings import load_settings
+from shared.app import build_forwarder
+from shared.platform.settings import load_settings
 from tests.conftest import SN_PASSWORD
 from tests.support.forwarding import Stack, rules
 from tests.support.settings import app_settings
-from tools.azurite import Azurite
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.stack.azurite import Azurite
 
 
 @pytest.fixture

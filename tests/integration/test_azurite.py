@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from azure.storage.queue import QueueClient
 
-from tools.azurite import Azurite
+from tools.stack.azurite import Azurite
 
 pytestmark = pytest.mark.integration
 

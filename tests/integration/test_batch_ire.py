@@ -8,7 +8,7 @@ import pytest
 
 from shared.servicenow import BatchIncompleteError, BatchItem
 from tests.conftest import ClientFactory
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
 

@@ -6,19 +6,19 @@ import time
 
 import pytest
 
-from shared.servicenow import (
+from shared.http.errors import (
     AuthError,
-    EncodedQuery,
+    ConnectionFailedError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
-    ServiceNowConnectionError,
     TransientError,
 )
-from shared.settings import HttpSettings
+from shared.platform.settings import HttpSettings
+from shared.servicenow import EncodedQuery
 from tests.conftest import SN_PASSWORD, ClientFactory
-from tools.azurite import free_port
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.stack.azurite import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -80,7 +80,7 @@ def test_hostile_values_cannot_change_the_executed_query(
 
 def test_an_unescaped_value_would_have_matched_everything(servicenow: ServiceNowEmulator) -> None:
     """The control for the test above: the emulator does execute injected syntax when it is not escaped."""
-    from tools.servicenow_emulator.query import matches, parse
+    from tools.emulators.servicenow.query import matches, parse
 
     records = [{"correlation_id": "a", "active": "true"}, {"correlation_id": "b", "active": "true"}]
     assert all(matches(r, parse("correlation_id=x^NQactive=true")) for r in records)
@@ -131,7 +131,7 @@ def test_retry_budget_caps_total_time(servicenow: ServiceNowEmulator, make_clien
 def test_post_not_repeated_after_an_ambiguous_reset(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
     client, _ = make_client()
     servicenow.faults.configure({"fail_next": [{"kind": "reset", "count": 1}]})
-    with pytest.raises(ServiceNowConnectionError) as info:
+    with pytest.raises(ConnectionFailedError) as info:
         client.create_record("incident", {"short_description": "maybe sent"})
     assert info.value.request_sent and info.value.retryable
     assert client.stats.attempts == 1
@@ -150,7 +150,7 @@ def test_post_repeated_when_the_connection_never_opened(make_client: ClientFacto
     )
     port = free_port()
     client.instance_url = f"https://localhost:{port}"  # nothing listens there
-    with pytest.raises(ServiceNowConnectionError) as info:
+    with pytest.raises(ConnectionFailedError) as info:
         client.create_record("incident", {"short_description": "never sent"})
     assert not info.value.request_sent
     assert client.stats.attempts == 3

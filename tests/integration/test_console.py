@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from shared.console import ConsoleClient, ConsoleError
-from shared.secrets import Secret
-from shared.settings import HttpSettings
-from tools.console_emulator import ConsoleEmulator, generate, mutate
+from shared.defender.console import ConsoleClient, ConsoleError
+from shared.platform.secrets import Secret
+from shared.platform.settings import HttpSettings
+from tools.emulators.console import ConsoleEmulator, generate, mutate
 
 pytestmark = pytest.mark.integration
 TOKEN = "Console-Api-Token-2718"

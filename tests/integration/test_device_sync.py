@@ -11,16 +11,17 @@ from typing import Any
 import pytest
 from azure.data.tables import TableServiceClient
 
-from shared.console import ConsoleClient
-from shared.inventory import DeviceSync, SyncState, is_due
-from shared.secrets import EnvironmentSecretStore, Secret
-from shared.servicenow import ServiceNowClient
-from shared.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
+from shared.app import servicenow_client
+from shared.defender.console import ConsoleClient
+from shared.devices.state import SyncState
+from shared.devices.sync import DeviceSync, is_due
+from shared.platform.secrets import EnvironmentSecretStore, Secret
+from shared.platform.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
 from tests.conftest import SN_PASSWORD, SN_USER
-from tools.azurite import Azurite
-from tools.console_emulator import ConsoleEmulator, generate, mutate
-from tools.servicenow_emulator import ServiceNowEmulator
-from tools.servicenow_emulator.store import OT_CLASSES
+from tools.emulators.console import ConsoleEmulator, generate, mutate
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.emulators.servicenow.store import OT_CLASSES
+from tools.stack.azurite import Azurite
 
 pytestmark = pytest.mark.integration
 TOKEN = "Console-Token-5150"
@@ -44,7 +45,7 @@ def make_sync(console: ConsoleEmulator, servicenow: ServiceNowEmulator, azurite:
         connection = ServiceNowConnection(
             "default", servicenow.url, "basic", username=SN_USER, ca_bundle=servicenow.ca_pem
         )
-        client = ServiceNowClient.for_connection(
+        client = servicenow_client(
             connection, EnvironmentSecretStore({"SERVICENOW_DEFAULT_PASSWORD": SN_PASSWORD}), http
         )
         tables = TableServiceClient.from_connection_string(azurite.connection_string)
@@ -226,7 +227,7 @@ def test_sync_commands_run_and_show_status(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from shared.cli import main
-    from shared.settings import get_settings
+    from shared.platform.settings import get_settings
     from tests.support.settings import app_settings
 
     environ = app_settings(
@@ -280,8 +281,9 @@ def test_a_tick_that_is_not_due_builds_no_clients(azurite: Azurite, tmp_path: Pa
     script = """
 import json, logging, sys
 from datetime import UTC, datetime
-from shared.inventory import SyncStatus, run_scheduled_sync, sync_state
-from shared.settings import load_settings
+from shared.app import run_scheduled_sync, sync_state
+from shared.devices.state import SyncStatus
+from shared.platform.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 settings = load_settings()
 state = sync_state(settings)
@@ -292,7 +294,13 @@ assert run_scheduled_sync(past_due=True, settings=settings) is None
 print(json.dumps([m for m in ("azure.keyvault.secrets", "azure.identity") if m in sys.modules]))
 """
     done = subprocess.run(  # noqa: S603
-        [sys.executable, "-c", script], cwd=ROOT, env=environ | {"PATH": ""}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        env=environ | {"PATH": ""},
+        capture_output=True,
+        text=True,
+        check=False,
     )
+    assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert "device sync tick was past due; the last sync is recent enough, so nothing to do" in done.stdout

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from tests.conftest import SN_CLIENT_ID, SN_CLIENT_SECRET, SN_PASSWORD, SN_USER
-from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
+from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
 JSON = {"Accept": "application/json", "Content-Type": "application/json"}

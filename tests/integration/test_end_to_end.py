@@ -14,16 +14,16 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from shared import forwarding
-from shared.alerts import SCHEMA
-from shared.enqueue import alert_envelope, enqueue_alerts
-from shared.settings import get_settings
+from shared import app as composition
+from shared.alerting.enqueue import alert_envelope, enqueue_alerts
+from shared.alerting.messages import SCHEMA
+from shared.platform.settings import get_settings
 from tests.conftest import ROOT, SN_PASSWORD
 from tests.support.settings import app_settings
-from tools.azurite import Azurite
+from tools.emulators.servicenow import ServiceNowEmulator
 from tools.funchost.config import load_host_json
 from tools.funchost.host import FunctionHost, load_app
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.stack.azurite import Azurite
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -61,7 +61,7 @@ def running_app(
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    monkeypatch.setattr(forwarding, "_forwarder", None)
+    monkeypatch.setattr(composition, "_forwarder", None)
     app = load_app(ROOT, settings)
     host = FunctionHost(app, settings, load_host_json(ROOT / "host.json"), f"e2e-{uuid.uuid4().hex[:12]}").build()
     host.start()

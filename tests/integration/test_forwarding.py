@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import forwarding
-from shared.alerts import SCHEMA
-from shared.forwarding import Result
+from shared import app
+from shared.alerting.forwarder import Result
+from shared.alerting.messages import SCHEMA
 from tests.conftest import SN_USER
 from tests.support.forwarding import Stack, alert, body, rules
 
@@ -115,8 +115,8 @@ def test_lost_response_is_recovered_by_correlation_id(make_stack: Callable[..., 
 def test_crash_after_the_servicenow_write_is_recovered(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     # What a worker that died right after the ServiceNow write leaves behind: a claim and a record.
-    from shared.alerts import parse_message
-    from shared.incidents import alert_key, correlation_id, record_values
+    from shared.alerting.messages import parse_message
+    from shared.alerting.records import alert_key, correlation_id, record_values
 
     message = parse_message(body(alert()))
     action = stack.forwarder.rules.current().actions["incident"]
@@ -284,7 +284,7 @@ def test_permanent_refusal_is_poisoned_and_can_be_replayed(
     make_stack: Callable[..., Stack], caplog: pytest.LogCaptureFixture
 ) -> None:
     stack = make_stack(rules("broken"))
-    with caplog.at_level(logging.ERROR, logger="shared.forwarding"):
+    with caplog.at_level(logging.ERROR, logger="shared.alerting.forwarder"):
         result = stack.handle(alert())
     assert result.status == "poisoned" and "Invalid table sn_no_such_table" in result.reason
     assert "alert alert:7:1001 poisoned: POST /api/now/table/sn_no_such_table → 400" in caplog.text  # which alert
@@ -308,7 +308,7 @@ def test_an_invalid_rules_update_keeps_the_last_good_rules(
     stack = make_stack()
     stack.handle(alert(alert_id=1))
     stack.set_rules({"actions": [], "rules": [{"name": "broken"}]})
-    with caplog.at_level(logging.ERROR, logger="shared.forwarding"):
+    with caplog.at_level(logging.ERROR, logger="shared.alerting.rules_store"):
         assert stack.handle(alert(alert_id=2)).status == "forwarded"
     assert "refused; the last good rules stay in force" in caplog.text
     assert "rules[0].actions: expected a non-empty list of action names" in caplog.text
@@ -324,7 +324,7 @@ def test_missing_rules_defer_rather_than_drop(make_stack: Callable[..., Stack]) 
 
 def test_the_function_entry_point(make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
     stack = make_stack()
-    monkeypatch.setattr(forwarding, "_forwarder", stack.forwarder)
+    monkeypatch.setattr(app, "_forwarder", stack.forwarder)
     import azure.functions.queue
 
     from functions.alert_forwarder import alert_forwarder

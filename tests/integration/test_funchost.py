@@ -24,11 +24,11 @@ from azure.storage.queue import QueueClient
 
 from tests.conftest import ROOT
 from tests.support.sample_app import function_app as sample
-from tools.azurite import Azurite, free_port, start_azurite
 from tools.funchost.config import HostConfigError
 from tools.funchost.host import FunctionHost
 from tools.funchost.queues import QueueTimings
 from tools.funchost.timers import TimerTimings
+from tools.stack.azurite import Azurite, free_port, start_azurite
 
 pytestmark = pytest.mark.integration
 YEARLY = "0 0 0 1 1 *"

@@ -9,18 +9,18 @@ from pathlib import Path
 
 import pytest
 
-from shared.secrets import (
+from shared.platform.identity import LocalEmulatorCredential
+from shared.platform.secrets import (
     KeyVaultSecretStore,
-    LocalEmulatorCredential,
     Secret,
     SecretNotFoundError,
     SecretStoreUnavailableError,
 )
-from shared.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError, load_settings
 from tests.support.forwarding import Stack, alert
 from tests.support.settings import app_settings
-from tools.keyvault_emulator import KeyVaultEmulator
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
 VALUE = "Kv-Secret-Value-3141"

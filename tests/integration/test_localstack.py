@@ -23,7 +23,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tools.azurite import port_is_free
+from tools.stack.azurite import port_is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIXED_PORTS = (10000, 10001, 10002, 8443, 8444, 8445)
@@ -110,7 +110,7 @@ def cleanup() -> Iterator[list[subprocess.Popen[str]]]:
 def test_ctrl_c_stops_the_stack_in_order_quickly_and_without_errors(
     project: Path, cleanup: list[subprocess.Popen[str]]
 ) -> None:
-    stack = start(project, "-m", "tools.localstack", "--no-demo")
+    stack = start(project, "-m", "tools.stack.localstack", "--no-demo")
     cleanup.append(stack)
     output = Output(stack)
     output.wait_for("Ctrl-C stops everything.", timeout=120)
@@ -126,7 +126,7 @@ def test_ctrl_c_stops_the_stack_in_order_quickly_and_without_errors(
 
 def test_the_func_start_recipe_forwards_an_alert(project: Path, cleanup: list[subprocess.Popen[str]]) -> None:
     """`make emulators`, `rules apply`, `func start` (the local host stands in for it), an alert → an incident."""
-    emulators = start(project, "-m", "tools.localstack", "--emulators-only")
+    emulators = start(project, "-m", "tools.stack.localstack", "--emulators-only")
     cleanup.append(emulators)
     Output(emulators).wait_for("Ctrl-C stops everything.", timeout=120)
     cli = [sys.executable, "-m", "shared", "--settings", "local.settings.json"]
@@ -168,7 +168,7 @@ def test_bad_local_settings_stop_make_run_with_one_clear_line(
     project: Path, cleanup: list[subprocess.Popen[str]], values: str, expected: str
 ) -> None:
     (project / "local.settings.json").write_text(values)
-    stack = start(project, "-m", "tools.localstack", "--once")
+    stack = start(project, "-m", "tools.stack.localstack", "--once")
     cleanup.append(stack)
     text = Output(stack).all(timeout=120)
     assert stack.returncode == 2, text

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.alerts import SCHEMA, parse_message
+from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.rules_store import read_rules
 from shared.cli import main
-from shared.rulestore import read_rules
-from shared.settings import get_settings
-from shared.storage import blob_service
+from shared.platform.settings import get_settings
+from shared.platform.storage import blob_service
 from tests.support.settings import app_settings
-from tools.azurite import Azurite, free_port
+from tools.stack.azurite import Azurite, free_port
 
 pytestmark = pytest.mark.integration
 DEFENDER_ALERTS = [

@@ -10,11 +10,11 @@ from pathlib import Path
 import proxy
 import pytest
 
-from shared.servicenow import PermanentError, ServiceNowConnectionError
-from shared.settings import HttpSettings
+from shared.http.errors import ConnectionFailedError, PermanentError
+from shared.platform.settings import HttpSettings
 from tests.conftest import ClientFactory
-from tools.azurite import free_port
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.stack.azurite import free_port
 
 pytestmark = pytest.mark.integration
 PROXY_USER, PROXY_PASSWORD = "squid", "Pr0xy-Pa55"
@@ -59,7 +59,7 @@ def test_wrong_proxy_credentials_fail_clearly_without_leaking_them(
         proxy_url=f"http://{PROXY_USER}:Wrong-Pr0xy@127.0.0.1:{forward_proxy}",
         http=HttpSettings(connect_timeout=2, read_timeout=2, retry_budget_seconds=1, max_attempts=2),
     )
-    with pytest.raises(ServiceNowConnectionError) as info:
+    with pytest.raises(ConnectionFailedError) as info:
         client.create_record("incident", {"short_description": "refused by proxy"})
     assert "proxy" in str(info.value)
     assert "Wrong-Pr0xy" not in str(info.value) and "Wrong-Pr0xy" not in repr(info.value)

@@ -7,7 +7,7 @@ from pysnc import ServiceNowClient
 from pysnc.auth import ServiceNowPasswordGrantFlow
 
 from tests.conftest import SN_CLIENT_ID, SN_CLIENT_SECRET, SN_PASSWORD, SN_USER
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
 

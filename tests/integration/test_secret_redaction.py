@@ -7,9 +7,9 @@ import logging
 
 import pytest
 
-from shared.servicenow import AuthError, ServiceNowError
+from shared.http.errors import AuthError, HttpError
 from tests.conftest import SN_PASSWORD, SN_USER, ClientFactory
-from tools.servicenow_emulator import ServiceNowEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
 
@@ -22,7 +22,7 @@ def test_client_logs_and_errors_carry_no_credentials(
     servicenow.faults.configure({"fail_next": [{"status": 503}, {"status": 429, "retry_after": "0"}]})
     list(client.query("incident"))
     client.create_record("incident", {"short_description": "ok"})
-    errors: list[ServiceNowError] = []
+    errors: list[HttpError] = []
     bad, _ = make_client(password="Wrong-Passw0rd-For-Test")
     with pytest.raises(AuthError) as info:
         bad.create_record("incident", {"short_description": "refused"})

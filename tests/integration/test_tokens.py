@@ -11,17 +11,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from shared.app import refresh_tokens, servicenow_client
 from shared.cli import main
-from shared.secrets import KeyVaultSecretStore, LocalEmulatorCredential, Secret
-from shared.servicenow import ServiceNowClient
-from shared.settings import get_settings, load_settings
-from shared.tokens import refresh_all_connections
+from shared.platform.identity import LocalEmulatorCredential
+from shared.platform.secrets import KeyVaultSecretStore, Secret
+from shared.platform.settings import get_settings, load_settings
 from tests.conftest import SN_CLIENT_ID, SN_CLIENT_SECRET, SN_PASSWORD, SN_USER
 from tests.support.forwarding import Stack, alert
 from tests.support.settings import app_settings
-from tools.azurite import Azurite
-from tools.keyvault_emulator import KeyVaultEmulator
-from tools.servicenow_emulator import OAuthClient, ServiceNowEmulator
+from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
+from tools.stack.azurite import Azurite
 
 pytestmark = pytest.mark.integration
 
@@ -156,7 +156,7 @@ def test_concurrent_401s_cause_one_refresh(
     environ = environment()
     assert run_connect(monkeypatch) == 0
     settings = load_settings(environ)
-    client = ServiceNowClient.for_connection(settings.connection("default"), vault_store, settings.http)
+    client = servicenow_client(settings.connection("default"), vault_store, settings.http)
     list(client.query("incident"))
     servicenow.clock_offset += 1800
     errors: list[Exception] = []
@@ -184,11 +184,11 @@ def test_token_refresh_renews_before_expiry(
 ) -> None:
     environment(TOKEN_RENEW_BEFORE_MINUTES="10")
     assert run_connect(monkeypatch) == 0
-    (outcome,) = refresh_all_connections()
+    (outcome,) = refresh_tokens()
     assert not outcome.renewed and outcome.error is None  # 30 minutes left: not due yet
     environment(TOKEN_RENEW_BEFORE_MINUTES="45")
     before = keyvault.value("servicenow-default-access-token")
-    (outcome,) = refresh_all_connections()
+    (outcome,) = refresh_tokens()
     assert outcome.renewed and keyvault.value("servicenow-default-access-token") != before
     assert outcome.refresh_days_left is not None and 99 < outcome.refresh_days_left <= 100
     assert servicenow.oauth.grants["refresh_token"] == 1
@@ -205,8 +205,8 @@ def test_revoked_refresh_token_names_the_connection_and_keeps_the_last_tokens(
     assert run_connect(monkeypatch) == 0
     servicenow.oauth.revoke()
     tokens_before = {name: versions[-1].value for name, versions in keyvault.vault.secrets.items()}
-    with caplog.at_level(logging.ERROR, logger="shared.tokens"):
-        (outcome,) = refresh_all_connections()
+    with caplog.at_level(logging.ERROR, logger="shared.connections"):
+        (outcome,) = refresh_tokens()
     assert outcome.error is not None and "run `python -m shared connect default`" in outcome.error
     assert "refused the refresh token of connection 'default'" in caplog.text
     assert {name: versions[-1].value for name, versions in keyvault.vault.secrets.items()} == tokens_before
@@ -233,8 +233,8 @@ def test_refresh_token_expiry_is_announced_days_ahead(
     vault_store.write(
         "servicenow-default-refresh-token", token, content_type="x", expires_on=datetime.now(UTC) + timedelta(days=days)
     )
-    with caplog.at_level(logging.INFO, logger="shared.tokens"):
-        refresh_all_connections()
+    with caplog.at_level(logging.INFO, logger="shared.connections"):
+        refresh_tokens()
     (record,) = [r for r in caplog.records if "refresh token of connection 'default' expires" in r.getMessage()]
     assert record.levelno == level
     assert f"expires in {days:.1f} day(s)" in record.getMessage()
@@ -273,9 +273,9 @@ def test_no_secret_value_reaches_a_log_line_or_an_output(
     stack.handle(alert(alert_id=1))
     servicenow.clock_offset += 1800
     stack.handle(alert(alert_id=2))
-    refresh_all_connections()
+    refresh_tokens()
     servicenow.oauth.revoke()
-    refresh_all_connections()  # the failed flow too
+    refresh_tokens()  # the failed flow too
     assert run_connect(monkeypatch, "Wrong-Passw0rd-For-Test") == 1
     secrets: list[str] = [SN_PASSWORD, SN_CLIENT_SECRET, "Wrong-Passw0rd-For-Test"]
     secrets += [v.value for versions in keyvault.vault.secrets.values() for v in versions]
@@ -287,7 +287,7 @@ def test_no_secret_value_reaches_a_log_line_or_an_output(
 
 
 def test_oauth_without_key_vault_is_a_settings_error(servicenow: ServiceNowEmulator) -> None:
-    from shared.settings import SettingsError
+    from shared.platform.settings import SettingsError
 
     connection = [
         {"name": "default", "instance_url": servicenow.url, "auth": "oauth", "client_id": "c", "username": "u"}

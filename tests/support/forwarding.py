@@ -12,10 +12,10 @@ from typing import Any
 
 from azure.storage.queue import QueueClient
 
-from shared.alerts import SCHEMA
-from shared.forwarding import Forwarder, Result
-from shared.settings import Settings
-from tools.servicenow_emulator import ServiceNowEmulator
+from shared.alerting.forwarder import Forwarder, Result
+from shared.alerting.messages import SCHEMA
+from shared.platform.settings import Settings
+from tools.emulators.servicenow import ServiceNowEmulator
 
 CREATED = "2025-01-01T00:00:00+00:00"
 ACTIONS = [

@@ -21,7 +21,7 @@ from opentelemetry import metrics
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
-from tools.httpserver import STOPPED_SECRET_VALUES, TlsEmulator
+from tools.emulators.httpserver import STOPPED_SECRET_VALUES, TlsEmulator
 
 MIN_SECRET_LENGTH = 8  # shorter values would match by chance
 # Libraries only the PySNC comparison tests use (never deployed); requests-oauthlib logs the password

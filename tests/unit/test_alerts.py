@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from shared.alerts import SCHEMA, InvalidMessageError, Severity, parse_message
+from shared.alerting.messages import SCHEMA, InvalidMessageError, Severity, parse_message
 
 DEFENDER_ALERT = {
     "id": 1234,

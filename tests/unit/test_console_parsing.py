@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from shared.console import normalise_mac, parse_device
+from shared.defender.console import normalise_mac, parse_device
 
 
 def test_minimal_record_parses() -> None:

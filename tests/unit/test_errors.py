@@ -7,19 +7,19 @@ from email.utils import formatdate
 
 import pytest
 
-from shared.servicenow.errors import (
+from shared.http.errors import (
     AuthError,
+    HttpError,
     NotFoundError,
     PermanentError,
     RateLimitedError,
-    ServiceNowError,
     TransientError,
     error_from_parts,
     retry_after_seconds,
 )
 
 
-def error(status: int, body: str, content_type: str = "application/json", **headers: str) -> ServiceNowError:
+def error(status: int, body: str, content_type: str = "application/json", **headers: str) -> HttpError:
     return error_from_parts(
         status,
         {"Content-Type": content_type, **headers},

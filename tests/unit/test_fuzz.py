@@ -15,11 +15,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shared.alerts import SCHEMA, AlertMessage, InvalidMessageError, parse_message
-from shared.incidents import CORRELATION_LIMIT, correlation_id, record_values
-from shared.rules import RulesError, evaluate, load_document, parse_rules
+from shared.alerting.messages import SCHEMA, AlertMessage, InvalidMessageError, parse_message
+from shared.alerting.records import CORRELATION_LIMIT, correlation_id, record_values
+from shared.alerting.rules import RulesError, evaluate, load_document, parse_rules
 from shared.servicenow.query import EncodedQuery, QueryValueError
-from tools.servicenow_emulator.query import Condition, parse
+from tools.emulators.servicenow.query import Condition, parse
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -8,10 +8,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.alerts import SCHEMA, parse_message
-from shared.incidents import correlation_id, record_values, values
-from shared.rules import parse_rules
-from shared.templates import ELLIPSIS, PLACEHOLDERS, truncate
+from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.records import correlation_id, record_values, values
+from shared.alerting.rules import parse_rules
+from shared.alerting.templates import ELLIPSIS, PLACEHOLDERS, truncate
 
 RULES = parse_rules(
     {

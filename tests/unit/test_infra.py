@@ -108,14 +108,18 @@ def test_every_role_assignment_is_allowed_and_scoped_to_a_resource() -> None:
 
 
 def _code_settings() -> tuple[set[str], set[str]]:
-    """(every setting the code reads, the required ones), read from shared/settings.py and shared/telemetry.py."""
-    source = (ROOT / "shared" / "settings.py").read_text()
-    read = set(re.findall(r'reader\.(?:raw|required|number|integer)\(\s*"([A-Z][A-Z0-9_]+)"', source))
+    """(every setting the code reads, the required ones), read from the settings and telemetry modules."""
+    source = (ROOT / "shared" / "platform" / "settings.py").read_text()
+    read = set(re.findall(r'reader\.(?:raw|required|number|integer|parsed)\(\s*"([A-Z][A-Z0-9_]+)"', source))
     required = set(re.findall(r'reader\.required\(\s*"([A-Z][A-Z0-9_]+)"', source))
     required |= set(re.findall(r'_check_(?:queue_name|schedule)\(reader, "([A-Z][A-Z0-9_]+)"', source))
     required.add("SERVICENOW_CONNECTIONS")
     read |= required
-    read |= set(re.findall(r'os\.environ\.get\("([A-Z][A-Z0-9_]+)"', (ROOT / "shared" / "telemetry.py").read_text()))
+    read |= set(
+        re.findall(
+            r'os\.environ\.get\("([A-Z][A-Z0-9_]+)"', (ROOT / "shared" / "platform" / "telemetry.py").read_text()
+        )
+    )
     return read, required
 
 

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from shared.servicenow.errors import ServiceNowConnectionError
-from shared.servicenow.policies import RetryPolicy
-from shared.servicenow.transport import HttpRequest
+from shared.http.errors import ConnectionFailedError
+from shared.http.policies import RetryPolicy
+from shared.http.transport import HttpRequest
 
 
 def response(status: int, **headers: str) -> requests.Response:
@@ -96,9 +96,9 @@ def test_attempt_limit_returns_the_last_response() -> None:
 
 
 def test_connection_error_raised_after_budget() -> None:
-    failure = ServiceNowConnectionError("connection failed", request_sent=False)
+    failure = ConnectionFailedError("connection failed", request_sent=False)
     script = Script(*[failure] * 10)
-    with pytest.raises(ServiceNowConnectionError):
+    with pytest.raises(ConnectionFailedError):
         script.policy(budget_seconds=2, max_attempts=10).send(POST, script)
     assert sum(script.waits) <= 2
 

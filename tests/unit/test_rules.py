@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from shared.alerts import SCHEMA, parse_message
-from shared.rules import RulesError, evaluate, parse_rules, stamp
+from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.rules import RulesError, evaluate, parse_rules, stamp
 
 CREATED = "2025-01-01T00:00:00+00:00"
 ACTIONS = [

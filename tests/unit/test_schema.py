@@ -8,7 +8,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shared.alerts import SCHEMA, InvalidMessageError, parse_message
+from shared.alerting.messages import SCHEMA, InvalidMessageError, parse_message
 from tests.conftest import ROOT
 
 PUBLISHED = json.loads((ROOT / "schemas" / "alert-message.v1.json").read_text())
@@ -114,7 +114,7 @@ BAD_RULES = [
 
 
 def test_rules_schema_agrees_with_the_parser() -> None:
-    from shared.rules import RulesError, parse_rules
+    from shared.alerting.rules import RulesError, parse_rules
 
     jsonschema.Draft202012Validator.check_schema(RULES_SCHEMA)
     jsonschema.validate(GOOD_RULES, RULES_SCHEMA)

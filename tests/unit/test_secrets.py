@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from shared.secrets import EnvironmentSecretStore, Secret, SecretNotFoundError, StoredSecret
+from shared.platform.secrets import EnvironmentSecretStore, Secret, SecretNotFoundError, StoredSecret
 
 
 def test_secret_hides_its_value_everywhere(caplog: pytest.LogCaptureFixture) -> None:

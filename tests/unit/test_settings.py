@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.settings import KNOWN_SETTINGS, SettingsError, load_settings, start_up_warnings
+from shared.platform.settings import KNOWN_SETTINGS, SettingsError, load_settings, start_up_warnings
 
 CONNECTION = {
     "name": "default",

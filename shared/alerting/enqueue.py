@@ -1,0 +1,88 @@
+"""The sensor-side enqueuer: wrap Defender for IoT alerts in the message contract and queue them.
+
+Importable (``enqueue_alerts``) for a script next to a sensor or the management console's
+forwarder, and behind the ``enqueue`` command. Every message is validated before it is sent, so a
+bad one is refused at the source with the field named, and the stored size stays within the
+queue's 64 KiB after base64 (the encoding host.json declares).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from azure.storage.queue import QueueClient
+
+from shared.alerting.messages import MAX_QUEUE_MESSAGE_BYTES, SCHEMA, InvalidMessageError, encoded_size, parse_message
+
+
+def alert_envelope(alert: Mapping[str, Any], sensor: Mapping[str, Any], protocol: str | None = None) -> dict[str, Any]:
+    """One Defender alert (as ``/api/v1/alerts`` returns it) as an ``alert`` message."""
+    document: dict[str, Any] = {"schema": SCHEMA, "kind": "alert", "sensor": dict(sensor), "alert": dict(alert)}
+    if protocol:
+        document["protocol"] = protocol
+    return document
+
+
+class InvalidBatchError(InvalidMessageError):
+    """Some messages of a batch are invalid; ``problems`` names each one (numbered from 1) and its field."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(problems))
+
+
+def parse_alerts(text: str | bytes, where: str) -> list[dict[str, Any]]:
+    """The alerts in a sender's input: JSON only (alert messages are JSON; a YAML reading would turn
+    ``0x1F`` into 31 and ``yes`` into true). Accepted: a Defender API response (a list of alerts, or an
+    object holding them under ``alerts``), a list of envelopes, one alert object, or one envelope."""
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidMessageError(
+            f"{where}: not JSON ({exc.msg} at line {exc.lineno} column {exc.colno}); alert messages are JSON only"
+        ) from None
+    except (UnicodeDecodeError, RecursionError) as exc:
+        problem = "nested too deeply" if isinstance(exc, RecursionError) else "not UTF-8"
+        raise InvalidMessageError(f"{where}: {problem}") from None
+    if isinstance(document, dict) and isinstance(document.get("alerts"), list):
+        document = document["alerts"]
+    if isinstance(document, dict):
+        return [document]  # one envelope, or one Defender alert
+    if not isinstance(document, list) or not document or not all(isinstance(a, dict) for a in document):
+        raise InvalidMessageError(
+            f"{where}: expected a JSON array of Defender alert objects (as /api/v1/alerts returns them), "
+            "an object with an 'alerts' array, or one alert object"
+        )
+    return document
+
+
+def validate(document: Mapping[str, Any]) -> bytes:
+    """The message body, after checking it parses and fits the queue; raises InvalidMessageError."""
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
+    parse_message(body)
+    size = encoded_size(document)
+    if size > MAX_QUEUE_MESSAGE_BYTES:
+        raise InvalidMessageError(
+            f"message: {size} bytes after base64, more than the queue's {MAX_QUEUE_MESSAGE_BYTES}"
+        )
+    return body
+
+
+def enqueue_alerts(queue: QueueClient, documents: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Validate every message first, then send them all; returns the queue message ids.
+
+    Nothing is sent when any message is invalid: :class:`InvalidBatchError` names every invalid one by
+    its position (counted from 1) and its field.
+    """
+    bodies, problems = [], []
+    for number, document in enumerate(documents, 1):
+        try:
+            bodies.append(validate(document))
+        except InvalidMessageError as exc:
+            problems.append(f"message {number}: {exc.reason}")
+    if problems:
+        raise InvalidBatchError(problems)
+    return [queue.send_message(base64.b64encode(body).decode()).id for body in bodies]

@@ -1,0 +1,272 @@
+"""The forwarding ledger: which ServiceNow record stands for which (alert, action), in Table storage.
+
+It is what makes forwarding exactly-once at one ServiceNow call on the happy path. Before writing a
+record a worker *claims* the (alert, action) row — an insert, which storage lets only one writer
+win. The row then holds the record's sys_id and the deliveries already handled, so a redelivered or
+duplicated message costs no ServiceNow write. A claim left behind by a crash (between the
+ServiceNow write and the ledger update) goes stale after ``claim_seconds`` and the next worker
+recovers: it looks the record up by correlation id before it would create one. A claim whose
+write failed ambiguously is marked *uncertain* at once, so recovery starts without waiting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+
+from shared.platform.storage import create_table_if_missing
+from shared.platform.times import parse_iso
+
+MAX_DELIVERIES = 50
+MAX_WRITE_ATTEMPTS = 10  # read-modify-write rounds against parallel writers before giving up for now
+
+ClaimKind = Literal["new", "recover", "existing", "busy"]
+# claimed: a worker is writing the record; created: the record exists (sys_id known);
+# uncertain: a write failed in a way that may have created it, so the next attempt looks it up first.
+EntryState = Literal["claimed", "created", "uncertain"]
+
+
+def partition_for(alert_key: str) -> str:
+    # Table keys refuse '/', '\\', '#', '?' and control characters; alert ids are arbitrary text.
+    return hashlib.sha256(alert_key.encode()).hexdigest()
+
+
+@dataclass
+class Entry:
+    alert_key: str
+    action: str
+    state: EntryState
+    etag: str
+    sys_id: str = ""
+    number: str = ""
+    table: str = ""
+    correlation_id: str = ""
+    generation: int = 0
+    seen: int = 1
+    deliveries: tuple[str, ...] = ()
+    resolved: bool = False
+    claimed_at: datetime | None = None
+
+    @classmethod
+    def from_entity(cls, entity: Any) -> Entry:
+        return cls(
+            alert_key=entity.get("alert_key", ""),
+            action=entity["RowKey"],
+            state=entity.get("state", ""),
+            etag=entity.metadata["etag"],
+            sys_id=entity.get("sys_id", ""),
+            number=entity.get("number", ""),
+            table=entity.get("table", ""),
+            correlation_id=entity.get("correlation_id", ""),
+            generation=int(entity.get("generation", 0)),
+            seen=int(entity.get("seen", 1)),
+            deliveries=tuple(json.loads(entity.get("deliveries", "[]"))),
+            resolved=bool(entity.get("resolved", False)),
+            claimed_at=parse_iso(entity.get("claimed_at")),  # a datetime; older rows hold ISO text
+        )
+
+
+def _fields(values: dict[str, Any]) -> dict[str, Any]:
+    """Ledger columns as Entry fields (deliveries are stored as JSON text)."""
+    known = {"state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at"}
+    fields = {k: v for k, v in values.items() if k in known}
+    if "deliveries" in values:
+        fields["deliveries"] = tuple(json.loads(values["deliveries"]))
+    return fields
+
+
+class ContentionError(Exception):
+    """Parallel writers kept changing an entry for every attempt to update it; try again in a moment."""
+
+
+@dataclass
+class Claim:
+    kind: ClaimKind
+    entry: Entry | None = None
+
+
+class Ledger:
+    def __init__(
+        self,
+        table: TableClient,
+        claim_seconds: float = 300.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.table = table
+        self.claim_seconds = claim_seconds
+        self.clock = clock
+
+    def ensure_table(self) -> None:
+        create_table_if_missing(self.table)
+
+    def _keys(self, alert_key: str, action: str) -> dict[str, str]:
+        return {"PartitionKey": partition_for(alert_key), "RowKey": action}
+
+    def _get(self, alert_key: str, action: str) -> Entry | None:
+        try:
+            return Entry.from_entity(self.table.get_entity(partition_key=partition_for(alert_key), row_key=action))
+        except ResourceNotFoundError:
+            return None
+
+    def _merge(self, entry: Entry, values: dict[str, Any]) -> Entry | None:
+        """Conditional update on the entry's etag; None when another writer got there first."""
+        entity = {**self._keys(entry.alert_key, entry.action), **values}
+        try:
+            metadata = self.table.update_entity(
+                entity, mode=UpdateMode.MERGE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
+            )
+        except HttpResponseError as exc:
+            if exc.status_code in (409, 412):
+                return None
+            raise
+        # The response carries the new etag: the merged entry is known without reading it back.
+        return replace(entry, **_fields(values), etag=metadata["etag"])
+
+    def claim(self, alert_key: str, action: str, correlation_id: str) -> Claim:
+        now = self.clock()
+        entity = {
+            **self._keys(alert_key, action),
+            "alert_key": alert_key,
+            "state": "claimed",
+            "claim_id": uuid.uuid4().hex,
+            "claimed_at": now,
+            "correlation_id": correlation_id,
+            "generation": 0,
+            "seen": 1,
+            "deliveries": "[]",
+        }
+        try:
+            metadata = self.table.create_entity(entity)
+            return Claim(
+                "new",
+                Entry(alert_key, action, "claimed", metadata["etag"], correlation_id=correlation_id, claimed_at=now),
+            )
+        except ResourceExistsError:
+            pass
+        entry = self._get(alert_key, action)
+        if entry is None:  # deleted between the two calls: try once more from the start
+            return self.claim(alert_key, action, correlation_id)
+        if entry.state == "created":
+            return Claim("existing", entry)
+        # A claim without a readable time is treated as stale: recovery looks the record up before writing.
+        claimed_at = entry.claimed_at or datetime.min.replace(tzinfo=UTC)
+        if entry.state == "claimed" and now - claimed_at < timedelta(seconds=self.claim_seconds):
+            return Claim("busy", entry)
+        taken = self._merge(entry, {"state": "claimed", "claim_id": uuid.uuid4().hex, "claimed_at": now})
+        return Claim("recover", taken) if taken is not None else Claim("busy", entry)
+
+    def created(
+        self,
+        entry: Entry,
+        *,
+        sys_id: str,
+        number: str,
+        table: str,
+        correlation_id: str,
+        delivery_id: str,
+        generation: int,
+    ) -> Entry:
+        deliveries = [*(d for d in entry.deliveries if d != delivery_id), delivery_id][-MAX_DELIVERIES:]
+        updated = self._merge(
+            entry,
+            {
+                "state": "created",
+                "sys_id": sys_id,
+                "number": number,
+                "table": table,
+                "correlation_id": correlation_id,
+                "generation": generation,
+                "deliveries": json.dumps(deliveries),
+                "resolved": False,
+            },
+        )
+        if updated is None:
+            raise RuntimeError(f"ledger entry for {entry.alert_key}/{entry.action} changed while this worker held it")
+        return updated
+
+    def uncertain(self, entry: Entry) -> None:
+        """The write may or may not have reached ServiceNow: recover by lookup next time, without waiting."""
+        self._merge(entry, {"state": "uncertain"})
+
+    def release(self, entry: Entry) -> None:
+        """Nothing was written: forget the claim (or, for a new generation, go back to the record before it)."""
+        if entry.sys_id:
+            self._merge(entry, {"state": "created", "generation": max(0, entry.generation - 1)})
+            return
+        with contextlib.suppress(HttpResponseError):
+            self.table.delete_entity(
+                partition_key=partition_for(entry.alert_key),
+                row_key=entry.action,
+                etag=entry.etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+
+    def begin_generation(self, entry: Entry, generation: int, correlation_id: str) -> Entry | None:
+        """Claim the right to replace a closed record with a new one (None: another worker is doing it).
+
+        The entry then names the new generation's correlation id, so a recovery looks for the new record,
+        never adopts the closed one.
+        """
+        return self._merge(
+            entry,
+            {
+                "state": "claimed",
+                "claim_id": uuid.uuid4().hex,
+                "claimed_at": self.clock(),
+                "generation": generation,
+                "correlation_id": correlation_id,
+            },
+        )
+
+    def delivered(self, entry: Entry, delivery_id: str, **values: Any) -> Entry | None:
+        """Record one more occurrence (``seen`` + 1) and its delivery id; the returned entry's ``seen`` is its number.
+
+        Parallel repeats of one alert race here: a write that loses re-reads the entry and tries again, so
+        every occurrence is counted and every delivery id kept. None when this delivery id is recorded
+        already (another copy of the same delivery got there first); :class:`ContentionError` when the
+        race is not won within MAX_WRITE_ATTEMPTS rounds.
+        """
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            if delivery_id in entry.deliveries:
+                return None
+            deliveries = [*entry.deliveries, delivery_id][-MAX_DELIVERIES:]
+            updated = self._merge(entry, {"deliveries": json.dumps(deliveries), "seen": entry.seen + 1, **values})
+            if updated is not None:
+                return updated
+            entry = self._reread(entry)
+        raise ContentionError(f"ledger entry for {entry.alert_key}/{entry.action} kept changing")
+
+    def undelivered(self, entry: Entry, delivery_id: str) -> None:
+        """Take back an occurrence recorded by :meth:`delivered` whose ServiceNow write failed, so that the
+        redelivery writes it instead of taking itself for a duplicate. Bounded; the caller's error stands."""
+        for _ in range(MAX_WRITE_ATTEMPTS):
+            if delivery_id not in entry.deliveries:
+                return
+            deliveries = [d for d in entry.deliveries if d != delivery_id]
+            values = {"deliveries": json.dumps(deliveries), "seen": max(1, entry.seen - 1)}
+            if self._merge(entry, values) is not None:
+                return
+            entry = self._reread(entry)
+
+    def _reread(self, entry: Entry) -> Entry:
+        fresh = self._get(entry.alert_key, entry.action)
+        if fresh is None:
+            raise ContentionError(f"ledger entry for {entry.alert_key}/{entry.action} disappeared")
+        return fresh
+
+    def entries(self, alert_key: str) -> list[Entry]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_for(alert_key)})
+        return [Entry.from_entity(e) for e in query]
+
+    def resolved(self, entry: Entry) -> None:
+        self._merge(entry, {"resolved": True})

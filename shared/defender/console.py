@@ -1,0 +1,307 @@
+"""The on-premises management console's integration API v3: devices, connections, sensors, CVEs.
+
+Tolerant of what real consoles send: optional fields may be missing or null, lists may be absent,
+and a record without an id is skipped (and counted) rather than failing the page. MAC addresses
+Defender is sure of are kept apart from the ones it only guessed (seen through a router): a guessed
+MAC must never identify a CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+
+from shared.http.errors import HttpError, error_from_response
+from shared.http.policies import CallStats, Next, Pipeline, build_pipeline
+from shared.http.transport import HttpRequest
+from shared.platform.secrets import Secret
+from shared.platform.settings import HttpSettings
+
+logger = logging.getLogger("shared.defender.console")
+API = "/external/v3/integration"
+
+
+class ConsoleError(Exception):
+    """A console call failed; ``retryable`` says whether a later attempt may succeed."""
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
+        self.status = status
+        self.retryable = retryable
+        super().__init__(message)
+
+
+@dataclass(frozen=True)
+class Firmware:
+    model: str = ""
+    version: str = ""
+    serial: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: int
+    name: str
+    last_update: int
+    device_type: str = ""
+    vendor: str = ""
+    purdue_level: str = ""
+    site: str = ""
+    zone: str = ""
+    sensor: str = ""
+    sensor_ids: tuple[int, ...] = ()
+    macs: tuple[str, ...] = ()  # confident: usable as identifiers
+    guessed_macs: tuple[str, ...] = ()  # seen through a router: never an identifier
+    ips: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    firmware: tuple[Firmware, ...] = ()
+    first_discovered: int | None = None
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Connection:
+    source: int
+    target: int
+    kind: str = ""
+    sensor: str = ""
+
+
+@dataclass(frozen=True)
+class ConsoleSensor:
+    id: int
+    name: str
+    connection_state: str = ""
+    version: str = ""
+    learning_mode: bool = False
+    interface_address: str = ""
+    zone_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Cve:
+    id: str
+    score: str = ""
+    attack_vector: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceCves:
+    device_id: int
+    last_update: int
+    cves: tuple[Cve, ...] = ()
+
+
+def normalise_mac(value: Any) -> str | None:
+    """``aa:bb:cc:dd:ee:ff`` (lower case, colons), or None for anything that is not a MAC address."""
+    if not isinstance(value, str):
+        return None
+    digits = "".join(c for c in value.lower() if c in "0123456789abcdef")
+    if len(digits) != 12 or len(value.strip()) not in (12, 14, 17):
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def _text(record: dict[str, Any], key: str) -> str:
+    value = record.get(key)
+    return "" if value is None else str(value)
+
+
+def _objects(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = record.get(key)
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def parse_device(record: dict[str, Any]) -> Device | None:
+    device_id = _int(record.get("u_id"))
+    if device_id is None:
+        return None
+    macs = {m for o in _objects(record, "u_mac_address_objects") if (m := normalise_mac(o.get("u_mac_address")))}
+    guessed: set[str] = set()
+    ips = []
+    for entry in _objects(record, "u_ip_address_objects"):
+        if isinstance(entry.get("u_ip_address"), str) and entry["u_ip_address"]:
+            ips.append(entry["u_ip_address"])
+        raw_guesses = entry.get("u_guessed_mac_address")
+        for candidate in raw_guesses if isinstance(raw_guesses, list) else [raw_guesses]:
+            if (mac := normalise_mac(candidate)) and mac not in macs:
+                guessed.add(mac)
+    return Device(
+        id=device_id,
+        name=_text(record, "u_name") or f"device-{device_id}",
+        last_update=_int(record.get("u_last_update")) or 0,
+        device_type=_text(record, "u_device_type"),
+        vendor=_text(record, "u_vendor"),
+        purdue_level=_text(record, "u_purdue_layer"),
+        site=_text(record, "u_site"),
+        zone=_text(record, "u_zone"),
+        sensor=_text(record, "u_appliance"),
+        sensor_ids=tuple(i for o in _objects(record, "u_sensor_ids") if (i := _int(o.get("u_sensor_id"))) is not None),
+        macs=tuple(sorted(macs)),
+        guessed_macs=tuple(sorted(guessed)),
+        ips=tuple(ips),
+        protocols=tuple(str(o["u_protocol"]) for o in _objects(record, "u_protocol_objects") if o.get("u_protocol")),
+        firmware=tuple(
+            Firmware(_text(o, "u_model"), _text(o, "u_version"), _text(o, "u_serial"))
+            for o in _objects(record, "u_firmwares")
+        ),
+        first_discovered=_int(record.get("u_first_discovered")),
+        url=_text(record, "u_cm_device_url"),
+    )
+
+
+@dataclass
+class ConsoleAuthPolicy:
+    """The console takes its API token bare in ``Authorization`` (no scheme)."""
+
+    token: Callable[[], Secret]
+
+    def send(self, request: HttpRequest, next_: Next) -> requests.Response:
+        return next_(dataclasses.replace(request, headers={**request.headers, "Authorization": self.token().reveal()}))
+
+
+@dataclass
+class ConsoleClient:
+    base_url: str
+    pipeline: Pipeline
+    page_size: int = 500
+    stats: CallStats = field(default_factory=CallStats)
+    skipped: int = 0
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        token: Callable[[], Secret],
+        http: HttpSettings,
+        *,
+        proxy_url: str | None = None,
+        ca_bundle: Path | None = None,
+        page_size: int = 500,
+    ) -> ConsoleClient:
+        if urlsplit(base_url).scheme != "https":
+            raise ValueError(f"console URL {base_url!r} must be https")
+        stats = CallStats()
+        pipeline = build_pipeline(
+            http,
+            service="console",
+            auth=ConsoleAuthPolicy(token),
+            stats=stats,
+            proxy_url=proxy_url,
+            ca_bundle=ca_bundle,
+            ca_setting="CONSOLE_CA_BUNDLE",
+        )
+        return cls(base_url.rstrip("/"), pipeline, page_size, stats)
+
+    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
+        self.stats.calls += 1
+        try:
+            response = self.pipeline.send(HttpRequest("GET", f"{self.base_url}{API}{path}", params=params))
+        except HttpError as exc:
+            raise ConsoleError(f"console GET {path} failed: {exc}", retryable=exc.retryable) from None
+        if response.status_code != 200:
+            error = error_from_response(response, method="GET", path=API + path, now=time.time())
+            raise ConsoleError(
+                f"console GET {path} → {response.status_code}: {error.message}",
+                status=response.status_code,
+                retryable=response.status_code in (408, 429) or response.status_code >= 500,
+            )
+        try:
+            return response.json()
+        except ValueError:
+            raise ConsoleError(f"console GET {path}: the answer is not JSON", retryable=True) from None
+
+    def _pages(self, path: str, key: str, params: dict[str, str] | None = None) -> Iterator[list[dict[str, Any]]]:
+        page = 0
+        while True:
+            document = self._get(path, {**(params or {}), "page": str(page), "size": str(self.page_size)})
+            records = document.get(key) if isinstance(document, dict) else None
+            if not isinstance(records, list):
+                raise ConsoleError(f"console GET {path}: no '{key}' list in the answer", retryable=True)
+            yield [r for r in records if isinstance(r, dict)]
+            total = _int(document.get("u_count")) or 0
+            page += 1
+            if not records or page * self.page_size >= total:
+                return
+
+    def device_pages(self, since_ms: int) -> Iterator[list[Device]]:
+        """Devices created or updated after ``since_ms``, one page at a time, oldest update first."""
+        for records in self._pages(f"/devices/{since_ms}", "u_devices", {"notificationType": "0"}):
+            devices = [d for r in records if (d := parse_device(r)) is not None]
+            self.skipped += len(records) - len(devices)
+            yield devices
+
+    def device(self, device_id: int) -> Device | None:
+        try:
+            return parse_device(self._get(f"/device/{device_id}"))
+        except ConsoleError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def connection_pages(self, since_ms: int) -> Iterator[list[Connection]]:
+        for records in self._pages(f"/connections/{since_ms}", "u_connections"):
+            yield [
+                Connection(source, target, _text(r, "u_connection_type"), _text(r, "u_appliance"))
+                for r in records
+                if (source := _int(r.get("u_src_device_id"))) is not None
+                and (target := _int(r.get("u_dest_device_id"))) is not None
+            ]
+
+    def deleted_devices(self, since_ms: int) -> list[int]:
+        document = self._get(f"/deleteddevices/{since_ms}")
+        if not isinstance(document, list):
+            return []
+        return [i for r in document if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None]
+
+    def sensors(self) -> list[ConsoleSensor]:
+        document = self._get("/sensors")
+        return [
+            ConsoleSensor(
+                i,
+                _text(r, "u_name") or f"sensor-{i}",
+                _text(r, "u_connection_state"),
+                _text(r, "u_version"),
+                bool(r.get("u_is_in_learning_mode")),
+                _text(r, "u_interface_address"),
+                _int(r.get("u_zone_id")),
+            )
+            for r in (document if isinstance(document, list) else [])
+            if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None
+        ]
+
+    def cve_pages(self, since_ms: int) -> Iterator[list[DeviceCves]]:
+        for records in self._pages(f"/devicecves/{since_ms}", "u_device_cves"):
+            yield [
+                DeviceCves(
+                    i,
+                    _int(r.get("u_last_update")) or 0,
+                    tuple(
+                        Cve(
+                            _text(c, "u_cve_id"),
+                            _text(c, "u_score"),
+                            _text(c, "u_attack_vector"),
+                            _text(c, "u_description"),
+                        )
+                        for c in _objects(r, "u_cves")
+                        if c.get("u_cve_id")
+                    ),
+                )
+                for r in records
+                if (i := _int(r.get("u_id"))) is not None
+            ]

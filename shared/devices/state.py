@@ -1,0 +1,122 @@
+"""What the device sync remembers between runs, in one Table storage table: each item's content hash and
+sys_id, each stream's watermark, and the last run's status (shown by ``sync status``)."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from shared.platform.storage import create_table_if_missing
+
+
+@dataclass
+class SyncCounts:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    retired: int = 0
+    relations: int = 0
+    cves_opened: int = 0
+    cves_closed: int = 0
+    errors: int = 0
+
+
+@dataclass
+class SyncStatus:
+    started: str
+    finished: str = ""
+    duration_seconds: float = 0.0
+    counts: SyncCounts = field(default_factory=SyncCounts)
+    error: str = ""
+    servicenow_calls: int = 0
+
+    @classmethod
+    def from_json(cls, text: str) -> SyncStatus:
+        document = json.loads(text)
+        return cls(**{**document, "counts": SyncCounts(**document.get("counts", {}))})
+
+
+class SyncState:
+    """Hashes, sys_ids, watermarks and the last sync's status, in one Table storage table.
+
+    Per-item rows are spread over PARTITIONS partitions per kind: one partition serves about 2,000
+    entities a second (the Table service's scalability target), less than a 100,000-device first sync
+    needs, and the storage emulator scans a whole partition for each point read.
+    """
+
+    PARTITIONS = 64
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    @classmethod
+    def partition(cls, kind: str, key: str) -> str:
+        return f"{kind}-{zlib.crc32(key.encode()) % cls.PARTITIONS:02d}"
+
+    def rows(self, kind: str) -> Iterator[dict[str, Any]]:
+        """Every stored row of one kind (for tools and tests; the sync itself reads by key)."""
+        low, high = f"{kind}-", f"{kind}-~"
+        for entity in self.table.query_entities(f"PartitionKey gt '{low}' and PartitionKey lt '{high}'"):
+            yield dict(entity)
+
+    def delete(self, kind: str, key: str) -> None:
+        self.table.delete_entity(self.partition(kind, key), key)
+
+    def ensure(self) -> None:
+        create_table_if_missing(self.table)
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self._single(self.partition(kind, key), key)
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """A page's stored rows at once: point reads in parallel, one page at a time (memory stays bounded)."""
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            return dict(zip(keys, pool.map(lambda key: self.get(kind, key), keys), strict=True))
+
+    def put(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
+        """Upsert rows of one kind: a transaction per partition, 100 rows at most (the Table service's limits)."""
+        partitions: dict[str, list[dict[str, Any]]] = {}
+        for row in rows:
+            partitions.setdefault(self.partition(kind, row["RowKey"]), []).append(row)
+        for partition, members in partitions.items():
+            self._put_partition(partition, members)
+
+    def _put_partition(self, partition: str, rows: Sequence[dict[str, Any]]) -> None:
+        for start in range(0, len(rows), 100):
+            operations = [
+                ("upsert", {**row, "PartitionKey": partition}, {"mode": UpdateMode.MERGE})
+                for row in rows[start : start + 100]
+            ]
+            try:
+                self.table.submit_transaction(operations)
+            except TableTransactionError:
+                for _, entity, _ in operations:
+                    self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def _single(self, partition: str, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table.get_entity(partition, key))
+        except ResourceNotFoundError:
+            return None
+
+    def watermark(self, stream: str) -> int:
+        row = self._single("watermark", stream)
+        return int(row["value"]) if row else 0
+
+    def set_watermark(self, stream: str, value: int) -> None:
+        # Text, not a number: the Table SDK sends plain ints as Int32, too small for epoch milliseconds.
+        self.table.upsert_entity({"PartitionKey": "watermark", "RowKey": stream, "value": str(value)})
+
+    def last_sync(self) -> SyncStatus | None:
+        row = self._single("status", "last")
+        return SyncStatus.from_json(row["json"]) if row else None
+
+    def record(self, status: SyncStatus) -> None:
+        self.table.upsert_entity({"PartitionKey": "status", "RowKey": "last", "json": json.dumps(asdict(status))})

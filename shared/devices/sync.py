@@ -1,0 +1,340 @@
+"""Device sync: the Defender inventory → the ServiceNow CMDB (OT data model).
+
+Incremental: each stream (devices, connections, deletions, CVEs) is read from its watermark, page
+by page, so memory is bounded by the page size. Each item's content hash is kept in Table storage,
+so an unchanged device costs no ServiceNow write; changed ones go to the IRE in batches. A watermark
+advances only past what was written — to one millisecond before the last written item, so items
+that share a timestamp across a page boundary are read again (their hash makes that free) rather
+than skipped — and never past an item that failed, so a failed run resumes without loss.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from opentelemetry import metrics
+
+from shared.defender.console import ConsoleClient, ConsoleError, ConsoleSensor, Device
+from shared.devices.cmdb import (
+    CONNECTS,
+    DETECTS,
+    content_hash,
+    device_item,
+    identity_item,
+    retire_item,
+    sensor_item,
+)
+from shared.devices.state import SyncCounts, SyncState, SyncStatus
+from shared.devices.vulnerabilities import CveChange, write_vulnerable_items
+from shared.http.errors import HttpError
+from shared.platform.settings import DeviceSyncSettings
+from shared.platform.times import parse_iso
+from shared.servicenow import ServiceNowClient
+
+logger = logging.getLogger("shared.devices.sync")
+_meter = metrics.get_meter("defender_iot_servicenow")
+SYNC_RUNS = _meter.create_counter("device_sync.runs", unit="{run}")
+SYNC_ITEMS = _meter.create_counter("device_sync.items", unit="{item}")
+SYNC_AGE = _meter.create_gauge("device_sync.age_seconds", unit="s")
+STREAMS = ("devices", "connections", "deleted", "cves")
+
+
+@dataclass(frozen=True)
+class SyncProgress:
+    """How far a run has come: the stream being read, the pages and items read so far, and ServiceNow calls."""
+
+    stream: str
+    pages: int
+    items: int
+    servicenow_calls: int
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class DeviceSync:
+    def __init__(
+        self,
+        settings: DeviceSyncSettings,
+        console: ConsoleClient,
+        servicenow: ServiceNowClient,
+        state: SyncState,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        progress: Callable[[SyncProgress], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.console = console
+        self.servicenow = servicenow
+        self.state = state
+        self.clock = clock
+        self.progress = progress
+        self.sensors: dict[int, ConsoleSensor] = {}
+        self._calls_before = 0
+        self._read: dict[str, tuple[int, int]] = {}
+
+    # -- one run ----------------------------------------------------------------------------
+    def run(self) -> SyncStatus:
+        started = self.clock()
+        status = SyncStatus(started=started.isoformat())
+        calls_before = self._calls_before = self.servicenow.stats.calls
+        self._read = {}
+        try:
+            self.state.ensure()
+            self._sensors(status.counts)
+            self._devices(status.counts)
+            self._connections(status.counts)
+            self._deleted(status.counts)
+            self._cves(status.counts)
+        except (ConsoleError, HttpError, OSError) as exc:
+            status.error = f"{type(exc).__name__}: {exc}"
+            logger.error("device sync failed (it resumes from the last written item next time): %s", status.error)
+        finished = self.clock()
+        status.finished = finished.isoformat()
+        status.duration_seconds = round((finished - started).total_seconds(), 3)
+        status.servicenow_calls = self.servicenow.stats.calls - calls_before
+        self.state.record(status)
+        SYNC_RUNS.add(1, {"result": "failed" if status.error else "succeeded"})
+        for name, value in asdict(status.counts).items():
+            if value:
+                SYNC_ITEMS.add(value, {"kind": name})
+        logger.info(
+            "device sync %s in %.1f s: %s",
+            "failed" if status.error else "finished",
+            status.duration_seconds,
+            asdict(status.counts),
+        )
+        return status
+
+    def _page_read(self, stream: str, items: int) -> None:
+        pages, total = self._read.get(stream, (0, 0))
+        self._read[stream] = (pages + 1, total + items)
+        if self.progress is not None:
+            calls = self.servicenow.stats.calls - self._calls_before
+            self.progress(SyncProgress(stream, pages + 1, total + items, calls))
+
+    def _reconcile(self, items: list[dict[str, Any]], relations: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        payload = {"items": items, "relations": relations}
+        result = self.servicenow.identify_reconcile(payload, data_source=self.settings.data_source)
+        return list(result.get("items") or [])
+
+    def _count(self, counts: SyncCounts, result: dict[str, Any]) -> bool:
+        if result.get("errorCount"):
+            counts.errors += 1
+            logger.warning("IRE refused an item: %s", (result.get("errors") or [{}])[0].get("message", "?"))
+            return False
+        operation = result.get("operation")
+        if operation == "INSERT":
+            counts.created += 1
+        elif operation == "UPDATE":
+            counts.updated += 1
+        else:
+            counts.unchanged += 1
+        return True
+
+    # -- sensors ------------------------------------------------------------------------------
+    def _sensors(self, counts: SyncCounts) -> None:
+        self.sensors = {s.id: s for s in self.console.sensors()}
+        changed = []
+        for sensor in self.sensors.values():
+            item = sensor_item(sensor)
+            stored = self.state.get("sensor", str(sensor.id))
+            if stored is None or stored.get("hash") != content_hash(item):
+                changed.append((sensor, item))
+            else:
+                counts.unchanged += 1
+        if not changed:
+            return
+        results = self._reconcile([item for _, item in changed], [])
+        rows = [
+            {"RowKey": str(sensor.id), "hash": content_hash(item), "sys_id": result.get("sysId", "")}
+            for (sensor, item), result in zip(changed, results, strict=False)
+            if self._count(counts, result)
+        ]
+        self.state.put("sensor", rows)
+
+    # -- devices ------------------------------------------------------------------------------
+    def _devices(self, counts: SyncCounts) -> None:
+        watermark = self.state.watermark("devices")
+        new_mark: int | None = None
+        blocked = False  # once an item fails, the watermark stays before it for the rest of the run
+        for page in self.console.device_pages(watermark):
+            items = {d.id: device_item(d, self.settings.class_map) for d in page}
+            hashes = {d.id: content_hash({**items[d.id], "sensors": sorted(d.sensor_ids)}) for d in page}
+            stored = self.state.get_many("device", [str(d.id) for d in page])
+            changed = [d for d in page if (stored[str(d.id)] or {}).get("hash") != hashes[d.id]]
+            counts.unchanged += len(page) - len(changed)
+            failed: list[Device] = []
+            for chunk in _chunks(changed, self.settings.batch_size):
+                failed += self._write_devices(chunk, items, hashes, counts)
+            if failed:
+                mark = min(d.last_update for d in failed) - 1
+                new_mark = mark if new_mark is None else min(new_mark, mark)
+                blocked = True
+            elif page and not blocked:
+                new_mark = max(d.last_update for d in page) - 1
+            if new_mark is not None and new_mark > watermark:
+                self.state.set_watermark("devices", new_mark)
+            self._page_read("devices", len(page))
+
+    def _write_devices(
+        self, chunk: Sequence[Device], items: dict[int, dict[str, Any]], hashes: dict[int, str], counts: SyncCounts
+    ) -> list[Device]:
+        payload: list[dict[str, Any]] = [items[d.id] for d in chunk]
+        relations = []
+        sensor_index: dict[int, int] = {}
+        for position, device in enumerate(chunk):
+            for sensor_id in device.sensor_ids:
+                sensor = self.sensors.get(sensor_id)
+                if sensor is None:
+                    continue
+                if sensor_id not in sensor_index:
+                    sensor_index[sensor_id] = len(payload)
+                    payload.append(sensor_item(sensor))
+                relations.append({"parent": sensor_index[sensor_id], "child": position, "type": DETECTS})
+        results = self._reconcile(payload, relations)
+        counts.relations += len(relations)
+        rows, failed = [], []
+        for device, result in zip(chunk, results, strict=False):
+            if self._count(counts, result):
+                rows.append(
+                    {
+                        "RowKey": str(device.id),
+                        "hash": hashes[device.id],
+                        "sys_id": result.get("sysId", ""),
+                        "class_name": items[device.id]["className"],
+                        "retired": False,
+                    }
+                )
+            else:
+                failed.append(device)
+        self.state.put("device", rows)
+        return failed
+
+    # -- connections, deletions, CVEs ------------------------------------------------------------
+    def _connections(self, counts: SyncCounts) -> None:
+        # Connection records carry no timestamp of their own: read them from the devices' watermark of the
+        # previous run; the stored key of each written connection makes a re-read cost nothing.
+        since = self.state.watermark("connections")
+        next_since = self.state.watermark("devices")
+        for page in self.console.connection_pages(since):
+            known = self.state.get_many("connection", [f"{c.source}-{c.target}" for c in page])
+            new = [c for c in page if known[f"{c.source}-{c.target}"] is None]
+            for chunk in _chunks(new, max(1, self.settings.batch_size // 2)):
+                items: list[dict[str, Any]] = []
+                relations: list[dict[str, Any]] = []
+                for connection in chunk:
+                    relations.append({"parent": len(items), "child": len(items) + 1, "type": CONNECTS})
+                    items += [identity_item(connection.source), identity_item(connection.target)]
+                self._reconcile(items, relations)
+                counts.relations += len(chunk)
+                self.state.put("connection", [{"RowKey": f"{c.source}-{c.target}", "kind": c.kind} for c in chunk])
+            self._page_read("connections", len(page))
+        self.state.set_watermark("connections", next_since)
+
+    def _deleted(self, counts: SyncCounts) -> None:
+        since = self.state.watermark("deleted")
+        next_since = self.state.watermark("devices")
+        known = [
+            (i, row)
+            for i in self.console.deleted_devices(since)
+            if (row := self.state.get("device", str(i))) is not None and not row.get("retired")
+        ]
+        for chunk in _chunks(known, self.settings.batch_size):
+            results = self._reconcile([retire_item(i) for i, _ in chunk], [])
+            rows = []
+            for (device_id, _), result in zip(chunk, results, strict=False):
+                if not result.get("errorCount"):
+                    counts.retired += 1
+                    rows.append({"RowKey": str(device_id), "retired": True, "hash": ""})
+                else:
+                    counts.errors += 1
+            self.state.put("device", rows)
+        self.state.set_watermark("deleted", next_since)
+
+    def _cves(self, counts: SyncCounts) -> None:
+        # Per console page: one state read, one vulnerable-item lookup per 100 changes (an IN query on
+        # the correlation id, so a crash after a write never duplicates it) and Batch API writes.
+        watermark = self.state.watermark("cves")
+        blocked = False
+        for page in self.console.cve_pages(watermark):
+            keys = [str(row.device_id) for row in page]
+            devices = self.state.get_many("device", keys)
+            stored = self.state.get_many("cve", keys)
+            changes: list[CveChange] = []
+            now_open: dict[int, list[str]] = {}
+            for row in page:
+                device = devices[str(row.device_id)]
+                if device is None or not device.get("sys_id"):
+                    continue  # not in the CMDB yet; the next run after its sync will see it again
+                previous = stored[str(row.device_id)]
+                was_open = set(json.loads(previous["open"])) if previous else set()
+                now_open[row.device_id] = sorted({c.id for c in row.cves})
+                changes += [
+                    CveChange(row.device_id, device["sys_id"], c.id, c.score, True)
+                    for c in row.cves
+                    if c.id not in was_open
+                ]
+                changes += [
+                    CveChange(row.device_id, device["sys_id"], cve_id, "", False)
+                    for cve_id in sorted(was_open - set(now_open[row.device_id]))
+                ]
+            failed = write_vulnerable_items(self.servicenow, changes, counts, self.settings.batch_size)
+            self.state.put(
+                "cve",
+                [
+                    {"RowKey": str(device_id), "open": json.dumps(ids)}
+                    for device_id, ids in now_open.items()
+                    if device_id not in failed
+                ],
+            )
+            blocked = blocked or bool(failed)
+            if page and not blocked:
+                self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
+            self._page_read("cves", len(page))
+
+
+def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:
+    finished = parse_iso(last.finished) if last is not None else None
+    if finished is None:
+        return True
+    return now - finished >= timedelta(minutes=frequency_minutes) - timedelta(seconds=30)
+
+
+def run_if_due(
+    state: SyncState, settings: DeviceSyncSettings, *, past_due: bool, build: Callable[[], DeviceSync]
+) -> SyncStatus | None:
+    """One timer tick of an enabled sync: the timer ticks often; the sync runs when due.
+
+    Only the sync state is read on a tick; ``build`` (the console, Key Vault and ServiceNow clients) is
+    called when a run is due. A past-due tick (the app was stopped or busy) is no reason to run early or
+    to skip: the last run's finish time decides, and the log says the tick was late.
+    """
+    last = state.last_sync() if _table_exists(state) else None
+    now = datetime.now(UTC)
+    if last is not None and (finished := parse_iso(last.finished)) is not None:
+        SYNC_AGE.set((now - finished).total_seconds())
+    if not is_due(last, settings.frequency_minutes, now):
+        if past_due:
+            logger.info("device sync tick was past due; the last sync is recent enough, so nothing to do")
+        return None
+    if past_due:
+        logger.info("device sync tick was past due (the app was stopped or busy); the sync is due, running it now")
+    status = build().run()
+    if status.error:
+        raise RuntimeError(f"device sync failed: {status.error}")  # recorded; the invocation shows it failed
+    return status
+
+
+def _table_exists(state: SyncState) -> bool:
+    try:
+        state.ensure()
+        return True
+    except Exception:  # the status is advisory here; the run itself reports storage errors
+        return False

@@ -1,0 +1,65 @@
+"""Clients for the storage account behind a named connection, built the way the host resolves it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+import requests.adapters
+from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.data.tables import TableClient, TableServiceClient
+from azure.storage.blob import BlobServiceClient
+from azure.storage.queue import QueueServiceClient
+
+from shared.platform.identity import azure_credential
+from shared.platform.settings import StorageConnection
+
+
+def _credential(connection: StorageConnection) -> Any:
+    return azure_credential(connection.client_id)
+
+
+def pooled_session(size: int) -> requests.Session:
+    """A requests session for an Azure SDK client with a pool of ``size`` connections (the default is 10)."""
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=2, pool_maxsize=size)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
+def create_table_if_missing(table: TableClient) -> None:
+    """Create the table if missing. The deployment creates it and may grant only table-level data access,
+    under which creating answers 403 rather than 409: both mean there is nothing to do."""
+    try:
+        table.create_table()
+    except ResourceExistsError:
+        pass
+    except HttpResponseError as exc:
+        if exc.status_code != 403:
+            raise
+
+
+def queue_service(connection: StorageConnection, **options: Any) -> QueueServiceClient:
+    """``options``: the SDK's client options, e.g. shorter retries for an operator at a terminal."""
+    if connection.connection_string:
+        return QueueServiceClient.from_connection_string(connection.connection_string, **options)
+    assert connection.queue_uri is not None
+    return QueueServiceClient(connection.queue_uri, credential=_credential(connection), **options)
+
+
+def table_service(connection: StorageConnection, pool_size: int = 20) -> TableServiceClient:
+    session = pooled_session(pool_size)  # the device sync reads a page's rows in parallel
+    if connection.connection_string:
+        return TableServiceClient.from_connection_string(connection.connection_string, session=session)
+    if connection.table_uri is None:
+        raise ValueError(f"{connection.name}__tableServiceUri is not set; the forwarding ledger needs table storage")
+    return TableServiceClient(connection.table_uri, credential=_credential(connection), session=session)
+
+
+def blob_service(connection: StorageConnection, **options: Any) -> BlobServiceClient:
+    if connection.connection_string:
+        return BlobServiceClient.from_connection_string(connection.connection_string, **options)
+    if connection.blob_uri is None:
+        raise ValueError(f"{connection.name}__blobServiceUri is not set; the rules document lives in blob storage")
+    return BlobServiceClient(connection.blob_uri, credential=_credential(connection), **options)

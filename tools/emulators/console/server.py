@@ -1,0 +1,152 @@
+"""The on-premises management console's integration API v3, served from a generated inventory.
+
+``Authorization: <api token>`` (no scheme, as the console expects); ``page`` from 0 and ``size``
+(default 50) with a total ``u_count``; ``{timestamp_ms}`` selects what changed after it. Results are
+ordered by update time, then id, so paging is stable. Faults as in the other emulators.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tools.emulators.console.inventory import Inventory, generate, mutate
+from tools.emulators.faults import FaultPlan
+from tools.emulators.httpserver import Reply, TlsEmulator
+
+PREFIX = "/external/v3/integration/"
+DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README  # nosec B105
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if not k.startswith("_")}
+
+
+class ConsoleEmulator(TlsEmulator):
+    thread_name = "console-emulator"
+
+    def __init__(
+        self,
+        inventory: Inventory | None = None,
+        *,
+        token: str = DEFAULT_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_dir: Path = Path(".local/tls"),
+    ) -> None:
+        self.inventory = inventory or generate(100)
+        self.token = token
+        self.faults = FaultPlan(time.time)
+        self.stats: Counter[str] = Counter()
+        super().__init__(host, port, tls_dir)
+        self._listing: tuple[tuple[int, int, int, int], list[dict[str, Any]]] | None = None
+
+    def secret_values(self) -> set[str]:
+        return {self.token}
+
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        url = urlsplit(target)
+        if url.path.startswith("/_emulator/"):
+            return self.admin(method, url.path, body)
+        if not secrets.compare_digest(headers.get("authorization", "").encode(), self.token.encode()):
+            return Reply(401, {"error": "Unauthorized"})
+        self.stats["requests"] += 1
+        fault = self.faults.take()
+        if fault is not None:
+            self.stats["faults"] += 1
+            if fault.kind == "reset":
+                return None
+            return Reply(
+                fault.status, {"error": "injected"}, {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            )
+        if method != "GET" or not url.path.startswith(PREFIX):
+            return Reply(404, {"error": "Not Found"})
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        parts = url.path[len(PREFIX) :].split("/")
+        self.stats[parts[0]] += 1
+        try:
+            with self.inventory.lock:
+                return self.route(parts, query)
+        except ValueError as exc:
+            return Reply(400, {"error": str(exc)})
+
+    def route(self, parts: list[str], query: dict[str, str]) -> Reply:
+        inventory = self.inventory
+        page, size = int(query.get("page", "0")), int(query.get("size", "50"))
+        if page < 0 or not 1 <= size <= 10_000:
+            raise ValueError("page must be ≥ 0 and size 1-10000")
+
+        def paged(items: list[dict[str, Any]], key: str) -> Reply:
+            return Reply(
+                200, {"u_count": len(items), key: [_public(i) for i in items[page * size : (page + 1) * size]]}
+            )
+
+        kind, argument = parts[0], parts[1] if len(parts) > 1 else None
+        if kind == "sensors":
+            return Reply(200, inventory.sensors)
+        if kind == "device" and argument is not None:
+            device = inventory.devices.get(int(argument))
+            return Reply(200, device) if device is not None else Reply(404, {"error": "Device not found"})
+        since = int(argument or "0")
+        if kind == "devices":
+            devices = self._changed_devices(since)
+            notification = query.get("notificationType", "0")
+            if notification == "1":
+                devices = [d for d in devices if d["u_first_discovered"] > since]
+            elif notification == "2":
+                devices = [d for d in devices if d["u_first_discovered"] <= since]
+            if "sensorId" in query:
+                devices = [d for d in devices if {"u_sensor_id": int(query["sensorId"])} in d["u_sensor_ids"]]
+            return paged(devices, "u_devices")
+        if kind == "connections":
+            connections = sorted(
+                (c for c in inventory.connections if c["_updated"] > since),
+                key=lambda c: (c["_updated"], c["u_src_device_id"], c["u_dest_device_id"]),
+            )
+            return paged(connections, "u_connections")
+        if kind == "deleteddevices":
+            return Reply(200, [{"u_id": i} for i, at in sorted(inventory.deleted.items()) if at > since])
+        if kind == "devicecves":
+            rows = []
+            for device_id, entry in sorted(inventory.cves.items(), key=lambda e: (e[1]["updated"], e[0])):
+                device = inventory.devices.get(device_id)
+                if entry["updated"] > since and device is not None:
+                    rows.append(
+                        {
+                            "u_id": device_id,
+                            "u_name": device["u_name"],
+                            "u_ip_address_objects": device["u_ip_address_objects"],
+                            "u_mac_address_objects": device["u_mac_address_objects"],
+                            "u_last_activity": device["u_last_activity"],
+                            "u_last_update": entry["updated"],
+                            "u_cves": entry["cves"],
+                        }
+                    )
+            return paged(rows, "u_device_cves")
+        return Reply(404, {"error": "Not Found"})
+
+    def _changed_devices(self, since: int) -> list[dict[str, Any]]:
+        """Devices updated after ``since``, oldest first; cached until the inventory changes, because a
+        client pages through the same listing hundreds of times on a large inventory."""
+        key = (since, self.inventory.now_ms, len(self.inventory.devices), len(self.inventory.deleted))
+        if self._listing is None or self._listing[0] != key:
+            devices = [d for d in self.inventory.devices.values() if d["u_last_update"] > since]
+            devices.sort(key=lambda d: (d["u_last_update"], d["u_id"]))
+            self._listing = (key, devices)
+        return self._listing[1]
+
+    def admin(self, method: str, path: str, body: bytes) -> Reply:
+        name = path[len("/_emulator/") :]
+        spec = json.loads(body or b"{}")
+        if name == "faults":
+            return Reply(200, self.faults.admin(method, spec))
+        if name == "mutate" and method == "POST":
+            return Reply(200, mutate(self.inventory, **spec))
+        if name == "stats":
+            return Reply(200, dict(self.stats))
+        return Reply(404, {"error": path})
