@@ -8,7 +8,11 @@ NPM_STAMP := node_modules/.installed
 CHECKOV_VENV := .venv-checkov
 CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
 
-.PHONY: run demo emulators test lint typecheck security infra-check bench fault-campaign clean emulator deps
+.PHONY: help run demo emulators test lint typecheck architecture security infra-check bench fault-campaign clean emulator deps
+
+## make help: this list
+help:
+	@awk '/^## make /{sub(/^## /, ""); print "  " $$0}' $(MAKEFILE_LIST)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) is required (Azure Functions runs Python 3.11)"; exit 1; }
@@ -27,14 +31,18 @@ $(CHECKOV_STAMP): requirements-checkov.txt
 	$(CHECKOV_VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
 	touch $@
 
-## make test: install what the tests need, start Azurite and the emulators per session, run everything
-test: deps lint typecheck security infra-check
+## make test: install what the tests need, check lint, types, the layers, bandit and Bicep, run the suite
+test: deps lint typecheck architecture security infra-check
 	$(PY) -m pytest
 
-## the Bicep templates against checkov's rules (offline; every skipped check carries its reason in the template).
-## A check that crashes ("Failed to run check") counts as failed: checkov itself would still report 0 failures.
-## CKV_AZURE_189 crashes on keyvault.bicep's conditional publicNetworkAccess (checkov 3.3.30: AttributeError) and
-## checkov runs a check the template skips anyway, so it is skipped here; its reason is in keyvault.bicep.
+## make architecture: the import-linter contracts (pyproject.toml): shared's layers point one way
+architecture: $(STAMP)
+	$(VENV)/bin/lint-imports --no-cache
+
+## make infra-check: the Bicep templates against checkov's rules (offline; each skipped check has its reason)
+# A check that crashes ("Failed to run check") counts as failed: checkov itself would still report 0 failures.
+# CKV_AZURE_189 crashes on keyvault.bicep's conditional publicNetworkAccess (checkov 3.3.30: AttributeError) and
+# checkov runs a check the template skips anyway, so it is skipped here; its reason is in keyvault.bicep.
 CHECKOV_SKIP := CKV_AZURE_189
 INFRA_DIR := infra/bicep
 infra-check: $(CHECKOV_STAMP)
@@ -48,14 +56,16 @@ infra-check: $(CHECKOV_STAMP)
 	fi; \
 	rm -f $$log; exit $$status
 
+## make lint: ruff check and ruff format --check
 lint: $(STAMP)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
+## make typecheck: mypy, strict
 typecheck: $(STAMP)
 	$(PY) -m mypy
 
-## bandit over everything that runs (findings are fixed or carry `# nosec <id>` with the reason on the line)
+## make security: bandit over everything that runs (findings fixed, or `# nosec <id>` with the reason)
 security: $(STAMP)
 	@# bandit warns about every nosec on a multi-line literal; its findings and errors still show
 	$(PY) -m bandit -q -c pyproject.toml -r shared functions function_app.py tools bench 2> >(grep -v '\bWARNING\b' >&2)
@@ -72,6 +82,7 @@ demo: deps
 emulators: deps
 	$(PY) -m tools.stack.localstack --emulators-only
 
+## make emulator: the ServiceNow emulator alone on https://localhost:8443
 emulator: $(STAMP)
 	$(PY) -m tools.emulators.servicenow --port 8443
 
@@ -91,5 +102,6 @@ bench: deps
 fault-campaign: deps
 	$(PY) -m tools.campaign
 
+## make clean: remove the virtual environments, node_modules and local state
 clean:
 	rm -rf $(VENV) $(CHECKOV_VENV) node_modules .local .azurite .pytest_cache .mypy_cache .ruff_cache

@@ -28,7 +28,7 @@ from pysnc import ServiceNowClient as PySncClient
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import evaluate, parse_rules
-from shared.app import build_forwarder
+from shared.app.forwarding import build_forwarder
 from shared.platform.settings import load_settings
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.machine import describe

@@ -21,7 +21,9 @@ import uuid
 from pathlib import Path
 
 from shared.alerting.messages import SCHEMA
-from shared.app import build_forwarder, connect_connection, servicenow_client
+from shared.app import servicenow_client
+from shared.app.forwarding import build_forwarder
+from shared.app.tokens import connect_connection
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, Secret
 from shared.platform.settings import HttpSettings, ServiceNowConnection, load_settings

@@ -25,6 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.http.errors import HttpError
+from shared.servicenow.oauth import TokenError
+from tools.machine import describe as machine
 from tools.stack.appstack import AppStack, alert_correlation_id, alert_document
 
 SETTINGS = {
@@ -166,7 +169,15 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
                 count = servicenow.oauth.revoke()
                 event(f"every OAuth token revoked ({count}); alerts defer on 401 until someone runs connect")
                 time.sleep(plan.revoked_seconds)
-                stack.connect()
+                # ServiceNow keeps failing at random meanwhile: like an operator, run connect again until it works.
+                for attempt in range(1, 11):
+                    try:
+                        stack.connect()
+                        break
+                    except (TokenError, HttpError) as exc:
+                        event(f"connect failed ({exc}); running it again")
+                        if attempt == 10:
+                            raise
                 event("operator ran connect: new tokens in Key Vault")
             elif step == "key vault":
                 vault.faults.configure({"outage_seconds": plan.key_vault_outage_seconds})
@@ -274,8 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     lines = describe(report)
     print("\n".join(lines))
     if args.output:
-        from tools.machine import describe as machine  # noqa: PLC0415 - only when writing a results file
-
         command = "python -m tools.campaign " + " ".join(argv if argv is not None else sys.argv[1:])
         args.output.write_text(
             "\n".join(

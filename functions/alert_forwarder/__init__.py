@@ -14,6 +14,6 @@ logger = logging.getLogger(__name__)
 @bp.queue_trigger(arg_name="msg", queue_name="%ALERTS_QUEUE%", connection="ALERTS_STORAGE")
 def alert_forwarder(msg: func.QueueMessage) -> None:
     logger.info("alert message %s received (dequeue count %s)", msg.id, msg.dequeue_count)
-    from shared.app import handle_queue_message  # noqa: PLC0415 - see above
+    from shared.app.forwarding import handle_queue_message  # noqa: PLC0415 - see above
 
     handle_queue_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1)

@@ -10,6 +10,6 @@ bp = func.Blueprint()
 @bp.function_name("device_sync_timer")
 @bp.timer_trigger(arg_name="timer", schedule="%DEVICE_SYNC_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def device_sync_timer(timer: func.TimerRequest) -> None:
-    from shared.app import run_scheduled_sync  # noqa: PLC0415 - see above
+    from shared.app.devices import run_scheduled_sync  # noqa: PLC0415 - see above
 
     run_scheduled_sync(past_due=timer.past_due)

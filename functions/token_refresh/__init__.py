@@ -15,7 +15,7 @@ logger = logging.getLogger(__name__)
 def token_refresh(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("token refresh tick is past due; running now")
-    from shared.app import refresh_tokens  # noqa: PLC0415 - see above
+    from shared.app.tokens import refresh_tokens  # noqa: PLC0415 - see above
 
     outcomes = refresh_tokens()
     failed = [o.connection for o in outcomes if o.error]

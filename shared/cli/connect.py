@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from shared.app import connect_connection
+from shared.app.tokens import connect_connection
 from shared.cli.context import CommandError, Operator, pass_operator
 from shared.http.errors import HttpError
 from shared.platform.secrets import Secret, SecretStoreUnavailableError

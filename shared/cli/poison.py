@@ -17,7 +17,7 @@ def poison() -> None:
 @pass_operator
 def list_poison(operator: Operator) -> int:
     """Every poison message: its id, when it was poisoned, which alert it is, and why."""
-    queue = operator.queues().get_queue_client(f"{operator.settings.alerts_queue}-poison")
+    queue = operator.queues().get_queue_client(poison_queue.poison_queue_name(operator.settings.alerts_queue))
     messages = list(poison_queue.receive_all(queue))
     try:
         for message in messages:
@@ -41,7 +41,7 @@ def replay(operator: Operator, ids: tuple[str, ...], replay_all: bool) -> int:
     if ids and replay_all:
         raise click.UsageError("give ids or --all, not both")
     service = operator.queues()
-    queue = service.get_queue_client(f"{operator.settings.alerts_queue}-poison")
+    queue = service.get_queue_client(poison_queue.poison_queue_name(operator.settings.alerts_queue))
     alerts = service.get_queue_client(operator.settings.alerts_queue)
     wanted = set(ids)
     kept, replayed = [], 0

@@ -10,7 +10,7 @@ from dataclasses import asdict
 
 import click
 
-from shared.app import build_sync, sync_state
+from shared.app.devices import build_sync, sync_state
 from shared.cli.context import Operator, pass_operator
 from shared.devices.state import SyncStatus
 from shared.devices.sync import SyncProgress

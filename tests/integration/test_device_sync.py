@@ -281,7 +281,7 @@ def test_a_tick_that_is_not_due_builds_no_clients(azurite: Azurite, tmp_path: Pa
     script = """
 import json, logging, sys
 from datetime import UTC, datetime
-from shared.app import run_scheduled_sync, sync_state
+from shared.app.devices import run_scheduled_sync, sync_state
 from shared.devices.state import SyncStatus
 from shared.platform.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")

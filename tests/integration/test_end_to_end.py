@@ -14,9 +14,9 @@ import pytest
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
-from shared import app as composition
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
 from shared.alerting.messages import SCHEMA
+from shared.app import forwarding as app_forwarding
 from shared.platform.settings import get_settings
 from tests.conftest import ROOT, SN_PASSWORD
 from tests.support.settings import app_settings
@@ -61,7 +61,7 @@ def running_app(
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    monkeypatch.setattr(composition, "_forwarder", None)
+    monkeypatch.setattr(app_forwarding, "_forwarder", None)
     app = load_app(ROOT, settings)
     host = FunctionHost(app, settings, load_host_json(ROOT / "host.json"), f"e2e-{uuid.uuid4().hex[:12]}").build()
     host.start()

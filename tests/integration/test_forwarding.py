@@ -17,9 +17,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared import app
 from shared.alerting.forwarder import Result
 from shared.alerting.messages import SCHEMA
+from shared.app import forwarding as app_forwarding
 from tests.conftest import SN_USER
 from tests.support.forwarding import Stack, alert, body, rules
 
@@ -324,7 +324,7 @@ def test_missing_rules_defer_rather_than_drop(make_stack: Callable[..., Stack]) 
 
 def test_the_function_entry_point(make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
     stack = make_stack()
-    monkeypatch.setattr(app, "_forwarder", stack.forwarder)
+    monkeypatch.setattr(app_forwarding, "_forwarder", stack.forwarder)
     import azure.functions.queue
 
     from functions.alert_forwarder import alert_forwarder

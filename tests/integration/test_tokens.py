@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from shared.app import refresh_tokens, servicenow_client
+from shared.app import servicenow_client
+from shared.app.tokens import refresh_tokens
 from shared.cli import main
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import KeyVaultSecretStore, Secret

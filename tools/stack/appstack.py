@@ -27,9 +27,11 @@ from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
 
 from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id
 from shared.alerting.rules import parse_rules
-from shared.app import connect_connection, secret_store
+from shared.app import secret_store
+from shared.app.tokens import connect_connection
 from shared.platform.secrets import KeyVaultSecretStore, Secret
 from shared.platform.settings import load_settings
 from shared.platform.storage import pooled_session
@@ -159,11 +161,11 @@ class AppStack:
         store.write(connection.secret_name("client-secret"), Secret(CLIENT_SECRET), content_type="text/plain")
         self.connect()
         service = QueueServiceClient.from_connection_string(self.azurite.connection_string, session=pooled_session(16))
-        for name in (self.values["ALERTS_QUEUE"], f"{self.values['ALERTS_QUEUE']}-poison"):
+        for name in (self.values["ALERTS_QUEUE"], poison_queue_name(self.values["ALERTS_QUEUE"])):
             with contextlib.suppress(ResourceExistsError):
                 service.create_queue(name)
         self.queue = service.get_queue_client(self.values["ALERTS_QUEUE"])
-        self.poison = service.get_queue_client(f"{self.values['ALERTS_QUEUE']}-poison")
+        self.poison = service.get_queue_client(poison_queue_name(self.values["ALERTS_QUEUE"]))
 
     def connect(self) -> None:
         """What an operator runs after a revocation: ``python -m shared connect`` (password grant once)."""

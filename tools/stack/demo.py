@@ -18,9 +18,10 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
 from shared.alerting.messages import SCHEMA, parse_message
-from shared.alerting.poison import PoisonEntry, receive_all, release
+from shared.alerting.poison import PoisonEntry, poison_queue_name, receive_all, release
 from shared.alerting.rules import evaluate, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
+from shared.app.devices import build_sync
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
 from tools.emulators.servicenow import ServiceNowEmulator
@@ -157,7 +158,7 @@ def run_demo(settings: Settings, emulator: ServiceNowEmulator, timeout: float = 
         ).decode()
     )
     wait_until_drained(queue, emulator, timeout)
-    poison = service.get_queue_client(f"{settings.alerts_queue}-poison")
+    poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
     return report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
 
 
@@ -180,8 +181,6 @@ def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list
     """Run the device sync once (the timer would at its next tick) and show its status."""
     if not settings.device_sync.enabled:
         return ["Device sync: disabled (DEVICE_SYNC_ENABLED)."]
-    from shared.app import build_sync  # noqa: PLC0415
-
     status = build_sync(settings).run()
     tables = OT_CLASSES
     devices = sum(len(emulator.store.all(t)) for t in tables)

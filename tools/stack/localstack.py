@@ -24,7 +24,9 @@ from pathlib import Path
 
 from azure.core.exceptions import ResourceExistsError
 
-from shared.app import connect_connection, secret_store
+from shared.alerting.poison import poison_queue_name
+from shared.app import secret_store
+from shared.app.tokens import connect_connection
 from shared.platform.secrets import KeyVaultSecretStore, Secret
 from shared.platform.settings import Settings, SettingsError, load_settings
 from shared.platform.storage import queue_service, table_service
@@ -74,7 +76,7 @@ def provision(settings: Settings) -> list[str]:
     """
     service = queue_service(settings.alerts_storage)
     created = []
-    for queue in (settings.alerts_queue, f"{settings.alerts_queue}-poison"):
+    for queue in (settings.alerts_queue, poison_queue_name(settings.alerts_queue)):
         with contextlib.suppress(ResourceExistsError):
             service.create_queue(queue)
         created.append(queue)

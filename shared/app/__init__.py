@@ -1,0 +1,61 @@
+"""The composition root: the one place that builds the product's parts from the settings and wires them.
+
+Domain packages (``alerting``, ``devices``, ``connections``) take what they need as arguments; only
+this package chooses concrete clients (which secret store, which ServiceNow credential, which storage
+account) and holds the per-process singletons. Here: what every function needs (secrets and
+ServiceNow clients). One module per function, so that each loads only the SDKs it uses on its first
+invocation: :mod:`shared.app.forwarding` (alert_forwarder), :mod:`shared.app.devices`
+(device_sync_timer) and :mod:`shared.app.tokens` (token_refresh and ``connect``). The operator CLI
+builds through them too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from shared.http.policies import Credential
+from shared.platform.identity import LocalEmulatorCredential, azure_credential
+from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretStore
+from shared.platform.settings import OAUTH_MODES, HttpSettings, ServiceNowConnection, Settings
+from shared.servicenow.auth import BasicAuth, StaticBearerToken
+from shared.servicenow.client import ServiceNowClient
+from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint, TokenError
+
+logger = logging.getLogger("shared.app")
+
+
+def secret_store(settings: Settings) -> SecretStore:
+    """Key Vault when ``KEY_VAULT_URL`` is set, else app settings (local development, Key Vault references)."""
+    vault = settings.key_vault
+    if vault is None:
+        return EnvironmentSecretStore()
+    credential = (
+        LocalEmulatorCredential()
+        if vault.credential == "emulator"
+        else azure_credential(vault.client_id, managed_identity=vault.credential == "managed_identity")
+    )
+    return KeyVaultSecretStore.connect(vault.url, credential, vault.ca_bundle)
+
+
+def key_vault(settings: Settings) -> KeyVaultSecretStore:
+    """The Key Vault store, for what only Key Vault can hold (OAuth tokens, which are written back)."""
+    store = secret_store(settings)
+    if not isinstance(store, KeyVaultSecretStore):
+        raise TokenError("OAuth tokens are kept in Key Vault: set KEY_VAULT_URL")
+    return store
+
+
+def credential_for(connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings) -> Credential:
+    """How a connection signs in, by its auth mode, reading its secret lazily from the store."""
+    if connection.auth in OAUTH_MODES:
+        if not isinstance(secrets, KeyVaultSecretStore):
+            raise ValueError(f"connection '{connection.name}' keeps its OAuth tokens in Key Vault; set KEY_VAULT_URL")
+        return OAuthTokenProvider(connection, secrets, TokenEndpoint(connection, http))
+    if connection.auth == "basic":
+        assert connection.username is not None  # guaranteed by settings validation
+        return BasicAuth(connection.username, lambda: secrets.get(connection.secret_name("password")))
+    return StaticBearerToken(lambda: secrets.get(connection.secret_name("token")))
+
+
+def servicenow_client(connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings) -> ServiceNowClient:
+    return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http)

@@ -1,0 +1,50 @@
+"""Builds the alert forwarder from the settings; the alert_forwarder function's entry point."""
+
+from __future__ import annotations
+
+import threading
+
+from shared.alerting.forwarder import Forwarder, Result
+from shared.alerting.ledger import Ledger
+from shared.alerting.poison import poison_queue_name
+from shared.alerting.rules_store import RulesSource
+from shared.app import secret_store, servicenow_client
+from shared.platform.settings import Settings, get_settings
+from shared.platform.storage import blob_service, queue_service, table_service
+
+
+def build_forwarder(settings: Settings) -> Forwarder:
+    storage = settings.alerts_storage
+    queues = queue_service(storage)
+    forwarding = settings.forwarding
+    ledger = Ledger(table_service(storage).get_table_client(forwarding.ledger_table), forwarding.claim_seconds)
+    ledger.ensure_table()
+    location = forwarding.rules_location
+    blobs = None if location.path is not None else blob_service(storage)
+    secrets = secret_store(settings)
+    return Forwarder(
+        forwarding,
+        rules=RulesSource(location, blobs, [c.name for c in settings.connections]),
+        ledger=ledger,
+        queue=queues.get_queue_client(settings.alerts_queue),
+        poison=queues.get_queue_client(poison_queue_name(settings.alerts_queue)),
+        clients={c.name: servicenow_client(c, secrets, settings.http) for c in settings.connections},
+    )
+
+
+_forwarder: Forwarder | None = None
+_lock = threading.Lock()
+
+
+def handle_queue_message(body: bytes, *, message_id: str, dequeue_count: int) -> Result:
+    """Process one message from the alerts queue (the alert_forwarder function's entry point).
+
+    Returns normally when the message is done with — forwarded, filtered, deferred (a copy is back on
+    the queue) or poisoned (a wrapped copy is on the poison queue). Raises only when even deferring
+    failed, so that the host's own retry keeps the message.
+    """
+    global _forwarder  # noqa: PLW0603 - one forwarder per worker process, built on first use
+    with _lock:
+        if _forwarder is None:
+            _forwarder = build_forwarder(get_settings())
+    return _forwarder.handle(body, message_id)
