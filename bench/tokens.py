@@ -66,6 +66,7 @@ def main() -> None:
                 "ALERTS_STORAGE": azurite.connection_string,
                 "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a password  # nosec B105
                 "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+                "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
                 "SERVICENOW_CONNECTIONS": json.dumps(
                     [
                         {

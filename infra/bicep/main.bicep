@@ -56,6 +56,14 @@ param deviceSyncClassMap string = ''
 param deviceSyncBatchSize int = 100
 param deviceSyncPageSize int = 500
 
+@description('NCRONTAB (UTC) of the alert_intake timer, which collects alerts from defenderSources onto the alerts queue.')
+param alertIntakeSchedule string = '0 */1 * * * *'
+@description('JSON list of Defender for IoT sources, e.g. [{"name": "cloud", "kind": "cloud", "subscriptions": ["<id>"]}] (empty list: no intake). The identity needs read access to Defender for IoT in each subscription: see README.')
+param defenderSources string = '[]'
+param alertIntakeStateTableName string = 'alertintake'
+@description('Minutes each intake read reaches back (Resource Graph shows changes after a delay).')
+param alertIntakeOverlapMinutes int = 10
+
 @description('Resource id of an action group notified by the alert rules (empty: rules fire without notifying).')
 param actionGroupId string = ''
 param deferredAlertThreshold int = 100
@@ -97,6 +105,7 @@ module storage 'modules/storage.bicep' = {
     alertsQueueName: alertsQueueName
     ledgerTableName: ledgerTableName
     syncStateTableName: deviceSyncStateTableName
+    intakeStateTableName: alertIntakeStateTableName
     rulesContainerName: rulesContainerName
     deploymentContainerName: 'app-package'
     networkIsolation: networkIsolation
@@ -175,6 +184,10 @@ module app 'modules/app.bicep' = {
       DEVICE_SYNC_CLASS_MAP: deviceSyncClassMap
       DEVICE_SYNC_BATCH_SIZE: deviceSyncBatchSize
       DEVICE_SYNC_PAGE_SIZE: deviceSyncPageSize
+      ALERT_INTAKE_SCHEDULE: alertIntakeSchedule
+      DEFENDER_SOURCES: defenderSources
+      ALERT_INTAKE_STATE_TABLE: alertIntakeStateTableName
+      ALERT_INTAKE_OVERLAP_MINUTES: alertIntakeOverlapMinutes
     }
   }
 }
@@ -187,6 +200,7 @@ module rbac 'modules/rbac.bicep' = {
     alertsQueueName: alertsQueueName
     ledgerTableName: ledgerTableName
     syncStateTableName: deviceSyncStateTableName
+    intakeStateTableName: alertIntakeStateTableName
     keyVaultName: keyVault.outputs.name
     applicationInsightsName: monitoring.outputs.applicationInsightsName
   }
@@ -214,5 +228,6 @@ output alertsQueueName string = alertsQueueName
 output keyVaultName string = keyVault.outputs.name
 output keyVaultUri string = keyVault.outputs.uri
 output identityClientId string = identity.properties.clientId
+output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = monitoring.outputs.applicationInsightsName
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name

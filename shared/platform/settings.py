@@ -59,6 +59,10 @@ KNOWN_SETTINGS = frozenset(
         "CONSOLE_CA_BUNDLE",
         "CONSOLE_PROXY_URL",
         "CONSOLE_TOKEN_SECRET",
+        "ALERT_INTAKE_SCHEDULE",
+        "ALERT_INTAKE_STATE_TABLE",
+        "ALERT_INTAKE_OVERLAP_MINUTES",
+        "DEFENDER_SOURCES",
         "TOKEN_RENEW_BEFORE_MINUTES",
         "TOKEN_REFRESH_WARNING_DAYS",
         "TOKEN_REFRESH_ERROR_DAYS",
@@ -66,7 +70,17 @@ KNOWN_SETTINGS = frozenset(
 )
 # The identity-based form of a storage connection: the host reads <NAME>__queueServiceUri, __clientId, …
 STORAGE_IDENTITY_PREFIX = "ALERTS_STORAGE__"
-PREFIXES = ("ALERTS_", "SERVICENOW_", "FORWARDING_", "DEVICE_SYNC_", "CONSOLE_", "KEY_VAULT_", "TOKEN_")
+PREFIXES = (
+    "ALERTS_",
+    "ALERT_INTAKE_",
+    "DEFENDER_",
+    "SERVICENOW_",
+    "FORWARDING_",
+    "DEVICE_SYNC_",
+    "CONSOLE_",
+    "KEY_VAULT_",
+    "TOKEN_",
+)
 
 SECRET_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault's secret names
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
@@ -156,6 +170,30 @@ class ForwardingSettings:
 
 
 @dataclass(frozen=True)
+class CloudSourceSettings:
+    """A cloud source: Defender for IoT's data in Azure Resource Graph, for these subscriptions.
+
+    ``resource_graph_url`` is Azure Resource Manager (locally, the emulator); ``credential`` how the app
+    signs in to it: its managed identity, a developer's sign-in, or, for a localhost emulator only, a
+    fixed token."""
+
+    name: str
+    subscriptions: tuple[str, ...]
+    resource_graph_url: str = "https://management.azure.com"
+    credential: Literal["managed_identity", "default", "emulator"] = "managed_identity"
+    ca_bundle: Path | None = None
+    client_id: str | None = None  # the user-assigned managed identity (AZURE_CLIENT_ID)
+    kind: Literal["cloud"] = "cloud"
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    sources: tuple[CloudSourceSettings, ...] = ()
+    state_table: str = "alertintake"
+    overlap_minutes: float = 10.0  # how far each read reaches back (Resource Graph shows changes late)
+
+
+@dataclass(frozen=True)
 class DeviceSyncSettings:
     """The device sync: the management console it reads and how often it runs."""
 
@@ -233,6 +271,8 @@ class Settings:
     key_vault: KeyVaultSettings | None = None
     tokens: TokenSettings = TokenSettings()
     device_sync: DeviceSyncSettings = DeviceSyncSettings()
+    intake_schedule: str = "0 */1 * * * *"
+    intake: IntakeSettings = IntakeSettings()
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -525,6 +565,77 @@ def _check_device_sync(reader: _Reader, connections: tuple[ServiceNowConnection,
     )
 
 
+SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+SOURCE_FIELDS = {"name", "kind", "subscriptions", "resource_graph_url", "credential", "ca_bundle"}
+
+
+def _parse_source(raw: Any, index: int, client_id: str | None) -> CloudSourceSettings:
+    where = f"DEFENDER_SOURCES[{index}]"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} is a {type(raw).__name__}; expected an object")
+    name = raw.get("name")
+    if not isinstance(name, str) or not CONNECTION_NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{where}.name={name!r} is invalid; expected 1-32 lower-case letters, digits or dashes")
+    where = f"DEFENDER_SOURCES[{name}]"
+    if raw.get("kind") != "cloud":
+        raise ValueError(
+            f"{where}.kind={raw.get('kind')!r} is not supported; expected 'cloud' (Azure Resource Graph: "
+            "cloud-connected sensors)"
+        )
+    unknown = sorted(set(raw) - SOURCE_FIELDS)
+    if unknown:
+        raise ValueError(f"{where} has unknown field(s) {unknown}; expected only {sorted(SOURCE_FIELDS)}")
+    subscriptions = raw.get("subscriptions")
+    if (
+        not isinstance(subscriptions, list)
+        or not subscriptions
+        or not all(isinstance(s, str) and SUBSCRIPTION_PATTERN.fullmatch(s) for s in subscriptions)
+    ):
+        raise ValueError(f"{where}.subscriptions must be a non-empty list of subscription ids (GUIDs)")
+    url = str(raw.get("resource_graph_url") or CloudSourceSettings.resource_graph_url).rstrip("/")
+    host = urlsplit(url).hostname
+    if urlsplit(url).scheme != "https" or not host:
+        raise ValueError(f"{where}.resource_graph_url={url!r} is invalid; expected https://management.azure.com")
+    credential = raw.get("credential", "managed_identity")
+    if credential not in ("managed_identity", "default", "emulator"):
+        raise ValueError(
+            f"{where}.credential={credential!r} is invalid; expected managed_identity, default or emulator"
+        )
+    if credential == "emulator" and host not in ("localhost", "127.0.0.1"):
+        raise ValueError(f"{where}.credential 'emulator' is for a localhost Resource Graph emulator only")
+    ca_bundle = parse_ca_bundle(str(raw["ca_bundle"]), f"{where}.ca_bundle") if raw.get("ca_bundle") else None
+    return CloudSourceSettings(name, tuple(subscriptions), url, credential, ca_bundle, client_id)
+
+
+def _check_intake(reader: _Reader) -> IntakeSettings:
+    sources: list[CloudSourceSettings] = []
+    if (raw := reader.raw("DEFENDER_SOURCES")) is not None:
+        try:
+            document = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            reader.fail(f"DEFENDER_SOURCES is not valid JSON ({exc.msg} at character {exc.pos})")
+            document = []
+        if not isinstance(document, list):
+            reader.fail("DEFENDER_SOURCES must be a JSON list of source objects")
+            document = []
+        for index, item in enumerate(document):
+            try:
+                sources.append(_parse_source(item, index, reader.raw("AZURE_CLIENT_ID")))
+            except ValueError as exc:
+                reader.fail(str(exc))
+        names = [s.name for s in sources]
+        if len(set(names)) != len(names):
+            reader.fail("DEFENDER_SOURCES names must be unique")
+    table = reader.raw("ALERT_INTAKE_STATE_TABLE") or IntakeSettings.state_table
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
+        reader.fail(f"ALERT_INTAKE_STATE_TABLE={table!r} is not a table name; expected 3-63 letters and digits")
+    return IntakeSettings(
+        sources=tuple(sources),
+        state_table=table,
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+    )
+
+
 def _check_key_vault(reader: _Reader) -> KeyVaultSettings | None:
     url = reader.raw("KEY_VAULT_URL")
     if url is None:
@@ -552,6 +663,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     alerts_storage = _check_storage_connection(reader, "ALERTS_STORAGE")
     token_schedule = _check_schedule(reader, "TOKEN_REFRESH_SCHEDULE", "0 */10 * * * *")
     sync_schedule = _check_schedule(reader, "DEVICE_SYNC_SCHEDULE", "0 */5 * * * *")
+    intake_schedule = _check_schedule(reader, "ALERT_INTAKE_SCHEDULE", "0 */1 * * * *")
 
     proxy = reader.parsed("SERVICENOW_PROXY_URL", parse_proxy_url)
     ca_bundle = reader.parsed("SERVICENOW_CA_BUNDLE", parse_ca_bundle)
@@ -593,6 +705,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     "tokens in Key Vault; set KEY_VAULT_URL"
                 )
     device_sync = _check_device_sync(reader, connections)
+    intake = _check_intake(reader)
     tokens = TokenSettings(
         renew_before_minutes=reader.number("TOKEN_RENEW_BEFORE_MINUTES", 20.0, 1, 24 * 60),
         warn_days=reader.number("TOKEN_REFRESH_WARNING_DAYS", 14.0, 0, 365),
@@ -611,6 +724,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         key_vault=key_vault,
         tokens=tokens,
         device_sync=device_sync,
+        intake_schedule=intake_schedule,
+        intake=intake,
     )
 
 

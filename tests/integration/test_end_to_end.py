@@ -54,6 +54,7 @@ def running_app(
         AzureWebJobsStorage=azurite.connection_string,
         TOKEN_REFRESH_SCHEDULE="0 0 0 1 1 *",
         DEVICE_SYNC_SCHEDULE="0 0 0 1 1 *",
+        ALERT_INTAKE_SCHEDULE="0 0 0 1 1 *",
         SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
         SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
         FORWARDING_RULES_LOCATION=f"file:{rules}",

@@ -202,9 +202,12 @@ def test_visibility_is_renewed_while_the_function_runs(runner: HostRunner) -> No
 
 
 def test_graceful_stop_finishes_running_and_releases_nothing_else(runner: HostRunner) -> None:
-    host = runner.start(batchSize=4, newBatchThreshold=0)
+    # Queued before the host starts, so that its first batch is four (a host polling while the messages
+    # arrive may take one first, finish it, and then run four: five calls in all).
+    runner.queue.create_queue()
     for i in range(8):
         runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 1.5, "tag": i})))
+    host = runner.start(batchSize=4, newBatchThreshold=0)
     wait_until(lambda: len(host.listeners["work"].inflight) == 4)  # type: ignore[attr-defined]
     runner.stop()
     finished = runner.calls()

@@ -13,6 +13,7 @@ def app_settings(storage: str, instance_url: str = "https://x.service-now.com", 
         "ALERTS_STORAGE": storage,
         "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
         "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+        "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
         "SERVICENOW_CONNECTIONS": json.dumps(
             [{"name": "default", "instance_url": instance_url, "auth": "basic", "username": "svc_defender"}]
         ),

@@ -21,6 +21,7 @@ APP_SETTINGS = {
     "ALERTS_STORAGE": "UseDevelopmentStorage=true",
     "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
     "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+    "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
     "SERVICENOW_CONNECTIONS": json.dumps(
         [{"name": "default", "instance_url": "https://dev1.service-now.com", "auth": "basic", "username": "u"}]
     ),
@@ -41,14 +42,15 @@ def function_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     get_settings.cache_clear()
 
 
-def test_three_functions_with_their_triggers(function_app: ModuleType) -> None:
+def test_four_functions_with_their_triggers(function_app: ModuleType) -> None:
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    assert sorted(functions) == ["alert_forwarder", "device_sync_timer", "token_refresh"]
+    assert sorted(functions) == ["alert_forwarder", "alert_intake", "device_sync_timer", "token_refresh"]
     queue = functions["alert_forwarder"].get_trigger()
     assert (queue.type, queue.queue_name, queue.connection) == ("queueTrigger", "%ALERTS_QUEUE%", "ALERTS_STORAGE")
     for name, setting in (
         ("device_sync_timer", "%DEVICE_SYNC_SCHEDULE%"),
         ("token_refresh", "%TOKEN_REFRESH_SCHEDULE%"),
+        ("alert_intake", "%ALERT_INTAKE_SCHEDULE%"),
     ):
         timer = functions[name].get_trigger()
         assert (timer.type, timer.schedule, timer.use_monitor, timer.run_on_startup) == (

@@ -98,7 +98,7 @@ def test_every_role_assignment_is_allowed_and_scoped_to_a_resource() -> None:
     assignments = {
         s: r for s, r in document["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"
     }
-    assert len(assignments) == 9
+    assert len(assignments) == 10
     declared = set(document["resources"])
     for symbol, assignment in assignments.items():
         scope = assignment["config"]["scope"]

@@ -23,6 +23,7 @@ def env(**overrides: str | None) -> dict[str, str]:
         "ALERTS_STORAGE": "UseDevelopmentStorage=true",
         "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
         "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
+        "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
         "SERVICENOW_CONNECTIONS": json.dumps([CONNECTION]),
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
@@ -47,7 +48,14 @@ def test_valid_settings_are_typed_and_normalised() -> None:
 
 @pytest.mark.parametrize(
     "missing",
-    ["ALERTS_QUEUE", "ALERTS_STORAGE", "TOKEN_REFRESH_SCHEDULE", "DEVICE_SYNC_SCHEDULE", "SERVICENOW_CONNECTIONS"],
+    [
+        "ALERTS_QUEUE",
+        "ALERTS_STORAGE",
+        "TOKEN_REFRESH_SCHEDULE",
+        "DEVICE_SYNC_SCHEDULE",
+        "ALERT_INTAKE_SCHEDULE",
+        "SERVICENOW_CONNECTIONS",
+    ],
 )
 def test_each_required_setting_is_named_when_missing(missing: str) -> None:
     found = problems(env(**{missing: None}))
@@ -174,3 +182,37 @@ def test_every_setting_read_is_declared() -> None:
     )
     assert load_settings(full).key_vault is not None
     assert "SERVICENOW_READ_TIMEOUT_SECONDS" in KNOWN_SETTINGS
+
+
+SUBSCRIPTION = "2f4a9838-26b7-47ee-be60-ccc1fdec5953"
+
+
+def test_a_cloud_source_is_typed() -> None:
+    sources = json.dumps([{"name": "cloud", "kind": "cloud", "subscriptions": [SUBSCRIPTION]}])
+    settings = load_settings(env(DEFENDER_SOURCES=sources, AZURE_CLIENT_ID="client-1"))
+    (source,) = settings.intake.sources
+    assert (source.name, source.subscriptions, source.resource_graph_url, source.credential, source.client_id) == (
+        "cloud",
+        (SUBSCRIPTION,),
+        "https://management.azure.com",
+        "managed_identity",
+        "client-1",
+    )
+    assert load_settings(env()).intake.sources == ()  # none configured: the intake has nothing to do
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ({"name": "s", "kind": "sensor", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[s].kind='sensor' is not"),
+        ({"name": "c", "kind": "cloud", "subscriptions": ["not-a-guid"]}, "DEFENDER_SOURCES[c].subscriptions must be"),
+        (
+            {"name": "c", "kind": "cloud", "subscriptions": [SUBSCRIPTION], "credential": "emulator"},
+            "DEFENDER_SOURCES[c].credential 'emulator' is for a localhost Resource Graph emulator only",
+        ),
+        ({"name": "C!", "kind": "cloud", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[0].name='C!' is invalid"),
+    ],
+)
+def test_malformed_sources_are_named(source: dict[str, object], expected: str) -> None:
+    (problem,) = problems(env(DEFENDER_SOURCES=json.dumps([source])))
+    assert problem.startswith(expected), problem

@@ -134,6 +134,7 @@ class AppStack:
             "FORWARDING_LEDGER_TABLE": f"ledger{run}",
             "TOKEN_REFRESH_SCHEDULE": "0 0 0 1 1 *",  # a schedule, not a password  # nosec B105
             "DEVICE_SYNC_SCHEDULE": "0 0 0 1 1 *",
+            "ALERT_INTAKE_SCHEDULE": "0 0 0 1 1 *",
             "SERVICENOW_CONNECTIONS": json.dumps(
                 [
                     {

@@ -52,19 +52,28 @@ class StackError(RuntimeError):
 
 
 def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
-    """local.settings.json from the example, pointing at this stack; an existing file is kept as is."""
+    """local.settings.json from the example, pointing at this stack. An existing file is kept, but a setting
+    the example gained since it was written (a new function's schedule, say) is added to it, and named."""
     path = ROOT / "local.settings.json"
+    example = json.loads((ROOT / "local.settings.json.example").read_text())
     if not path.exists():
-        document = json.loads((ROOT / "local.settings.json.example").read_text())
-        document["Values"]["SERVICENOW_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
-        document["Values"]["KEY_VAULT_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
-        document["Values"]["CONSOLE_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
-        path.write_text(json.dumps(document, indent=2) + "\n")
+        example["Values"]["SERVICENOW_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
+        example["Values"]["KEY_VAULT_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
+        example["Values"]["CONSOLE_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
+        path.write_text(json.dumps(example, indent=2) + "\n")
         print(f"wrote {path.name} from local.settings.json.example")
     try:
-        return load_local_settings(path)
+        values = load_local_settings(path)
     except HostConfigError as exc:
         raise StackError(str(exc)) from None
+    missing = {k: v for k, v in example["Values"].items() if k not in values}
+    if missing:
+        document = json.loads(path.read_text())
+        document["Values"].update(missing)
+        path.write_text(json.dumps(document, indent=2) + "\n")
+        print(f"added to {path.name} from the example: {', '.join(sorted(missing))}")
+        values.update(missing)
+    return values
 
 
 def provision(settings: Settings) -> list[str]:

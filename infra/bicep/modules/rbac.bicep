@@ -7,7 +7,7 @@
 // | Storage Queue Data Reader | alerts queue | the queue trigger reads queue metadata (and the scale controller its length) |
 // | Storage Queue Data Message Processor | alerts queue | alert_forwarder receives, renews and deletes messages |
 // | Storage Queue Data Message Sender | alerts queue, poison queue | deferral re-enqueues; poison copies (host and app) |
-// | Storage Table Data Contributor | ledger table, sync-state table | the exactly-once ledger; device-sync hashes and watermarks |
+// | Storage Table Data Contributor | ledger, sync-state and intake-state tables | the exactly-once ledger; device-sync hashes and watermarks; what the alert intake took in |
 // | Key Vault Secrets Officer | key vault | the app writes renewed access tokens (token_refresh, and on a 401) |
 // | Monitoring Metrics Publisher | Application Insights | telemetry with local authentication disabled |
 param principalId string
@@ -15,6 +15,7 @@ param storageAccountName string
 param alertsQueueName string
 param ledgerTableName string
 param syncStateTableName string
+param intakeStateTableName string
 param keyVaultName string
 param applicationInsightsName string
 
@@ -46,6 +47,10 @@ resource ledgerTable 'Microsoft.Storage/storageAccounts/tableServices/tables@202
 
 resource syncStateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
   name: '${storageAccountName}/default/${syncStateTableName}'
+}
+
+resource intakeStateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' existing = {
+  name: '${storageAccountName}/default/${intakeStateTableName}'
 }
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
@@ -119,6 +124,16 @@ resource ledgerWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
 resource syncStateWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(syncStateTable.id, principalId, roles.tableDataContributor)
   scope: syncStateTable
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.tableDataContributor)
+  }
+}
+
+resource intakeStateWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(intakeStateTable.id, principalId, roles.tableDataContributor)
+  scope: intakeStateTable
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'

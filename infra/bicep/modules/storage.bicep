@@ -7,6 +7,7 @@ param tags object
 param alertsQueueName string
 param ledgerTableName string
 param syncStateTableName string
+param intakeStateTableName string
 param rulesContainerName string
 param deploymentContainerName string
 param networkIsolation bool
@@ -99,6 +100,11 @@ resource syncStateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@
   name: syncStateTableName
 }
 
+resource intakeStateTable 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = {
+  parent: tables
+  name: intakeStateTableName
+}
+
 output name string = account.name
 output id string = account.id
 output blobEndpoint string = account.properties.primaryEndpoints.blob
@@ -109,3 +115,4 @@ output alertsQueueId string = alertsQueue.id
 output poisonQueueId string = poisonQueue.id
 output ledgerTableId string = ledgerTable.id
 output syncStateTableId string = syncStateTable.id
+output intakeStateTableId string = intakeStateTable.id

@@ -1,0 +1,16 @@
+"""Timer trigger: collects alerts, their closings and sensor health from the Defender for IoT sources onto
+the alerts queue (nothing to do until DEFENDER_SOURCES names one)."""
+
+import azure.functions as func
+
+# The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
+# the app: start-up stays light and each function loads only what it uses.
+bp = func.Blueprint()
+
+
+@bp.function_name("alert_intake")
+@bp.timer_trigger(arg_name="timer", schedule="%ALERT_INTAKE_SCHEDULE%", run_on_startup=False, use_monitor=True)
+def alert_intake(timer: func.TimerRequest) -> None:
+    from shared.app.intake import run_intake  # noqa: PLC0415 - see above
+
+    run_intake()

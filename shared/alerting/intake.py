@@ -1,0 +1,200 @@
+"""Alert intake: what Defender for IoT raised at a source becomes messages on the alerts queue.
+
+One cycle per source (the alert_intake timer): alerts seen for the first time become ``alert``
+messages; an alert that was open and is closed now (or no longer among the open ones) becomes an
+``alert_status`` message, which resolves its records; an alert closed and raised again becomes an
+``alert`` message once more (the forwarder's repeat and reopen rules apply); a sensor going offline or
+back online becomes a ``system`` message. The messages are the ones sensors send, validated the same
+way, so the forwarder, the rules and exactly-once stay as they are.
+
+What the intake remembers (Table storage) is written only after the messages are on the queue: a
+crash in between sends them again next cycle, and the forwarder's ledger absorbs the repeats. So
+nothing is lost; a record that cannot be read or a message that would not validate is skipped with
+its reason (logged, counted), never the cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+from azure.core.exceptions import ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+from azure.storage.queue import QueueClient
+from opentelemetry import metrics
+
+from shared.alerting.enqueue import enqueue_alerts, validate
+from shared.alerting.messages import SCHEMA, InvalidMessageError
+from shared.defender.cloud import CloudAlert, CloudSensor, CloudSource, ReadReport
+from shared.platform.storage import create_table_if_missing
+from shared.platform.times import parse_iso
+
+logger = logging.getLogger("shared.alerting.intake")
+_meter = metrics.get_meter("defender_iot_servicenow")
+INTAKE_MESSAGES = _meter.create_counter("intake.messages", unit="{message}", description="Messages put on the queue")
+INTAKE_SKIPPED = _meter.create_counter(
+    "intake.skipped", unit="{record}", description="Source records skipped: unreadable, or not a valid message"
+)
+INTAKE_RUNS = _meter.create_counter("intake.runs", unit="{run}")
+AlertState = Literal["open", "closed"]
+
+
+@dataclass
+class IntakeResult:
+    """One source's cycle: the messages queued by kind, what was skipped and why, and the source's queries."""
+
+    source: str
+    queued: dict[str, int] = field(default_factory=lambda: {"alert": 0, "alert_status": 0, "system": 0})
+    skipped: list[str] = field(default_factory=list)
+    queries: int = 0
+
+
+class IntakeState:
+    """Per source: each alert's last known state and sensor's status, and the newest alert start seen."""
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def ensure(self) -> None:
+        create_table_if_missing(self.table)
+
+    def rows(self, source: str, kind: str) -> dict[str, dict[str, Any]]:
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": f"{source}:{kind}"})
+        return {str(e["RowKey"]): dict(e) for e in query}
+
+    def put(self, source: str, kind: str, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.table.upsert_entity({**row, "PartitionKey": f"{source}:{kind}"}, mode=UpdateMode.MERGE)
+
+    def watermark(self, source: str) -> datetime | None:
+        try:
+            return parse_iso(self.table.get_entity(f"{source}:watermark", "alerts").get("value"))
+        except ResourceNotFoundError:
+            return None
+
+    def set_watermark(self, source: str, value: datetime) -> None:
+        self.table.upsert_entity(
+            {"PartitionKey": f"{source}:watermark", "RowKey": "alerts", "value": value.isoformat()}
+        )
+
+
+def alert_message(alert: CloudAlert) -> dict[str, Any]:
+    return {"schema": SCHEMA, "kind": "alert", "sensor": dict(alert.sensor), "alert": dict(alert.alert)}
+
+
+def status_message(alert_id: str, sensor: dict[str, Any], source: str) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "kind": "alert_status",
+        "sensor": dict(sensor),
+        "alert": {"id": alert_id, "handled": True},
+        "resolution": {"action": "close", "by": f"Microsoft Defender for IoT ({source})"},
+    }
+
+
+def system_message(sensor: CloudSensor, now: datetime) -> dict[str, Any]:
+    moment = sensor.connectivity_time or now
+    return {
+        "schema": SCHEMA,
+        "kind": "system",
+        "sensor": {k: v for k, v in {"name": sensor.name, "zone": sensor.zone}.items() if v},
+        "system": {
+            "status": "online" if sensor.online else "offline",
+            "time": int(moment.timestamp() * 1000),
+            "message": f"Sensor status in Defender for IoT: {sensor.status}",
+        },
+    }
+
+
+class Intake:
+    """One cycle for one cloud source. ``overlap`` reaches back behind the newest start seen, because
+    Resource Graph shows changes only after a delay; what was already taken in is recognised and skipped."""
+
+    def __init__(
+        self, source: CloudSource, queue: QueueClient, state: IntakeState, overlap: timedelta = timedelta(minutes=10)
+    ) -> None:
+        self.source = source
+        self.queue = queue
+        self.state = state
+        self.overlap = overlap
+
+    def run(self, now: datetime | None = None) -> IntakeResult:
+        now = now or datetime.now(UTC)
+        name = self.source.name
+        result = IntakeResult(name)
+        report = ReadReport()
+        watermark = self.state.watermark(name)
+        since = (watermark or now - timedelta(days=1)) - self.overlap
+        seen: dict[str, CloudAlert] = {a.id: a for a in self.source.alerts_started_since(since, report)}
+        open_now = {a.id: a for a in self.source.open_alerts(report)}
+        seen.update(open_now)
+        sensors = self.source.sensors(report)
+        known = self.state.rows(name, "alert")
+        messages: list[tuple[str, dict[str, Any]]] = []
+        alert_rows: list[dict[str, Any]] = []
+        for alert in sorted(seen.values(), key=lambda a: (a.started, a.id)):
+            before = known.get(alert.id, {}).get("state")
+            if before is None or (before == "closed" and not alert.closed):
+                messages.append(("alert", alert_message(alert)))
+            if alert.closed and before != "closed":
+                messages.append(("alert_status", status_message(alert.id, alert.sensor, name)))
+            after: AlertState = "closed" if alert.closed else "open"
+            if before != after:  # only what changed is written: a quiet cycle costs no storage write
+                alert_rows.append(self._alert_row(alert.id, after, alert.sensor))
+        for alert_id, row in known.items():
+            if row.get("state") == "open" and alert_id not in seen:
+                # No longer among the open alerts and not seen otherwise: closed (or removed) at the source.
+                sensor = {k: row[k] for k in ("name", "site", "zone") if row.get(k)}
+                messages.append(("alert_status", status_message(alert_id, sensor, name)))
+                alert_rows.append(self._alert_row(alert_id, "closed", sensor))
+        sensor_rows = self._sensors(sensors, messages, now)
+        result.skipped += report.skipped
+        if report.skipped:
+            INTAKE_SKIPPED.add(len(report.skipped), {"source": name})
+        self._enqueue(messages, result)
+        self.state.put(name, "alert", alert_rows)
+        self.state.put(name, "sensor", sensor_rows)
+        newest = max((a.started for a in seen.values()), default=None)
+        if newest is not None and (watermark is None or newest > watermark):
+            self.state.set_watermark(name, newest)
+        result.queries = report.queries
+        for reason in result.skipped:
+            logger.warning("alert intake from source '%s' skipped %s", name, reason)
+        INTAKE_RUNS.add(1, {"source": name})
+        return result
+
+    @staticmethod
+    def _alert_row(alert_id: str, state: AlertState, sensor: dict[str, Any]) -> dict[str, Any]:
+        return {"RowKey": alert_id, "state": state, **{k: str(v) for k, v in sensor.items()}}
+
+    def _sensors(
+        self, sensors: Sequence[CloudSensor], messages: list[tuple[str, dict[str, Any]]], now: datetime
+    ) -> list[dict[str, Any]]:
+        known = self.state.rows(self.source.name, "sensor")
+        rows = []
+        for sensor in sensors:
+            before = known.get(sensor.name, {}).get("online")
+            # A sensor first seen offline is reported too: it may have gone down before the intake started.
+            if (before is None and not sensor.online) or (before is not None and before != sensor.online):
+                messages.append(("system", system_message(sensor, now)))
+            if before != sensor.online or known.get(sensor.name, {}).get("status") != sensor.status:
+                rows.append({"RowKey": sensor.name, "online": sensor.online, "status": sensor.status})
+        return rows
+
+    def _enqueue(self, messages: Sequence[tuple[str, dict[str, Any]]], result: IntakeResult) -> None:
+        valid: list[tuple[str, dict[str, Any]]] = []
+        for kind, document in messages:
+            try:
+                validate(document)
+            except InvalidMessageError as exc:
+                result.skipped.append(f"{kind} message for alert {document.get('alert', {}).get('id', '?')}: {exc}")
+                INTAKE_SKIPPED.add(1, {"source": result.source})
+                continue
+            valid.append((kind, document))
+        enqueue_alerts(self.queue, [document for _, document in valid])
+        for kind, _ in valid:
+            result.queued[kind] += 1
+            INTAKE_MESSAGES.add(1, {"source": result.source, "kind": kind})

@@ -1,0 +1,266 @@
+"""An Azure Resource Graph emulator for the ``iotsecurityresources`` table (developer tooling, never deployed).
+
+What the real ``azure-mgmt-resourcegraph`` SDK sees of ARG, pointed at it through its ``base_url``:
+``POST /providers/Microsoft.ResourceGraph/resources`` with ``{"subscriptions", "query", "options":
+{"$top", "$skipToken", "resultFormat"}}`` → ``{"totalRecords", "count", "resultTruncated", "$skipToken",
+"data"}``; an ARM bearer token required (any non-empty one: the token flow is Entra ID's, not ARG's);
+the per-user quota headers (``x-ms-user-quota-remaining``, ``x-ms-user-quota-resets-after``) and a 429
+past the quota; eventual consistency (a resource shows ``consistency_seconds`` after it changed); and
+the shared fault plan.
+
+Only the KQL shapes the product sends are evaluated, honestly — anything else is refused with the
+``InvalidQuery`` error ARG gives, so a query the product changes cannot pass here and fail in Azure:
+
+    iotsecurityresources
+    | where type =~ '<resource type>'
+    [| where properties.status !~ 'Closed']
+    [| extend updated = todatetime(properties.<field>)]
+    [| where updated >= datetime(<ISO 8601>)]
+    | order by <updated|name> asc[, name asc]
+    | project id, name, type, properties[, updated]
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from tools.emulators.faults import FaultPlan
+from tools.emulators.httpserver import Reply, TlsEmulator
+
+TABLE = "iotsecurityresources"
+QUERY_PATH = "/providers/microsoft.resourcegraph/resources"
+MAX_TOP = 1000
+SHAPE = re.compile(
+    r"^\s*iotsecurityresources\s*"
+    r"\|\s*where\s+type\s*=~\s*'(?P<type>[a-z0-9./]+)'\s*"
+    r"(?:\|\s*where\s+properties\.status\s*!~\s*'(?P<not_status>[A-Za-z]+)'\s*)?"
+    r"(?:\|\s*extend\s+updated\s*=\s*todatetime\(properties\.(?P<field>[A-Za-z]+)\)\s*)?"
+    r"(?:\|\s*where\s+updated\s*>=\s*datetime\((?P<since>[0-9T:.\-+Z]+)\)\s*)?"
+    r"\|\s*order\s+by\s+(?P<order>updated|name)\s+asc(?:\s*,\s*name\s+asc)?\s*"
+    r"\|\s*project\s+id\s*,\s*name\s*,\s*type\s*,\s*properties(?P<with_updated>\s*,\s*updated)?\s*$",
+    re.S,
+)
+
+
+@dataclass
+class StoredResource:
+    document: dict[str, Any]
+    visible_at: float  # eventual consistency: when a query first sees this version
+
+
+@dataclass
+class Quota:
+    per_window: int = 15  # ARG's documented default per user and 5-second window
+    window_seconds: float = 5.0
+    window_start: float = 0.0
+    used: int = 0
+
+
+def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
+    return Reply(status, {"error": {"code": code, "message": message}}, headers or {})
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class ResourceGraphEmulator(TlsEmulator):
+    thread_name = "resourcegraph-emulator"
+
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int = 0, tls_dir: Path = Path(".local/tls"), subscription: str = ""
+    ) -> None:
+        self.subscription = subscription or "00000000-0000-0000-0000-00000000d1f0"
+        self.resources: dict[str, StoredResource] = {}  # by lower-cased ARM id
+        self.lock = threading.Lock()
+        self.faults = FaultPlan(time.time)
+        self.quota = Quota()
+        self.consistency_seconds = 0.0
+        self.stats: Counter[str] = Counter()
+        self.queries: list[str] = []
+        super().__init__(host, port, tls_dir)
+
+    # -- the world -------------------------------------------------------------------------
+    def put(self, *documents: dict[str, Any]) -> None:
+        """Add or replace resources (ARM documents with ``id``, ``name``, ``type``, ``properties``); each
+        version shows in queries ``consistency_seconds`` later."""
+        visible_at = time.time() + self.consistency_seconds
+        with self.lock:
+            for document in documents:
+                self.resources[str(document["id"]).lower()] = StoredResource(
+                    json.loads(json.dumps(document)), visible_at
+                )
+
+    def get(self, resource_id: str) -> dict[str, Any] | None:
+        with self.lock:
+            stored = self.resources.get(resource_id.lower())
+            return json.loads(json.dumps(stored.document)) if stored else None
+
+    def reset(self) -> None:
+        with self.lock:
+            self.resources.clear()
+        self.faults.clear()
+        self.quota = Quota()
+        self.consistency_seconds = 0.0
+        self.stats.clear()
+        self.queries.clear()
+
+    # -- the wire --------------------------------------------------------------------------
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        url = urlsplit(target)
+        if url.path.startswith("/_emulator/"):
+            return self.admin(method, url.path, body)
+        if (
+            not headers.get("authorization", "").lower().startswith("bearer ")
+            or not headers["authorization"][7:].strip()
+        ):
+            return error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        fault = self.faults.take()
+        if fault is not None:
+            self.stats["faults"] += 1
+            if fault.kind == "reset":
+                return None
+            if fault.status == 429:
+                return self.throttled(fault.retry_after or "1")
+            return error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
+        if method != "POST" or url.path.lower() != QUERY_PATH:
+            return error(404, "NotFound", f"{method} {url.path} is not served here")
+        remaining, resets_after = self.take_quota()
+        if remaining < 0:
+            return self.throttled(str(max(1, round(resets_after))))
+        quota_headers = {
+            "x-ms-user-quota-remaining": str(remaining),
+            "x-ms-user-quota-resets-after": _timespan(resets_after),
+        }
+        try:
+            request = json.loads(body)
+            query = str(request["query"])
+            options = request.get("options") or {}
+        except (ValueError, KeyError, TypeError):
+            return error(400, "BadRequest", "The request body must be a JSON object with a 'query'.")
+        self.stats["queries"] += 1
+        self.queries.append(query)
+        reply = self.run(query, options, list(request.get("subscriptions") or []))
+        reply.headers.update(quota_headers)
+        return reply
+
+    def take_quota(self) -> tuple[int, float]:
+        """One query off the user's quota: (remaining after it, negative when over; seconds to the reset)."""
+        now = time.time()
+        with self.lock:
+            quota = self.quota
+            if now - quota.window_start >= quota.window_seconds:
+                quota.window_start, quota.used = now, 0
+            quota.used += 1
+            return quota.per_window - quota.used, quota.window_start + quota.window_seconds - now
+
+    def throttled(self, retry_after: str) -> Reply:
+        self.stats["throttled"] += 1
+        return error(
+            429,
+            "RateLimiting",
+            "Please provide below info when asking for support: the query was throttled (user quota exceeded).",
+            {
+                "Retry-After": retry_after,
+                "x-ms-user-quota-remaining": "0",
+                "x-ms-user-quota-resets-after": _timespan(float(retry_after)),
+            },
+        )
+
+    def run(self, query: str, options: dict[str, Any], subscriptions: list[str]) -> Reply:
+        shape = SHAPE.match(query)
+        if shape is None:
+            return error(
+                400,
+                "InvalidQuery",
+                "Query is invalid (the emulator evaluates only the product's fixed query shapes; see its docstring)",
+            )
+        since = _parse_time(shape["since"]) if shape["since"] else None
+        if shape["since"] and since is None:
+            return error(400, "InvalidQuery", f"datetime({shape['since']}) is not a time")
+        if (shape["since"] or shape["with_updated"] or shape["order"] == "updated") and not shape["field"]:
+            return error(400, "InvalidQuery", "'updated' is used but never defined with extend")
+        top = int(options.get("$top") or 100)
+        if not 1 <= top <= MAX_TOP:
+            return error(400, "InvalidQuery", f"$top must be from 1 to {MAX_TOP}")
+        now = time.time()
+        wanted = {s.lower() for s in subscriptions}
+        with self.lock:
+            rows = [
+                json.loads(json.dumps(r.document))
+                for r in self.resources.values()
+                if r.visible_at <= now
+                and str(r.document.get("type", "")).lower() == shape["type"]
+                and (not wanted or str(r.document.get("subscriptionId", self.subscription)).lower() in wanted)
+            ]
+        if shape["not_status"]:
+            excluded = shape["not_status"].lower()
+            rows = [r for r in rows if str((r.get("properties") or {}).get("status", "")).lower() != excluded]
+        if shape["field"]:
+            for row in rows:
+                row["updated"] = (row.get("properties") or {}).get(shape["field"])
+        if since is not None:
+            rows = [r for r in rows if (moment := _parse_time(str(r["updated"]))) is not None and moment >= since]
+        if shape["order"] == "updated":
+            rows.sort(key=lambda r: (_parse_time(str(r["updated"])) or datetime.min.replace(tzinfo=UTC), r["name"]))
+        else:
+            rows.sort(key=lambda r: str(r["name"]))
+        columns = ["id", "name", "type", "properties"] + (["updated"] if shape["with_updated"] else [])
+        start = _offset(options.get("$skipToken"))
+        page = [{k: r.get(k) for k in columns} for r in rows[start : start + top]]
+        document: dict[str, Any] = {
+            "totalRecords": len(rows),
+            "count": len(page),
+            "resultTruncated": "false",
+            "data": page,
+        }
+        if start + top < len(rows):
+            document["$skipToken"] = base64.b64encode(json.dumps({"offset": start + top}).encode()).decode()
+        return Reply(200, document)
+
+    def admin(self, method: str, path: str, body: bytes) -> Reply:
+        name = path[len("/_emulator/") :]
+        spec = json.loads(body or b"{}")
+        if name == "faults":
+            return Reply(200, self.faults.admin(method, spec))
+        if name == "resources" and method == "POST":
+            self.put(*spec.get("resources", []))
+            return Reply(200, {"resources": len(self.resources)})
+        if name == "consistency" and method == "POST":
+            self.consistency_seconds = float(spec.get("seconds", 0))
+            return Reply(200, {"seconds": self.consistency_seconds})
+        if name == "quota" and method == "POST":
+            self.quota = Quota(per_window=int(spec.get("per_window", 15)))
+            return Reply(200, {"per_window": self.quota.per_window})
+        if name == "stats":
+            return Reply(200, dict(self.stats))
+        return error(404, "NotFound", path)
+
+
+def _offset(token: Any) -> int:
+    if not token:
+        return 0
+    try:
+        return int(json.loads(base64.b64decode(str(token)))["offset"])
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
+def _timespan(seconds: float) -> str:
+    whole = max(0, math.ceil(seconds))
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
