@@ -26,7 +26,7 @@ from azure.data.tables import TableClient, UpdateMode
 from azure.storage.queue import QueueClient
 from opentelemetry import metrics
 
-from shared.alerting.enqueue import enqueue_alerts, validate
+from shared.alerting.enqueue import send, validate
 from shared.alerting.messages import SCHEMA, InvalidMessageError
 from shared.defender.cloud import CloudAlert, CloudSensor, CloudSource, ReadReport
 from shared.platform.storage import create_table_if_missing
@@ -185,16 +185,14 @@ class Intake:
         return rows
 
     def _enqueue(self, messages: Sequence[tuple[str, dict[str, Any]]], result: IntakeResult) -> None:
-        valid: list[tuple[str, dict[str, Any]]] = []
+        valid: list[tuple[str, bytes]] = []
         for kind, document in messages:
             try:
-                validate(document)
+                valid.append((kind, validate(document)))
             except InvalidMessageError as exc:
                 result.skipped.append(f"{kind} message for alert {document.get('alert', {}).get('id', '?')}: {exc}")
                 INTAKE_SKIPPED.add(1, {"source": result.source})
-                continue
-            valid.append((kind, document))
-        enqueue_alerts(self.queue, [document for _, document in valid])
+        send(self.queue, [body for _, body in valid])
         for kind, _ in valid:
             result.queued[kind] += 1
             INTAKE_MESSAGES.add(1, {"source": result.source, "kind": kind})

@@ -26,7 +26,7 @@ from tests.conftest import ROOT
 from tools.stack.azurite import port_is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FIXED_PORTS = (10000, 10001, 10002, 8443, 8444, 8445)
+FIXED_PORTS = (10000, 10001, 10002, 8443, 8444, 8445, 8446)
 
 
 class Output:
@@ -175,3 +175,20 @@ def test_bad_local_settings_stop_make_run_with_one_clear_line(
     assert "cannot start the local stack:" in text and "local.settings.json" in text, text
     assert expected in text and "Traceback" not in text, text
     assert all(port_is_free(port) for port in FIXED_PORTS), "the stack did not stop what it had started"
+
+
+def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.Popen[str]]) -> None:
+    """`make demo`: alerts raised in the emulated cloud come in through the intake and become records; a
+    sensor offline there becomes an incident; an alert closed there resolves its record."""
+    demo = start(project, "-m", "tools.stack.localstack", "--once")
+    cleanup.append(demo)
+    text = Output(demo).all(timeout=300)
+    assert demo.returncode == 0, text
+    assert "Critical Unauthorized Internet Connectivity Detected\n    rules major-and-above\n    → incident INC" in text
+    assert "System   sensor sensor-plant-c-2 went offline\n    rules sensor-health\n    → incident INC" in text
+    assert "Closed in the cloud: Unauthorized Internet Connectivity Detected\n    → INC" in text
+    assert "resolved: Alert handled in Microsoft Defender for IoT (close by Microsoft Defender for IoT (cloud))" in text
+    assert "Traceback" not in text, text
+    # The one ERROR is the demo's malformed message, poisoned as it should be.
+    errors = [line for line in text.splitlines() if " ERROR " in line]
+    assert len(errors) == 1 and "poisoned: invalid message: alert.title: required" in errors[0], errors

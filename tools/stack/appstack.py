@@ -1,8 +1,9 @@
 """The whole product on ephemeral ports, for end-to-end benchmarks, the fault campaign and their tests.
 
-Azurite, the ServiceNow emulator (OAuth), the Key Vault emulator and function_app.py in the local
-host — the host in its own process, as ``func start`` would run it, so it can be killed with SIGKILL
-and started again while everything else keeps its state. The connection signs in with ``connect``
+Azurite, the ServiceNow emulator (OAuth), the Key Vault emulator, the Resource Graph emulator (the cloud
+source in DEFENDER_SOURCES) and function_app.py in the local host — the host in its own process, as
+``func start`` would run it, so it can be killed with SIGKILL and started again while everything else
+keeps its state. The connection signs in with ``connect``
 (password grant once, tokens in Key Vault), exactly as an operator would.
 """
 
@@ -36,6 +37,7 @@ from shared.platform.secrets import KeyVaultSecretStore, Secret
 from shared.platform.settings import load_settings
 from shared.platform.storage import pooled_session
 from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 from tools.stack.azurite import Azurite, start_azurite
 
@@ -121,6 +123,9 @@ class AppStack:
         self.servicenow.faults.configure({"latency_ms": self.latency_ms})
         self.vault = KeyVaultEmulator(tls_dir=tls).start()
         self._stack.callback(self.vault.stop)
+        self.graph = ResourceGraphEmulator(tls_dir=tls).start()
+        self._stack.callback(self.graph.stop)
+        self.graph.faults.configure({"latency_ms": self.latency_ms})
         rules = self.workdir / "rules.json"
         rules.write_text(json.dumps(RULES))
         ca = str(self.servicenow.ca_pem.resolve())
@@ -151,6 +156,19 @@ class AppStack:
             "KEY_VAULT_CREDENTIAL": "emulator",
             "KEY_VAULT_CA_BUNDLE": ca,
             "FORWARDING_RULES_LOCATION": f"file:{rules}",
+            "DEFENDER_SOURCES": json.dumps(
+                [
+                    {
+                        "name": "cloud",
+                        "kind": "cloud",
+                        "subscriptions": [self.graph.subscription],
+                        "resource_graph_url": self.graph.url,
+                        "credential": "emulator",
+                        "ca_bundle": ca,
+                    }
+                ]
+            ),
+            "ALERT_INTAKE_STATE_TABLE": f"intake{run}",
             **self.overrides,
         }
         self.settings_file = self.workdir / "local.settings.json"

@@ -17,13 +17,17 @@ from typing import Any
 from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
+from shared.alerting.intake import alert_message, system_message
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import PoisonEntry, poison_queue_name, receive_all, release
 from shared.alerting.rules import evaluate, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.app.devices import build_sync
+from shared.app.intake import run_intake
+from shared.defender.cloud import ALERTS, parse_alert, parse_sensor
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
+from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.emulators.servicenow.store import OT_CLASSES
 
@@ -129,7 +133,54 @@ def demo_alerts(now_ms: int) -> list[dict[str, Any]]:
     ]
 
 
-def run_demo(settings: Settings, emulator: ServiceNowEmulator, timeout: float = 90.0) -> str:
+def cloud_world(graph: ResourceGraphEmulator, now_ms: int) -> list[dict[str, Any]]:
+    """What the emulated cloud holds: two alerts raised now and two sensors, one of them offline."""
+    started = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat().replace("+00:00", "Z")
+    run = now_ms // 1000
+
+    def cloud_alert(number: int, severity: str, title: str, source: str) -> dict[str, Any]:
+        name = f"{run:08d}-0000-4000-8000-{number:012d}"[-36:]
+        return {
+            "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/locations/westeurope/"
+            f"deviceGroups/default/alerts/{name}",
+            "name": name,
+            "type": ALERTS,
+            "properties": {
+                "displayName": title,
+                "description": f"{title}, reported by a cloud-connected sensor.",
+                "severity": severity,
+                "status": "New",
+                "startTimeUtc": started,
+                "endTimeUtc": started,
+                "alertType": "PolicyViolation",
+                "extendedProperties": {
+                    "SensorId": "sensor-plant-c-1",
+                    "SourceDeviceAddress": source,
+                    "DestinationDeviceAddress": "10.30.0.2",
+                    "AlertEngine": "Policy Violation",
+                },
+            },
+        }
+
+    def sensor(name: str, status: str) -> dict[str, Any]:
+        return {
+            "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/sensors/{name}",
+            "name": name,
+            "type": "microsoft.iotsecurity/sensors",
+            "properties": {"sensorStatus": status, "connectivityTime": started, "zone": "Utilities"},
+        }
+
+    return [
+        cloud_alert(1, "High", "Unauthorized Internet Connectivity Detected", "10.30.0.17"),
+        cloud_alert(2, "Medium", "Unauthorized Device Connected to the Network", "10.30.0.23"),
+        sensor("sensor-plant-c-1", "Ok"),
+        sensor("sensor-plant-c-2", "Disconnected"),
+    ]
+
+
+def run_demo(
+    settings: Settings, emulator: ServiceNowEmulator, graph: ResourceGraphEmulator, timeout: float = 90.0
+) -> str:
     """Play the demo and return the report."""
     location, blobs = settings.forwarding.rules_location, blob_service(settings.alerts_storage)
     now = datetime.now(UTC)
@@ -157,9 +208,52 @@ def run_demo(settings: Settings, emulator: ServiceNowEmulator, timeout: float = 
             b'"sensor": {"name": "sensor-plant-a-1"}, "alert": {"id": 6000}}'
         ).decode()
     )
+    # The cloud path: what Defender raised in Azure, taken in by the intake (its timer runs it every minute).
+    world = cloud_world(graph, now_ms)
+    graph.put(*world)
+    intake_cycle(settings)
+    documents += [alert_message(parse_alert(row, "cloud")) for row in world if row["type"] == ALERTS]
+    documents.append(system_message(parse_sensor(world[-1]), now))
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
-    return report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
+    lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
+    return lines + "\n" + close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
+
+
+def intake_cycle(settings: Settings) -> None:
+    """One intake cycle now, rather than at the timer's next minute; a failed source is told, not raised."""
+    try:
+        run_intake(settings)
+    except RuntimeError as exc:
+        print(f"alert intake: {exc}", flush=True)
+
+
+def close_in_the_cloud(
+    settings: Settings,
+    emulator: ServiceNowEmulator,
+    graph: ResourceGraphEmulator,
+    alert: dict[str, Any],
+    queue: QueueClient,
+    timeout: float,
+) -> str:
+    """An OT engineer closes an alert in Defender; the next intake cycle resolves its record."""
+    closed = json.loads(json.dumps(alert))
+    closed["properties"]["status"] = "Closed"
+    graph.put(closed)
+    intake_cycle(settings)
+    wait_until_drained(queue, emulator, timeout)
+    title = alert["properties"]["displayName"]
+    resolved = [
+        r
+        for r in emulator.store.all("incident")
+        if str(r.get("correlation_id", "")).endswith(f":{alert['name']}:ot-incident") and r.get("state") == "6"
+    ]
+    outcome = (
+        f"{resolved[0].get('number', '')} resolved: {resolved[0].get('close_notes', '')}"
+        if resolved
+        else "no record resolved yet (see the host log)"
+    )
+    return f"Closed in the cloud: {title}\n    → {outcome}"
 
 
 def wait_until_drained(queue: QueueClient, emulator: ServiceNowEmulator, timeout: float) -> None:
@@ -240,7 +334,11 @@ def report(
                 (t, r)
                 for cid, (t, r) in records.items()
                 if cid.endswith(f":{message.alert_id or ''}:{action.name}")
-                or (message.kind == "system" and cid.startswith("dfiot:system:") and cid.endswith(action.name))
+                or (
+                    message.kind == "system"
+                    and cid.startswith(f"dfiot:system:{message.sensor.id or message.sensor.name}:")
+                    and cid.endswith(action.name)
+                )
             ]
             for table, record in found:
                 extra = f", {notes[record['sys_id']]} work note(s)" if record["sys_id"] in notes else ""

@@ -32,6 +32,7 @@ from shared.platform.settings import Settings, SettingsError, load_settings
 from shared.platform.storage import queue_service, table_service
 from tools.emulators.console import ConsoleEmulator, generate
 from tools.emulators.keyvault import KeyVaultEmulator
+from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 from tools.emulators.servicenow.__main__ import DEFAULT_CLIENT, DEFAULT_USER
 from tools.funchost.config import HostConfigError, load_local_settings
@@ -44,6 +45,7 @@ AZURITE_PORTS = (10000, 10001, 10002)
 EMULATOR_PORT = 8443
 KEY_VAULT_PORT = 8444
 CONSOLE_PORT = 8445
+RESOURCE_GRAPH_PORT = 8446
 DEMO_DEVICES = 200
 
 
@@ -56,10 +58,10 @@ def ensure_local_settings(emulator: ServiceNowEmulator) -> dict[str, str]:
     the example gained since it was written (a new function's schedule, say) is added to it, and named."""
     path = ROOT / "local.settings.json"
     example = json.loads((ROOT / "local.settings.json.example").read_text())
+    ca = str(emulator.ca_pem.resolve())
+    for name, value in example["Values"].items():  # the emulators' CA, wherever the example names it
+        example["Values"][name] = value.replace(".local/tls/ca.pem", ca)
     if not path.exists():
-        example["Values"]["SERVICENOW_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
-        example["Values"]["KEY_VAULT_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
-        example["Values"]["CONSOLE_CA_BUNDLE"] = str(emulator.ca_pem.resolve())
         path.write_text(json.dumps(example, indent=2) + "\n")
         print(f"wrote {path.name} from local.settings.json.example")
     try:
@@ -170,6 +172,7 @@ def start_stack(stack: contextlib.ExitStack, *, with_host: bool) -> tuple[Settin
         (EMULATOR_PORT, "ServiceNow emulator"),
         (KEY_VAULT_PORT, "Key Vault emulator"),
         (CONSOLE_PORT, "management console emulator"),
+        (RESOURCE_GRAPH_PORT, "Resource Graph emulator"),
     ):
         if not port_is_free(port):
             raise StackError(f"port {port} is in use; stop the other {what} first")
@@ -190,13 +193,15 @@ def start_stack(stack: contextlib.ExitStack, *, with_host: bool) -> tuple[Settin
     stack.callback(vault.stop)
     console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=tls_dir).start()
     stack.callback(console.stop)
+    graph = ResourceGraphEmulator(port=RESOURCE_GRAPH_PORT, tls_dir=tls_dir).start()
+    stack.callback(graph.stop)
     settings = read_settings(ensure_local_settings(emulator))
     signed_in = seed_secrets(settings, password, client_secret, console.token)
     queues = provision(settings)
     host = start_host() if with_host else None
     if host is not None:
         stack.callback(stop_host, host)
-    return settings, StackParts(emulator, vault, console, queues, signed_in, user)
+    return settings, StackParts(emulator, vault, console, graph, queues, signed_in, user)
 
 
 @dataclass
@@ -204,6 +209,7 @@ class StackParts:
     emulator: ServiceNowEmulator
     vault: KeyVaultEmulator
     console: ConsoleEmulator
+    graph: ResourceGraphEmulator
     queues: list[str]
     signed_in: str
     user: str
@@ -224,6 +230,7 @@ def describe(settings: Settings, parts: StackParts, *, with_host: bool) -> list[
         f"  Key Vault          {parts.vault.url}   ({parts.signed_in})",
         f"  Management console {parts.console.url}   ({DEMO_DEVICES} generated devices; sync every "
         f"{settings.device_sync.frequency_minutes} min)",
+        f"  Resource Graph     {parts.graph.url}   (cloud-connected sensors; DEFENDER_SOURCES reads it every minute)",
         f"  queues             {', '.join(parts.queues)}",
     ]
     if with_host:
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
                     "playing the demo: rules applied, alerts enqueued; waiting for the host to process them…",
                     flush=True,
                 )
-                print(run_demo(settings, parts.emulator), flush=True)
+                print(run_demo(settings, parts.emulator, parts.graph), flush=True)
             print("\n".join(describe(settings, parts, with_host=with_host)), flush=True)
             if not args.once:
                 print("Ctrl-C stops everything.", flush=True)
