@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from tools.emulators.azure import azure_error, has_bearer_token
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
 
@@ -44,15 +45,6 @@ class SecretVersion:
 class Vault:
     secrets: dict[str, list[SecretVersion]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(
-        status,
-        {"error": {"code": code, "message": message}},
-        headers or {},
-        content_type="application/json; charset=utf-8",
-    )
 
 
 class KeyVaultEmulator(TlsEmulator):
@@ -84,12 +76,9 @@ class KeyVaultEmulator(TlsEmulator):
         path = unquote(urlsplit(target).path).rstrip("/")
         if path.startswith("/_emulator/"):
             return self.admin(method, path, body)
-        if (
-            not headers.get("authorization", "").lower().startswith("bearer ")
-            or not headers["authorization"][7:].strip()
-        ):
+        if not has_bearer_token(headers):
             self.stats["challenges"] += 1
-            return error(
+            return azure_error(
                 401,
                 "Unauthorized",
                 "AKV10000: Request is missing a Bearer or PoP token.",
@@ -101,20 +90,20 @@ class KeyVaultEmulator(TlsEmulator):
             if fault.kind == "reset":
                 return None
             if fault.status == 429:
-                return error(
+                return azure_error(
                     429,
                     "Throttled",
                     "Request was not processed because too many requests were received.",
                     {"Retry-After": fault.retry_after or "1"},
                 )
-            return error(fault.status, "ServiceUnavailable", "The service is unavailable.")
+            return azure_error(fault.status, "ServiceUnavailable", "The service is unavailable.")
         parts = path.strip("/").split("/")
         query = dict(parse_qsl(urlsplit(target).query))
         if parts == ["secrets"] and method == "GET":
             self.stats["reads"] += 1
             return self.listing(path, query, self.latest_of_each())
         if len(parts) < 2 or parts[0] != "secrets":
-            return error(400, "BadParameter", f"unsupported path {path}")
+            return azure_error(400, "BadParameter", f"unsupported path {path}")
         name = parts[1]
         if method == "PUT" and len(parts) == 2:
             self.stats["writes"] += 1
@@ -129,7 +118,7 @@ class KeyVaultEmulator(TlsEmulator):
                     versions = [(name, v) for v in self.vault.secrets.get(name, [])]
                 return self.listing(path, query, versions, versioned=True)
             return self.get(name, parts[2] if len(parts) == 3 else None)
-        return error(405, "MethodNotAllowed", f"{method} {path}")
+        return azure_error(405, "MethodNotAllowed", f"{method} {path}")
 
     def _bundle(
         self, name: str, version: SecretVersion, *, with_value: bool = True, versioned: bool = True
@@ -150,9 +139,9 @@ class KeyVaultEmulator(TlsEmulator):
             document = json.loads(body)
             value = document["value"]
         except (ValueError, KeyError, TypeError):
-            return error(400, "BadParameter", "The request body must be a JSON object with a 'value'.")
+            return azure_error(400, "BadParameter", "The request body must be a JSON object with a 'value'.")
         if not isinstance(value, str):
-            return error(400, "BadParameter", "'value' must be a string.")
+            return azure_error(400, "BadParameter", "'value' must be a string.")
         now = int(time.time())
         attributes = {"enabled": True, **(document.get("attributes") or {}), "created": now, "updated": now}
         version = SecretVersion(
@@ -166,7 +155,7 @@ class KeyVaultEmulator(TlsEmulator):
         with self.vault.lock:
             found = self._find(name, version_id)
         if found is None:
-            return error(
+            return azure_error(
                 404,
                 "SecretNotFound",
                 f"A secret with (name/id) {name}{'/' + version_id if version_id else ''} was not found in "
@@ -188,7 +177,9 @@ class KeyVaultEmulator(TlsEmulator):
             if not isinstance(document, dict) or "value" in document:
                 raise ValueError
         except ValueError:
-            return error(400, "BadParameter", "The request body must be a JSON object of properties, without 'value'.")
+            return azure_error(
+                400, "BadParameter", "The request body must be a JSON object of properties, without 'value'."
+            )
         with self.vault.lock:
             found = self._find(name, version_id)
             if found is not None:
@@ -202,7 +193,7 @@ class KeyVaultEmulator(TlsEmulator):
                     "updated": int(time.time()),
                 }
         if found is None:
-            return error(
+            return azure_error(
                 404, "SecretNotFound", f"A secret with (name/id) {name}/{version_id} was not found in this key vault."
             )
         return Reply(200, self._bundle(name, found, with_value=False))
@@ -219,9 +210,9 @@ class KeyVaultEmulator(TlsEmulator):
             size = int(query.get("maxresults", PAGE_SIZE))
             start = int(query.get("$skiptoken", 0))
         except ValueError:
-            return error(400, "BadParameter", "maxresults and $skiptoken must be whole numbers")
+            return azure_error(400, "BadParameter", "maxresults and $skiptoken must be whole numbers")
         if not 1 <= size <= PAGE_SIZE:
-            return error(400, "BadParameter", f"maxresults must be from 1 to {PAGE_SIZE}")
+            return azure_error(400, "BadParameter", f"maxresults must be from 1 to {PAGE_SIZE}")
         page = items[start : start + size]
         rest = start + size < len(items)
         next_link = f"{self.url}{path}?maxresults={size}&$skiptoken={start + size}" if rest else None
@@ -237,4 +228,4 @@ class KeyVaultEmulator(TlsEmulator):
         if name == "secrets":
             with self.vault.lock:
                 return Reply(200, {"names": sorted(self.vault.secrets)})
-        return error(404, "NotFound", path)
+        return azure_error(404, "NotFound", path)

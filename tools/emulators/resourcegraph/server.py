@@ -35,6 +35,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from shared.platform.times import parse_iso
+from tools.emulators.azure import azure_error, has_bearer_token
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
 
@@ -65,18 +67,6 @@ class Quota:
     window_seconds: float = 5.0
     window_start: float = 0.0
     used: int = 0
-
-
-def error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Reply:
-    return Reply(status, {"error": {"code": code, "message": message}}, headers or {})
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (TypeError, ValueError):
-        return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class ResourceGraphEmulator(TlsEmulator):
@@ -125,11 +115,10 @@ class ResourceGraphEmulator(TlsEmulator):
         url = urlsplit(target)
         if url.path.startswith("/_emulator/"):
             return self.admin(method, url.path, body)
-        if (
-            not headers.get("authorization", "").lower().startswith("bearer ")
-            or not headers["authorization"][7:].strip()
-        ):
-            return error(401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.")
+        if not has_bearer_token(headers):
+            return azure_error(
+                401, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing."
+            )
         fault = self.faults.take()
         if fault is not None:
             self.stats["faults"] += 1
@@ -137,9 +126,9 @@ class ResourceGraphEmulator(TlsEmulator):
                 return None
             if fault.status == 429:
                 return self.throttled(fault.retry_after or "1")
-            return error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
+            return azure_error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
         if method != "POST" or url.path.lower() != QUERY_PATH:
-            return error(404, "NotFound", f"{method} {url.path} is not served here")
+            return azure_error(404, "NotFound", f"{method} {url.path} is not served here")
         remaining, resets_after = self.take_quota()
         if remaining < 0:
             return self.throttled(str(max(1, round(resets_after))))
@@ -152,7 +141,7 @@ class ResourceGraphEmulator(TlsEmulator):
             query = str(request["query"])
             options = request.get("options") or {}
         except (ValueError, KeyError, TypeError):
-            return error(400, "BadRequest", "The request body must be a JSON object with a 'query'.")
+            return azure_error(400, "BadRequest", "The request body must be a JSON object with a 'query'.")
         self.stats["queries"] += 1
         self.queries.append(query)
         reply = self.run(query, options, list(request.get("subscriptions") or []))
@@ -171,7 +160,7 @@ class ResourceGraphEmulator(TlsEmulator):
 
     def throttled(self, retry_after: str) -> Reply:
         self.stats["throttled"] += 1
-        return error(
+        return azure_error(
             429,
             "RateLimiting",
             "Please provide below info when asking for support: the query was throttled (user quota exceeded).",
@@ -185,19 +174,19 @@ class ResourceGraphEmulator(TlsEmulator):
     def run(self, query: str, options: dict[str, Any], subscriptions: list[str]) -> Reply:
         shape = SHAPE.match(query)
         if shape is None:
-            return error(
+            return azure_error(
                 400,
                 "InvalidQuery",
                 "Query is invalid (the emulator evaluates only the product's fixed query shapes; see its docstring)",
             )
-        since = _parse_time(shape["since"]) if shape["since"] else None
+        since = parse_iso(shape["since"]) if shape["since"] else None
         if shape["since"] and since is None:
-            return error(400, "InvalidQuery", f"datetime({shape['since']}) is not a time")
+            return azure_error(400, "InvalidQuery", f"datetime({shape['since']}) is not a time")
         if (shape["since"] or shape["with_updated"] or shape["order"] == "updated") and not shape["field"]:
-            return error(400, "InvalidQuery", "'updated' is used but never defined with extend")
+            return azure_error(400, "InvalidQuery", "'updated' is used but never defined with extend")
         top = int(options.get("$top") or 100)
         if not 1 <= top <= MAX_TOP:
-            return error(400, "InvalidQuery", f"$top must be from 1 to {MAX_TOP}")
+            return azure_error(400, "InvalidQuery", f"$top must be from 1 to {MAX_TOP}")
         now = time.time()
         wanted = {s.lower() for s in subscriptions}
         with self.lock:
@@ -215,9 +204,9 @@ class ResourceGraphEmulator(TlsEmulator):
             for row in rows:
                 row["updated"] = (row.get("properties") or {}).get(shape["field"])
         if since is not None:
-            rows = [r for r in rows if (moment := _parse_time(str(r["updated"]))) is not None and moment >= since]
+            rows = [r for r in rows if (moment := parse_iso(str(r["updated"]))) is not None and moment >= since]
         if shape["order"] == "updated":
-            rows.sort(key=lambda r: (_parse_time(str(r["updated"])) or datetime.min.replace(tzinfo=UTC), r["name"]))
+            rows.sort(key=lambda r: (parse_iso(str(r["updated"])) or datetime.min.replace(tzinfo=UTC), r["name"]))
         else:
             rows.sort(key=lambda r: str(r["name"]))
         columns = ["id", "name", "type", "properties"] + (["updated"] if shape["with_updated"] else [])
@@ -249,7 +238,7 @@ class ResourceGraphEmulator(TlsEmulator):
             return Reply(200, {"per_window": self.quota.per_window})
         if name == "stats":
             return Reply(200, dict(self.stats))
-        return error(404, "NotFound", path)
+        return azure_error(404, "NotFound", path)
 
 
 def _offset(token: Any) -> int:
