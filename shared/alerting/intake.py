@@ -61,9 +61,17 @@ class IntakeState:
     def ensure(self) -> None:
         create_table_if_missing(self.table)
 
-    def rows(self, source: str, kind: str) -> dict[str, dict[str, Any]]:
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": f"{source}:{kind}"})
+    def rows(self, source: str, kind: str, *, state: str | None = None) -> dict[str, dict[str, Any]]:
+        """Every row of a kind (``state``: only those in that state)."""
+        text = "PartitionKey eq @pk" + (" and state eq @state" if state is not None else "")
+        query = self.table.query_entities(text, parameters={"pk": f"{source}:{kind}", "state": state or ""})
         return {str(e["RowKey"]): dict(e) for e in query}
+
+    def get(self, source: str, kind: str, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self.table.get_entity(f"{source}:{kind}", key))
+        except ResourceNotFoundError:
+            return None
 
     def put(self, source: str, kind: str, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
@@ -132,7 +140,12 @@ class Intake:
         open_now = {a.id: a for a in self.source.open_alerts(report)}
         seen.update(open_now)
         sensors = self.source.sensors(report)
-        known = self.state.rows(name, "alert")
+        # The open alerts taken in, and point reads for the rest seen: the closed ones, which pile up over
+        # the months, are never read whole.
+        known = self.state.rows(name, "alert", state="open")
+        for alert_id in seen.keys() - known.keys():
+            if (row := self.state.get(name, "alert", alert_id)) is not None:
+                known[alert_id] = row
         messages: list[tuple[str, dict[str, Any]]] = []
         alert_rows: list[dict[str, Any]] = []
         for alert in sorted(seen.values(), key=lambda a: (a.started, a.id)):

@@ -192,6 +192,10 @@ def test_an_alert_closed_at_the_source_becomes_one_status_message(
         "sensor-cloud-1",
     )
     assert Intake(source(graph), queue, state).run(NOW + timedelta(minutes=2)).queued["alert_status"] == 0
+    graph.put(cloud_alert(graph, 1, status="Active"))  # raised again in Defender after it was closed
+    again = Intake(source(graph), queue, state).run(NOW + timedelta(minutes=3))
+    assert again.queued == {"alert": 1, "alert_status": 0, "system": 0}
+    assert [m["alert"]["id"] for m in drain(queue)] == ["00000000-0000-0000-0000-000000000001"]
 
 
 def test_an_alert_that_appears_late_behind_the_watermark_is_taken_in(
