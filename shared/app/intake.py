@@ -55,7 +55,13 @@ def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
         try:
             result = Intake(source, queue, state, overlap).run()
         except CloudSourceError as exc:
-            logger.error("alert intake from source '%s' failed; the next cycle tries again: %s", source.name, exc)
+            # A refusal (no read access, say) will not pass by itself: say what to fix, not just "later".
+            then = (
+                "the next cycle tries again"
+                if exc.retryable
+                else "the app's identity needs read access to Defender for IoT (infra/bicep/defender-reader.bicep)"
+            )
+            logger.error("alert intake from source '%s' failed; %s: %s", source.name, then, exc)
             failed.append(source.name)
             continue
         finally:

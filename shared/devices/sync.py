@@ -41,7 +41,6 @@ _meter = metrics.get_meter("defender_iot_servicenow")
 SYNC_RUNS = _meter.create_counter("device_sync.runs", unit="{run}")
 SYNC_ITEMS = _meter.create_counter("device_sync.items", unit="{item}")
 SYNC_AGE = _meter.create_gauge("device_sync.age_seconds", unit="s")
-STREAMS = ("devices", "connections", "deleted", "cves")
 
 
 @dataclass(frozen=True)

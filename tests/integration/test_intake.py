@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -302,3 +303,31 @@ def test_the_function_entry_point_reads_every_source_and_reports_one_that_failed
         run_intake(settings)
     queue = QueueClient.from_connection_string(azurite.connection_string, settings.alerts_queue)
     assert [m["alert"]["id"] for m in drain(queue)] == ["00000000-0000-0000-0000-000000000001"]  # the other ran
+
+
+def test_a_refused_source_says_what_to_fix(
+    graph: ResourceGraphEmulator, azurite: Azurite, caplog: pytest.LogCaptureFixture
+) -> None:
+    from shared.app.intake import run_intake
+    from shared.platform.settings import load_settings
+    from tests.support.settings import app_settings
+
+    cloud = {
+        "name": "cloud",
+        "kind": "cloud",
+        "subscriptions": [graph.subscription],
+        "resource_graph_url": graph.url,
+        "credential": "emulator",
+        "ca_bundle": str(graph.ca_pem),
+    }
+    settings = load_settings(
+        app_settings(
+            azurite.connection_string,
+            DEFENDER_SOURCES=json.dumps([cloud]),
+            ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}",
+        )
+    )
+    graph.faults.configure({"fail_next": [{"status": 403, "count": 1}]})  # no read access in the subscription
+    with caplog.at_level(logging.ERROR, logger="shared.app.intake"), pytest.raises(RuntimeError):
+        run_intake(settings)
+    assert "HTTP 403" in caplog.text and "needs read access to Defender for IoT" in caplog.text
