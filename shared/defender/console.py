@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 import requests
 
+from shared.defender.model import AddressCves, Capabilities, Connection, Cve, Device, DeviceCves, Firmware, Sensor
 from shared.http.errors import HttpError, error_from_response
 from shared.http.policies import CallStats, Next, Pipeline, build_pipeline
 from shared.http.transport import HttpRequest
@@ -36,68 +37,6 @@ class ConsoleError(Exception):
         self.status = status
         self.retryable = retryable
         super().__init__(message)
-
-
-@dataclass(frozen=True)
-class Firmware:
-    model: str = ""
-    version: str = ""
-    serial: str = ""
-
-
-@dataclass(frozen=True)
-class Device:
-    id: int
-    name: str
-    last_update: int
-    device_type: str = ""
-    vendor: str = ""
-    purdue_level: str = ""
-    site: str = ""
-    zone: str = ""
-    sensor: str = ""
-    sensor_ids: tuple[int, ...] = ()
-    macs: tuple[str, ...] = ()  # confident: usable as identifiers
-    guessed_macs: tuple[str, ...] = ()  # seen through a router: never an identifier
-    ips: tuple[str, ...] = ()
-    protocols: tuple[str, ...] = ()
-    firmware: tuple[Firmware, ...] = ()
-    first_discovered: int | None = None
-    url: str = ""
-
-
-@dataclass(frozen=True)
-class Connection:
-    source: int
-    target: int
-    kind: str = ""
-    sensor: str = ""
-
-
-@dataclass(frozen=True)
-class ConsoleSensor:
-    id: int
-    name: str
-    connection_state: str = ""
-    version: str = ""
-    learning_mode: bool = False
-    interface_address: str = ""
-    zone_id: int | None = None
-
-
-@dataclass(frozen=True)
-class Cve:
-    id: str
-    score: str = ""
-    attack_vector: str = ""
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class DeviceCves:
-    device_id: int
-    last_update: int
-    cves: tuple[Cve, ...] = ()
 
 
 def normalise_mac(value: Any) -> str | None:
@@ -142,7 +81,7 @@ def parse_device(record: dict[str, Any]) -> Device | None:
             if (mac := normalise_mac(candidate)) and mac not in macs:
                 guessed.add(mac)
     return Device(
-        id=device_id,
+        id=str(device_id),
         name=_text(record, "u_name") or f"device-{device_id}",
         last_update=_int(record.get("u_last_update")) or 0,
         device_type=_text(record, "u_device_type"),
@@ -151,7 +90,9 @@ def parse_device(record: dict[str, Any]) -> Device | None:
         site=_text(record, "u_site"),
         zone=_text(record, "u_zone"),
         sensor=_text(record, "u_appliance"),
-        sensor_ids=tuple(i for o in _objects(record, "u_sensor_ids") if (i := _int(o.get("u_sensor_id"))) is not None),
+        sensor_ids=tuple(
+            str(i) for o in _objects(record, "u_sensor_ids") if (i := _int(o.get("u_sensor_id"))) is not None
+        ),
         macs=tuple(sorted(macs)),
         guessed_macs=tuple(sorted(guessed)),
         ips=tuple(ips),
@@ -182,6 +123,10 @@ class ConsoleClient:
     page_size: int = 500
     stats: CallStats = field(default_factory=CallStats)
     skipped: int = 0
+    name: str = "console"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        incremental=True, connections=True, deletions="feed", cves="incremental"
+    )
 
     @classmethod
     def connect(
@@ -193,6 +138,7 @@ class ConsoleClient:
         proxy_url: str | None = None,
         ca_bundle: Path | None = None,
         page_size: int = 500,
+        name: str = "console",
     ) -> ConsoleClient:
         if urlsplit(base_url).scheme != "https":
             raise ValueError(f"console URL {base_url!r} must be https")
@@ -206,7 +152,7 @@ class ConsoleClient:
             ca_bundle=ca_bundle,
             ca_setting="CONSOLE_CA_BUNDLE",
         )
-        return cls(base_url.rstrip("/"), pipeline, page_size, stats)
+        return cls(base_url.rstrip("/"), pipeline, page_size, stats, name=name)
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
         self.stats.calls += 1
@@ -257,29 +203,29 @@ class ConsoleClient:
     def connection_pages(self, since_ms: int) -> Iterator[list[Connection]]:
         for records in self._pages(f"/connections/{since_ms}", "u_connections"):
             yield [
-                Connection(source, target, _text(r, "u_connection_type"), _text(r, "u_appliance"))
+                Connection(str(source), str(target), _text(r, "u_connection_type"), _text(r, "u_appliance"))
                 for r in records
                 if (source := _int(r.get("u_src_device_id"))) is not None
                 and (target := _int(r.get("u_dest_device_id"))) is not None
             ]
 
-    def deleted_devices(self, since_ms: int) -> list[int]:
+    def deleted_devices(self, since_ms: int) -> list[str]:
         document = self._get(f"/deleteddevices/{since_ms}")
         if not isinstance(document, list):
             return []
-        return [i for r in document if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None]
+        return [str(i) for r in document if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None]
 
-    def sensors(self) -> list[ConsoleSensor]:
+    def sensors(self) -> list[Sensor]:
         document = self._get("/sensors")
         return [
-            ConsoleSensor(
-                i,
+            Sensor(
+                str(i),
                 _text(r, "u_name") or f"sensor-{i}",
                 _text(r, "u_connection_state"),
                 _text(r, "u_version"),
                 bool(r.get("u_is_in_learning_mode")),
                 _text(r, "u_interface_address"),
-                _int(r.get("u_zone_id")),
+                str(zone) if (zone := _int(r.get("u_zone_id"))) is not None else "",
             )
             for r in (document if isinstance(document, list) else [])
             if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None
@@ -289,7 +235,7 @@ class ConsoleClient:
         for records in self._pages(f"/devicecves/{since_ms}", "u_device_cves"):
             yield [
                 DeviceCves(
-                    i,
+                    str(i),
                     _int(r.get("u_last_update")) or 0,
                     tuple(
                         Cve(
@@ -305,3 +251,11 @@ class ConsoleClient:
                 for r in records
                 if (i := _int(r.get("u_id"))) is not None
             ]
+
+    def address_cves(self) -> list[AddressCves]:
+        return []  # the console reports CVEs per device
+
+    def skipped_reasons(self) -> list[str]:
+        reasons = [f"{self.skipped} device record(s) without a readable u_id"] if self.skipped else []
+        self.skipped = 0
+        return reasons

@@ -1,12 +1,14 @@
-"""The ServiceNow OT data model for what the console reports: IRE items and relations.
+"""The ServiceNow OT data model for what a Defender source reports: IRE items and relations.
 
 Sensors → ``cmdb_ci_nids``; devices → ``cmdb_ci_ot`` or the subclass for their device type (a
 configurable map); confident MAC addresses → ``cmdb_ci_network_adapter`` lookups and IPs →
 ``cmdb_ci_ip_address`` lookups, owned by the device (a guessed MAC is never a lookup, so never an
 identifier); Purdue level, zone and site → ``cmdb_ot_entity``; sensor ``Detects::Detected by`` device;
 device traffic ``Connects to::Connected by``; a deleted device is retired (``install_status`` 7),
-never deleted. Every CI carries a ``correlation_id`` derived from the console's ids, the first
-identifier the IRE tries, so re-runs update instead of duplicating.
+never deleted. Every CI carries a ``correlation_id`` derived from the Defender id, the first
+identifier the IRE tries, so re-runs update instead of duplicating; and its source (IRE
+``sys_object_source_info``: the data source and the Defender id as the native key), the key
+ServiceNow's own Defender for IoT connector and OT Vulnerability Response match CIs by.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from shared.defender.console import ConsoleSensor, Device
+from shared.defender.model import Device, Sensor
 
 DEFAULT_CLASS_MAP = {
     "plc": "cmdb_ci_ot_plc",
@@ -34,12 +36,16 @@ CONNECTS = "Connects to::Connected by"
 RETIRED = "7"
 
 
-def device_correlation(device_id: int) -> str:
+def device_correlation(device_id: str) -> str:
     return f"dfiot-device:{device_id}"
 
 
-def sensor_correlation(sensor_id: int) -> str:
+def sensor_correlation(sensor_id: str) -> str:
     return f"dfiot-sensor:{sensor_id}"
+
+
+def source_info(data_source: str, native_key: str) -> dict[str, str]:
+    return {"source_name": data_source, "source_native_key": native_key}
 
 
 def content_hash(item: Mapping[str, Any]) -> str:
@@ -52,22 +58,23 @@ def class_for(device: Device, class_map: Mapping[str, str]) -> str:
     return overrides.get(device.device_type.lower()) or DEFAULT_CLASS_MAP.get(device.device_type.lower(), "cmdb_ci_ot")
 
 
-def sensor_item(sensor: ConsoleSensor) -> dict[str, Any]:
+def sensor_item(sensor: Sensor, data_source: str) -> dict[str, Any]:
     return {
         "className": "cmdb_ci_nids",
+        "sys_object_source_info": source_info(data_source, f"sensor:{sensor.id}"),
         "values": {
             "name": sensor.name,
             "correlation_id": sensor_correlation(sensor.id),
             "ip_address": sensor.interface_address,
             "connection_state": sensor.connection_state,
             "firmware_version": sensor.version,
-            "zone": str(sensor.zone_id) if sensor.zone_id is not None else "",
+            "zone": sensor.zone,
             "learning_mode": "true" if sensor.learning_mode else "false",
         },
     }
 
 
-def device_item(device: Device, class_map: Mapping[str, str]) -> dict[str, Any]:
+def device_item(device: Device, class_map: Mapping[str, str], data_source: str) -> dict[str, Any]:
     firmware = device.firmware[0] if device.firmware else None
     values = {
         "name": device.name,
@@ -95,15 +102,20 @@ def device_item(device: Device, class_map: Mapping[str, str]) -> dict[str, Any]:
             },
         }
     )
-    return {"className": class_for(device, class_map), "values": values, "lookup": lookup}
+    return {
+        "className": class_for(device, class_map),
+        "sys_object_source_info": source_info(data_source, device.id),
+        "values": values,
+        "lookup": lookup,
+    }
 
 
-def identity_item(device_id: int) -> dict[str, Any]:
+def identity_item(device_id: str) -> dict[str, Any]:
     """Just enough for the IRE to find an existing device (for relations and retirement)."""
     return {"className": "cmdb_ci_ot", "values": {"correlation_id": device_correlation(device_id)}}
 
 
-def retire_item(device_id: int) -> dict[str, Any]:
+def retire_item(device_id: str) -> dict[str, Any]:
     return {
         "className": "cmdb_ci_ot",
         "values": {"correlation_id": device_correlation(device_id), "install_status": RETIRED},

@@ -25,6 +25,7 @@ class SyncCounts:
     relations: int = 0
     cves_opened: int = 0
     cves_closed: int = 0
+    cves_unmatched: int = 0  # CVEs reported for an IP address no device of the source has
     errors: int = 0
 
 
@@ -36,35 +37,43 @@ class SyncStatus:
     counts: SyncCounts = field(default_factory=SyncCounts)
     error: str = ""
     servicenow_calls: int = 0
+    source: str = ""
+    notes: list[str] = field(default_factory=list)  # what the source cannot provide; what was skipped
 
     @classmethod
     def from_json(cls, text: str) -> SyncStatus:
         document = json.loads(text)
-        return cls(**{**document, "counts": SyncCounts(**document.get("counts", {}))})
+        known = {f for f in cls.__dataclass_fields__ if f != "counts"}
+        counts = {k: v for k, v in document.get("counts", {}).items() if k in SyncCounts.__dataclass_fields__}
+        return cls(**{k: v for k, v in document.items() if k in known}, counts=SyncCounts(**counts))
 
 
 class SyncState:
-    """Hashes, sys_ids, watermarks and the last sync's status, in one Table storage table.
+    """Hashes, sys_ids, watermarks and the last sync's status of one source, in a Table storage table.
 
     Per-item rows are spread over PARTITIONS partitions per kind: one partition serves about 2,000
     entities a second (the Table service's scalability target), less than a 100,000-device first sync
-    needs, and the storage emulator scans a whole partition for each point read.
+    needs, and the storage emulator scans a whole partition for each point read. Sources share the
+    table, each under its ``scope`` (its name); the legacy console setting (``CONSOLE_URL``) keeps the
+    unscoped rows it always had.
     """
 
     PARTITIONS = 64
 
-    def __init__(self, table: TableClient) -> None:
+    def __init__(self, table: TableClient, scope: str = "") -> None:
         self.table = table
+        self.scope = scope
+        self._prefix = f"{scope}:" if scope else ""
 
-    @classmethod
-    def partition(cls, kind: str, key: str) -> str:
-        return f"{kind}-{zlib.crc32(key.encode()) % cls.PARTITIONS:02d}"
+    def partition(self, kind: str, key: str) -> str:
+        return f"{self._prefix}{kind}-{zlib.crc32(key.encode()) % self.PARTITIONS:02d}"
 
     def rows(self, kind: str) -> Iterator[dict[str, Any]]:
-        """Every stored row of one kind (for tools and tests; the sync itself reads by key)."""
-        low, high = f"{kind}-", f"{kind}-~"
+        """Every stored row of one kind, streamed (absence checks, tools and tests)."""
+        low, high = f"{self._prefix}{kind}-", f"{self._prefix}{kind}-~"
         for entity in self.table.query_entities(f"PartitionKey gt '{low}' and PartitionKey lt '{high}'"):
-            yield dict(entity)
+            if len(entity["PartitionKey"]) == len(low) + 2:  # not another scope's rows that share the prefix
+                yield dict(entity)
 
     def delete(self, kind: str, key: str) -> None:
         self.table.delete_entity(self.partition(kind, key), key)
@@ -107,16 +116,18 @@ class SyncState:
             return None
 
     def watermark(self, stream: str) -> int:
-        row = self._single("watermark", stream)
+        row = self._single("watermark", self._prefix + stream)
         return int(row["value"]) if row else 0
 
     def set_watermark(self, stream: str, value: int) -> None:
         # Text, not a number: the Table SDK sends plain ints as Int32, too small for epoch milliseconds.
-        self.table.upsert_entity({"PartitionKey": "watermark", "RowKey": stream, "value": str(value)})
+        self.table.upsert_entity({"PartitionKey": "watermark", "RowKey": self._prefix + stream, "value": str(value)})
 
     def last_sync(self) -> SyncStatus | None:
-        row = self._single("status", "last")
+        row = self._single("status", self._prefix + "last")
         return SyncStatus.from_json(row["json"]) if row else None
 
     def record(self, status: SyncStatus) -> None:
-        self.table.upsert_entity({"PartitionKey": "status", "RowKey": "last", "json": json.dumps(asdict(status))})
+        self.table.upsert_entity(
+            {"PartitionKey": "status", "RowKey": self._prefix + "last", "json": json.dumps(asdict(status))}
+        )

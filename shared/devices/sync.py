@@ -1,7 +1,11 @@
-"""Device sync: the Defender inventory → the ServiceNow CMDB (OT data model).
+"""Device sync: one Defender source's inventory → the ServiceNow CMDB (OT data model).
 
-Incremental: each stream (devices, connections, deletions, CVEs) is read from its watermark, page
-by page, so memory is bounded by the page size. Each item's content hash is kept in Table storage,
+Any source (:class:`shared.defender.model.DeviceSource`: the console, Resource Graph, a locally
+managed sensor), each with its own state. Incremental where the source allows: each stream (devices,
+connections, deletions, CVEs) is read from its watermark, page by page, so memory is bounded by the
+page size. Where a source has no deleted-devices feed, a device missing from its whole inventory for
+the grace period is retired; where it reports CVEs by IP address, they are matched to its devices by
+address and the unmatched ones counted. Each item's content hash is kept in Table storage,
 so an unchanged device costs no ServiceNow write; changed ones go to the IRE in batches. A watermark
 advances only past what was written — to one millisecond before the last written item, so items
 that share a timestamp across a page boundary are read again (their hash makes that free) rather
@@ -12,14 +16,15 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import metrics
 
-from shared.defender.console import ConsoleClient, ConsoleError, ConsoleSensor, Device
+from shared.defender.console import ConsoleError
+from shared.defender.model import Cve, Device, DeviceCves, DeviceSource, Sensor
 from shared.devices.cmdb import (
     CONNECTS,
     DETECTS,
@@ -62,49 +67,74 @@ class DeviceSync:
     def __init__(
         self,
         settings: DeviceSyncSettings,
-        console: ConsoleClient,
+        source: DeviceSource,
         servicenow: ServiceNowClient,
         state: SyncState,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         progress: Callable[[SyncProgress], None] | None = None,
+        *,
+        data_source: str | None = None,
+        source_errors: tuple[type[Exception], ...] = (ConsoleError,),
     ) -> None:
         self.settings = settings
-        self.console = console
+        self.source = source
         self.servicenow = servicenow
         self.state = state
         self.clock = clock
         self.progress = progress
-        self.sensors: dict[int, ConsoleSensor] = {}
+        self.data_source = data_source or settings.data_source
+        self.source_errors = source_errors
+        self.sensors: dict[str, Sensor] = {}
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}
+        self._addresses: dict[str, str] = {}  # IP address → device id, from a whole read (CVEs by address)
 
     # -- one run ----------------------------------------------------------------------------
     def run(self) -> SyncStatus:
         started = self.clock()
-        status = SyncStatus(started=started.isoformat())
+        capabilities = self.source.capabilities
+        status = SyncStatus(started=started.isoformat(), source=self.source.name, notes=list(capabilities.missing))
         calls_before = self._calls_before = self.servicenow.stats.calls
         self._read = {}
+        self._addresses = {}
+        expected: tuple[type[Exception], ...] = (*self.source_errors, HttpError, OSError)
         try:
             self.state.ensure()
             self._sensors(status.counts)
-            self._devices(status.counts)
-            self._connections(status.counts)
-            self._deleted(status.counts)
-            self._cves(status.counts)
-        except (ConsoleError, HttpError, OSError) as exc:
+            whole = self._whole_read_due(started)
+            seen = self._devices(status.counts, whole)
+            if capabilities.connections:
+                self._connections(status.counts)
+            if capabilities.deletions == "feed":
+                self._deleted(status.counts)
+            elif seen is not None:
+                self._absent(seen, started, status.counts)
+            if capabilities.cves == "incremental":
+                self._cves(status.counts)
+            elif capabilities.cves == "snapshot":
+                self._cve_snapshot(self._snapshot_pages(), status.counts)
+            elif capabilities.cves == "by_address":
+                self._cve_snapshot(self._address_pages(status.counts), status.counts)
+        except expected as exc:
             status.error = f"{type(exc).__name__}: {exc}"
             logger.error("device sync failed (it resumes from the last written item next time): %s", status.error)
         finished = self.clock()
         status.finished = finished.isoformat()
         status.duration_seconds = round((finished - started).total_seconds(), 3)
         status.servicenow_calls = self.servicenow.stats.calls - calls_before
+        status.notes += self.source.skipped_reasons()
+        if status.counts.cves_unmatched:
+            status.notes.append(
+                f"{status.counts.cves_unmatched} CVE report(s) name an IP address no device of this source has"
+            )
         self.state.record(status)
-        SYNC_RUNS.add(1, {"result": "failed" if status.error else "succeeded"})
+        SYNC_RUNS.add(1, {"result": "failed" if status.error else "succeeded", "source": self.source.name})
         for name, value in asdict(status.counts).items():
             if value:
                 SYNC_ITEMS.add(value, {"kind": name})
         logger.info(
-            "device sync %s in %.1f s: %s",
+            "device sync of source '%s' %s in %.1f s: %s",
+            self.source.name,
             "failed" if status.error else "finished",
             status.duration_seconds,
             asdict(status.counts),
@@ -139,10 +169,10 @@ class DeviceSync:
 
     # -- sensors ------------------------------------------------------------------------------
     def _sensors(self, counts: SyncCounts) -> None:
-        self.sensors = {s.id: s for s in self.console.sensors()}
+        self.sensors = {s.id: s for s in self.source.sensors()}
         changed = []
         for sensor in self.sensors.values():
-            item = sensor_item(sensor)
+            item = sensor_item(sensor, self.data_source)
             stored = self.state.get("sensor", str(sensor.id))
             if stored is None or stored.get("hash") != content_hash(item):
                 changed.append((sensor, item))
@@ -159,15 +189,29 @@ class DeviceSync:
         self.state.put("sensor", rows)
 
     # -- devices ------------------------------------------------------------------------------
-    def _devices(self, counts: SyncCounts) -> None:
-        watermark = self.state.watermark("devices")
+    def _whole_read_due(self, now: datetime) -> bool:
+        """Read the whole inventory (to see who is missing) when the source has no deletions feed and the
+        last whole read is a grace period's half ago: an incremental source is read whole that often."""
+        capabilities = self.source.capabilities
+        if capabilities.deletions == "feed":
+            return False
+        if not capabilities.incremental:
+            return True
+        last = self.state.watermark("whole-read")
+        return now.timestamp() * 1000 - last >= self.settings.absence_hours * 3_600_000 / 2
+
+    def _devices(self, counts: SyncCounts, whole: bool) -> set[str] | None:
+        """Write the changed devices; returns every device id read when the read was whole and complete."""
+        stored_mark = self.state.watermark("devices")
+        watermark = 0 if whole else stored_mark
         new_mark: int | None = None
         blocked = False  # once an item fails, the watermark stays before it for the rest of the run
-        for page in self.console.device_pages(watermark):
-            items = {d.id: device_item(d, self.settings.class_map) for d in page}
+        seen: set[str] = set()
+        for page in self.source.device_pages(watermark):
+            items = {d.id: device_item(d, self.settings.class_map, self.data_source) for d in page}
             hashes = {d.id: content_hash({**items[d.id], "sensors": sorted(d.sensor_ids)}) for d in page}
-            stored = self.state.get_many("device", [str(d.id) for d in page])
-            changed = [d for d in page if (stored[str(d.id)] or {}).get("hash") != hashes[d.id]]
+            stored = self.state.get_many("device", [d.id for d in page])
+            changed = [d for d in page if (stored[d.id] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page) - len(changed)
             failed: list[Device] = []
             for chunk in _chunks(changed, self.settings.batch_size):
@@ -178,16 +222,25 @@ class DeviceSync:
                 blocked = True
             elif page and not blocked:
                 new_mark = max(d.last_update for d in page) - 1
-            if new_mark is not None and new_mark > watermark:
+            if new_mark is not None and new_mark > stored_mark:
                 self.state.set_watermark("devices", new_mark)
+                stored_mark = new_mark
+            seen.update(d.id for d in page)
+            for device in page:
+                for address in device.ips:
+                    self._addresses.setdefault(address, device.id)
             self._page_read("devices", len(page))
+        if not whole or blocked:
+            return None
+        self.state.set_watermark("whole-read", int(self.clock().timestamp() * 1000))
+        return seen
 
     def _write_devices(
-        self, chunk: Sequence[Device], items: dict[int, dict[str, Any]], hashes: dict[int, str], counts: SyncCounts
+        self, chunk: Sequence[Device], items: dict[str, dict[str, Any]], hashes: dict[str, str], counts: SyncCounts
     ) -> list[Device]:
         payload: list[dict[str, Any]] = [items[d.id] for d in chunk]
         relations = []
-        sensor_index: dict[int, int] = {}
+        sensor_index: dict[str, int] = {}
         for position, device in enumerate(chunk):
             for sensor_id in device.sensor_ids:
                 sensor = self.sensors.get(sensor_id)
@@ -195,7 +248,7 @@ class DeviceSync:
                     continue
                 if sensor_id not in sensor_index:
                     sensor_index[sensor_id] = len(payload)
-                    payload.append(sensor_item(sensor))
+                    payload.append(sensor_item(sensor, self.data_source))
                 relations.append({"parent": sensor_index[sensor_id], "child": position, "type": DETECTS})
         results = self._reconcile(payload, relations)
         counts.relations += len(relations)
@@ -204,11 +257,12 @@ class DeviceSync:
             if self._count(counts, result):
                 rows.append(
                     {
-                        "RowKey": str(device.id),
+                        "RowKey": device.id,
                         "hash": hashes[device.id],
                         "sys_id": result.get("sysId", ""),
                         "class_name": items[device.id]["className"],
                         "retired": False,
+                        "missing_since": "",
                     }
                 )
             else:
@@ -222,7 +276,7 @@ class DeviceSync:
         # previous run; the stored key of each written connection makes a re-read cost nothing.
         since = self.state.watermark("connections")
         next_since = self.state.watermark("devices")
-        for page in self.console.connection_pages(since):
+        for page in self.source.connection_pages(since):
             known = self.state.get_many("connection", [f"{c.source}-{c.target}" for c in page])
             new = [c for c in page if known[f"{c.source}-{c.target}"] is None]
             for chunk in _chunks(new, max(1, self.settings.batch_size // 2)):
@@ -241,62 +295,121 @@ class DeviceSync:
         since = self.state.watermark("deleted")
         next_since = self.state.watermark("devices")
         known = [
-            (i, row)
-            for i in self.console.deleted_devices(since)
-            if (row := self.state.get("device", str(i))) is not None and not row.get("retired")
+            i
+            for i in self.source.deleted_devices(since)
+            if (row := self.state.get("device", i)) is not None and not row.get("retired")
         ]
-        for chunk in _chunks(known, self.settings.batch_size):
-            results = self._reconcile([retire_item(i) for i, _ in chunk], [])
+        self._retire(known, counts)
+        self.state.set_watermark("deleted", next_since)
+
+    def _retire(self, device_ids: Sequence[str], counts: SyncCounts) -> None:
+        for chunk in _chunks(device_ids, self.settings.batch_size):
+            results = self._reconcile([retire_item(i) for i in chunk], [])
             rows = []
-            for (device_id, _), result in zip(chunk, results, strict=False):
+            for device_id, result in zip(chunk, results, strict=False):
                 if not result.get("errorCount"):
                     counts.retired += 1
-                    rows.append({"RowKey": str(device_id), "retired": True, "hash": ""})
+                    rows.append({"RowKey": device_id, "retired": True, "hash": "", "missing_since": ""})
                 else:
                     counts.errors += 1
             self.state.put("device", rows)
-        self.state.set_watermark("deleted", next_since)
+
+    def _absent(self, seen: set[str], now: datetime, counts: SyncCounts) -> None:
+        """Devices the source no longer lists: marked missing, and retired once missing for the grace period
+        (a sensor restarting or a device briefly gone is not a deletion); back again, unmarked."""
+        grace = timedelta(hours=self.settings.absence_hours)
+        marks, retire = [], []
+        for row in self.state.rows("device"):
+            key, missing = str(row["RowKey"]), str(row.get("missing_since") or "")
+            if row.get("retired"):
+                continue
+            if key in seen:
+                if missing:
+                    marks.append({"RowKey": key, "missing_since": ""})
+            elif not missing:
+                marks.append({"RowKey": key, "missing_since": now.isoformat()})
+            elif (since := parse_iso(missing)) is not None and now - since >= grace:
+                retire.append(key)
+        self.state.put("device", marks)
+        self._retire(retire, counts)
 
     def _cves(self, counts: SyncCounts) -> None:
-        # Per console page: one state read, one vulnerable-item lookup per 100 changes (an IN query on
+        # Per source page: one state read, one vulnerable-item lookup per 100 changes (an IN query on
         # the correlation id, so a crash after a write never duplicates it) and Batch API writes.
         watermark = self.state.watermark("cves")
         blocked = False
-        for page in self.console.cve_pages(watermark):
-            keys = [str(row.device_id) for row in page]
-            devices = self.state.get_many("device", keys)
-            stored = self.state.get_many("cve", keys)
-            changes: list[CveChange] = []
-            now_open: dict[int, list[str]] = {}
-            for row in page:
-                device = devices[str(row.device_id)]
-                if device is None or not device.get("sys_id"):
-                    continue  # not in the CMDB yet; the next run after its sync will see it again
-                previous = stored[str(row.device_id)]
-                was_open = set(json.loads(previous["open"])) if previous else set()
-                now_open[row.device_id] = sorted({c.id for c in row.cves})
-                changes += [
-                    CveChange(row.device_id, device["sys_id"], c.id, c.score, True)
-                    for c in row.cves
-                    if c.id not in was_open
-                ]
-                changes += [
-                    CveChange(row.device_id, device["sys_id"], cve_id, "", False)
-                    for cve_id in sorted(was_open - set(now_open[row.device_id]))
-                ]
-            failed = write_vulnerable_items(self.servicenow, changes, counts, self.settings.batch_size)
-            self.state.put(
-                "cve",
-                [
-                    {"RowKey": str(device_id), "open": json.dumps(ids)}
-                    for device_id, ids in now_open.items()
-                    if device_id not in failed
-                ],
-            )
-            blocked = blocked or bool(failed)
+        for page in self.source.cve_pages(watermark):
+            blocked = self._cve_page(page, counts) or blocked
             if page and not blocked:
                 self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
             self._page_read("cves", len(page))
+
+    def _cve_page(self, page: Sequence[DeviceCves], counts: SyncCounts) -> bool:
+        """Bring the vulnerable items of a page of devices to what the source reports; True if one failed."""
+        keys = [row.device_id for row in page]
+        devices = self.state.get_many("device", keys)
+        stored = self.state.get_many("cve", keys)
+        changes: list[CveChange] = []
+        now_open: dict[str, list[str]] = {}
+        for row in page:
+            device = devices[row.device_id]
+            if device is None or not device.get("sys_id"):
+                continue  # not in the CMDB yet; the next run after its sync will see it again
+            previous = stored[row.device_id]
+            was_open = set(json.loads(previous["open"])) if previous else set()
+            now_open[row.device_id] = sorted({c.id for c in row.cves})
+            if previous is None and not row.cves:
+                del now_open[row.device_id]  # nothing then, nothing now: no row to write
+                continue
+            changes += [
+                CveChange(row.device_id, device["sys_id"], c.id, c.score, True) for c in row.cves if c.id not in was_open
+            ]
+            changes += [
+                CveChange(row.device_id, device["sys_id"], cve_id, "", False)
+                for cve_id in sorted(was_open - set(now_open[row.device_id]))
+            ]
+        failed = write_vulnerable_items(self.servicenow, changes, counts, self.settings.batch_size)
+        self.state.put(
+            "cve",
+            [
+                {"RowKey": device_id, "open": json.dumps(ids)}
+                for device_id, ids in now_open.items()
+                if device_id not in failed and (stored[device_id] or {}).get("open") != json.dumps(ids)
+            ],
+        )
+        return bool(failed)
+
+    def _cve_snapshot(self, pages: Iterable[list[DeviceCves]], counts: SyncCounts) -> None:
+        """A source that reports all CVEs at once: each device's list as now; a device with open CVEs
+        stored and none reported now has had them fixed."""
+        reported: set[str] = set()
+        for page in pages:
+            self._cve_page(page, counts)
+            reported.update(row.device_id for row in page)
+            self._page_read("cves", len(page))
+        fixed = [
+            DeviceCves(str(row["RowKey"]), 0)
+            for row in self.state.rows("cve")
+            if str(row["RowKey"]) not in reported and json.loads(row.get("open") or "[]")
+        ]
+        for chunk in _chunks(fixed, 500):
+            self._cve_page(chunk, counts)
+
+    def _snapshot_pages(self) -> Iterator[list[DeviceCves]]:
+        yield from self.source.cve_pages(0)
+
+    def _address_pages(self, counts: SyncCounts) -> Iterator[list[DeviceCves]]:
+        """CVEs reported by IP address, as per-device lists through the addresses of the devices read."""
+        by_device: dict[str, dict[str, Cve]] = {}
+        for report in self.source.address_cves():
+            device_id = self._addresses.get(report.address)
+            if device_id is None:
+                counts.cves_unmatched += len(report.cves)
+                continue
+            by_device.setdefault(device_id, {}).update({c.id: c for c in report.cves})
+        rows = [DeviceCves(device_id, 0, tuple(cves.values())) for device_id, cves in sorted(by_device.items())]
+        for chunk in _chunks(rows, 500):
+            yield list(chunk)
 
 
 def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:

@@ -19,7 +19,7 @@ TABLE = "sn_vul_vulnerable_item"
 class CveChange:
     """One CVE newly reported on a device (``opening``) or no longer reported."""
 
-    device_id: int
+    device_id: str
     sys_id: str
     cve_id: str
     score: str
@@ -52,13 +52,13 @@ class CveChange:
 
 def write_vulnerable_items(
     servicenow: ServiceNowClient, changes: Sequence[CveChange], counts: SyncCounts, batch_size: int
-) -> set[int]:
+) -> set[str]:
     """Open and close vulnerable items; returns the devices with a change that did not land.
 
     Per 100 changes: one lookup by correlation id (an IN query, so a crash after a write never makes a
     second item) and Batch API writes of ``batch_size``.
     """
-    failed: set[int] = set()
+    failed: set[str] = set()
     for start in range(0, len(changes), 100):
         chunk = changes[start : start + 100]
         query = EncodedQuery().in_("correlation_id", [c.correlation_id for c in chunk])

@@ -209,6 +209,7 @@ class DeviceSyncSettings:
     batch_size: int = 100
     page_size: int = 500
     class_map: Mapping[str, str] = field(default_factory=dict)
+    absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
 
 
 @dataclass(frozen=True)

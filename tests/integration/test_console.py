@@ -35,8 +35,8 @@ def test_all_devices_once_in_pages_oldest_first(console: ConsoleEmulator) -> Non
     pages = list(client(console).device_pages(0))
     devices = [d for page in pages for d in page]
     assert len(pages) == math.ceil(230 / 50)
-    assert sorted(d.id for d in devices) == sorted(console.inventory.devices)
-    assert [(d.last_update, d.id) for d in devices] == sorted((d.last_update, d.id) for d in devices)
+    assert sorted(int(d.id) for d in devices) == sorted(console.inventory.devices)
+    assert [(d.last_update, int(d.id)) for d in devices] == sorted((d.last_update, int(d.id)) for d in devices)
 
 
 def test_watermark_returns_only_what_changed(console: ConsoleEmulator) -> None:
@@ -44,10 +44,10 @@ def test_watermark_returns_only_what_changed(console: ConsoleEmulator) -> None:
     watermark = max(d.last_update for page in reader.device_pages(0) for d in page)
     assert [d for page in reader.device_pages(watermark) for d in page] == []
     touched = mutate(console.inventory, updates=3, new=2, deletions=4, cves_found=2, cves_fixed=1)
-    changed = sorted(d.id for page in reader.device_pages(watermark) for d in page)
+    changed = sorted(int(d.id) for page in reader.device_pages(watermark) for d in page)
     assert changed == sorted(touched["updated"] + touched["new"])
-    assert sorted(reader.deleted_devices(watermark)) == sorted(touched["deleted"])
-    cves = {row.device_id: row for page in reader.cve_pages(watermark) for row in page}
+    assert sorted(int(i) for i in reader.deleted_devices(watermark)) == sorted(touched["deleted"])
+    cves = {int(row.device_id): row for page in reader.cve_pages(watermark) for row in page}
     assert set(cves) == set(touched["cves_found"] + touched["cves_fixed"])
     assert all(cves[i].cves == () for i in touched["cves_fixed"])
 
@@ -65,7 +65,7 @@ def test_sensors_connections_and_single_device(console: ConsoleEmulator) -> None
     connections = [c for page in reader.connection_pages(0) for c in page]
     assert len(connections) == len(console.inventory.connections)
     device = reader.device(5)
-    assert device is not None and device.id == 5 and device.sensor.startswith("sensor-")
+    assert device is not None and device.id == "5" and device.sensor.startswith("sensor-")
     assert reader.device(999_999) is None
 
 

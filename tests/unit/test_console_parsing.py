@@ -7,7 +7,7 @@ from shared.defender.console import normalise_mac, parse_device
 
 def test_minimal_record_parses() -> None:
     device = parse_device({"u_id": "42"})
-    assert device is not None and (device.id, device.name, device.macs, device.ips) == (42, "device-42", (), ())
+    assert device is not None and (device.id, device.name, device.macs, device.ips) == ("42", "device-42", (), ())
 
 
 def test_record_without_id_is_skipped() -> None:
@@ -31,7 +31,7 @@ def test_macs_are_normalised_and_guesses_kept_apart() -> None:
     assert device is not None
     assert device.macs == ("00:1d:9c:aa:bb:cc",)
     assert device.guessed_macs == ("aa:bb:cc:dd:ee:ff",)  # the confident MAC is not repeated as a guess
-    assert device.ips == ("10.0.0.1",) and device.sensor_ids == (3,) and device.protocols == ()
+    assert device.ips == ("10.0.0.1",) and device.sensor_ids == ("3",) and device.protocols == ()
 
 
 def test_normalise_mac() -> None:

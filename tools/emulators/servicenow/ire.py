@@ -5,6 +5,10 @@ CI itself, or attributes of a lookup row (a network adapter's MAC) owned by the 
 matched in its rule's class or any subclass, so a re-run updates instead of duplicating and a
 device reclassified to a subclass moves rather than doubles. Lookup rows and relations are
 written idempotently.
+
+An item may name its source (``sys_object_source_info``: ``source_name``, which must be the request's
+data source, and ``source_native_key``). A CI already recorded for that key in ``sys_object_source`` is
+matched before any identifier rule; each written item's key is recorded there.
 """
 
 from __future__ import annotations
@@ -74,7 +78,9 @@ class Ire:
                 return table, record
         return None
 
-    def _identify(self, item: dict[str, Any]) -> tuple[tuple[str, Record] | None, list[dict[str, Any]], bool]:
+    def _identify(
+        self, item: dict[str, Any], native: tuple[str, str] | None
+    ) -> tuple[tuple[str, Record] | None, list[dict[str, Any]], bool]:
         class_name = item["className"]
         found = rule_for(class_name)
         if found is None:
@@ -82,6 +88,13 @@ class Ire:
         rule_class, identifiers = found
         attempts: list[dict[str, Any]] = []
         usable = False
+        if native is not None:
+            known = self.store.find_one("sys_object_source", name=native[0], id=native[1])
+            match = self._find(rule_class, {"sys_id": known["target_sys_id"]}) if known else None
+            attempt = {"identifierName": "Source native key", "attributes": ["source_native_key"]}
+            if match is not None:
+                return match, [{**attempt, "attemptResult": "MATCHED"}], True
+            attempts.append({**attempt, "attemptResult": "NO_MATCH"})
         values = {k: str(v) for k, v in (item.get("values") or {}).items()}
         for identifier in identifiers:
             attempt = {
@@ -127,7 +140,13 @@ class Ire:
                 errors=[{"error": "INVALID_INPUT_DATA", "message": f"Unknown or non-identifiable class {class_name}"}],
             )
             return result
-        match, attempts, usable = self._identify(item)
+        native, problem = _source_info(item, source)
+        if problem:
+            result.update(
+                operation="NO_CHANGE", errorCount=1, errors=[{"error": "INVALID_INPUT_DATA", "message": problem}]
+            )
+            return result
+        match, attempts, usable = self._identify(item, native)
         result["identificationAttempts"] = attempts
         if not usable:
             result.update(
@@ -156,6 +175,8 @@ class Ire:
                 self.store.update(table, current["sys_id"], values, user)
             result.update(operation="UPDATE" if changed else "NO_CHANGE", sysId=current["sys_id"])
         owner = result["sysId"]
+        if native is not None:
+            self._record_source(native, owner, class_name, user)
         for row in item.get("lookup") or []:
             lookup_class = str(row.get("className", ""))
             row_values = {k: str(v) for k, v in (row.get("values") or {}).items()}
@@ -168,6 +189,14 @@ class Ire:
             elif any(existing.get(k) != v for k, v in row_values.items()):
                 self.store.update(lookup_class, existing["sys_id"], row_values, user)
         return result
+
+    def _record_source(self, native: tuple[str, str], sys_id: str, class_name: str, user: str) -> None:
+        values = {"name": native[0], "id": native[1], "target_sys_id": sys_id, "target_table": class_name}
+        existing = self.store.find_one("sys_object_source", name=native[0], id=native[1])
+        if existing is None:
+            self.store.insert("sys_object_source", values, user)
+        elif existing.get("target_sys_id") != sys_id or existing.get("target_table") != class_name:
+            self.store.update("sys_object_source", existing["sys_id"], values, user)
 
     def _relation_type(self, name: str, user: str) -> str:
         existing = self.store.find_one("cmdb_rel_type", name=name)
@@ -227,3 +256,18 @@ class Ire:
                     {"className": "cmdb_rel_ci", "operation": operation, "sysId": existing["sys_id"], "errorCount": 0}
                 )
         return {"items": results, "relations": relations}
+
+
+def _source_info(item: dict[str, Any], data_source: str) -> tuple[tuple[str, str] | None, str]:
+    """The item's (source name, native key), or the reason its ``sys_object_source_info`` is refused."""
+    info = item.get("sys_object_source_info")
+    if info is None:
+        return None, ""
+    if not isinstance(info, dict):
+        return None, "sys_object_source_info must be an object"
+    name, key = info.get("source_name"), info.get("source_native_key")
+    if not isinstance(name, str) or not name or not isinstance(key, str) or not key:
+        return None, "sys_object_source_info needs source_name and source_native_key"
+    if name != data_source:
+        return None, f"sys_object_source_info.source_name '{name}' is not the data source '{data_source}'"
+    return (name, key), ""

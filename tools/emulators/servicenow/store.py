@@ -47,6 +47,7 @@ DEFAULT_TABLES = (
     "cmdb_rel_type",
     "sn_vul_vulnerable_item",
     "sn_vul_entry",
+    "sys_object_source",
     *OT_CLASSES,
 )
 NUMBER_PREFIXES = {"incident": "INC", "sn_si_incident": "SIR", "problem": "PRB", "change_request": "CHG"}

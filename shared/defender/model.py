@@ -1,0 +1,128 @@
+"""What every Defender for IoT source reports, in one shape: devices, sensors, connections and CVEs.
+
+Ids are text: the console numbers its devices, Resource Graph names them with GUIDs, and a locally
+managed sensor numbers them on its own (its source prefixes them, so two sensors' device 7 stay two
+devices). ``Device.id`` is the Defender device id ServiceNow keys the CI by (``source_native_key``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+
+@dataclass(frozen=True)
+class Firmware:
+    model: str = ""
+    version: str = ""
+    serial: str = ""
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    name: str
+    last_update: int  # epoch milliseconds; 0 when the source does not say
+    device_type: str = ""
+    vendor: str = ""
+    purdue_level: str = ""
+    site: str = ""
+    zone: str = ""
+    sensor: str = ""
+    sensor_ids: tuple[str, ...] = ()
+    macs: tuple[str, ...] = ()  # confident: usable as identifiers
+    guessed_macs: tuple[str, ...] = ()  # seen through a router: never an identifier
+    ips: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    firmware: tuple[Firmware, ...] = ()
+    first_discovered: int | None = None
+    url: str = ""
+
+
+@dataclass(frozen=True)
+class Connection:
+    source: str
+    target: str
+    kind: str = ""
+    sensor: str = ""
+
+
+@dataclass(frozen=True)
+class Sensor:
+    id: str
+    name: str
+    connection_state: str = ""
+    version: str = ""
+    learning_mode: bool = False
+    interface_address: str = ""
+    zone: str = ""
+    site: str = ""
+
+
+@dataclass(frozen=True)
+class Cve:
+    id: str
+    score: str = ""
+    attack_vector: str = ""
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DeviceCves:
+    """A device's CVEs as its source reports them now (all of them: one missing is one fixed)."""
+
+    device_id: str
+    last_update: int
+    cves: tuple[Cve, ...] = ()
+
+
+@dataclass(frozen=True)
+class AddressCves:
+    """CVEs a locally managed sensor reports for an IP address, not for a device."""
+
+    address: str
+    cves: tuple[Cve, ...] = ()
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a kind of source can tell the device sync, and how.
+
+    ``incremental``: devices can be read from a watermark (else every read is the whole inventory);
+    ``deletions``: a feed of deleted devices, or only their absence from a whole read;
+    ``cves``: per device from a watermark, a whole snapshot per device, by IP address, or none.
+    """
+
+    incremental: bool
+    connections: bool
+    deletions: Literal["feed", "absence"]
+    cves: Literal["incremental", "snapshot", "by_address", "none"]
+    missing: tuple[str, ...] = ()  # what the source cannot provide, said in `sync status`
+
+
+class DeviceSource(Protocol):
+    """A source the device sync reads. Streams a source lacks (see ``capabilities``) yield nothing."""
+
+    name: str
+
+    @property
+    def capabilities(self) -> Capabilities: ...
+
+    def sensors(self) -> list[Sensor]: ...
+
+    def device_pages(self, since_ms: int) -> Iterator[list[Device]]:
+        """Devices updated after ``since_ms`` (0: all), oldest update first; every device when not incremental."""
+        ...
+
+    def connection_pages(self, since_ms: int) -> Iterator[list[Connection]]: ...
+
+    def deleted_devices(self, since_ms: int) -> list[str]: ...
+
+    def cve_pages(self, since_ms: int) -> Iterator[list[DeviceCves]]: ...
+
+    def address_cves(self) -> list[AddressCves]: ...
+
+    def skipped_reasons(self) -> list[str]:
+        """Records read but not usable since the last call, each with its reason (and then forgotten)."""
+        ...
