@@ -55,6 +55,8 @@ param deviceSyncDataSource string = 'MicrosoftDefenderForIoT'
 param deviceSyncClassMap string = ''
 param deviceSyncBatchSize int = 100
 param deviceSyncPageSize int = 500
+@description('Hours a device may be missing from a source without a deletions feed (a sensor, the cloud) before its CI is retired.')
+param deviceSyncAbsenceHours int = 24
 
 @description('NCRONTAB (UTC) of the alert_intake timer, which collects alerts from defenderSources onto the alerts queue.')
 param alertIntakeSchedule string = '0 */1 * * * *'
@@ -71,6 +73,12 @@ param authFailureThreshold int = 5
 
 @description('VNet integration and private endpoints for storage and Key Vault.')
 param networkIsolation bool = false
+@description('Locally managed sensors reached from Azure: their networks\' address prefixes (turns on VNet integration) and the hub appliance that routes to them.')
+param sensorNetworkPrefixes array = []
+param sensorNextHopIp string = ''
+@secure()
+@description('Locally managed sensors\' API tokens by source name: {"line-4": "<token>"}; each becomes the Key Vault secret defender-sensor-<name>-token.')
+param sensorApiTokens object = {}
 param maximumInstanceCount int = 40
 @allowed([
   2048
@@ -80,6 +88,7 @@ param instanceMemoryMB int = 2048
 
 var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
 var resourceName = '${name}-${suffix}'
+var vnetIntegration = networkIsolation || !empty(sensorNetworkPrefixes)
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceName}'
@@ -119,10 +128,11 @@ module keyVault 'modules/keyvault.bicep' = {
     location: location
     tags: tags
     networkIsolation: networkIsolation
+    sensorApiTokens: sensorApiTokens
   }
 }
 
-module network 'modules/network.bicep' = if (networkIsolation) {
+module network 'modules/network.bicep' = if (vnetIntegration) {
   name: 'network'
   params: {
     name: resourceName
@@ -130,6 +140,8 @@ module network 'modules/network.bicep' = if (networkIsolation) {
     tags: tags
     storageAccountId: storage.outputs.id
     keyVaultId: keyVault.outputs.id
+    sensorNetworkPrefixes: sensorNetworkPrefixes
+    sensorNextHopIp: sensorNextHopIp
   }
 }
 
@@ -148,7 +160,7 @@ module app 'modules/app.bicep' = {
     deploymentContainerUrl: storage.outputs.deploymentContainerUrl
     applicationInsightsConnectionString: monitoring.outputs.connectionString
     keyVaultUri: keyVault.outputs.uri
-    subnetId: networkIsolation ? network.outputs.appSubnetId : ''
+    subnetId: vnetIntegration ? network.outputs.appSubnetId : ''
     networkIsolation: networkIsolation
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
@@ -184,6 +196,7 @@ module app 'modules/app.bicep' = {
       DEVICE_SYNC_CLASS_MAP: deviceSyncClassMap
       DEVICE_SYNC_BATCH_SIZE: deviceSyncBatchSize
       DEVICE_SYNC_PAGE_SIZE: deviceSyncPageSize
+      DEVICE_SYNC_ABSENCE_HOURS: deviceSyncAbsenceHours
       ALERT_INTAKE_SCHEDULE: alertIntakeSchedule
       DEFENDER_SOURCES: defenderSources
       ALERT_INTAKE_STATE_TABLE: alertIntakeStateTableName

@@ -28,7 +28,7 @@ from opentelemetry import metrics
 
 from shared.alerting.enqueue import send, validate
 from shared.alerting.messages import SCHEMA, InvalidMessageError
-from shared.defender.cloud import CloudAlert, CloudSensor, CloudSource, ReadReport
+from shared.defender.model import AlertSource, ReadReport, SensorStatus, SourceAlert
 from shared.platform.storage import create_table_if_missing
 from shared.platform.times import parse_iso
 
@@ -89,8 +89,11 @@ class IntakeState:
         )
 
 
-def alert_message(alert: CloudAlert) -> dict[str, Any]:
-    return {"schema": SCHEMA, "kind": "alert", "sensor": dict(alert.sensor), "alert": dict(alert.alert)}
+def alert_message(alert: SourceAlert) -> dict[str, Any]:
+    message = {"schema": SCHEMA, "kind": "alert", "sensor": dict(alert.sensor), "alert": dict(alert.alert)}
+    if alert.protocol:
+        message["protocol"] = alert.protocol
+    return message
 
 
 def status_message(alert_id: str, sensor: dict[str, Any], source: str) -> dict[str, Any]:
@@ -103,7 +106,7 @@ def status_message(alert_id: str, sensor: dict[str, Any], source: str) -> dict[s
     }
 
 
-def system_message(sensor: CloudSensor, now: datetime) -> dict[str, Any]:
+def system_message(sensor: SensorStatus, now: datetime) -> dict[str, Any]:
     moment = sensor.connectivity_time or now
     return {
         "schema": SCHEMA,
@@ -118,11 +121,12 @@ def system_message(sensor: CloudSensor, now: datetime) -> dict[str, Any]:
 
 
 class Intake:
-    """One cycle for one cloud source. ``overlap`` reaches back behind the newest start seen, because
-    Resource Graph shows changes only after a delay; what was already taken in is recognised and skipped."""
+    """One cycle for one source (the cloud, a locally managed sensor). ``overlap`` reaches back behind the
+    newest start seen, because Resource Graph shows changes only after a delay (and a sensor's clock may
+    lag); what was already taken in is recognised and skipped."""
 
     def __init__(
-        self, source: CloudSource, queue: QueueClient, state: IntakeState, overlap: timedelta = timedelta(minutes=10)
+        self, source: AlertSource, queue: QueueClient, state: IntakeState, overlap: timedelta = timedelta(minutes=10)
     ) -> None:
         self.source = source
         self.queue = queue
@@ -136,10 +140,10 @@ class Intake:
         report = ReadReport()
         watermark = self.state.watermark(name)
         since = (watermark or now - timedelta(days=1)) - self.overlap
-        seen: dict[str, CloudAlert] = {a.id: a for a in self.source.alerts_started_since(since, report)}
+        seen: dict[str, SourceAlert] = {a.id: a for a in self.source.alerts_started_since(since, report)}
         open_now = {a.id: a for a in self.source.open_alerts(report)}
         seen.update(open_now)
-        sensors = self.source.sensors(report)
+        sensors = self.source.sensor_statuses(report)
         # The open alerts taken in, and point reads for the rest seen: the closed ones, which pile up over
         # the months, are never read whole.
         known = self.state.rows(name, "alert", state="open")
@@ -184,7 +188,7 @@ class Intake:
         return {"RowKey": alert_id, "state": state, **{k: str(v) for k, v in sensor.items()}}
 
     def _sensors(
-        self, sensors: Sequence[CloudSensor], messages: list[tuple[str, dict[str, Any]]], now: datetime
+        self, sensors: Sequence[SensorStatus], messages: list[tuple[str, dict[str, Any]]], now: datetime
     ) -> list[dict[str, Any]]:
         known = self.state.rows(self.source.name, "sensor")
         rows = []

@@ -1,47 +1,79 @@
-"""Builds the device sync from the settings; the device_sync_timer function's entry point."""
+"""Builds the device sync of each source from the settings; the device_sync_timer function's entry point."""
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 
 from shared.app import secret_store, servicenow_client
-from shared.defender.console import ConsoleClient
+from shared.app.sources import SOURCE_ERRORS, device_source
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
-from shared.platform.settings import Settings, get_settings
+from shared.platform.settings import Settings, SourceSettings, get_settings
 from shared.platform.storage import table_service
 
 logger = logging.getLogger("shared.app.devices")
 
 
-def sync_state(settings: Settings) -> SyncState:
-    return SyncState(table_service(settings.alerts_storage).get_table_client(settings.device_sync.state_table))
+def sync_state(settings: Settings, source: SourceSettings) -> SyncState:
+    """One source's sync state; the console of the ``CONSOLE_*`` settings keeps its unscoped rows."""
+    scope = "" if getattr(source, "legacy", False) else source.name
+    return SyncState(table_service(settings.alerts_storage).get_table_client(settings.device_sync.state_table), scope)
+
+
+def source_named(settings: Settings, name: str | None) -> list[SourceSettings]:
+    """The sources the sync reads, or the one named; KeyError names the known ones."""
+    sources = list(settings.device_sync.sources)
+    if name is None:
+        return sources
+    chosen = [s for s in sources if s.name == name]
+    if not chosen:
+        known = ", ".join(s.name for s in sources) or "none"
+        raise KeyError(f"no device source named {name!r} (the device sync reads: {known})")
+    return chosen
 
 
 def build_sync(
-    settings: Settings, state: SyncState | None = None, progress: Callable[[SyncProgress], None] | None = None
+    settings: Settings,
+    source: SourceSettings,
+    state: SyncState | None = None,
+    progress: Callable[[SyncProgress], None] | None = None,
 ) -> DeviceSync:
     sync = settings.device_sync
     secrets = secret_store(settings)
-    console = ConsoleClient.connect(
-        sync.console_url,
-        lambda: secrets.get(sync.console_token_secret),
-        settings.http,
-        proxy_url=sync.console_proxy.url if sync.console_proxy else None,
-        ca_bundle=sync.console_ca_bundle,
-        page_size=sync.page_size,
-    )
     servicenow = servicenow_client(settings.connection(sync.connection), secrets, settings.http)
-    return DeviceSync(sync, console, servicenow, state or sync_state(settings), progress=progress)
+    return DeviceSync(
+        sync,
+        device_source(source, settings, secrets),
+        servicenow,
+        state or sync_state(settings, source),
+        progress=progress,
+        data_source=source.data_source,
+        source_errors=SOURCE_ERRORS,
+    )
 
 
-def run_scheduled_sync(*, past_due: bool, settings: Settings | None = None) -> SyncStatus | None:
-    """The device_sync_timer entry point: the sync state is read on every tick; the clients are built
-    only when a run is due (:func:`shared.devices.sync.run_if_due`)."""
+def run_scheduled_sync(*, past_due: bool, settings: Settings | None = None) -> list[SyncStatus]:
+    """The device_sync_timer entry point: each source's sync state is read on every tick; its clients are
+    built only when its run is due (:func:`shared.devices.sync.run_if_due`). A source that fails does not
+    stop the others; the invocation fails after them all, so that it shows."""
     settings = settings or get_settings()
     if not settings.device_sync.enabled:
         logger.info("device sync is disabled (DEVICE_SYNC_ENABLED)")
-        return None
-    state = sync_state(settings)
-    return run_if_due(state, settings.device_sync, past_due=past_due, build=lambda: build_sync(settings, state))
+        return []
+    statuses, failed = [], []
+    for source in settings.device_sync.sources:
+        state = sync_state(settings, source)
+        try:
+            build = functools.partial(build_sync, settings, source, state)
+            status = run_if_due(state, settings.device_sync, past_due=past_due, build=build)
+        except RuntimeError as exc:
+            logger.error("device sync of source '%s': %s", source.name, exc)
+            failed.append(source.name)
+            continue
+        if status is not None:
+            statuses.append(status)
+    if failed:
+        raise RuntimeError(f"device sync failed for source(s) {', '.join(failed)}; see the log above")
+    return statuses

@@ -10,10 +10,11 @@ from dataclasses import asdict
 
 import click
 
-from shared.app.devices import build_sync, sync_state
+from shared.app.devices import build_sync, source_named, sync_state
 from shared.cli.context import Operator, pass_operator
 from shared.devices.state import SyncStatus
 from shared.devices.sync import SyncProgress
+from shared.platform.settings import SourceSettings
 
 LINE_EVERY_SECONDS = 10.0
 
@@ -51,43 +52,62 @@ def _progress() -> Iterator[Callable[[SyncProgress], None]]:
     yield line
 
 
-def _report(status: SyncStatus, operator: Operator) -> int:
+def _report(status: SyncStatus, source: SourceSettings) -> int:
     result = f"failed: {status.error}" if status.error else "succeeded"
-    click.echo(f"last device sync {result}")
+    click.echo(f"source '{source.name}' ({source.kind}): last device sync {result}")
     click.echo(
         f"  started {status.started}, finished {status.finished} ({status.duration_seconds:.1f} s, "
         f"{status.servicenow_calls} ServiceNow calls)"
     )
     click.echo("  " + ", ".join(f"{name} {value}" for name, value in asdict(status.counts).items()))
-    settings = operator.settings.device_sync
-    click.echo(f"  enabled {settings.enabled}, every {settings.frequency_minutes} minutes")
+    for note in status.notes:
+        click.echo(f"  note: {note}")
     return 1 if status.error else 0
 
 
-def _needs_console(operator: Operator) -> None:
-    if not operator.settings.device_sync.console_url:
-        raise click.UsageError("CONSOLE_URL is not set; the device sync needs the management console")
+def _sources(operator: Operator, name: str | None) -> list[SourceSettings]:
+    try:
+        sources = source_named(operator.settings, name)
+    except KeyError as exc:
+        raise click.UsageError(str(exc.args[0])) from None
+    if not sources:
+        raise click.UsageError(
+            "no source reads devices: set DEFENDER_SOURCES (a cloud, sensor or console source) or CONSOLE_URL"
+        )
+    return sources
+
+
+SOURCE_OPTION = click.option("--source", "source_name", metavar="NAME", help="Only this source (default: every one).")
 
 
 @sync.command()
+@SOURCE_OPTION
 @pass_operator
-def run(operator: Operator) -> int:
+def run(operator: Operator, source_name: str | None) -> int:
     """Run the device sync now, whatever its schedule."""
-    _needs_console(operator)
-    with _progress() as show:
-        status = build_sync(operator.settings, progress=show).run()
-    return _report(status, operator)
+    worst = 0
+    for source in _sources(operator, source_name):
+        with _progress() as show:
+            status = build_sync(operator.settings, source, progress=show).run()
+        worst = max(worst, _report(status, source))
+    return worst
 
 
 @sync.command()
+@SOURCE_OPTION
 @pass_operator
-def status(operator: Operator) -> int:
-    """The last device sync: when, how long, what it wrote, and its error if it failed."""
-    _needs_console(operator)
-    state = sync_state(operator.settings)
-    state.ensure()
-    last = state.last_sync()
-    if last is None:
-        click.echo("no device sync has run yet")
-        return 0
-    return _report(last, operator)
+def status(operator: Operator, source_name: str | None) -> int:
+    """Each source's last device sync: when, how long, what it wrote, what the source cannot provide, and
+    its error if it failed."""
+    worst = 0
+    settings = operator.settings.device_sync
+    click.echo(f"device sync enabled {settings.enabled}, every {settings.frequency_minutes} minutes")
+    for source in _sources(operator, source_name):
+        state = sync_state(operator.settings, source)
+        state.ensure()
+        last = state.last_sync()
+        if last is None:
+            click.echo(f"source '{source.name}' ({source.kind}): no device sync has run yet")
+            continue
+        worst = max(worst, _report(last, source))
+    return worst

@@ -14,17 +14,33 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from shared.defender.model import (
+    AddressCves,
+    Capabilities,
+    Connection,
+    Cve,
+    Device,
+    DeviceCves,
+    Firmware,
+    ReadReport,
+    Sensor,
+    SensorStatus,
+    SourceAlert,
+    normalise_mac,
+)
+from shared.defender.rest import DefenderApiError
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.defender.cloud")
 ALERTS = "microsoft.iotsecurity/locations/devicegroups/alerts"
+DEVICES = "microsoft.iotsecurity/locations/devicegroups/devices"
+VULNERABILITIES = "microsoft.iotsecurity/locations/devicegroups/vulnerabilities"
 SENSORS = "microsoft.iotsecurity/sensors"
 PAGE_SIZE = 1000
 # Cloud severities as the alert message contract names them.
@@ -32,50 +48,13 @@ SEVERITIES = {"informational": "Warning", "low": "Minor", "medium": "Major", "hi
 TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d{2}):(\d{2})(?:\.\d+)?$")
 
 
-class CloudSourceError(Exception):
+class CloudSourceError(DefenderApiError):
     """Resource Graph could not be read; ``retryable`` says whether a later cycle may succeed."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
-        self.retryable = retryable
-        super().__init__(message)
 
-
-@dataclass(frozen=True)
-class CloudAlert:
-    """One alert as the cloud reports it, in the terms of the alert message contract."""
-
-    id: str  # the ARM resource name (a GUID): stable across the alert's updates
-    resource_id: str
-    started: datetime
-    status: str  # New | Active | Closed (InProgress too)
-    alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)
-    sensor: dict[str, Any]  # name, and site / zone when the cloud says them
-
-    @property
-    def closed(self) -> bool:
-        return self.status.lower() == "closed"
-
-
-@dataclass(frozen=True)
-class CloudSensor:
-    id: str
-    name: str
-    status: str  # Ok | Disconnected | Unavailable
-    connectivity_time: datetime | None
-    zone: str = ""
-    site: str = ""
-
-    @property
-    def online(self) -> bool:
-        return self.status.lower() == "ok"
-
-
-@dataclass
-class ReadReport:
-    """What one read saw besides the records: pages, queries and skipped records with their reasons."""
-
-    queries: int = 0
-    skipped: list[str] = field(default_factory=list)
+# The cloud's names for the shapes every alert source shares.
+CloudAlert = SourceAlert
+CloudSensor = SensorStatus
 
 
 def query(
@@ -145,7 +124,9 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
         "site": _text(extended.get("SiteName") or extended.get("Site")) or None,
         "zone": _text(extended.get("ZoneName") or extended.get("Zone")) or None,
     }
-    return CloudAlert(
+    protocol = _text(extended.get("Protocol") or extended.get("ProtocolName")) or None
+    return SourceAlert(
+        protocol=protocol,
         id=name,
         resource_id=_text(row.get("id")),
         started=started,
@@ -155,7 +136,7 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
     )
 
 
-def parse_sensor(row: dict[str, Any]) -> CloudSensor:
+def parse_sensor(row: dict[str, Any]) -> SensorStatus:
     name = _text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
@@ -163,12 +144,88 @@ def parse_sensor(row: dict[str, Any]) -> CloudSensor:
     status = _text(properties.get("sensorStatus"))
     if not status:
         raise ValueError("no sensorStatus")
-    return CloudSensor(
+    return SensorStatus(
         id=_text(row.get("id")) or name,
         name=name,
         status=status,
         connectivity_time=parse_iso(properties.get("connectivityTime")),
         zone=_text(properties.get("zone")),
+        site=_text(properties.get("site") or properties.get("siteName")),
+        version=_text(properties.get("sensorVersion")),
+    )
+
+
+def _objects(value: Any) -> list[dict[str, Any]]:
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
+def _epoch_ms(value: Any) -> int:
+    moment = parse_iso(value) if isinstance(value, str) else None
+    return int(moment.timestamp() * 1000) if moment is not None else 0
+
+
+def parse_device(row: dict[str, Any]) -> Device:
+    """An ARG device row as a :class:`Device`; the Defender device id is the resource name (a GUID).
+
+    A NIC's MAC is an identifier only when Defender is certain of it (``macCertainty``); otherwise it is
+    kept as a guess, never used to identify a CI."""
+    name = _text(row.get("name"))
+    properties = row.get("properties")
+    if not name or not isinstance(properties, dict):
+        raise ValueError("no name or no properties")
+    sensor = properties.get("sensor")
+    sensor = sensor if isinstance(sensor, dict) else {}
+    macs: list[str] = []
+    guessed: list[str] = []
+    ips: list[str] = []
+    for nic in _objects(properties.get("nics")):
+        if isinstance(nic.get("ipv4Address"), str) and nic["ipv4Address"]:
+            ips.append(nic["ipv4Address"])
+        if (mac := normalise_mac(nic.get("macAddress"))) is not None:
+            (macs if _text(nic.get("macCertainty")).lower() == "certain" else guessed).append(mac)
+    hardware = properties.get("hardware")
+    hardware = hardware if isinstance(hardware, dict) else {}
+    firmware = tuple(
+        Firmware(_text(f.get("model") or hardware.get("model")), _text(f.get("version")), _text(f.get("serial")))
+        for f in _objects(properties.get("firmware"))
+    )
+    sensor_name = _text(sensor.get("name"))
+    return Device(
+        id=name,
+        name=_text(properties.get("deviceName")) or name,
+        last_update=_epoch_ms(properties.get("lastUpdated")),
+        device_type=_text(properties.get("deviceSubTypeDisplayName") or properties.get("deviceTypeDisplayName")),
+        vendor=_text(hardware.get("vendor")),
+        purdue_level=_text(properties.get("purdueLevel")),
+        site=_text(sensor.get("site")),
+        zone=_text(sensor.get("zone")),
+        sensor=sensor_name,
+        sensor_ids=(sensor_name,) if sensor_name else (),
+        macs=tuple(sorted(set(macs))),
+        guessed_macs=tuple(sorted(set(guessed) - set(macs))),
+        ips=tuple(ips),
+        protocols=tuple(_text(p.get("name")) for p in _objects(properties.get("protocols")) if p.get("name")),
+        firmware=firmware,
+        first_discovered=_epoch_ms(properties.get("firstSeen")) or None,
+    )
+
+
+def parse_vulnerability(row: dict[str, Any]) -> tuple[str, Cve]:
+    """An ARG vulnerability row: (the device's resource name, the CVE). Microsoft's public specs do not
+    describe this type's properties; the ones read are ``deviceId`` (a name or an ARM id) and ``cveId``,
+    with ``cvssScore``, ``attackVector`` and ``description`` when present."""
+    properties = row.get("properties")
+    if not isinstance(properties, dict):
+        raise ValueError("no properties")
+    device = _text(properties.get("deviceId")).rstrip("/").rsplit("/", 1)[-1]
+    cve = _text(properties.get("cveId"))
+    if not device or not cve.upper().startswith("CVE-"):
+        raise ValueError("no deviceId or no cveId")
+    return device, Cve(
+        cve,
+        _text(properties.get("cvssScore")),
+        _text(properties.get("attackVector")),
+        _text(properties.get("description")),
     )
 
 
@@ -190,7 +247,7 @@ class CloudSource:
         self.page_size = page_size
         self.sleep = sleep
 
-    def _rows(self, text: str, report: ReadReport) -> Iterator[dict[str, Any]]:
+    def rows(self, text: str, report: ReadReport) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             request = QueryRequest(
@@ -224,7 +281,7 @@ class CloudSource:
                 return
 
     def _alerts(self, text: str, report: ReadReport) -> Iterator[CloudAlert]:
-        for row in self._rows(text, report):
+        for row in self.rows(text, report):
             try:
                 yield parse_alert(row, self.name)
             except ValueError as exc:
@@ -240,9 +297,9 @@ class CloudSource:
         two reads is still seen), oldest first."""
         return self._alerts(query(ALERTS, updated_field="startTimeUtc", since=since), report)
 
-    def sensors(self, report: ReadReport) -> list[CloudSensor]:
+    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
         found = []
-        for row in self._rows(query(SENSORS), report):
+        for row in self.rows(query(SENSORS), report):
             try:
                 found.append(parse_sensor(row))
             except ValueError as exc:
@@ -251,3 +308,76 @@ class CloudSource:
 
     def close(self) -> None:
         self.client.close()
+
+
+class CloudInventory:
+    """A cloud source as the device sync reads it: devices by ``lastUpdated`` from a watermark, sensors,
+    and the vulnerability snapshot. Resource Graph has no device connections and no deletions feed (a
+    deleted device just stops being listed), so deletions come from absence in a whole read."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        incremental=True,
+        connections=False,
+        deletions="absence",
+        cves="snapshot",
+        missing=("connections: Resource Graph has no device connections",),
+    )
+
+    def __init__(self, source: CloudSource, overlap_minutes: float = 10.0) -> None:
+        self.source = source
+        self.name = source.name
+        self.report = ReadReport()
+        self.overlap_ms = int(overlap_minutes * 60_000)
+
+    def sensors(self) -> list[Sensor]:
+        return [
+            Sensor(s.name, s.name, s.status, s.version, interface_address="", zone=s.zone, site=s.site)
+            for s in self.source.sensor_statuses(self.report)
+        ]
+
+    def device_pages(self, since_ms: int) -> Iterator[list[Device]]:
+        """Devices updated at or after ``since_ms`` less the overlap: Resource Graph shows a change a while
+        after its ``lastUpdated``, so the read reaches back; the sync's hashes make the repeats free."""
+        since = datetime.fromtimestamp(max(0, since_ms - self.overlap_ms) / 1000, UTC) if since_ms > 0 else None
+        page: list[Device] = []
+        for row in self.source.rows(query(DEVICES, updated_field="lastUpdated", since=since), self.report):
+            try:
+                page.append(parse_device(row))
+            except ValueError as exc:
+                self.report.skipped.append(f"device {row.get('name', '?')}: {exc}")
+            if len(page) >= self.source.page_size:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def connection_pages(self, since_ms: int) -> Iterator[list[Connection]]:
+        return iter(())
+
+    def deleted_devices(self, since_ms: int) -> list[str]:
+        return []
+
+    def cve_pages(self, since_ms: int) -> Iterator[list[DeviceCves]]:
+        """Every device's CVEs now (the whole snapshot: rows are per device and CVE, so gathered first)."""
+        by_device: dict[str, dict[str, Cve]] = {}
+        for row in self.source.rows(query(VULNERABILITIES), self.report):
+            try:
+                device, cve = parse_vulnerability(row)
+            except ValueError as exc:
+                self.report.skipped.append(f"vulnerability {row.get('name', '?')}: {exc}")
+                continue
+            by_device.setdefault(device, {})[cve.id] = cve
+        rows = [DeviceCves(device, 0, tuple(cves.values())) for device, cves in sorted(by_device.items())]
+        for start in range(0, len(rows), 500):
+            yield rows[start : start + 500]
+
+    def address_cves(self) -> list[AddressCves]:
+        return []
+
+    def skipped_reasons(self) -> list[str]:
+        reasons, self.report.skipped = self.report.skipped, []
+        return [f"skipped {reason}" for reason in reasons]
+
+    @property
+    def queries(self) -> int:
+        return self.report.queries

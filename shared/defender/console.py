@@ -8,21 +8,26 @@ MAC must never identify a CI.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
-import requests
-
-from shared.defender.model import AddressCves, Capabilities, Connection, Cve, Device, DeviceCves, Firmware, Sensor
-from shared.http.errors import HttpError, error_from_response
-from shared.http.policies import CallStats, Next, Pipeline, build_pipeline
-from shared.http.transport import HttpRequest
+from shared.defender.model import (
+    AddressCves,
+    Capabilities,
+    Connection,
+    Cve,
+    Device,
+    DeviceCves,
+    Firmware,
+    Sensor,
+    normalise_mac,
+)
+from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
+from shared.http.policies import CallStats, Pipeline, build_pipeline
 from shared.platform.secrets import Secret
 from shared.platform.settings import HttpSettings
 
@@ -30,23 +35,8 @@ logger = logging.getLogger("shared.defender.console")
 API = "/external/v3/integration"
 
 
-class ConsoleError(Exception):
+class ConsoleError(DefenderApiError):
     """A console call failed; ``retryable`` says whether a later attempt may succeed."""
-
-    def __init__(self, message: str, *, status: int | None = None, retryable: bool = False) -> None:
-        self.status = status
-        self.retryable = retryable
-        super().__init__(message)
-
-
-def normalise_mac(value: Any) -> str | None:
-    """``aa:bb:cc:dd:ee:ff`` (lower case, colons), or None for anything that is not a MAC address."""
-    if not isinstance(value, str):
-        return None
-    digits = "".join(c for c in value.lower() if c in "0123456789abcdef")
-    if len(digits) != 12 or len(value.strip()) not in (12, 14, 17):
-        return None
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 def _text(record: dict[str, Any], key: str) -> str:
@@ -107,16 +97,6 @@ def parse_device(record: dict[str, Any]) -> Device | None:
 
 
 @dataclass
-class ConsoleAuthPolicy:
-    """The console takes its API token bare in ``Authorization`` (no scheme)."""
-
-    token: Callable[[], Secret]
-
-    def send(self, request: HttpRequest, next_: Next) -> requests.Response:
-        return next_(dataclasses.replace(request, headers={**request.headers, "Authorization": self.token().reveal()}))
-
-
-@dataclass
 class ConsoleClient:
     base_url: str
     pipeline: Pipeline
@@ -146,7 +126,7 @@ class ConsoleClient:
         pipeline = build_pipeline(
             http,
             service="console",
-            auth=ConsoleAuthPolicy(token),
+            auth=TokenAuthPolicy(token),
             stats=stats,
             proxy_url=proxy_url,
             ca_bundle=ca_bundle,
@@ -155,22 +135,8 @@ class ConsoleClient:
         return cls(base_url.rstrip("/"), pipeline, page_size, stats, name=name)
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        self.stats.calls += 1
-        try:
-            response = self.pipeline.send(HttpRequest("GET", f"{self.base_url}{API}{path}", params=params))
-        except HttpError as exc:
-            raise ConsoleError(f"console GET {path} failed: {exc}", retryable=exc.retryable) from None
-        if response.status_code != 200:
-            error = error_from_response(response, method="GET", path=API + path, now=time.time())
-            raise ConsoleError(
-                f"console GET {path} → {response.status_code}: {error.message}",
-                status=response.status_code,
-                retryable=response.status_code in (408, 429) or response.status_code >= 500,
-            )
-        try:
-            return response.json()
-        except ValueError:
-            raise ConsoleError(f"console GET {path}: the answer is not JSON", retryable=True) from None
+        url = f"{self.base_url}{API}{path}"
+        return get_json(self.pipeline, self.stats, url, path, params, service="console", error=ConsoleError)
 
     def _pages(self, path: str, key: str, params: dict[str, str] | None = None) -> Iterator[list[dict[str, Any]]]:
         page = 0

@@ -8,8 +8,19 @@ devices). ``Device.id`` is the Defender device id ServiceNow keys the CI by (``s
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+
+def normalise_mac(value: Any) -> str | None:
+    """``aa:bb:cc:dd:ee:ff`` (lower case, colons), or None for anything that is not a MAC address."""
+    if not isinstance(value, str):
+        return None
+    digits = "".join(c for c in value.lower() if c in "0123456789abcdef")
+    if len(digits) != 12 or len(value.strip()) not in (12, 14, 17):
+        return None
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
 @dataclass(frozen=True)
@@ -99,6 +110,60 @@ class Capabilities:
     deletions: Literal["feed", "absence"]
     cves: Literal["incremental", "snapshot", "by_address", "none"]
     missing: tuple[str, ...] = ()  # what the source cannot provide, said in `sync status`
+
+
+@dataclass(frozen=True)
+class SourceAlert:
+    """One alert as a source reports it, in the terms of the alert message contract."""
+
+    id: str  # stable across the alert's updates (the cloud's resource name; a sensor's alert id)
+    resource_id: str
+    started: datetime
+    status: str  # New | Active | Closed (InProgress too)
+    alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)
+    sensor: dict[str, Any]  # name, and site / zone when the source says them
+    protocol: str | None = None
+
+    @property
+    def closed(self) -> bool:
+        return self.status.lower() == "closed"
+
+
+@dataclass(frozen=True)
+class SensorStatus:
+    id: str
+    name: str
+    status: str  # Ok | Disconnected | Unavailable
+    connectivity_time: datetime | None
+    zone: str = ""
+    site: str = ""
+    version: str = ""
+
+    @property
+    def online(self) -> bool:
+        return self.status.lower() == "ok"
+
+
+@dataclass
+class ReadReport:
+    """What one read saw besides the records: pages, queries and skipped records with their reasons."""
+
+    queries: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+class AlertSource(Protocol):
+    """A source the alert intake reads: the open alerts, those started since a time, sensor statuses."""
+
+    name: str
+
+    def open_alerts(self, report: ReadReport) -> Iterator[SourceAlert]: ...
+
+    def alerts_started_since(self, since: datetime, report: ReadReport) -> Iterator[SourceAlert]: ...
+
+    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]: ...
+
+    def close(self) -> None: ...
 
 
 class DeviceSource(Protocol):

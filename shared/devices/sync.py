@@ -23,8 +23,8 @@ from typing import Any
 
 from opentelemetry import metrics
 
-from shared.defender.console import ConsoleError
 from shared.defender.model import Cve, Device, DeviceCves, DeviceSource, Sensor
+from shared.defender.rest import DefenderApiError
 from shared.devices.cmdb import (
     CONNECTS,
     DETECTS,
@@ -74,7 +74,7 @@ class DeviceSync:
         progress: Callable[[SyncProgress], None] | None = None,
         *,
         data_source: str | None = None,
-        source_errors: tuple[type[Exception], ...] = (ConsoleError,),
+        source_errors: tuple[type[Exception], ...] = (DefenderApiError,),
     ) -> None:
         self.settings = settings
         self.source = source

@@ -55,6 +55,7 @@ KNOWN_SETTINGS = frozenset(
         "DEVICE_SYNC_BATCH_SIZE",
         "DEVICE_SYNC_PAGE_SIZE",
         "DEVICE_SYNC_CLASS_MAP",
+        "DEVICE_SYNC_ABSENCE_HOURS",
         "CONSOLE_URL",
         "CONSOLE_CA_BUNDLE",
         "CONSOLE_PROXY_URL",
@@ -183,19 +184,63 @@ class CloudSourceSettings:
     credential: Literal["managed_identity", "default", "emulator"] = "managed_identity"
     ca_bundle: Path | None = None
     client_id: str | None = None  # the user-assigned managed identity (AZURE_CLIENT_ID)
+    devices: bool = True  # the device sync reads it
+    alerts: bool = True  # the alert intake reads it
+    data_source: str | None = None  # the CIs' source name; DEVICE_SYNC_DATA_SOURCE when not set
     kind: Literal["cloud"] = "cloud"
 
 
 @dataclass(frozen=True)
+class SensorSourceSettings:
+    """A locally managed sensor, read through its own REST API with an API token kept in Key Vault.
+
+    ``site`` and ``zone`` say where it is: a locally managed sensor does not report them."""
+
+    name: str
+    url: str
+    token_secret: str
+    ca_bundle: Path | None = None
+    proxy: ProxyUrl | None = None
+    site: str = ""
+    zone: str = ""
+    alerts_api: Literal["v1", "v2"] = "v2"
+    devices: bool = True
+    alerts: bool = True
+    data_source: str | None = None
+    kind: Literal["sensor"] = "sensor"
+
+
+@dataclass(frozen=True)
+class ConsoleSourceSettings:
+    """A legacy on-premises management console (integration API v3): devices only.
+
+    ``legacy`` marks the one the ``CONSOLE_*`` settings describe, whose sync state keeps its old keys."""
+
+    name: str
+    url: str
+    token_secret: str = "defender-console-api-token"  # noqa: S105 - the secret's name, not a secret
+    ca_bundle: Path | None = None
+    proxy: ProxyUrl | None = None
+    devices: bool = True
+    alerts: bool = False
+    data_source: str | None = None
+    legacy: bool = False
+    kind: Literal["console"] = "console"
+
+
+SourceSettings = CloudSourceSettings | SensorSourceSettings | ConsoleSourceSettings
+
+
+@dataclass(frozen=True)
 class IntakeSettings:
-    sources: tuple[CloudSourceSettings, ...] = ()
+    sources: tuple[CloudSourceSettings | SensorSourceSettings, ...] = ()
     state_table: str = "alertintake"
     overlap_minutes: float = 10.0  # how far each read reaches back (Resource Graph shows changes late)
 
 
 @dataclass(frozen=True)
 class DeviceSyncSettings:
-    """The device sync: the management console it reads and how often it runs."""
+    """The device sync: the sources it reads and how often it runs."""
 
     enabled: bool = False
     frequency_minutes: int = 60
@@ -210,6 +255,8 @@ class DeviceSyncSettings:
     page_size: int = 500
     class_map: Mapping[str, str] = field(default_factory=dict)
     absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
+    sources: tuple[SourceSettings, ...] = ()  # every source the sync reads (DEFENDER_SOURCES, CONSOLE_URL)
+    overlap_minutes: float = 10.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
 
 
 @dataclass(frozen=True)
@@ -515,7 +562,9 @@ def _check_connections(
     return tuple(connections)
 
 
-def _check_device_sync(reader: _Reader, connections: tuple[ServiceNowConnection, ...]) -> DeviceSyncSettings:
+def _check_device_sync(
+    reader: _Reader, connections: tuple[ServiceNowConnection, ...], defender_sources: tuple[SourceSettings, ...]
+) -> DeviceSyncSettings:
     raw_enabled = (reader.raw("DEVICE_SYNC_ENABLED") or "false").lower()
     if raw_enabled not in ("true", "false", "1", "0"):
         reader.fail(f"DEVICE_SYNC_ENABLED={raw_enabled!r} is invalid; expected true or false")
@@ -530,11 +579,7 @@ def _check_device_sync(reader: _Reader, connections: tuple[ServiceNowConnection,
     else:
         frequency = int(frequency_text)
     console_url = reader.raw("CONSOLE_URL") or ""
-    if enabled and not console_url:
-        reader.fail(
-            "CONSOLE_URL is not set; expected the management console's https:// URL (DEVICE_SYNC_ENABLED is true)"
-        )
-    elif console_url and urlsplit(console_url).scheme != "https":
+    if console_url and urlsplit(console_url).scheme != "https":
         reader.fail(f"CONSOLE_URL={console_url!r} is invalid; expected https://<management console>")
     ca_bundle = reader.parsed("CONSOLE_CA_BUNDLE", parse_ca_bundle)
     proxy = reader.parsed("CONSOLE_PROXY_URL", parse_proxy_url)
@@ -550,27 +595,78 @@ def _check_device_sync(reader: _Reader, connections: tuple[ServiceNowConnection,
         except ValueError:
             reader.fail('DEVICE_SYNC_CLASS_MAP is invalid; expected a JSON object such as {"PLC": "cmdb_ci_ot_plc"}')
             class_map = {}
+    token_secret = reader.raw("CONSOLE_TOKEN_SECRET") or DeviceSyncSettings.console_token_secret
+    sources = tuple(s for s in defender_sources if s.devices)
+    if console_url:  # the console of the CONSOLE_* settings: one source more, keeping its state as it was
+        if "console" in {s.name for s in defender_sources}:
+            reader.fail(
+                "CONSOLE_URL describes a source named 'console', and DEFENDER_SOURCES has one too; "
+                "rename that one, or describe the console in DEFENDER_SOURCES only"
+            )
+        legacy = ConsoleSourceSettings("console", console_url.rstrip("/"), token_secret, ca_bundle, proxy, legacy=True)
+        sources = (legacy, *sources)
+    if enabled and not sources:
+        reader.fail(
+            "DEVICE_SYNC_ENABLED is true but no source reads devices; set DEFENDER_SOURCES (a cloud, sensor or "
+            "console source) or CONSOLE_URL (a management console's https:// URL)"
+        )
     return DeviceSyncSettings(
         enabled=enabled,
         frequency_minutes=frequency,
         console_url=console_url.rstrip("/"),
         console_ca_bundle=ca_bundle,
         console_proxy=proxy,
-        console_token_secret=reader.raw("CONSOLE_TOKEN_SECRET") or DeviceSyncSettings.console_token_secret,
+        console_token_secret=token_secret,
         connection=connection,
         state_table=reader.raw("DEVICE_SYNC_STATE_TABLE") or DeviceSyncSettings.state_table,
         data_source=reader.raw("DEVICE_SYNC_DATA_SOURCE") or DeviceSyncSettings.data_source,
         batch_size=reader.integer("DEVICE_SYNC_BATCH_SIZE", 100, 1, 1000),
         page_size=reader.integer("DEVICE_SYNC_PAGE_SIZE", 500, 10, 10_000),
         class_map=class_map,
+        absence_hours=reader.number("DEVICE_SYNC_ABSENCE_HOURS", 24.0, 1, 24 * 90),
+        sources=sources,
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
     )
 
 
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-SOURCE_FIELDS = {"name", "kind", "subscriptions", "resource_graph_url", "credential", "ca_bundle"}
+COMMON_FIELDS = {"name", "kind", "devices", "alerts", "data_source"}
+SOURCE_FIELDS = {
+    "cloud": COMMON_FIELDS | {"subscriptions", "resource_graph_url", "credential", "ca_bundle"},
+    "sensor": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url", "site", "zone", "alerts_api"},
+    "console": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url"},
+}
+SOURCE_KINDS = (
+    "'cloud' (Azure Resource Graph: cloud-connected sensors), 'sensor' (a locally managed sensor's API) "
+    "or 'console' (a legacy management console)"
+)
 
 
-def _parse_source(raw: Any, index: int, client_id: str | None) -> CloudSourceSettings:
+def _flag(raw: dict[str, Any], key: str, default: bool, where: str) -> bool:
+    value = raw.get(key, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"{where}.{key}={value!r} is invalid; expected true or false")
+    return value
+
+
+def _https_url(raw: dict[str, Any], key: str, where: str, example: str) -> str:
+    url = raw.get(key)
+    parts = urlsplit(url) if isinstance(url, str) else None
+    if parts is None or parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
+        raise ValueError(f"{where}.{key}={url!r} is invalid; expected {example} (https, no credentials)")
+    return str(url).rstrip("/")
+
+
+def _secret_name(raw: dict[str, Any], where: str, default: str) -> str:
+    name = raw.get("token_secret", default)
+    if not isinstance(name, str) or not SECRET_NAME_PATTERN.fullmatch(name):
+        raise ValueError(
+            f"{where}.token_secret={name!r} is invalid; expected a Key Vault secret name (letters, digits, -)"
+        )
+    return name
+
+
+def _parse_source(raw: Any, index: int, client_id: str | None) -> SourceSettings:
     where = f"DEFENDER_SOURCES[{index}]"
     if not isinstance(raw, dict):
         raise ValueError(f"{where} is a {type(raw).__name__}; expected an object")
@@ -578,14 +674,57 @@ def _parse_source(raw: Any, index: int, client_id: str | None) -> CloudSourceSet
     if not isinstance(name, str) or not CONNECTION_NAME_PATTERN.fullmatch(name):
         raise ValueError(f"{where}.name={name!r} is invalid; expected 1-32 lower-case letters, digits or dashes")
     where = f"DEFENDER_SOURCES[{name}]"
-    if raw.get("kind") != "cloud":
-        raise ValueError(
-            f"{where}.kind={raw.get('kind')!r} is not supported; expected 'cloud' (Azure Resource Graph: "
-            "cloud-connected sensors)"
-        )
-    unknown = sorted(set(raw) - SOURCE_FIELDS)
+    kind = raw.get("kind")
+    if kind not in SOURCE_FIELDS:
+        raise ValueError(f"{where}.kind={kind!r} is not supported; expected {SOURCE_KINDS}")
+    unknown = sorted(set(raw) - SOURCE_FIELDS[kind])
     if unknown:
-        raise ValueError(f"{where} has unknown field(s) {unknown}; expected only {sorted(SOURCE_FIELDS)}")
+        raise ValueError(f"{where} has unknown field(s) {unknown}; expected only {sorted(SOURCE_FIELDS[kind])}")
+    devices = _flag(raw, "devices", True, where)
+    data_source = raw.get("data_source")
+    if data_source is not None and (not isinstance(data_source, str) or not data_source.strip()):
+        raise ValueError(f"{where}.data_source must be a ServiceNow discovery source name")
+    ca_bundle = parse_ca_bundle(str(raw["ca_bundle"]), f"{where}.ca_bundle") if raw.get("ca_bundle") else None
+    if kind == "cloud":
+        return _parse_cloud(raw, where, client_id, ca_bundle, devices, data_source, name)
+    proxy = parse_proxy_url(str(raw["proxy_url"]), f"{where}.proxy_url") if raw.get("proxy_url") else None
+    if kind == "console":
+        if _flag(raw, "alerts", False, where):
+            raise ValueError(f"{where}.alerts: the console source reads devices only; its alerts are not read")
+        url = _https_url(raw, "url", where, "https://<management console>")
+        token = _secret_name(raw, where, f"defender-console-{name}-token")
+        return ConsoleSourceSettings(name, url, token, ca_bundle, proxy, devices, data_source=data_source)
+    url = _https_url(raw, "url", where, "https://<sensor address>")
+    alerts_api = raw.get("alerts_api", "v2")
+    if alerts_api not in ("v1", "v2"):
+        raise ValueError(f"{where}.alerts_api={alerts_api!r} is invalid; expected v1 or v2")
+    place = {key: raw.get(key, "") for key in ("site", "zone")}
+    if not all(isinstance(v, str) for v in place.values()):
+        raise ValueError(f"{where}.site and .zone must be text")
+    return SensorSourceSettings(
+        name,
+        url,
+        _secret_name(raw, where, f"defender-sensor-{name}-token"),
+        ca_bundle,
+        proxy,
+        place["site"],
+        place["zone"],
+        alerts_api,
+        devices,
+        _flag(raw, "alerts", True, where),
+        data_source,
+    )
+
+
+def _parse_cloud(
+    raw: dict[str, Any],
+    where: str,
+    client_id: str | None,
+    ca_bundle: Path | None,
+    devices: bool,
+    data_source: str | None,
+    name: str,
+) -> CloudSourceSettings:
     subscriptions = raw.get("subscriptions")
     if (
         not isinstance(subscriptions, list)
@@ -604,12 +743,14 @@ def _parse_source(raw: Any, index: int, client_id: str | None) -> CloudSourceSet
         )
     if credential == "emulator" and host not in ("localhost", "127.0.0.1"):
         raise ValueError(f"{where}.credential 'emulator' is for a localhost Resource Graph emulator only")
-    ca_bundle = parse_ca_bundle(str(raw["ca_bundle"]), f"{where}.ca_bundle") if raw.get("ca_bundle") else None
-    return CloudSourceSettings(name, tuple(subscriptions), url, credential, ca_bundle, client_id)
+    alerts = _flag(raw, "alerts", True, where)
+    return CloudSourceSettings(
+        name, tuple(subscriptions), url, credential, ca_bundle, client_id, devices, alerts, data_source
+    )
 
 
-def _check_intake(reader: _Reader) -> IntakeSettings:
-    sources: list[CloudSourceSettings] = []
+def _check_sources(reader: _Reader) -> tuple[SourceSettings, ...]:
+    sources: list[SourceSettings] = []
     if (raw := reader.raw("DEFENDER_SOURCES")) is not None:
         try:
             document = json.loads(raw)
@@ -627,11 +768,15 @@ def _check_intake(reader: _Reader) -> IntakeSettings:
         names = [s.name for s in sources]
         if len(set(names)) != len(names):
             reader.fail("DEFENDER_SOURCES names must be unique")
+    return tuple(sources)
+
+
+def _check_intake(reader: _Reader, sources: tuple[SourceSettings, ...]) -> IntakeSettings:
     table = reader.raw("ALERT_INTAKE_STATE_TABLE") or IntakeSettings.state_table
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
         reader.fail(f"ALERT_INTAKE_STATE_TABLE={table!r} is not a table name; expected 3-63 letters and digits")
     return IntakeSettings(
-        sources=tuple(sources),
+        sources=tuple(s for s in sources if not isinstance(s, ConsoleSourceSettings) and s.alerts),
         state_table=table,
         overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
     )
@@ -705,8 +850,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
                     f"SERVICENOW_CONNECTIONS[{connection.name}] uses auth '{connection.auth}', which keeps its "
                     "tokens in Key Vault; set KEY_VAULT_URL"
                 )
-    device_sync = _check_device_sync(reader, connections)
-    intake = _check_intake(reader)
+    sources = _check_sources(reader)
+    device_sync = _check_device_sync(reader, connections, sources)
+    intake = _check_intake(reader, sources)
     tokens = TokenSettings(
         renew_before_minutes=reader.number("TOKEN_RENEW_BEFORE_MINUTES", 20.0, 1, 24 * 60),
         warn_days=reader.number("TOKEN_REFRESH_WARNING_DAYS", 14.0, 0, 365),

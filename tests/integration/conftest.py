@@ -15,8 +15,23 @@ from shared.platform.settings import load_settings
 from tests.conftest import SN_PASSWORD
 from tests.support.forwarding import Stack, rules
 from tests.support.settings import app_settings
+from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.stack.azurite import Azurite
+
+
+@pytest.fixture(scope="session")
+def resourcegraph_server(tls_dir: Path) -> Iterator[ResourceGraphEmulator]:
+    emulator = ResourceGraphEmulator(tls_dir=tls_dir).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def graph(resourcegraph_server: ResourceGraphEmulator) -> ResourceGraphEmulator:
+    """The Resource Graph emulator, empty, with no faults and the default quota, for one test."""
+    resourcegraph_server.reset()
+    return resourcegraph_server
 
 
 @pytest.fixture

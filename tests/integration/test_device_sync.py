@@ -255,8 +255,8 @@ def test_sync_commands_run_and_show_status(
         )
     assert main(["sync", "status"]) == 0
     out = progress + capsys.readouterr().out
-    assert out.count("last device sync succeeded") == 2
-    assert "created 44" in out and "enabled True, every 60 minutes" in out
+    assert out.count("source 'console' (console): last device sync succeeded") == 2
+    assert "created 44" in out and "device sync enabled True, every 60 minutes" in out
     get_settings.cache_clear()
 
 
@@ -286,12 +286,13 @@ from shared.devices.state import SyncStatus
 from shared.platform.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 settings = load_settings()
-state = sync_state(settings)
+state = sync_state(settings, settings.device_sync.sources[0])
 state.ensure()
 now = datetime.now(UTC).isoformat()
 state.record(SyncStatus(started=now, finished=now))  # a sync just finished
-assert run_scheduled_sync(past_due=True, settings=settings) is None
-print(json.dumps([m for m in ("azure.keyvault.secrets", "azure.identity") if m in sys.modules]))
+assert run_scheduled_sync(past_due=True, settings=settings) == []
+sdks = ("azure.keyvault.secrets", "azure.identity", "azure.mgmt.resourcegraph")
+print(json.dumps([m for m in sdks if m in sys.modules]))
 """
     done = subprocess.run(  # noqa: S603
         [sys.executable, "-c", script],

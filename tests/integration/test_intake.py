@@ -8,9 +8,8 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +20,9 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.intake import Intake, IntakeState
 from shared.alerting.messages import parse_message
-from shared.app.intake import cloud_source
-from shared.defender.cloud import ALERTS, CloudSource, ReadReport, query
+from shared.app.sources import cloud_source
+from shared.defender.cloud import ALERTS, CloudSource, query
+from shared.defender.model import ReadReport
 from shared.platform.settings import CloudSourceSettings
 from tests.support.forwarding import Stack, rules
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -30,19 +30,6 @@ from tools.stack.azurite import Azurite, free_port
 
 pytestmark = pytest.mark.integration
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
-
-
-@pytest.fixture(scope="session")
-def resourcegraph_server(tls_dir: Path) -> Iterator[ResourceGraphEmulator]:
-    emulator = ResourceGraphEmulator(tls_dir=tls_dir).start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture
-def graph(resourcegraph_server: ResourceGraphEmulator) -> ResourceGraphEmulator:
-    resourcegraph_server.reset()
-    return resourcegraph_server
 
 
 def source(graph: ResourceGraphEmulator, **options: Any) -> CloudSource:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -26,7 +27,7 @@ from tests.conftest import ROOT
 from tools.stack.azurite import port_is_free
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FIXED_PORTS = (10000, 10001, 10002, 8443, 8444, 8445, 8446)
+FIXED_PORTS = (10000, 10001, 10002, 8443, 8444, 8445, 8446, 8447)
 
 
 class Output:
@@ -188,6 +189,9 @@ def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.P
     assert "System   sensor sensor-plant-c-2 went offline\n    rules sensor-health\n    → incident INC" in text
     assert "Closed in the cloud: Unauthorized Internet Connectivity Detected\n    → INC" in text
     assert "resolved: Alert handled in Microsoft Defender for IoT (close by Microsoft Defender for IoT (cloud))" in text
+    # The device sync reads the cloud too, and says what Resource Graph cannot provide.
+    assert re.search(r"Device sync from source 'cloud' \(cloud\) finished .* created \d{3}", text), text
+    assert "note: connections: Resource Graph has no device connections" in text
     assert "Traceback" not in text, text
     # The one ERROR is the demo's malformed message, poisoned as it should be.
     errors = [line for line in text.splitlines() if " ERROR " in line]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from shared.defender.console import normalise_mac, parse_device
+from shared.defender.console import parse_device
+from shared.defender.model import normalise_mac
 
 
 def test_minimal_record_parses() -> None:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from shared.platform.settings import KNOWN_SETTINGS, SettingsError, load_settings, start_up_warnings
+from shared.platform.settings import (
+    KNOWN_SETTINGS,
+    CloudSourceSettings,
+    ConsoleSourceSettings,
+    SensorSourceSettings,
+    SettingsError,
+    load_settings,
+    start_up_warnings,
+)
 
 CONNECTION = {
     "name": "default",
@@ -135,11 +143,19 @@ def test_device_sync_defaults_and_requirements() -> None:
     sync = load_settings(env()).device_sync
     assert (sync.enabled, sync.frequency_minutes, sync.connection) == (False, 60, "default")
     (found,) = problems(env(DEVICE_SYNC_ENABLED="true"))
-    assert found.startswith("CONSOLE_URL is not set")
+    assert found.startswith("DEVICE_SYNC_ENABLED is true but no source reads devices; set DEFENDER_SOURCES")
     sync = load_settings(
         env(DEVICE_SYNC_ENABLED="true", CONSOLE_URL="https://console.plant/", DEVICE_SYNC_FREQUENCY_MINUTES="5")
     ).device_sync
     assert (sync.enabled, sync.console_url, sync.frequency_minutes) == (True, "https://console.plant", 5)
+    (legacy,) = sync.sources  # the CONSOLE_* settings describe one console source, whose state keeps its old keys
+    assert isinstance(legacy, ConsoleSourceSettings)
+    assert (legacy.kind, legacy.name, legacy.url, legacy.legacy) == (
+        "console",
+        "console",
+        "https://console.plant",
+        True,
+    )
 
 
 def test_a_claim_time_shorter_than_a_write_is_refused() -> None:
@@ -191,6 +207,7 @@ def test_a_cloud_source_is_typed() -> None:
     sources = json.dumps([{"name": "cloud", "kind": "cloud", "subscriptions": [SUBSCRIPTION]}])
     settings = load_settings(env(DEFENDER_SOURCES=sources, AZURE_CLIENT_ID="client-1"))
     (source,) = settings.intake.sources
+    assert isinstance(source, CloudSourceSettings)
     assert (source.name, source.subscriptions, source.resource_graph_url, source.credential, source.client_id) == (
         "cloud",
         (SUBSCRIPTION,),
@@ -204,7 +221,15 @@ def test_a_cloud_source_is_typed() -> None:
 @pytest.mark.parametrize(
     ("source", "expected"),
     [
-        ({"name": "s", "kind": "sensor", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[s].kind='sensor' is not"),
+        ({"name": "s", "kind": "plc", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[s].kind='plc' is not"),
+        ({"name": "s", "kind": "sensor", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[s] has unknown field(s)"),
+        ({"name": "s", "kind": "sensor", "url": "http://10.1.1.5"}, "DEFENDER_SOURCES[s].url='http://10.1.1.5' is"),
+        ({"name": "s", "kind": "sensor", "url": "https://s", "alerts_api": "v3"}, "DEFENDER_SOURCES[s].alerts_api="),
+        ({"name": "m", "kind": "console", "url": "https://cm", "alerts": True}, "DEFENDER_SOURCES[m].alerts: the"),
+        (
+            {"name": "c", "kind": "cloud", "subscriptions": [SUBSCRIPTION], "devices": "yes"},
+            "DEFENDER_SOURCES[c].devic",
+        ),
         ({"name": "c", "kind": "cloud", "subscriptions": ["not-a-guid"]}, "DEFENDER_SOURCES[c].subscriptions must be"),
         (
             {"name": "c", "kind": "cloud", "subscriptions": [SUBSCRIPTION], "credential": "emulator"},
@@ -216,3 +241,37 @@ def test_a_cloud_source_is_typed() -> None:
 def test_malformed_sources_are_named(source: dict[str, object], expected: str) -> None:
     (problem,) = problems(env(DEFENDER_SOURCES=json.dumps([source])))
     assert problem.startswith(expected), problem
+
+
+def test_the_three_kinds_of_source_are_typed() -> None:
+    sources = [
+        {"name": "cloud", "kind": "cloud", "subscriptions": [SUBSCRIPTION], "alerts": False},
+        {"name": "line-4", "kind": "sensor", "url": "https://10.1.4.5/", "site": "Plant B", "zone": "Line 4"},
+        {"name": "old-cm", "kind": "console", "url": "https://cm.plant", "data_source": "SG-MicrosoftDefenderIoT"},
+    ]
+    settings = load_settings(env(DEFENDER_SOURCES=json.dumps(sources), DEVICE_SYNC_ENABLED="true"))
+    cloud, sensor, console = settings.device_sync.sources
+    assert isinstance(sensor, SensorSourceSettings) and isinstance(console, ConsoleSourceSettings)
+    assert (sensor.kind, sensor.url, sensor.token_secret, sensor.site, sensor.zone, sensor.alerts_api) == (
+        "sensor",
+        "https://10.1.4.5",
+        "defender-sensor-line-4-token",
+        "Plant B",
+        "Line 4",
+        "v2",
+    )
+    assert (console.kind, console.token_secret, console.data_source, console.legacy) == (
+        "console",
+        "defender-console-old-cm-token",
+        "SG-MicrosoftDefenderIoT",
+        False,
+    )
+    # The intake reads the sources with alerts: not the cloud one switched off, never a console.
+    assert [s.name for s in settings.intake.sources] == ["line-4"]
+    assert cloud.kind == "cloud" and not cloud.alerts
+
+
+def test_a_console_described_twice_is_refused() -> None:
+    sources = json.dumps([{"name": "console", "kind": "console", "url": "https://cm"}])
+    (problem,) = problems(env(DEFENDER_SOURCES=sources, CONSOLE_URL="https://cm"))
+    assert problem.startswith("CONSOLE_URL describes a source named 'console', and DEFENDER_SOURCES has one too")

@@ -272,18 +272,24 @@ def wait_until_drained(queue: QueueClient, emulator: ServiceNowEmulator, timeout
 
 
 def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list[str]:
-    """Run the device sync once (the timer would at its next tick) and show its status."""
+    """Run the device sync of each source once (the timer would at its next tick) and show its status."""
     if not settings.device_sync.enabled:
         return ["Device sync: disabled (DEVICE_SYNC_ENABLED)."]
-    status = build_sync(settings).run()
-    tables = OT_CLASSES
-    devices = sum(len(emulator.store.all(t)) for t in tables)
-    counts = status.counts
+    lines = []
+    for source in settings.device_sync.sources:
+        status = build_sync(settings, source).run()
+        counts = status.counts
+        lines.append(
+            f"Device sync from source '{source.name}' ({source.kind}) "
+            f"{'FAILED: ' + status.error if status.error else 'finished'} in {status.duration_seconds:.1f} s "
+            f"({status.servicenow_calls} ServiceNow calls): created {counts.created}, updated {counts.updated}, "
+            f"unchanged {counts.unchanged}, retired {counts.retired}, relations {counts.relations}, "
+            f"CVEs opened {counts.cves_opened}, errors {counts.errors}"
+        )
+        lines += [f"    note: {note}" for note in status.notes]
+    devices = sum(len(emulator.store.all(t)) for t in OT_CLASSES)
     return [
-        f"Device sync {'FAILED: ' + status.error if status.error else 'finished'} in {status.duration_seconds:.1f} s "
-        f"({status.servicenow_calls} ServiceNow calls): created {counts.created}, updated {counts.updated}, "
-        f"unchanged {counts.unchanged}, retired {counts.retired}, relations {counts.relations}, "
-        f"CVEs opened {counts.cves_opened}, errors {counts.errors}",
+        *lines,
         f"    CMDB now: {devices} OT devices, {len(emulator.store.all('cmdb_ci_nids'))} sensors, "
         f"{len(emulator.store.all('cmdb_ci_network_adapter'))} network adapters, "
         f"{len(emulator.store.all('cmdb_rel_ci'))} relations, "

@@ -33,6 +33,7 @@ from shared.platform.storage import queue_service, table_service
 from tools.emulators.console import ConsoleEmulator, generate
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.resourcegraph import ResourceGraphEmulator
+from tools.emulators.sensor import SensorEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 from tools.emulators.servicenow.__main__ import DEFAULT_CLIENT, DEFAULT_USER
 from tools.funchost.config import HostConfigError, load_local_settings
@@ -46,6 +47,7 @@ EMULATOR_PORT = 8443
 KEY_VAULT_PORT = 8444
 CONSOLE_PORT = 8445
 RESOURCE_GRAPH_PORT = 8446
+SENSOR_PORT = 8447
 DEMO_DEVICES = 200
 
 
@@ -96,7 +98,7 @@ def provision(settings: Settings) -> list[str]:
     return created
 
 
-def seed_secrets(settings: Settings, password: str, client_secret: str, console_token: str) -> str:
+def seed_secrets(settings: Settings, password: str, client_secret: str, console_token: str, sensor_token: str) -> str:
     """Put the demo's secrets where the app reads them, as an operator would in Azure.
 
     OAuth connections: the client secret into Key Vault, then `connect` (the password grant, once;
@@ -107,6 +109,8 @@ def seed_secrets(settings: Settings, password: str, client_secret: str, console_
     store = secret_store(settings)
     assert isinstance(store, KeyVaultSecretStore)
     store.write(settings.device_sync.console_token_secret, Secret(console_token), content_type="text/plain")
+    # The demo sensor's token, under the name a sensor source called "sensor-1" reads (README: three sources).
+    store.write("defender-sensor-sensor-1-token", Secret(sensor_token), content_type="text/plain")
     connection = settings.connection("default")
     if connection.auth in ("oauth", "client_credentials"):
         store.write(
@@ -173,6 +177,7 @@ def start_stack(stack: contextlib.ExitStack, *, with_host: bool) -> tuple[Settin
         (KEY_VAULT_PORT, "Key Vault emulator"),
         (CONSOLE_PORT, "management console emulator"),
         (RESOURCE_GRAPH_PORT, "Resource Graph emulator"),
+        (SENSOR_PORT, "sensor emulator"),
     ):
         if not port_is_free(port):
             raise StackError(f"port {port} is in use; stop the other {what} first")
@@ -191,17 +196,22 @@ def start_stack(stack: contextlib.ExitStack, *, with_host: bool) -> tuple[Settin
     stack.callback(emulator.stop)
     vault = KeyVaultEmulator(port=KEY_VAULT_PORT, tls_dir=tls_dir).start()
     stack.callback(vault.stop)
-    console = ConsoleEmulator(generate(DEMO_DEVICES), port=CONSOLE_PORT, tls_dir=tls_dir).start()
+    # One generated world, three views: the console's, the cloud's (Resource Graph) and sensor-1's own API.
+    world = generate(DEMO_DEVICES)
+    console = ConsoleEmulator(world, port=CONSOLE_PORT, tls_dir=tls_dir).start()
     stack.callback(console.stop)
     graph = ResourceGraphEmulator(port=RESOURCE_GRAPH_PORT, tls_dir=tls_dir).start()
     stack.callback(graph.stop)
+    graph.load_world(world)
+    sensor = SensorEmulator(world, sensor="sensor-1", port=SENSOR_PORT, tls_dir=tls_dir).start()
+    stack.callback(sensor.stop)
     settings = read_settings(ensure_local_settings(emulator))
-    signed_in = seed_secrets(settings, password, client_secret, console.token)
+    signed_in = seed_secrets(settings, password, client_secret, console.token, sensor.token)
     queues = provision(settings)
     host = start_host() if with_host else None
     if host is not None:
         stack.callback(stop_host, host)
-    return settings, StackParts(emulator, vault, console, graph, queues, signed_in, user)
+    return settings, StackParts(emulator, vault, console, graph, sensor, queues, signed_in, user)
 
 
 @dataclass
@@ -210,6 +220,7 @@ class StackParts:
     vault: KeyVaultEmulator
     console: ConsoleEmulator
     graph: ResourceGraphEmulator
+    sensor: SensorEmulator
     queues: list[str]
     signed_in: str
     user: str
@@ -228,9 +239,10 @@ def describe(settings: Settings, parts: StackParts, *, with_host: bool) -> list[
         "  Azurite            blob :10000  queue :10001  table :10002   (data in .azurite/)",
         f"  ServiceNow         {parts.emulator.url}   user {parts.user}   CA {parts.emulator.ca_pem}",
         f"  Key Vault          {parts.vault.url}   ({parts.signed_in})",
-        f"  Management console {parts.console.url}   ({DEMO_DEVICES} generated devices; sync every "
-        f"{settings.device_sync.frequency_minutes} min)",
-        f"  Resource Graph     {parts.graph.url}   (cloud-connected sensors; DEFENDER_SOURCES reads it every minute)",
+        f"  Resource Graph     {parts.graph.url}   (cloud-connected sensors, {DEMO_DEVICES} generated devices; "
+        f"DEFENDER_SOURCES: alerts every minute, devices every {settings.device_sync.frequency_minutes} min)",
+        f"  Management console {parts.console.url}   (the same devices; read when CONSOLE_URL is set)",
+        f"  Sensor API         {parts.sensor.url}   (sensor-1's view; read when DEFENDER_SOURCES has a sensor source)",
         f"  queues             {', '.join(parts.queues)}",
     ]
     if with_host:

@@ -1,10 +1,13 @@
-// Key Vault with RBAC authorisation, soft delete and purge protection. Secret values are never in
-// Bicep: the operator sets the OAuth client secret and the console token, and `connect` writes the
-// ServiceNow tokens (see the README's deployment section).
+// Key Vault with RBAC authorisation, soft delete and purge protection. The operator sets the OAuth
+// client secret and the console token, and `connect` writes the ServiceNow tokens (see the README's
+// deployment section). Locally managed sensors' API tokens may come in as a secure parameter (never
+// kept in the deployment history), each as the secret its source reads: defender-sensor-<name>-token.
 param name string
 param location string
 param tags object
 param networkIsolation bool
+@secure()
+param sensorApiTokens object = {}
 
 resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   // checkov:skip=CKV_AZURE_109: defaultAction is Deny with networkIsolation; without it the vault is reached over its public endpoint, RBAC-only
@@ -29,6 +32,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     }
   }
 }
+
+resource sensorTokens 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = [for sensor in items(sensorApiTokens): {
+  // checkov:skip=CKV_AZURE_41: a sensor API token has no expiry date of its own; it is revoked and replaced on the sensor
+  parent: vault
+  name: 'defender-sensor-${sensor.key}-token'
+  properties: {
+    value: sensor.value
+    contentType: 'text/plain'
+  }
+}]
 
 output id string = vault.id
 output name string = vault.name

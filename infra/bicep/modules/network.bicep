@@ -8,6 +8,28 @@ param keyVaultId string
 param addressPrefix string = '10.40.0.0/24'
 param appSubnetPrefix string = '10.40.0.0/26'
 param endpointSubnetPrefix string = '10.40.0.64/26'
+@description('Address prefixes of locally managed sensors (their OT networks), reached through sensorNextHopIp.')
+param sensorNetworkPrefixes array = []
+@description('Next hop to the sensors: the private IP of the firewall, VPN or ExpressRoute appliance in the hub this VNet is peered with.')
+param sensorNextHopIp string = ''
+
+// The app's outbound route to the sensors' networks: only their prefixes, through the hub's appliance.
+resource sensorRoutes 'Microsoft.Network/routeTables@2023-11-01' = if (!empty(sensorNetworkPrefixes)) {
+  name: 'rt-${name}-sensors'
+  location: location
+  tags: tags
+  properties: {
+    disableBgpRoutePropagation: false
+    routes: [for (prefix, i) in sensorNetworkPrefixes: {
+      name: 'sensors-${i}'
+      properties: {
+        addressPrefix: prefix
+        nextHopType: 'VirtualAppliance'
+        nextHopIpAddress: sensorNextHopIp
+      }
+    }]
+  }
+}
 
 var endpoints = [
   { name: 'blob', target: storageAccountId, zone: 'privatelink.blob.${environment().suffixes.storage}' }
@@ -31,6 +53,9 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
         name: 'app'
         properties: {
           addressPrefix: appSubnetPrefix
+          routeTable: empty(sensorNetworkPrefixes) ? null : {
+            id: sensorRoutes.id
+          }
           delegations: [
             {
               name: 'flex'
@@ -107,3 +132,4 @@ resource zoneGroups 'Microsoft.Network/privateEndpoints/privateDnsZoneGroups@202
 }]
 
 output appSubnetId string = vnet.properties.subnets[0].id
+output vnetId string = vnet.id

@@ -77,6 +77,10 @@ class ResourceGraphEmulator(TlsEmulator):
     ) -> None:
         self.subscription = subscription or "00000000-0000-0000-0000-00000000d1f0"
         self.resources: dict[str, StoredResource] = {}  # by lower-cased ARM id
+        self.by_type: dict[str, dict[str, StoredResource]] = {}
+        self.version = 0  # bumped on every change: a paged query's sorted rows are kept until then
+        self._cache: tuple[tuple[Any, ...], list[dict[str, Any]]] | None = None
+        self._cache_until = 0.0
         self.lock = threading.Lock()
         self.faults = FaultPlan(time.time)
         self.quota = Quota()
@@ -92,9 +96,39 @@ class ResourceGraphEmulator(TlsEmulator):
         visible_at = time.time() + self.consistency_seconds
         with self.lock:
             for document in documents:
-                self.resources[str(document["id"]).lower()] = StoredResource(
-                    json.loads(json.dumps(document)), visible_at
-                )
+                self._store(json.loads(json.dumps(document)), visible_at)
+
+    def _store(self, document: dict[str, Any], visible_at: float) -> None:
+        key = str(document["id"]).lower()
+        stored = StoredResource(document, visible_at)
+        self.resources[key] = stored
+        self.by_type.setdefault(str(document.get("type", "")).lower(), {})[key] = stored
+        self.version += 1
+
+    def replace(self, resource_types: set[str], documents: list[dict[str, Any]]) -> None:
+        """Make these types hold exactly ``documents``: changed ones are stored again (and show late, as
+        any change), unchanged ones keep their time, missing ones are deleted."""
+        visible_at = time.time() + self.consistency_seconds
+        wanted = {str(d["id"]).lower(): d for d in documents}
+        with self.lock:
+            for resource_type in resource_types:
+                for key in list(self.by_type.get(resource_type, {})):
+                    if key not in wanted:
+                        del self.by_type[resource_type][key]
+                        del self.resources[key]
+                        self.version += 1
+            for key, document in wanted.items():
+                current = self.resources.get(key)
+                if current is None or current.document != document:
+                    self._store(json.loads(json.dumps(document)), visible_at)
+
+    def load_world(self, inventory: Any) -> None:
+        """Show a generated inventory (devices, sensors, vulnerabilities) as the cloud would."""
+        from tools.emulators.resourcegraph import world  # noqa: PLC0415 - only worlds need the console's inventory
+
+        self.replace(
+            {world.DEVICES, world.SENSORS, world.VULNERABILITIES}, world.documents(inventory, self.subscription)
+        )
 
     def get(self, resource_id: str) -> dict[str, Any] | None:
         with self.lock:
@@ -104,6 +138,8 @@ class ResourceGraphEmulator(TlsEmulator):
     def reset(self) -> None:
         with self.lock:
             self.resources.clear()
+            self.by_type.clear()
+            self.version += 1
         self.faults.clear()
         self.quota = Quota()
         self.consistency_seconds = 0.0
@@ -187,31 +223,10 @@ class ResourceGraphEmulator(TlsEmulator):
         top = int(options.get("$top") or 100)
         if not 1 <= top <= MAX_TOP:
             return azure_error(400, "InvalidQuery", f"$top must be from 1 to {MAX_TOP}")
-        now = time.time()
-        wanted = {s.lower() for s in subscriptions}
-        with self.lock:
-            rows = [
-                json.loads(json.dumps(r.document))
-                for r in self.resources.values()
-                if r.visible_at <= now
-                and str(r.document.get("type", "")).lower() == shape["type"]
-                and (not wanted or str(r.document.get("subscriptionId", self.subscription)).lower() in wanted)
-            ]
-        if shape["not_status"]:
-            excluded = shape["not_status"].lower()
-            rows = [r for r in rows if str((r.get("properties") or {}).get("status", "")).lower() != excluded]
-        if shape["field"]:
-            for row in rows:
-                row["updated"] = (row.get("properties") or {}).get(shape["field"])
-        if since is not None:
-            rows = [r for r in rows if (moment := parse_iso(str(r["updated"]))) is not None and moment >= since]
-        if shape["order"] == "updated":
-            rows.sort(key=lambda r: (parse_iso(str(r["updated"])) or datetime.min.replace(tzinfo=UTC), r["name"]))
-        else:
-            rows.sort(key=lambda r: str(r["name"]))
+        rows = self.evaluate(shape, since, subscriptions)
         columns = ["id", "name", "type", "properties"] + (["updated"] if shape["with_updated"] else [])
         start = _offset(options.get("$skipToken"))
-        page = [{k: r.get(k) for k in columns} for r in rows[start : start + top]]
+        page = [json.loads(json.dumps({k: r.get(k) for k in columns})) for r in rows[start : start + top]]
         document: dict[str, Any] = {
             "totalRecords": len(rows),
             "count": len(page),
@@ -221,6 +236,48 @@ class ResourceGraphEmulator(TlsEmulator):
         if start + top < len(rows):
             document["$skipToken"] = base64.b64encode(json.dumps({"offset": start + top}).encode()).decode()
         return Reply(200, document)
+
+    def evaluate(self, shape: re.Match[str], since: datetime | None, subscriptions: list[str]) -> list[dict[str, Any]]:
+        """The rows a query shape selects, in its order (shared, not copied: the caller copies its page).
+
+        Kept between the pages of one query until the data changes or a pending change becomes visible,
+        as ARG's own snapshot behind a skip token."""
+        now = time.time()
+        key = (shape.group(0), tuple(sorted(s.lower() for s in subscriptions)), self.version)
+        with self.lock:
+            if self._cache is not None and self._cache[0] == key and now < self._cache_until:
+                return self._cache[1]
+            wanted = set(key[1])
+            candidates = list(self.by_type.get(shape["type"], {}).values())
+            pending = [r.visible_at for r in candidates if r.visible_at > now]
+            documents = [
+                r.document
+                for r in candidates
+                if r.visible_at <= now
+                and (not wanted or str(r.document.get("subscriptionId", self.subscription)).lower() in wanted)
+            ]
+        rows: list[dict[str, Any]] = []
+        excluded = (shape["not_status"] or "").lower()
+        for document in documents:
+            properties = document.get("properties") or {}
+            if excluded and str(properties.get("status", "")).lower() == excluded:
+                continue
+            row = dict(document)
+            if shape["field"]:
+                row["updated"] = properties.get(shape["field"])
+                moment = parse_iso(str(row["updated"]))
+                if since is not None and (moment is None or moment < since):
+                    continue
+                row["_moment"] = moment or datetime.min.replace(tzinfo=UTC)
+            rows.append(row)
+        if shape["order"] == "updated":
+            rows.sort(key=lambda r: (r["_moment"], r["name"]))
+        else:
+            rows.sort(key=lambda r: str(r["name"]))
+        with self.lock:
+            self._cache = (key, rows)
+            self._cache_until = min(pending, default=math.inf)
+        return rows
 
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         name = path[len("/_emulator/") :]

@@ -1,0 +1,84 @@
+"""Builds the Defender sources from their settings: the cloud (Resource Graph), locally managed
+sensors and consoles, as the device sync and the alert intake read them."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from shared.defender.console import ConsoleClient
+from shared.defender.model import AlertSource, DeviceSource
+from shared.defender.rest import DefenderApiError
+from shared.defender.sensor import SensorSource
+from shared.platform.identity import LocalEmulatorCredential, azure_credential
+from shared.platform.secrets import SecretStore
+from shared.platform.settings import (
+    CloudSourceSettings,
+    ConsoleSourceSettings,
+    SensorSourceSettings,
+    Settings,
+    SourceSettings,
+)
+
+if TYPE_CHECKING:
+    from shared.defender.cloud import CloudSource
+
+# What a failed read of any kind raises (the sync records it and resumes next time).
+SOURCE_ERRORS: tuple[type[Exception], ...] = (DefenderApiError,)
+
+
+def cloud_source(source: CloudSourceSettings) -> CloudSource:
+    """The Resource Graph client for one cloud source, signed in as the settings say."""
+    # Only cloud sources load the Resource Graph SDK (a console-only sync's cold start stays as it was).
+    from azure.mgmt.resourcegraph import ResourceGraphClient  # noqa: PLC0415
+
+    from shared.defender.cloud import CloudSource  # noqa: PLC0415
+
+    credential = (
+        LocalEmulatorCredential()
+        if source.credential == "emulator"
+        else azure_credential(source.client_id, managed_identity=source.credential == "managed_identity")
+    )
+    client = ResourceGraphClient(
+        credential,
+        base_url=source.resource_graph_url,
+        connection_verify=str(source.ca_bundle) if source.ca_bundle else True,
+        retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
+    )
+    return CloudSource(source.name, client, source.subscriptions)
+
+
+def sensor_source(source: SensorSourceSettings, settings: Settings, secrets: SecretStore) -> SensorSource:
+    return SensorSource.connect(source, lambda: secrets.get(source.token_secret), settings.http)
+
+
+def alert_source(
+    source: CloudSourceSettings | SensorSourceSettings, settings: Settings, secrets: SecretStore | None
+) -> AlertSource:
+    """``secrets`` is needed for a sensor's token only (a cloud source signs in with the app's identity)."""
+    if isinstance(source, CloudSourceSettings):
+        return cloud_source(source)
+    if secrets is None:
+        raise ValueError(f"source '{source.name}' needs the secret store for its API token")
+    return sensor_source(source, settings, secrets)
+
+
+def device_source(source: SourceSettings, settings: Settings, secrets: SecretStore) -> DeviceSource:
+    if isinstance(source, CloudSourceSettings):
+        from shared.defender.cloud import CloudInventory  # noqa: PLC0415
+
+        return CloudInventory(cloud_source(source), overlap_minutes=settings.device_sync.overlap_minutes)
+    if isinstance(source, SensorSourceSettings):
+        return sensor_source(source, settings, secrets)
+    return console_source(source, settings, secrets)
+
+
+def console_source(source: ConsoleSourceSettings, settings: Settings, secrets: SecretStore) -> ConsoleClient:
+    return ConsoleClient.connect(
+        source.url,
+        lambda: secrets.get(source.token_secret),
+        settings.http,
+        proxy_url=source.proxy.url if source.proxy else None,
+        ca_bundle=source.ca_bundle,
+        page_size=settings.device_sync.page_size,
+        name=source.name,
+    )

@@ -1,0 +1,257 @@
+"""The device sync and the alert intake from the cloud (Resource Graph) and from a locally managed sensor,
+through the real SDK and `requests` stack against the emulators, one generated world behind them all."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
+
+from shared.alerting.intake import Intake, IntakeState
+from shared.app import servicenow_client
+from shared.app.sources import SOURCE_ERRORS, cloud_source
+from shared.defender.cloud import CloudInventory
+from shared.defender.model import DeviceSource
+from shared.defender.sensor import SensorSource
+from shared.devices.state import SyncState
+from shared.devices.sync import DeviceSync
+from shared.platform.secrets import EnvironmentSecretStore, Secret
+from shared.platform.settings import (
+    CloudSourceSettings,
+    DeviceSyncSettings,
+    HttpSettings,
+    SensorSourceSettings,
+    ServiceNowConnection,
+)
+from tests.conftest import SN_PASSWORD, SN_USER
+from tests.integration.test_intake import drain
+from tools.emulators.console import Inventory, generate, mutate
+from tools.emulators.resourcegraph import ResourceGraphEmulator
+from tools.emulators.resourcegraph.world import device_name
+from tools.emulators.resourcegraph.world import documents as cloud_documents
+from tools.emulators.sensor import SensorEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
+from tools.emulators.servicenow.store import OT_CLASSES
+from tools.stack.azurite import Azurite
+
+pytestmark = pytest.mark.integration
+DATA_SOURCE = "MicrosoftDefenderForIoT"
+HTTP = HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=2)
+TOKEN = "Sensor-Token-8086"
+
+
+@pytest.fixture
+def world(graph: ResourceGraphEmulator) -> Inventory:
+    inventory = generate(40, seed=21)
+    graph.quota.per_window = 1000
+    graph.load_world(inventory)
+    return inventory
+
+
+@pytest.fixture
+def sensor(world: Inventory, tls_dir: Path) -> Iterator[SensorEmulator]:
+    emulator = SensorEmulator(world, sensor="sensor-1", token=TOKEN, tls_dir=tls_dir).start()
+    yield emulator
+    emulator.stop()
+
+
+def cloud(graph: ResourceGraphEmulator) -> CloudInventory:
+    settings = CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem)
+    return CloudInventory(cloud_source(settings))
+
+
+def sensor_settings(emulator: SensorEmulator) -> SensorSourceSettings:
+    return SensorSourceSettings(
+        "line-1", emulator.url, "defender-sensor-line-1-token", emulator.ca_pem, site="Plant A", zone="Line 1"
+    )
+
+
+def local_sensor(emulator: SensorEmulator) -> SensorSource:
+    return SensorSource.connect(sensor_settings(emulator), lambda: Secret(TOKEN), HTTP)
+
+
+@pytest.fixture
+def make_sync(servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[..., DeviceSync]:
+    table = f"sync{uuid.uuid4().hex[:12]}"
+
+    def make(source: DeviceSource, clock: Callable[[], datetime] | None = None) -> DeviceSync:
+        connection = ServiceNowConnection(
+            "default", servicenow.url, "basic", username=SN_USER, ca_bundle=servicenow.ca_pem
+        )
+        client = servicenow_client(
+            connection, EnvironmentSecretStore({"SERVICENOW_DEFAULT_PASSWORD": SN_PASSWORD}), HTTP
+        )
+        tables = TableServiceClient.from_connection_string(azurite.connection_string)
+        state = SyncState(tables.get_table_client(table), scope=source.name)
+        options: dict[str, Any] = {"clock": clock} if clock else {}
+        return DeviceSync(
+            DeviceSyncSettings(batch_size=10, page_size=500),
+            source,
+            client,
+            state,
+            source_errors=SOURCE_ERRORS,
+            **options,
+        )
+
+    return make
+
+
+def cis(servicenow: ServiceNowEmulator) -> dict[str, dict[str, str]]:
+    return {r["correlation_id"]: r for t in OT_CLASSES for r in servicenow.store.all(t)}
+
+
+def vulnerable(servicenow: ServiceNowEmulator) -> dict[str, str]:
+    return {r["correlation_id"]: r["state"] for r in servicenow.store.all("sn_vul_vulnerable_item")}
+
+
+# -- the cloud ----------------------------------------------------------------------------------------
+def test_cloud_first_sync_builds_the_ot_model_keyed_by_source(
+    make_sync: Callable[..., DeviceSync], world: Inventory, graph: ResourceGraphEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    status = make_sync(cloud(graph)).run()
+    assert status.error == "" and status.counts.created == 40 + 4, status
+    names = {device_name(world, i) for i in world.devices}
+    assert set(cis(servicenow)) == {f"dfiot-device:{n}" for n in names}
+    # Each CI carries its source and Defender id, the key ServiceNow's own connector matches by.
+    keys = {r["id"] for r in servicenow.store.all("sys_object_source") if r["name"] == DATA_SOURCE}
+    assert names <= keys and {"sensor:sensor-1", "sensor:sensor-4"} <= keys
+    assert "connections: Resource Graph has no device connections" in status.notes
+    with_cves = sum(len(e["cves"]) for e in world.cves.values())
+    assert status.counts.cves_opened == with_cves > 0 and len(vulnerable(servicenow)) == with_cves
+    # Sensors, devices and vulnerabilities: one page each.
+    assert graph.stats["queries"] == 3
+
+
+def test_cloud_rerun_without_change_writes_nothing(
+    make_sync: Callable[..., DeviceSync], world: Inventory, graph: ResourceGraphEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync(cloud(graph))
+    sync.run()
+    before, queries = servicenow.stats["requests"], graph.stats["queries"]
+    status = sync.run()
+    assert status.error == "" and status.counts.created == status.counts.updated == 0
+    assert servicenow.stats["requests"] == before  # not one ServiceNow call
+    assert graph.stats["queries"] - queries == 3
+
+
+def test_cloud_changes_and_a_change_that_shows_late_behind_the_watermark(
+    make_sync: Callable[..., DeviceSync], world: Inventory, graph: ResourceGraphEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sync = make_sync(cloud(graph))
+    sync.run()
+    touched = mutate(world, updates=3, new=2, cves_found=1, cves_fixed=1)
+    graph.load_world(world)
+    status = sync.run()
+    assert (status.counts.updated, status.counts.created) == (3, 2)
+    assert (status.counts.cves_opened, status.counts.cves_closed) >= (1, 1)
+    for device_id in touched["updated"]:
+        assert (
+            cis(servicenow)[f"dfiot-device:{device_name(world, device_id)}"]["manufacturer"]
+            == (world.devices[device_id]["u_vendor"])
+        )
+    # Two devices change a minute apart; the earlier change shows in Resource Graph only later, after the
+    # sync has read the later one and moved its watermark past the earlier one's time.
+    early, late = sorted(world.devices)[:2]
+    mutate(world, advance_ms=60_000)
+    for device_id, vendor in ((late, "Late Vendor"), (early, "Early Vendor")):
+        world.devices[device_id]["u_vendor"] = vendor
+        world.devices[device_id]["u_last_update"] = world.now_ms - (60_000 if device_id == early else 0)
+    names = {device_name(world, early), device_name(world, late)}
+    documents = [d for d in cloud_documents(world, graph.subscription) if d["name"] in names]
+    graph.put(*[d for d in documents if d["name"] == device_name(world, late)])
+    graph.consistency_seconds = 1.5
+    graph.put(*[d for d in documents if d["name"] == device_name(world, early)])
+    graph.consistency_seconds = 0
+    assert sync.run().counts.updated == 1  # the later change; the earlier one is not visible yet
+    time.sleep(1.6)
+    assert sync.run().counts.updated == 1  # the overlap reaches back: not skipped
+    assert cis(servicenow)[f"dfiot-device:{device_name(world, early)}"]["manufacturer"] == "Early Vendor"
+
+
+def test_cloud_devices_gone_are_retired_after_the_grace_period_never_deleted(
+    make_sync: Callable[..., DeviceSync], world: Inventory, graph: ResourceGraphEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    now = datetime.now(UTC)
+    clock = [now]
+    sync = make_sync(cloud(graph), clock=lambda: clock[0])
+    sync.run()
+    gone = mutate(world, deletions=2)["deleted"]
+    graph.load_world(world)
+    clock[0] = now + timedelta(hours=13)  # a whole read is due (every half grace period): missing, not retired
+    assert sync.run().counts.retired == 0
+    clock[0] = now + timedelta(hours=38)  # missing for more than the 24-hour grace: retired
+    status = sync.run()
+    assert status.counts.retired == 2, status
+    retired = {cis(servicenow)[f"dfiot-device:{device_name(world, i)}"]["install_status"] for i in gone}
+    assert retired == {"7"} and len(cis(servicenow)) == 40  # retired, never deleted
+
+
+# -- a locally managed sensor -------------------------------------------------------------------------
+def test_sensor_sync_reads_its_devices_connections_and_cves_by_address(
+    make_sync: Callable[..., DeviceSync], world: Inventory, sensor: SensorEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sensor.extra_cves.append({"cveId": "CVE-2024-0001", "ipAddress": "192.0.2.99", "score": "7.5"})
+    status = make_sync(local_sensor(sensor)).run()
+    mine = [d for d in world.devices.values() if d["u_appliance"] == "sensor-1"]
+    assert status.error == "" and status.counts.created == len(mine) + 1, status
+    assert set(cis(servicenow)) == {f"dfiot-device:line-1:{d['u_id']}" for d in mine}
+    nids = servicenow.store.all("cmdb_ci_nids")
+    assert [(n["name"], n["zone"]) for n in nids] == [("line-1", "Line 1")]
+    entities = {r["ot_correlation_id"]: r for r in servicenow.store.all("cmdb_ot_entity")}
+    assert {e["site"] for e in entities.values()} == {"Plant A"}  # where the sensor is, from its settings
+    ids = {d["u_id"] for d in mine}
+    links = {(c["u_src_device_id"], c["u_dest_device_id"]) for c in world.connections}
+    assert status.counts.relations >= len(mine) + len({(a, b) for a, b in links if a in ids and b in ids})
+    expected = sum(len(world.cves[d["u_id"]]["cves"]) for d in mine if d["u_id"] in world.cves)
+    assert status.counts.cves_opened == expected and status.counts.cves_unmatched == 1
+    assert "1 CVE report(s) name an IP address no device of this source has" in status.notes
+    assert any(note.startswith("deletions: a sensor has no deleted-devices feed") for note in status.notes)
+
+
+def test_sensor_rerun_writes_nothing_and_a_device_gone_is_retired_after_the_grace(
+    make_sync: Callable[..., DeviceSync], world: Inventory, sensor: SensorEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    now = datetime.now(UTC)
+    clock = [now]
+    sync = make_sync(local_sensor(sensor), clock=lambda: clock[0])
+    sync.run()
+    before = servicenow.stats["requests"]
+    assert sync.run().counts.created == 0 and servicenow.stats["requests"] == before
+    gone = next(d for d in sensor.devices())["u_id"]
+    with world.lock:
+        del world.devices[gone]
+    assert sync.run().counts.retired == 0  # missing: maybe a restart; not yet
+    clock[0] = now + timedelta(hours=25)
+    assert sync.run().counts.retired == 1
+    assert cis(servicenow)[f"dfiot-device:line-1:{gone}"]["install_status"] == "7"
+
+
+def test_sensor_alerts_come_in_once_and_a_handled_one_resolves(sensor: SensorEmulator, azurite: Azurite) -> None:
+    queue = QueueClient.from_connection_string(azurite.connection_string, f"intake{uuid.uuid4().hex[:12]}")
+    queue.create_queue()
+    state = IntakeState(
+        TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(
+            f"intake{uuid.uuid4().hex[:12]}"
+        )
+    )
+    state.ensure()
+    intake = Intake(local_sensor(sensor), queue, state)
+    first = sensor.raise_alert("Unauthorized PLC Programming", "Critical")
+    sensor.raise_alert("Illegal MODBUS Operation", "Major", sourceDeviceAddress="10.0.0.7")
+    result = intake.run()
+    messages = drain(queue)
+    assert result.queued == {"alert": 2, "alert_status": 0, "system": 0}, result
+    assert [m["alert"]["title"] for m in messages] == ["Unauthorized PLC Programming", "Illegal MODBUS Operation"]
+    assert messages[0]["sensor"] == {"name": "sensor-1", "site": "Plant A", "zone": "Line 1"}
+    assert intake.run().queued == {"alert": 0, "alert_status": 0, "system": 0} and drain(queue) == []
+    sensor.handle_alert(first["id"])
+    assert intake.run().queued["alert_status"] == 1
+    (closing,) = drain(queue)
+    assert closing["kind"] == "alert_status" and closing["alert"]["id"] == str(first["id"])

@@ -1,0 +1,114 @@
+"""The cloud's view of a generated inventory (:mod:`tools.emulators.console.inventory`): the same
+devices, sensors and CVEs the console emulator serves, as the ARM documents Resource Graph lists in
+``iotsecurityresources``. One world, several views: a device keeps its identity across them (its
+resource name is a GUID derived from the world's seed and its console id)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from tools.emulators.console.inventory import ZONES, Inventory
+
+DEVICES = "microsoft.iotsecurity/locations/devicegroups/devices"
+VULNERABILITIES = "microsoft.iotsecurity/locations/devicegroups/vulnerabilities"
+SENSORS = "microsoft.iotsecurity/sensors"
+PURDUE = {"Level 0": "ProcessControl", "Level 1": "ProcessControl", "Level 2": "Supervisory", "Level 3": "Enterprise"}
+WORLD = uuid.UUID("6b1d2c55-8a52-4bde-9b36-2f1b0b3d5a10")
+
+
+def device_name(inventory: Inventory, device_id: int) -> str:
+    """The device's resource name in the cloud: stable for the world's seed and the console id."""
+    return str(uuid.uuid5(WORLD, f"{inventory.seed}:{device_id}"))
+
+
+def _iso(ms: int) -> str:
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _group(subscription: str) -> str:
+    return f"/subscriptions/{subscription}/providers/Microsoft.IoTSecurity/locations/westeurope/deviceGroups/default"
+
+
+def device_document(inventory: Inventory, device: dict[str, Any], subscription: str) -> dict[str, Any]:
+    name = device_name(inventory, device["u_id"])
+    nics = [
+        {"ipv4Address": o["u_ip_address"], "macAddress": mac, "macCertainty": "Certain"}
+        for o, mac in zip(
+            device["u_ip_address_objects"], [m["u_mac_address"] for m in device["u_mac_address_objects"]], strict=False
+        )
+    ]
+    if not nics:  # behind a router: the MAC is only a guess
+        nics = [
+            {
+                "ipv4Address": o["u_ip_address"],
+                "macAddress": (o["u_guessed_mac_address"] or [None])[0],
+                "macCertainty": "Uncertain",
+            }
+            for o in device["u_ip_address_objects"]
+        ]
+    return {
+        "id": f"{_group(subscription)}/devices/{name}",
+        "name": name,
+        "type": DEVICES,
+        "subscriptionId": subscription,
+        "properties": {
+            "deviceName": device["u_name"],
+            "deviceDataSource": "OtSensor",
+            "sensor": {"name": device["u_appliance"], "zone": device["u_zone"], "site": device["u_site"]},
+            "deviceTypeDisplayName": "Industrial",
+            "deviceSubTypeDisplayName": device["u_device_type"],
+            "purdueLevel": PURDUE.get(device["u_purdue_layer"], "ProcessControl"),
+            "firstSeen": _iso(device["u_first_discovered"]),
+            "lastSeen": _iso(device["u_last_activity"]),
+            "lastUpdated": _iso(device["u_last_update"]),
+            "deviceStatus": "Active",
+            "hardware": {"vendor": device["u_vendor"], "model": ""},
+            "nics": nics,
+            "protocols": [{"name": p["u_protocol"]} for p in device["u_protocol_objects"]],
+            "firmware": [
+                {"model": f["u_model"], "version": f["u_version"], "serial": f["u_serial"]}
+                for f in device["u_firmwares"]
+            ],
+        },
+    }
+
+
+def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
+    """Every device, sensor and vulnerability of the world as Resource Graph lists them."""
+    with inventory.lock:
+        devices = [device_document(inventory, d, subscription) for d in inventory.devices.values()]
+        sensors = [
+            {
+                "id": f"/subscriptions/{subscription}/providers/Microsoft.IoTSecurity/sensors/{s['u_name']}",
+                "name": s["u_name"],
+                "type": SENSORS,
+                "subscriptionId": subscription,
+                "properties": {
+                    "sensorStatus": "Ok" if s["u_connection_state"] == "SYNCED" else "Disconnected",
+                    "connectivityTime": _iso(inventory.now_ms),
+                    "sensorVersion": s["u_version"],
+                    "zone": ZONES[s["u_zone_id"] % len(ZONES)],
+                },
+            }
+            for s in inventory.sensors
+        ]
+        vulnerabilities = [
+            {
+                "id": f"{_group(subscription)}/vulnerabilities/{device_name(inventory, device_id)}-{cve['u_cve_id']}",
+                "name": f"{device_name(inventory, device_id)}-{cve['u_cve_id']}",
+                "type": VULNERABILITIES,
+                "subscriptionId": subscription,
+                "properties": {
+                    "deviceId": f"{_group(subscription)}/devices/{device_name(inventory, device_id)}",
+                    "cveId": cve["u_cve_id"],
+                    "cvssScore": cve["u_score"],
+                    "attackVector": cve["u_attack_vector"],
+                    "description": cve["u_description"],
+                },
+            }
+            for device_id, entry in inventory.cves.items()
+            for cve in entry["cves"]
+        ]
+    return devices + sensors + vulnerabilities

@@ -1,0 +1,212 @@
+"""A locally managed OT sensor's REST API, serving one sensor's view of a generated inventory.
+
+The same world the console and Resource Graph emulators show (:mod:`tools.emulators.console.inventory`),
+as the sensor that sees part of it: its devices (``GET /api/v1/devices``), their connections
+(``/api/v1/devices/connections`` with ``discoveredAfter``), the CVEs it found, keyed by IP address
+(``/api/v1/devices/cves``), and its alerts (``/api/v1/alerts`` and ``/api/v2/alerts``, which adds the
+device addresses, remediation steps and the sensor's names, with ``state=handled|unhandled`` and
+``fromTime``/``toTime`` in epoch milliseconds). ``Authorization: <API token>``, as the sensor expects.
+No paging: the sensor has none. Faults as in the other emulators.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tools.emulators.console.inventory import Inventory, generate
+from tools.emulators.faults import FaultPlan
+from tools.emulators.httpserver import Reply, TlsEmulator
+
+DEFAULT_TOKEN = "sensor-api-token"  # noqa: S105 - the local emulator's fixed token  # nosec B105
+V2_ONLY = ("sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps", "sensorName", "zoneName", "siteName")
+
+
+class SensorEmulator(TlsEmulator):
+    thread_name = "sensor-emulator"
+
+    def __init__(
+        self,
+        inventory: Inventory | None = None,
+        *,
+        sensor: str = "sensor-1",
+        token: str = DEFAULT_TOKEN,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls_dir: Path = Path(".local/tls"),
+    ) -> None:
+        self.inventory = inventory or generate(100)
+        self.sensor = sensor
+        self.token = token
+        self.faults = FaultPlan(time.time)
+        self.stats: Counter[str] = Counter()
+        self.alerts: list[dict[str, Any]] = []
+        self.extra_cves: list[dict[str, Any]] = []  # CVEs for addresses no device of the sensor has
+        self.lock = threading.Lock()
+        super().__init__(host, port, tls_dir)
+
+    def secret_values(self) -> set[str]:
+        return {self.token}
+
+    # -- the world -------------------------------------------------------------------------
+    def devices(self) -> list[dict[str, Any]]:
+        with self.inventory.lock:
+            return [d for d in self.inventory.devices.values() if d["u_appliance"] == self.sensor]
+
+    def raise_alert(self, title: str, severity: str = "Major", **fields: Any) -> dict[str, Any]:
+        """A new alert on this sensor, now; ``fields`` add or override alert fields."""
+        with self.lock:
+            alert = {
+                "id": len(self.alerts) + 1,
+                "time": int(time.time() * 1000),
+                "title": title,
+                "message": f"{title} (detected by {self.sensor})",
+                "severity": severity,
+                "engine": "Policy Violation",
+                "sourceDevice": 0,
+                "destinationDevice": 0,
+                "sourceDeviceAddress": "10.0.0.1",
+                "destinationDeviceAddress": "10.0.0.2",
+                "remediationSteps": ["Check the device's configuration."],
+                "additionalInformation": None,
+                "sensorName": self.sensor,
+                "zoneName": "Utilities",
+                "siteName": "Plant A",
+                "handled": False,
+                **fields,
+            }
+            self.alerts.append(alert)
+            return dict(alert)
+
+    def handle_alert(self, alert_id: int) -> None:
+        with self.lock:
+            for alert in self.alerts:
+                if alert["id"] == alert_id:
+                    alert["handled"] = True
+
+    # -- the wire --------------------------------------------------------------------------
+    def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
+        url = urlsplit(target)
+        if url.path.startswith("/_emulator/"):
+            return self.admin(method, url.path, body)
+        if not secrets.compare_digest(headers.get("authorization", "").encode(), self.token.encode()):
+            return Reply(401, {"error": "Unauthorized"})
+        self.stats["requests"] += 1
+        fault = self.faults.take()
+        if fault is not None:
+            self.stats["faults"] += 1
+            if fault.kind == "reset":
+                return None
+            return Reply(
+                fault.status, {"error": "injected"}, {"Retry-After": fault.retry_after} if fault.retry_after else {}
+            )
+        if method != "GET":
+            return Reply(405, {"error": "Method Not Allowed"})
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.stats[url.path] += 1
+        try:
+            return self.route(url.path.rstrip("/"), query)
+        except ValueError as exc:
+            return Reply(400, {"error": str(exc)})
+
+    def route(self, path: str, query: dict[str, str]) -> Reply:
+        if path in ("/api/v1/alerts", "/api/v2/alerts"):
+            return Reply(200, self._alerts(query, v2=path.startswith("/api/v2")))
+        if path == "/api/v1/devices":
+            return Reply(200, [self._device(d) for d in sorted(self.devices(), key=lambda d: d["u_id"])])
+        if path == "/api/v1/devices/connections":
+            after = int(query.get("discoveredAfter", "0"))
+            ids = {d["u_id"] for d in self.devices()}
+            with self.inventory.lock:
+                links = [
+                    {
+                        "firstDeviceId": c["u_src_device_id"],
+                        "secondDeviceId": c["u_dest_device_id"],
+                        "lastSeen": c["_updated"],
+                        "discovered": c["_updated"],
+                        "ports": [502],
+                        "protocols": [{"name": "MODBUS", "commands": ["Read Coils"]}],
+                    }
+                    for c in self.inventory.connections
+                    if c["_updated"] > after and c["u_src_device_id"] in ids and c["u_dest_device_id"] in ids
+                ]
+            return Reply(200, links)
+        if path == "/api/v1/devices/cves":
+            top = int(query.get("top", "100"))
+            by_ip: list[dict[str, Any]] = []
+            with self.inventory.lock:
+                for device_id, entry in sorted(self.inventory.cves.items()):
+                    device = self.inventory.devices.get(device_id)
+                    if device is None or device["u_appliance"] != self.sensor:
+                        continue
+                    for ip in (o["u_ip_address"] for o in device["u_ip_address_objects"]):
+                        by_ip += [
+                            {
+                                "cveId": c["u_cve_id"],
+                                "ipAddress": ip,
+                                "score": c["u_score"],
+                                "attackVector": c["u_attack_vector"],
+                                "description": c["u_description"],
+                            }
+                            for c in entry["cves"][:top]
+                        ]
+            return Reply(200, by_ip + list(self.extra_cves))
+        return Reply(404, {"error": "Not Found"})
+
+    def _alerts(self, query: dict[str, str], *, v2: bool) -> list[dict[str, Any]]:
+        state = query.get("state")
+        if state not in (None, "handled", "unhandled"):
+            raise ValueError("state must be handled or unhandled")
+        low, high = int(query.get("fromTime", "0")), int(query.get("toTime", str(2**62)))
+        with self.lock:
+            alerts = [
+                dict(a)
+                for a in self.alerts
+                if low <= a["time"] <= high and (state is None or a["handled"] == (state == "handled"))
+            ]
+        for alert in alerts:
+            alert.pop("handled")  # the sensor's alert lists say it by the state filter, not in the record
+            if not v2:
+                for key in V2_ONLY:
+                    alert.pop(key, None)
+        return alerts
+
+    def _device(self, device: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "id": device["u_id"],
+            "name": device["u_name"],
+            "type": device["u_device_type"],
+            "vendor": device["u_vendor"],
+            "ipAddresses": [o["u_ip_address"] for o in device["u_ip_address_objects"]],
+            "macAddresses": [o["u_mac_address"] for o in device["u_mac_address_objects"]],
+            "operatingSystem": "",
+            "engineeringStation": device["u_device_type"] == "Engineering Station",
+            "scanner": False,
+            "authorized": True,
+            "protocols": [{"name": p["u_protocol"], "addresses": []} for p in device["u_protocol_objects"]],
+            "firmware": [
+                {"serial": f["u_serial"], "model": f["u_model"], "firmwareVersion": f["u_version"]}
+                for f in device["u_firmwares"]
+            ],
+            "hasDynamicAddress": False,
+        }
+
+    def admin(self, method: str, path: str, body: bytes) -> Reply:
+        name = path[len("/_emulator/") :]
+        spec = json.loads(body or b"{}")
+        if name == "faults":
+            return Reply(200, self.faults.admin(method, spec))
+        if name == "alerts" and method == "POST":
+            return Reply(200, self.raise_alert(**spec))
+        if name == "handle" and method == "POST":
+            self.handle_alert(int(spec["id"]))
+            return Reply(200, {"handled": spec["id"]})
+        if name == "stats":
+            return Reply(200, dict(self.stats))
+        return Reply(404, {"error": path})
