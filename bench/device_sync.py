@@ -113,7 +113,7 @@ def naive_first_sync(console: Any, servicenow: Any, ca: Path) -> tuple[float, in
     )
     started = time.perf_counter()
     sensors = {s.id: client.create_record("cmdb_ci_nids", {"name": s.name})["sys_id"] for s in reader.sensors()}
-    devices: dict[int, str] = {}
+    devices: dict[str, str] = {}
     for page in reader.device_pages(0):
         for device in page:
             sys_id = client.create_record(class_for(device, {}), {"name": device.name, "manufacturer": device.vendor})[

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.alerting.intake import Intake
-from shared.app.intake import cloud_source, intake_state
+from shared.app.sources import cloud_source, intake_state
 from shared.defender.cloud import ALERTS
 from shared.platform.storage import queue_service
 from tools.machine import describe
