@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from shared.alerting.intake import Intake
-from shared.app.sources import cloud_source, intake_state
+from shared.app.intake import intake_state
+from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS
+from shared.platform.settings import CloudSourceSettings
 from shared.platform.storage import queue_service
 from tools.machine import describe
 from tools.stack.appstack import AppStack
@@ -79,7 +81,9 @@ def measure(minutes: float, latency_ms: float, every: float, workdir: Path) -> d
         latencies = sorted(recorded[s] - appeared[s] for s in recorded)
         stack.stop_host()
         # Steady state: one more cycle with nothing new, against the state the host's cycles left.
-        source = cloud_source(stack.settings.intake.sources[0])
+        (cloud,) = stack.settings.intake.sources
+        assert isinstance(cloud, CloudSourceSettings)
+        source = cloud_source(cloud)
         queue = queue_service(stack.settings.alerts_storage).get_queue_client(stack.settings.alerts_queue)
         quiet = Intake(source, queue, intake_state(stack.settings)).run()
         source.close()
