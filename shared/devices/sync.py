@@ -226,9 +226,10 @@ class DeviceSync:
                 self.state.set_watermark("devices", new_mark)
                 stored_mark = new_mark
             seen.update(d.id for d in page)
-            for device in page:
-                for address in device.ips:
-                    self._addresses.setdefault(address, device.id)
+            if self.source.capabilities.cves == "by_address":
+                for device in page:
+                    for address in device.ips:
+                        self._addresses.setdefault(address, device.id)
             self._page_read("devices", len(page))
         if not whole or blocked:
             return None
