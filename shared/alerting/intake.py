@@ -15,11 +15,15 @@ its reason (logged, counted), never the cycle.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
+import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from pathlib import Path
+from typing import Any, Literal, Protocol
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
@@ -50,6 +54,77 @@ class IntakeResult:
     queued: dict[str, int] = field(default_factory=lambda: {"alert": 0, "alert_status": 0, "system": 0})
     skipped: list[str] = field(default_factory=list)
     queries: int = 0
+
+
+class IntakeStore(Protocol):
+    """Where the intake remembers each alert's state, each sensor's status and its watermark."""
+
+    def ensure(self) -> None: ...
+
+    def rows(self, source: str, kind: str, *, state: str | None = None) -> dict[str, dict[str, Any]]: ...
+
+    def get(self, source: str, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, source: str, kind: str, rows: Iterable[dict[str, Any]]) -> None: ...
+
+    def watermark(self, source: str) -> datetime | None: ...
+
+    def set_watermark(self, source: str, value: datetime) -> None: ...
+
+
+class FileIntakeState:
+    """The intake's memory in a local SQLite file: for the relay next to a sensor, which may send to the queue
+    and nothing else in Azure. Each write is committed before the call returns (a crash keeps what was written)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=30)
+
+    def ensure(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.closing(self._connect()) as db, db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS rows (partition TEXT, key TEXT, state TEXT, body TEXT, "
+                "PRIMARY KEY (partition, key))"
+            )
+
+    def rows(self, source: str, kind: str, *, state: str | None = None) -> dict[str, dict[str, Any]]:
+        with contextlib.closing(self._connect()) as db:
+            if state is None:
+                found = db.execute("SELECT key, body FROM rows WHERE partition = ?", (f"{source}:{kind}",))
+            else:
+                found = db.execute(
+                    "SELECT key, body FROM rows WHERE partition = ? AND state = ?", (f"{source}:{kind}", state)
+                )
+            return {key: json.loads(body) for key, body in found}
+
+    @staticmethod
+    def _read(db: sqlite3.Connection, partition: str, key: str) -> dict[str, Any] | None:
+        row = db.execute("SELECT body FROM rows WHERE partition = ? AND key = ?", (partition, key)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def get(self, source: str, kind: str, key: str) -> dict[str, Any] | None:
+        with contextlib.closing(self._connect()) as db:
+            return self._read(db, f"{source}:{kind}", key)
+
+    def put(self, source: str, kind: str, rows: Iterable[dict[str, Any]]) -> None:
+        partition = f"{source}:{kind}"
+        with contextlib.closing(self._connect()) as db, db:  # one transaction: all the rows or none
+            for row in rows:
+                merged = {**(self._read(db, partition, str(row["RowKey"])) or {}), **row}
+                db.execute(
+                    "INSERT OR REPLACE INTO rows VALUES (?, ?, ?, ?)",
+                    (partition, str(row["RowKey"]), str(merged.get("state", "")), json.dumps(merged)),
+                )
+
+    def watermark(self, source: str) -> datetime | None:
+        row = self.get(source, "watermark", "alerts")
+        return parse_iso(row.get("value")) if row else None
+
+    def set_watermark(self, source: str, value: datetime) -> None:
+        self.put(source, "watermark", [{"RowKey": "alerts", "value": value.isoformat()}])
 
 
 class IntakeState:
@@ -126,7 +201,7 @@ class Intake:
     lag); what was already taken in is recognised and skipped."""
 
     def __init__(
-        self, source: AlertSource, queue: QueueClient, state: IntakeState, overlap: timedelta = timedelta(minutes=10)
+        self, source: AlertSource, queue: QueueClient, state: IntakeStore, overlap: timedelta = timedelta(minutes=10)
     ) -> None:
         self.source = source
         self.queue = queue

@@ -16,7 +16,7 @@ import logging
 from shared.http.policies import Credential
 from shared.platform.identity import LocalEmulatorCredential, azure_credential
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretStore
-from shared.platform.settings import OAUTH_MODES, HttpSettings, ServiceNowConnection, Settings
+from shared.platform.settings import OAUTH_MODES, HttpSettings, KeyVaultSettings, ServiceNowConnection, Settings
 from shared.servicenow.auth import BasicAuth, StaticBearerToken
 from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint, TokenError
@@ -26,7 +26,10 @@ logger = logging.getLogger("shared.app")
 
 def secret_store(settings: Settings) -> SecretStore:
     """Key Vault when ``KEY_VAULT_URL`` is set, else app settings (local development, Key Vault references)."""
-    vault = settings.key_vault
+    return vault_store(settings.key_vault)
+
+
+def vault_store(vault: KeyVaultSettings | None) -> SecretStore:
     if vault is None:
         return EnvironmentSecretStore()
     credential = (

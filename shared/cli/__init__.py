@@ -15,6 +15,7 @@ from shared.cli.connect import connect_command
 from shared.cli.context import Operator, load_local_settings, storage_problem
 from shared.cli.enqueue import enqueue
 from shared.cli.poison import poison
+from shared.cli.relay import relay
 from shared.cli.rules import rules
 from shared.cli.sync import sync
 from shared.platform.settings import SettingsError
@@ -31,13 +32,13 @@ PROGRAM = "python -m shared"
 @click.pass_context
 def cli(context: click.Context, settings: Path | None) -> None:
     """Operate the Defender for IoT → ServiceNow app: rules, the alerts and poison queues, ServiceNow
-    sign-in, the device sync."""
+    sign-in, the device sync, and the relay next to a locally managed sensor."""
     if settings is not None:
         load_local_settings(settings)
     context.obj = Operator()
 
 
-for command in (enqueue, rules, poison, connect_command, sync):
+for command in (enqueue, rules, poison, connect_command, sync, relay):
     cli.add_command(command)
 
 

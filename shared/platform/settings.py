@@ -906,6 +906,47 @@ def start_up_warnings(settings: Settings, environ: Mapping[str, str] | None = No
     ] + unknown_settings(settings, os.environ if environ is None else environ)
 
 
+@dataclass(frozen=True)
+class RelaySettings:
+    """What the relay next to a sensor needs, and nothing else: the queue it sends to, the one sensor source
+    it reads, and where that source's token is (Key Vault when reachable, else the environment)."""
+
+    alerts_queue: str
+    alerts_storage: StorageConnection
+    source: SensorSourceSettings
+    http: HttpSettings = HttpSettings()
+    key_vault: KeyVaultSettings | None = None
+    overlap_minutes: float = 10.0
+
+
+def load_relay_settings(source_name: str, environ: Mapping[str, str] | None = None) -> RelaySettings:
+    """The relay's settings (ALERTS_QUEUE, ALERTS_STORAGE, DEFENDER_SOURCES with the named sensor source);
+    raise :class:`SettingsError` listing every problem."""
+    reader = _Reader(os.environ if environ is None else environ)
+    alerts_queue = _check_queue_name(reader, "ALERTS_QUEUE")
+    alerts_storage = _check_storage_connection(reader, "ALERTS_STORAGE")
+    sources = _check_sources(reader)
+    chosen = [s for s in sources if s.name == source_name]
+    source = chosen[0] if chosen else None
+    if reader.raw("DEFENDER_SOURCES") is None:
+        reader.fail("DEFENDER_SOURCES is not set; the relay reads the sensor source it names")
+    elif not chosen and not reader.problems:
+        known = ", ".join(s.name for s in sources) or "none"
+        reader.fail(f"DEFENDER_SOURCES has no source named {source_name!r} (it has: {known})")
+    elif source is not None and not isinstance(source, SensorSourceSettings):
+        reader.fail(f"DEFENDER_SOURCES[{source_name}] is a {source.kind} source; the relay reads a sensor source")
+    http = HttpSettings(
+        connect_timeout=reader.number("SERVICENOW_CONNECT_TIMEOUT_SECONDS", 5.0, 0.1, 120),
+        read_timeout=reader.number("SERVICENOW_READ_TIMEOUT_SECONDS", 30.0, 0.1, 300),
+    )
+    key_vault = _check_key_vault(reader)
+    overlap = reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60)
+    if reader.problems:
+        raise SettingsError(reader.problems)
+    assert isinstance(source, SensorSourceSettings)
+    return RelaySettings(alerts_queue, alerts_storage, source, http, key_vault, overlap)
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """The process-wide settings, validated on first use (at start-up: ``function_app.py`` calls it)."""
