@@ -371,3 +371,35 @@ def test_a_sigkill_mid_intake_loses_nothing(sensor: SensorEmulator, azurite: Azu
     sent = [str(m["alert"]["id"]) for m in drain(queue) if m["kind"] == "alert"]
     assert set(sent) == raised  # nothing lost
     assert len(sent) >= len(raised)  # and the repeats a kill caused are plain repeats of the same alerts
+
+
+def test_the_intake_function_reads_a_sensor_source_from_the_settings(
+    sensor: SensorEmulator, azurite: Azurite, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import json
+
+    from shared.app.intake import run_intake
+    from shared.platform.settings import load_settings
+    from shared.platform.storage import queue_service
+    from tests.support.settings import app_settings
+
+    source = {"name": "line-1", "kind": "sensor", "url": sensor.url, "ca_bundle": str(sensor.ca_pem), "zone": "Line 1"}
+    environ = app_settings(
+        azurite.connection_string,
+        DEFENDER_SOURCES=json.dumps([source]),
+        ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}",
+    )
+    monkeypatch.setenv("DEFENDER_SENSOR_LINE_1_TOKEN", TOKEN)  # no KEY_VAULT_URL: secrets from app settings
+    settings = load_settings(environ)
+    queue = queue_service(settings.alerts_storage).get_queue_client(settings.alerts_queue)
+    queue.create_queue()
+    sensor.raise_alert("Unauthorized PLC Programming", "Critical")
+    (result,) = run_intake(settings)
+    assert (result.source, result.queued["alert"]) == ("line-1", 1)
+    (message,) = drain(queue)
+    assert message["sensor"]["zone"] == "Line 1"
+    # A sensor that refuses the token: the cycle fails with what to check, and says so once.
+    monkeypatch.setenv("DEFENDER_SENSOR_LINE_1_TOKEN", "Wrong-Token-0000")
+    with pytest.raises(RuntimeError, match="alert intake failed for source\\(s\\) line-1"):
+        run_intake(settings)
+    assert "check the sensor's API token" in caplog.text and "Wrong-Token-0000" not in caplog.text

@@ -8,7 +8,6 @@ ordered by update time, then id, so paging is stable. Faults as in the other emu
 from __future__ import annotations
 
 import json
-import secrets
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 from tools.emulators.console.inventory import Inventory, generate, mutate
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
+from tools.emulators.tokenapi import token_gate
 
 PREFIX = "/external/v3/integration/"
 DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README  # nosec B105
@@ -53,17 +53,9 @@ class ConsoleEmulator(TlsEmulator):
         url = urlsplit(target)
         if url.path.startswith("/_emulator/"):
             return self.admin(method, url.path, body)
-        if not secrets.compare_digest(headers.get("authorization", "").encode(), self.token.encode()):
-            return Reply(401, {"error": "Unauthorized"})
-        self.stats["requests"] += 1
-        fault = self.faults.take()
-        if fault is not None:
-            self.stats["faults"] += 1
-            if fault.kind == "reset":
-                return None
-            return Reply(
-                fault.status, {"error": "injected"}, {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            )
+        serve, answer = token_gate(headers, self.token, self.faults, self.stats)
+        if not serve:
+            return answer
         if method != "GET" or not url.path.startswith(PREFIX):
             return Reply(404, {"error": "Not Found"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}

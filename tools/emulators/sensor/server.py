@@ -12,7 +12,6 @@ No paging: the sensor has none. Faults as in the other emulators.
 from __future__ import annotations
 
 import json
-import secrets
 import threading
 import time
 from collections import Counter
@@ -23,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from tools.emulators.console.inventory import Inventory, generate
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
+from tools.emulators.tokenapi import token_gate
 
 DEFAULT_TOKEN = "sensor-api-token"  # noqa: S105 - the local emulator's fixed token  # nosec B105
 V2_ONLY = ("sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps", "sensorName", "zoneName", "siteName")
@@ -95,17 +95,9 @@ class SensorEmulator(TlsEmulator):
         url = urlsplit(target)
         if url.path.startswith("/_emulator/"):
             return self.admin(method, url.path, body)
-        if not secrets.compare_digest(headers.get("authorization", "").encode(), self.token.encode()):
-            return Reply(401, {"error": "Unauthorized"})
-        self.stats["requests"] += 1
-        fault = self.faults.take()
-        if fault is not None:
-            self.stats["faults"] += 1
-            if fault.kind == "reset":
-                return None
-            return Reply(
-                fault.status, {"error": "injected"}, {"Retry-After": fault.retry_after} if fault.retry_after else {}
-            )
+        serve, answer = token_gate(headers, self.token, self.faults, self.stats)
+        if not serve:
+            return answer
         if method != "GET":
             return Reply(405, {"error": "Method Not Allowed"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
