@@ -57,5 +57,5 @@ def test_a_cloud_vulnerability_names_its_device_by_id_or_arm_path() -> None:
     arm = "/subscriptions/s/providers/Microsoft.IoTSecurity/locations/l/deviceGroups/g/devices/d-7"
     assert parse_vulnerability({"properties": {"deviceId": arm, "cveId": "CVE-2024-1"}})[0] == "d-7"
     for bad in ({}, {"properties": {"deviceId": "d"}}, {"properties": {"deviceId": "d", "cveId": "nope"}}):
-        with pytest.raises(ValueError, match="^no "):
+        with pytest.raises(ValueError, match=r"^no "):
             parse_vulnerability(bad)
