@@ -403,3 +403,17 @@ def test_the_intake_function_reads_a_sensor_source_from_the_settings(
     with pytest.raises(RuntimeError, match="alert intake failed for source\\(s\\) line-1"):
         run_intake(settings)
     assert "check the sensor's API token" in caplog.text and "Wrong-Token-0000" not in caplog.text
+
+
+def test_a_sensor_that_fails_for_a_moment_is_retried_and_one_that_stays_down_fails_the_run_only(
+    make_sync: Callable[..., DeviceSync], sensor: SensorEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    sensor.faults.configure({"fail_next": [{"status": 503, "count": 1}]})
+    source = local_sensor(sensor)
+    assert len(source.sensors()) == 1 and sum(len(p) for p in source.device_pages(0)) > 0
+    assert source.stats.attempts >= 2  # the 503 was retried
+    sensor.faults.configure({"fail_next": [{"status": 503, "count": 50}]})
+    status = make_sync(local_sensor(sensor)).run()
+    assert status.error.startswith("SensorError: sensor 'line-1' GET /api/v1/devices") and "503" in status.error
+    sensor.faults.clear()
+    assert make_sync(local_sensor(sensor)).run().error == ""  # the next run resumes
