@@ -417,3 +417,35 @@ def test_a_sensor_that_fails_for_a_moment_is_retried_and_one_that_stays_down_fai
     assert status.error.startswith("SensorError: sensor 'line-1' GET /api/v1/devices") and "503" in status.error
     sensor.faults.clear()
     assert make_sync(local_sensor(sensor)).run().error == ""  # the next run resumes
+
+
+def test_one_alert_stream_seen_by_the_cloud_and_by_the_sensor_alike(
+    world: Inventory, graph: ResourceGraphEmulator, sensor: SensorEmulator, azurite: Azurite
+) -> None:
+    """The world's alerts, raised and handled once, come in the same through either source."""
+    from tools.emulators.console import handle_alert, raise_alert
+
+    def intake(source: Any) -> tuple[Intake, QueueClient]:
+        queue = QueueClient.from_connection_string(azurite.connection_string, f"both{uuid.uuid4().hex[:12]}")
+        queue.create_queue()
+        tables = TableServiceClient.from_connection_string(azurite.connection_string)
+        state = IntakeState(tables.get_table_client(f"both{uuid.uuid4().hex[:12]}"))
+        state.ensure()
+        return Intake(source, queue, state), queue
+
+    settings = CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem)
+    views = [intake(cloud_source(settings)), intake(local_sensor(sensor))]
+    raised = raise_alert(world, "sensor-1", "Unauthorized PLC Programming", "Critical", zoneName="Line 1")
+    graph.load_world(world)
+    seen = []
+    for each, queue in views:
+        each.run()
+        (message,) = drain(queue)
+        seen.append((message["kind"], message["alert"]["title"], message["alert"]["severity"], message["sensor"]))
+    assert seen[0][:3] == seen[1][:3] == ("alert", "Unauthorized PLC Programming", "Critical")
+    assert seen[0][3]["name"] == "sensor-1" and seen[0][3]["zone"] == "Line 1"
+    handle_alert(world, "sensor-1", raised["id"])
+    graph.load_world(world)
+    for each, queue in views:
+        each.run()
+        assert [m["kind"] for m in drain(queue)] == ["alert_status"]

@@ -3,12 +3,15 @@
 Devices carry what the integration API v3 returns (``u_*`` fields), including MACs Defender is sure
 of and MACs it only guessed (seen through a router); connections, CVEs and sensors come with them.
 ``mutate`` moves time forward: devices change, appear and are deleted, CVEs are found and fixed.
+``raise_alert`` and ``handle_alert`` make the world's one alert stream, which each sensor's API and
+Resource Graph show their own way.
 """
 
 from __future__ import annotations
 
 import random
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,6 +43,7 @@ class Inventory:
     connections: list[dict[str, Any]] = field(default_factory=list)
     cves: dict[int, dict[str, Any]] = field(default_factory=dict)  # device id → {"updated": ms, "cves": [...]}
     deleted: dict[int, int] = field(default_factory=dict)  # device id → deleted at (ms)
+    alerts: list[dict[str, Any]] = field(default_factory=list)  # as a sensor reports them, plus "handled"
     next_id: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -192,3 +196,41 @@ def mutate(
             inventory.cves[device_id] = {"updated": now, "cves": []}
             touched["cves_fixed"].append(device_id)
         return touched
+
+
+def raise_alert(
+    inventory: Inventory, sensor: str, title: str, severity: str = "Major", *, at_ms: int | None = None, **fields: Any
+) -> dict[str, Any]:
+    """A new alert on ``sensor`` (now, unless ``at_ms``); ``fields`` add or override alert fields. Alert ids
+    count per sensor, as a sensor numbers its own."""
+    with inventory.lock:
+        number = 1 + sum(1 for a in inventory.alerts if a["sensorName"] == sensor)
+        alert = {
+            "id": number,
+            "time": at_ms if at_ms is not None else int(time.time() * 1000),
+            "title": title,
+            "message": f"{title} (detected by {sensor})",
+            "severity": severity,
+            "engine": "Policy Violation",
+            "sourceDevice": 0,
+            "destinationDevice": 0,
+            "sourceDeviceAddress": "10.0.0.1",
+            "destinationDeviceAddress": "10.0.0.2",
+            "remediationSteps": ["Check the device's configuration."],
+            "additionalInformation": None,
+            "sensorName": sensor,
+            "zoneName": "Utilities",
+            "siteName": "Plant A",
+            "handled": False,
+            **fields,
+        }
+        inventory.alerts.append(alert)
+        return dict(alert)
+
+
+def handle_alert(inventory: Inventory, sensor: str, alert_id: int) -> None:
+    """Handle (close) an alert, as an analyst would on the sensor or in the portal."""
+    with inventory.lock:
+        for alert in inventory.alerts:
+            if alert["sensorName"] == sensor and alert["id"] == alert_id:
+                alert["handled"] = True

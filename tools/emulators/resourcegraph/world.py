@@ -14,6 +14,9 @@ from tools.emulators.console.inventory import ZONES, Inventory
 DEVICES = "microsoft.iotsecurity/locations/devicegroups/devices"
 VULNERABILITIES = "microsoft.iotsecurity/locations/devicegroups/vulnerabilities"
 SENSORS = "microsoft.iotsecurity/sensors"
+ALERTS = "microsoft.iotsecurity/locations/devicegroups/alerts"
+# The sensor's severities as the cloud names them (the product maps them back).
+CLOUD_SEVERITY = {"Critical": "High", "Major": "Medium", "Minor": "Low", "Warning": "Informational"}
 PURDUE = {"Level 0": "ProcessControl", "Level 1": "ProcessControl", "Level 2": "Supervisory", "Level 3": "Enterprise"}
 WORLD = uuid.UUID("6b1d2c55-8a52-4bde-9b36-2f1b0b3d5a10")
 
@@ -111,4 +114,35 @@ def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
             for device_id, entry in inventory.cves.items()
             for cve in entry["cves"]
         ]
-    return devices + sensors + vulnerabilities
+        alerts = [alert_document(alert, subscription) for alert in inventory.alerts]
+    return devices + sensors + vulnerabilities + alerts
+
+
+def alert_document(alert: dict[str, Any], subscription: str) -> dict[str, Any]:
+    """A world alert as the cloud lists it: named by a GUID of its sensor and number, closed when handled."""
+    name = str(uuid.uuid5(WORLD, f"alert:{alert['sensorName']}:{alert['id']}"))
+    return {
+        "id": f"{_group(subscription)}/alerts/{name}",
+        "name": name,
+        "type": ALERTS,
+        "subscriptionId": subscription,
+        "properties": {
+            "systemAlertId": name,
+            "displayName": alert["title"],
+            "description": alert["message"],
+            "severity": CLOUD_SEVERITY.get(alert["severity"], "Medium"),
+            "status": "Closed" if alert["handled"] else "New",
+            "startTimeUtc": _iso(alert["time"]),
+            "endTimeUtc": _iso(alert["time"]),
+            "alertType": alert["engine"],
+            "remediationSteps": alert.get("remediationSteps"),
+            "extendedProperties": {
+                "SensorName": alert["sensorName"],
+                "ZoneName": alert.get("zoneName"),
+                "SiteName": alert.get("siteName"),
+                "SourceDeviceAddress": alert.get("sourceDeviceAddress"),
+                "DestinationDeviceAddress": alert.get("destinationDeviceAddress"),
+                "AlertEngine": alert["engine"],
+            },
+        },
+    }

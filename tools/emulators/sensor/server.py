@@ -12,14 +12,13 @@ No paging: the sensor has none. Faults as in the other emulators.
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tools.emulators.console.inventory import Inventory, generate
+from tools.emulators.console.inventory import Inventory, generate, handle_alert, raise_alert
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
 from tools.emulators.tokenapi import token_gate
@@ -46,9 +45,7 @@ class SensorEmulator(TlsEmulator):
         self.token = token
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
-        self.alerts: list[dict[str, Any]] = []
         self.extra_cves: list[dict[str, Any]] = []  # CVEs for addresses no device of the sensor has
-        self.lock = threading.Lock()
         super().__init__(host, port, tls_dir)
 
     def secret_values(self) -> set[str]:
@@ -60,35 +57,11 @@ class SensorEmulator(TlsEmulator):
             return [d for d in self.inventory.devices.values() if d["u_appliance"] == self.sensor]
 
     def raise_alert(self, title: str, severity: str = "Major", **fields: Any) -> dict[str, Any]:
-        """A new alert on this sensor, now; ``fields`` add or override alert fields."""
-        with self.lock:
-            alert = {
-                "id": len(self.alerts) + 1,
-                "time": int(time.time() * 1000),
-                "title": title,
-                "message": f"{title} (detected by {self.sensor})",
-                "severity": severity,
-                "engine": "Policy Violation",
-                "sourceDevice": 0,
-                "destinationDevice": 0,
-                "sourceDeviceAddress": "10.0.0.1",
-                "destinationDeviceAddress": "10.0.0.2",
-                "remediationSteps": ["Check the device's configuration."],
-                "additionalInformation": None,
-                "sensorName": self.sensor,
-                "zoneName": "Utilities",
-                "siteName": "Plant A",
-                "handled": False,
-                **fields,
-            }
-            self.alerts.append(alert)
-            return dict(alert)
+        """A new alert on this sensor, now, in the world's alert stream."""
+        return raise_alert(self.inventory, self.sensor, title, severity, **fields)
 
     def handle_alert(self, alert_id: int) -> None:
-        with self.lock:
-            for alert in self.alerts:
-                if alert["id"] == alert_id:
-                    alert["handled"] = True
+        handle_alert(self.inventory, self.sensor, alert_id)
 
     # -- the wire --------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
@@ -156,11 +129,13 @@ class SensorEmulator(TlsEmulator):
         if state not in (None, "handled", "unhandled"):
             raise ValueError("state must be handled or unhandled")
         low, high = int(query.get("fromTime", "0")), int(query.get("toTime", str(2**62)))
-        with self.lock:
+        with self.inventory.lock:
             alerts = [
                 dict(a)
-                for a in self.alerts
-                if low <= a["time"] <= high and (state is None or a["handled"] == (state == "handled"))
+                for a in self.inventory.alerts
+                if a["sensorName"] == self.sensor
+                and low <= a["time"] <= high
+                and (state is None or a["handled"] == (state == "handled"))
             ]
         for alert in alerts:
             alert.pop("handled")  # the sensor's alert lists say it by the state filter, not in the record
