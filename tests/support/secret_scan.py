@@ -4,7 +4,7 @@ For the whole session every log record any test produces (all loggers, DEBUG and
 arguments, extras and exception text), every metric point's attributes, and the local host's own
 log files (``record_text``) are kept. After each test the secret values the emulators know —
 passwords, client secrets, Basic credentials, every OAuth token they issued, every Key Vault secret
-and the console's API token — are collected. ``tests/test_secret_scan.py`` runs last and looks for
+and the console's and the sensors' API tokens — are collected. ``tests/test_secret_scan.py`` runs last and looks for
 each of those values in everything kept.
 """
 
