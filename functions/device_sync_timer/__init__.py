@@ -1,4 +1,4 @@
-"""Timer trigger: keeps the ServiceNow CMDB in step with the management console's inventory."""
+"""Timer trigger: keeps the ServiceNow CMDB in step with Defender for IoT's inventory, source by source."""
 
 import azure.functions as func
 
