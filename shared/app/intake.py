@@ -32,7 +32,7 @@ def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
     queue = queue_service(settings.alerts_storage).get_queue_client(settings.alerts_queue)
     overlap = timedelta(minutes=settings.intake.overlap_minutes)
     results, failed = [], []
-    secrets = secret_store(settings) if any(s.kind == "sensor" for s in settings.intake.sources) else None
+    secrets = secret_store(settings) if any(s.kind != "cloud" for s in settings.intake.sources) else None
     for source_settings in settings.intake.sources:
         source = alert_source(source_settings, settings, secrets)
         try:
@@ -61,4 +61,4 @@ def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
 def _fix(kind: str) -> str:
     if kind == "cloud":
         return "the app's identity needs read access to Defender for IoT (infra/bicep/defender-reader.bicep)"
-    return "check the sensor's API token (its Key Vault secret) and that the token may read alerts"
+    return f"check the {kind}'s API token (its Key Vault secret) and that the token may read alerts"

@@ -51,15 +51,15 @@ def sensor_source(source: SensorSourceSettings, settings: Settings, secrets: Sec
     return SensorSource.connect(source, lambda: secrets.get(source.token_secret), settings.http)
 
 
-def alert_source(
-    source: CloudSourceSettings | SensorSourceSettings, settings: Settings, secrets: SecretStore | None
-) -> AlertSource:
-    """``secrets`` is needed for a sensor's token only (a cloud source signs in with the app's identity)."""
+def alert_source(source: SourceSettings, settings: Settings, secrets: SecretStore | None) -> AlertSource:
+    """``secrets`` is needed for an API token only (a cloud source signs in with the app's identity)."""
     if isinstance(source, CloudSourceSettings):
         return cloud_source(source)
     if secrets is None:
         raise ValueError(f"source '{source.name}' needs the secret store for its API token")
-    return sensor_source(source, settings, secrets)
+    if isinstance(source, SensorSourceSettings):
+        return sensor_source(source, settings, secrets)
+    return console_source(source, settings, secrets)
 
 
 def device_source(source: SourceSettings, settings: Settings, secrets: SecretStore) -> DeviceSource:

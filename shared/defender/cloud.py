@@ -149,6 +149,7 @@ def parse_sensor(row: dict[str, Any]) -> SensorStatus:
         name=name,
         status=status,
         connectivity_time=parse_iso(properties.get("connectivityTime")),
+        online=status.lower() == "ok",
         zone=_text(properties.get("zone")),
         site=_text(properties.get("site") or properties.get("siteName")),
         version=_text(properties.get("sensorVersion")),

@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from shared.defender.alerts import parse_api_alert
 from shared.defender.model import (
     AddressCves,
     Capabilities,
@@ -23,7 +25,10 @@ from shared.defender.model import (
     Device,
     DeviceCves,
     Firmware,
+    ReadReport,
     Sensor,
+    SensorStatus,
+    SourceAlert,
     normalise_mac,
 )
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
@@ -33,6 +38,7 @@ from shared.platform.settings import HttpSettings
 
 logger = logging.getLogger("shared.defender.console")
 API = "/external/v3/integration"
+ALERTS_API = "/external/v1"
 
 
 class ConsoleError(DefenderApiError):
@@ -134,8 +140,8 @@ class ConsoleClient:
         )
         return cls(base_url.rstrip("/"), pipeline, page_size, stats, name=name)
 
-    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        url = f"{self.base_url}{API}{path}"
+    def _get(self, path: str, params: dict[str, str] | None = None, *, api: str = API) -> Any:
+        url = f"{self.base_url}{api}{path}"
         return get_json(self.pipeline, self.stats, url, path, params, service="console", error=ConsoleError)
 
     def _pages(self, path: str, key: str, params: dict[str, str] | None = None) -> Iterator[list[dict[str, Any]]]:
@@ -225,3 +231,44 @@ class ConsoleClient:
         reasons = [f"{self.skipped} device record(s) without a readable u_id"] if self.skipped else []
         self.skipped = 0
         return reasons
+
+    # -- as an alert source --------------------------------------------------------------------
+    def _alerts(self, params: dict[str, str], report: ReadReport) -> list[SourceAlert]:
+        report.queries += 1
+        document = self._get("/alerts", params, api=ALERTS_API)
+        found = []
+        for record in document if isinstance(document, list) else []:
+            if not isinstance(record, dict):
+                continue
+            try:
+                found.append(parse_api_alert(record, closed=record.get("handled") is True, sensor={}))
+            except ValueError as exc:
+                report.skipped.append(f"alert {record.get('id', '?')}: {exc}")
+        return found
+
+    def open_alerts(self, report: ReadReport) -> Iterator[SourceAlert]:
+        return iter(self._alerts({"state": "unhandled"}, report))
+
+    def alerts_started_since(self, since: datetime, report: ReadReport) -> Iterator[SourceAlert]:
+        """Alerts raised from ``since`` on, handled or not (the console says which in ``handled``)."""
+        return iter(self._alerts({"fromTime": str(int(since.timestamp() * 1000))}, report))
+
+    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
+        """The sensors' connection to the console: only ``DISCONNECTED`` is offline (out of sync, or a
+        clock difference, is still a sensor reporting)."""
+        report.queries += 1
+        return [
+            SensorStatus(
+                sensor.id,
+                sensor.name,
+                sensor.connection_state,
+                None,
+                online=sensor.connection_state.upper() != "DISCONNECTED",
+                zone=sensor.zone,
+            )
+            for sensor in self.sensors()
+            if sensor.connection_state
+        ]
+
+    def close(self) -> None:
+        self.pipeline.close()

@@ -133,15 +133,12 @@ class SourceAlert:
 class SensorStatus:
     id: str
     name: str
-    status: str  # Ok | Disconnected | Unavailable
+    status: str  # in the source's words: the cloud's Ok | Disconnected | Unavailable, the console's SYNCED | …
     connectivity_time: datetime | None
+    online: bool  # what the status means, as the source's parser reads it
     zone: str = ""
     site: str = ""
     version: str = ""
-
-    @property
-    def online(self) -> bool:
-        return self.status.lower() == "ok"
 
 
 @dataclass

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
+from shared.defender.alerts import parse_api_alert
 from shared.defender.model import (
     AddressCves,
     Capabilities,
@@ -192,30 +193,9 @@ class SensorSource:
         return f"/api/{self.settings.alerts_api}/alerts"
 
     def _alert(self, record: dict[str, Any], closed: bool) -> SourceAlert:
-        alert_id = record.get("id")
-        when = record.get("time")
-        if isinstance(alert_id, bool) or not isinstance(alert_id, int | str) or not str(alert_id):
-            raise ValueError("no id")
-        if isinstance(when, bool) or not isinstance(when, int):
-            raise ValueError("no time (epoch milliseconds)")
-        sensor = {
-            "name": _text(record.get("sensorName")) or self.name,
-            "site": self.settings.site or _text(record.get("siteName")),
-            "zone": self.settings.zone or _text(record.get("zoneName")),
-        }
-        fields = (
-            "id", "time", "title", "message", "severity", "engine", "sourceDevice", "destinationDevice",
-            "sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps", "additionalInformation",
-        )  # fmt: skip
-        alert = {k: record[k] for k in fields if record.get(k) is not None}
-        return SourceAlert(
-            id=str(alert_id),
-            resource_id="",
-            started=datetime.fromtimestamp(when / 1000, UTC),
-            status="Closed" if closed else "Active",
-            alert=alert,
-            sensor={k: v for k, v in sensor.items() if v},
-        )
+        # The sensor's name as it reports it (v2), else the source's; where it is, from the settings first.
+        where = {"name": _text(record.get("sensorName")) or self.name, "site": self.settings.site}
+        return parse_api_alert(record, closed=closed, sensor={**where, "zone": self.settings.zone})
 
     def _read_alerts(
         self, params: dict[str, str], report: ReadReport, closed: Callable[[str], bool]

@@ -212,9 +212,10 @@ class SensorSourceSettings:
 
 @dataclass(frozen=True)
 class ConsoleSourceSettings:
-    """A legacy on-premises management console (integration API v3): devices only.
+    """A legacy on-premises management console: devices (integration API v3), alerts and sensor health.
 
-    ``legacy`` marks the one the ``CONSOLE_*`` settings describe, whose sync state keeps its old keys."""
+    ``legacy`` marks the one the ``CONSOLE_*`` settings describe: its sync state keeps its old keys, and
+    it stays a device source only, as it was (its alerts may already reach the queue another way)."""
 
     name: str
     url: str
@@ -222,7 +223,7 @@ class ConsoleSourceSettings:
     ca_bundle: Path | None = None
     proxy: ProxyUrl | None = None
     devices: bool = True
-    alerts: bool = False
+    alerts: bool = True
     data_source: str | None = None
     legacy: bool = False
     kind: Literal["console"] = "console"
@@ -233,7 +234,7 @@ SourceSettings = CloudSourceSettings | SensorSourceSettings | ConsoleSourceSetti
 
 @dataclass(frozen=True)
 class IntakeSettings:
-    sources: tuple[CloudSourceSettings | SensorSourceSettings, ...] = ()
+    sources: tuple[SourceSettings, ...] = ()
     state_table: str = "alertintake"
     overlap_minutes: float = 10.0  # how far each read reaches back (Resource Graph shows changes late)
 
@@ -603,7 +604,9 @@ def _check_device_sync(
                 "CONSOLE_URL describes a source named 'console', and DEFENDER_SOURCES has one too; "
                 "rename that one, or describe the console in DEFENDER_SOURCES only"
             )
-        legacy = ConsoleSourceSettings("console", console_url.rstrip("/"), token_secret, ca_bundle, proxy, legacy=True)
+        legacy = ConsoleSourceSettings(
+            "console", console_url.rstrip("/"), token_secret, ca_bundle, proxy, alerts=False, legacy=True
+        )
         sources = (legacy, *sources)
     if enabled and not sources:
         reader.fail(
@@ -689,11 +692,10 @@ def _parse_source(raw: Any, index: int, client_id: str | None) -> SourceSettings
         return _parse_cloud(raw, where, client_id, ca_bundle, devices, data_source, name)
     proxy = parse_proxy_url(str(raw["proxy_url"]), f"{where}.proxy_url") if raw.get("proxy_url") else None
     if kind == "console":
-        if _flag(raw, "alerts", False, where):
-            raise ValueError(f"{where}.alerts: the console source reads devices only; its alerts are not read")
         url = _https_url(raw, "url", where, "https://<management console>")
         token = _secret_name(raw, where, f"defender-console-{name}-token")
-        return ConsoleSourceSettings(name, url, token, ca_bundle, proxy, devices, data_source=data_source)
+        alerts = _flag(raw, "alerts", True, where)
+        return ConsoleSourceSettings(name, url, token, ca_bundle, proxy, devices, alerts, data_source)
     url = _https_url(raw, "url", where, "https://<sensor address>")
     alerts_api = raw.get("alerts_api", "v2")
     if alerts_api not in ("v1", "v2"):
@@ -776,7 +778,7 @@ def _check_intake(reader: _Reader, sources: tuple[SourceSettings, ...]) -> Intak
     if not re.fullmatch(r"[A-Za-z][A-Za-z0-9]{2,62}", table):
         reader.fail(f"ALERT_INTAKE_STATE_TABLE={table!r} is not a table name; expected 3-63 letters and digits")
     return IntakeSettings(
-        sources=tuple(s for s in sources if not isinstance(s, ConsoleSourceSettings) and s.alerts),
+        sources=tuple(s for s in sources if s.alerts),
         state_table=table,
         overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
     )

@@ -32,7 +32,7 @@ from shared.platform.settings import (
 )
 from tests.conftest import SN_PASSWORD, SN_USER
 from tests.integration.test_intake import drain
-from tools.emulators.console import Inventory, generate, mutate
+from tools.emulators.console import ConsoleEmulator, Inventory, generate, mutate
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.resourcegraph.world import device_name
 from tools.emulators.resourcegraph.world import documents as cloud_documents
@@ -58,6 +58,13 @@ def world(graph: ResourceGraphEmulator) -> Inventory:
 @pytest.fixture
 def sensor(world: Inventory, tls_dir: Path) -> Iterator[SensorEmulator]:
     emulator = SensorEmulator(world, sensor="sensor-1", token=TOKEN, tls_dir=tls_dir).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def console(world: Inventory, tls_dir: Path) -> Iterator[ConsoleEmulator]:
+    emulator = ConsoleEmulator(world, token="Console-Token-7", tls_dir=tls_dir).start()
     yield emulator
     emulator.stop()
 
@@ -419,10 +426,12 @@ def test_a_sensor_that_fails_for_a_moment_is_retried_and_one_that_stays_down_fai
     assert make_sync(local_sensor(sensor)).run().error == ""  # the next run resumes
 
 
-def test_one_alert_stream_seen_by_the_cloud_and_by_the_sensor_alike(
-    world: Inventory, graph: ResourceGraphEmulator, sensor: SensorEmulator, azurite: Azurite
+def test_one_alert_stream_seen_by_the_cloud_the_sensor_and_the_console_alike(
+    world: Inventory, graph: ResourceGraphEmulator, sensor: SensorEmulator, console: ConsoleEmulator, azurite: Azurite
 ) -> None:
-    """The world's alerts, raised and handled once, come in the same through either source."""
+    """The world's alerts, raised and handled once, come in the same through each kind of source; a sensor
+    the console reports disconnected becomes a system notification."""
+    from shared.defender.console import ConsoleClient
     from tools.emulators.console import handle_alert, raise_alert
 
     def intake(source: Any) -> tuple[Intake, QueueClient]:
@@ -434,7 +443,8 @@ def test_one_alert_stream_seen_by_the_cloud_and_by_the_sensor_alike(
         return Intake(source, queue, state), queue
 
     settings = CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem)
-    views = [intake(cloud_source(settings)), intake(local_sensor(sensor))]
+    reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-7"), HTTP, ca_bundle=console.ca_pem)
+    views = [intake(cloud_source(settings)), intake(local_sensor(sensor)), intake(reader)]
     raised = raise_alert(world, "sensor-1", "Unauthorized PLC Programming", "Critical", zoneName="Line 1")
     graph.load_world(world)
     seen = []
@@ -442,10 +452,16 @@ def test_one_alert_stream_seen_by_the_cloud_and_by_the_sensor_alike(
         each.run()
         (message,) = drain(queue)
         seen.append((message["kind"], message["alert"]["title"], message["alert"]["severity"], message["sensor"]))
-    assert seen[0][:3] == seen[1][:3] == ("alert", "Unauthorized PLC Programming", "Critical")
-    assert seen[0][3]["name"] == "sensor-1" and seen[0][3]["zone"] == "Line 1"
+    assert seen[0][:3] == seen[1][:3] == seen[2][:3] == ("alert", "Unauthorized PLC Programming", "Critical")
+    assert seen[0][3]["name"] == seen[2][3]["name"] == "sensor-1" and seen[0][3]["zone"] == "Line 1"
     handle_alert(world, "sensor-1", raised["id"])
     graph.load_world(world)
     for each, queue in views:
         each.run()
         assert [m["kind"] for m in drain(queue)] == ["alert_status"]
+    world.sensors[1]["u_connection_state"] = "DISCONNECTED"
+    console_intake, console_queue = views[2]
+    console_intake.run()
+    (notification,) = drain(console_queue)
+    assert notification["kind"] == "system" and notification["system"]["status"] == "offline"
+    assert notification["sensor"]["name"] == "sensor-2"

@@ -156,6 +156,7 @@ def test_device_sync_defaults_and_requirements() -> None:
         "https://console.plant",
         True,
     )
+    assert not legacy.alerts and load_settings(env(CONSOLE_URL="https://cm")).intake.sources == ()  # as it was
 
 
 def test_a_claim_time_shorter_than_a_write_is_refused() -> None:
@@ -225,7 +226,7 @@ def test_a_cloud_source_is_typed() -> None:
         ({"name": "s", "kind": "sensor", "subscriptions": [SUBSCRIPTION]}, "DEFENDER_SOURCES[s] has unknown field(s)"),
         ({"name": "s", "kind": "sensor", "url": "http://10.1.1.5"}, "DEFENDER_SOURCES[s].url='http://10.1.1.5' is"),
         ({"name": "s", "kind": "sensor", "url": "https://s", "alerts_api": "v3"}, "DEFENDER_SOURCES[s].alerts_api="),
-        ({"name": "m", "kind": "console", "url": "https://cm", "alerts": True}, "DEFENDER_SOURCES[m].alerts: the"),
+        ({"name": "m", "kind": "console", "url": "https://cm", "alerts": 1}, "DEFENDER_SOURCES[m].alerts=1 is invalid"),
         (
             {"name": "c", "kind": "cloud", "subscriptions": [SUBSCRIPTION], "devices": "yes"},
             "DEFENDER_SOURCES[c].devic",
@@ -266,8 +267,8 @@ def test_the_three_kinds_of_source_are_typed() -> None:
         "SG-MicrosoftDefenderIoT",
         False,
     )
-    # The intake reads the sources with alerts: not the cloud one switched off, never a console.
-    assert [s.name for s in settings.intake.sources] == ["line-4"]
+    # The intake reads the sources with alerts: not the cloud one switched off.
+    assert [s.name for s in settings.intake.sources] == ["line-4", "old-cm"]
     assert cloud.kind == "cloud" and not cloud.alerts
 
 

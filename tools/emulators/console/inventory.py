@@ -204,10 +204,13 @@ def raise_alert(
     """A new alert on ``sensor`` (now, unless ``at_ms``); ``fields`` add or override alert fields. Alert ids
     count per sensor, as a sensor numbers its own."""
     with inventory.lock:
-        number = 1 + sum(1 for a in inventory.alerts if a["sensorName"] == sensor)
+        mine = [a for a in inventory.alerts if a["sensorName"] == sensor]
+        when = at_ms if at_ms is not None else int(time.time() * 1000)
+        if mine and at_ms is None:
+            when = max(when, mine[-1]["time"] + 1)  # one alert per millisecond and sensor (the console's ids)
         alert = {
-            "id": number,
-            "time": at_ms if at_ms is not None else int(time.time() * 1000),
+            "id": len(mine) + 1,
+            "time": when,
             "title": title,
             "message": f"{title} (detected by {sensor})",
             "severity": severity,

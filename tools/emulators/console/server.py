@@ -20,6 +20,7 @@ from tools.emulators.httpserver import Reply, TlsEmulator
 from tools.emulators.tokenapi import token_gate
 
 PREFIX = "/external/v3/integration/"
+ALERTS = "/external/v1/alerts"
 DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README  # nosec B105
 
 
@@ -56,6 +57,8 @@ class ConsoleEmulator(TlsEmulator):
         serve, answer = token_gate(headers, self.token, self.faults, self.stats)
         if not serve:
             return answer
+        if method == "GET" and url.path == ALERTS:
+            return Reply(200, self.alerts({k: v[0] for k, v in parse_qs(url.query).items()}))
         if method != "GET" or not url.path.startswith(PREFIX):
             return Reply(404, {"error": "Not Found"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -121,6 +124,34 @@ class ConsoleEmulator(TlsEmulator):
                     )
             return paged(rows, "u_device_cves")
         return Reply(404, {"error": "Not Found"})
+
+    def alerts(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """The world's alerts as the console lists them (every sensor's; ``state``, ``fromTime``, ``toTime``):
+        ids of sensor id and time, the sensor's, zone's and site's ids and names, and ``handled``."""
+        state = query.get("state")
+        low, high = int(query.get("fromTime", "0")), int(query.get("toTime", str(2**62)))
+        sensors = {s["u_name"]: s for s in self.inventory.sensors}
+        with self.inventory.lock:
+            chosen = [
+                a
+                for a in self.inventory.alerts
+                if low <= a["time"] <= high and (state is None or a["handled"] == (state == "handled"))
+            ]
+            listed = []
+            for alert in chosen:
+                sensor = sensors.get(alert["sensorName"], {"u_id": 0, "u_zone_id": 0})
+                steps = alert.get("remediationSteps") or []
+                listed.append(
+                    {
+                        **{k: v for k, v in alert.items() if k != "remediationSteps"},
+                        "id": f"{sensor['u_id']}-{alert['time']}",
+                        "remediationSteps": " ".join(steps) if isinstance(steps, list) else steps,
+                        "sensorId": sensor["u_id"],
+                        "zoneId": sensor["u_zone_id"],
+                        "siteId": 1,
+                    }
+                )
+        return listed
 
     def _changed_devices(self, since: int) -> list[dict[str, Any]]:
         """Devices updated after ``since``, oldest first; cached until the inventory changes, because a
