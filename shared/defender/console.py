@@ -32,6 +32,7 @@ from shared.defender.model import (
     normalise_mac,
 )
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
+from shared.defender.writeback import WriteResult, console_close
 from shared.http.policies import CallStats, Pipeline, build_pipeline
 from shared.platform.secrets import Secret
 from shared.platform.settings import HttpSettings
@@ -269,6 +270,10 @@ class ConsoleClient:
             for sensor in self.sensors()
             if sensor.connection_state
         ]
+
+    def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:
+        """Handle (and, with ``learn``, learn) an alert by its UUID; ``gone`` when the console has no such alert."""
+        return console_close(self.pipeline, self.stats, self.base_url, self.name, reference, learn)
 
     def close(self) -> None:
         self.pipeline.close()

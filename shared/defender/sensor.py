@@ -33,6 +33,7 @@ from shared.defender.model import (
     normalise_mac,
 )
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
+from shared.defender.writeback import WriteBackUnsupportedError, WriteResult
 from shared.http.policies import CallStats, Pipeline, build_pipeline
 from shared.platform.secrets import Secret
 from shared.platform.settings import HttpSettings, SensorSourceSettings
@@ -228,6 +229,11 @@ class SensorSource:
 
     def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
         return []  # the API does not say whether the sensor is online (only that it answered)
+
+    def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:
+        raise WriteBackUnsupportedError(
+            f"source '{self.name}': a locally managed sensor's API cannot handle an alert; close it on the sensor"
+        )
 
     def close(self) -> None:
         self.pipeline.close()

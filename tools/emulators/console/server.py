@@ -44,6 +44,7 @@ class ConsoleEmulator(TlsEmulator):
         self.token = token
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
+        self.actions: list[tuple[str, str]] = []  # (alert UUID, action), in order
         super().__init__(host, port, tls_dir)
         self._listing: tuple[tuple[int, int, int, int], list[dict[str, Any]]] | None = None
 
@@ -59,6 +60,8 @@ class ConsoleEmulator(TlsEmulator):
             return answer
         if method == "GET" and url.path == ALERTS:
             return Reply(200, self.alerts({k: v[0] for k, v in parse_qs(url.query).items()}))
+        if method == "PUT" and url.path.startswith(ALERTS + "/"):
+            return self.act_on_alert(url.path[len(ALERTS) + 1 :], body)
         if method != "GET" or not url.path.startswith(PREFIX):
             return Reply(404, {"error": "Not Found"})
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
@@ -152,6 +155,24 @@ class ConsoleEmulator(TlsEmulator):
                     }
                 )
         return listed
+
+    def act_on_alert(self, uuid: str, body: bytes) -> Reply:
+        """``PUT /external/v1/alerts/<UUID>`` with ``{"action": "handle" | "handleAndLearn"}``."""
+        try:
+            action = json.loads(body)["action"]
+        except (ValueError, KeyError, TypeError):
+            return Reply(400, {"error": "expected {'action': 'handle' | 'handleAndLearn'}"})
+        if action not in ("handle", "handleAndLearn"):
+            return Reply(400, {"error": f"unknown action {action!r}"})
+        sensors = {s["u_name"]: s["u_id"] for s in self.inventory.sensors}
+        with self.inventory.lock:
+            for alert in self.inventory.alerts:
+                if f"{sensors.get(alert['sensorName'], 0)}-{alert['time']}" == uuid:
+                    alert["handled"] = True
+                    self.stats["alert_actions"] += 1
+                    self.actions.append((uuid, action))
+                    return Reply(200, {"content": f"Alert {action} done"})
+        return Reply(404, {"error": f"no alert {uuid}"})
 
     def _changed_devices(self, since: int) -> list[dict[str, Any]]:
         """Devices updated after ``since``, oldest first; cached until the inventory changes, because a

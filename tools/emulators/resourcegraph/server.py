@@ -5,8 +5,10 @@ What the real ``azure-mgmt-resourcegraph`` SDK sees of ARG, pointed at it throug
 {"$top", "$skipToken", "resultFormat"}}`` → ``{"totalRecords", "count", "resultTruncated", "$skipToken",
 "data"}``; an ARM bearer token required (any non-empty one: the token flow is Entra ID's, not ARG's);
 the per-user quota headers (``x-ms-user-quota-remaining``, ``x-ms-user-quota-resets-after``) and a 429
-past the quota; eventual consistency (a resource shows ``consistency_seconds`` after it changed); and
-the shared fault plan.
+past the quota; eventual consistency (a change shows ``consistency_seconds`` after it was made; until then
+queries show the version before it, and a new resource not at all); Resource Manager's alert writes
+(``PATCH`` of an alert's status, its ``learn`` action) with the hourly write limit; and the shared fault
+plan.
 
 Only the KQL shapes the product sends are evaluated, honestly — anything else is refused with the
 ``InvalidQuery`` error ARG gives, so a query the product changes cannot pass here and fail in Azure:
@@ -41,6 +43,14 @@ from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
 
 TABLE = "iotsecurityresources"
+# Resource Manager's alert operations: PATCH the alert (its status), POST its learn action.
+ALERT_PATH = re.compile(
+    r"^(?P<id>/subscriptions/[^/]+/providers/Microsoft\.IoTSecurity/locations/[^/]+/deviceGroups/[^/]+/alerts/[^/]+)"
+    r"(?P<learn>/learn)?$",
+    re.I,
+)
+ALERT_STATUSES = ("Active", "New", "InProgress", "Closed")
+WRITES_PER_HOUR = 1200  # Resource Manager's documented default per subscription and principal
 QUERY_PATH = "/providers/microsoft.resourcegraph/resources"
 MAX_TOP = 1000
 SHAPE = re.compile(
@@ -59,6 +69,10 @@ SHAPE = re.compile(
 class StoredResource:
     document: dict[str, Any]
     visible_at: float  # eventual consistency: when a query first sees this version
+    previous: dict[str, Any] | None = None  # what queries show until then (None: a new resource, not shown)
+
+    def seen(self, now: float) -> dict[str, Any] | None:
+        return self.document if self.visible_at <= now else self.previous
 
 
 @dataclass
@@ -87,6 +101,8 @@ class ResourceGraphEmulator(TlsEmulator):
         self.consistency_seconds = 0.0
         self.stats: Counter[str] = Counter()
         self.queries: list[str] = []
+        self.writes: list[tuple[str, str, str]] = []  # (method, alert id, status), in order
+        self.write_window = [0.0, 0]
         super().__init__(host, port, tls_dir)
 
     # -- the world -------------------------------------------------------------------------
@@ -100,7 +116,8 @@ class ResourceGraphEmulator(TlsEmulator):
 
     def _store(self, document: dict[str, Any], visible_at: float) -> None:
         key = str(document["id"]).lower()
-        stored = StoredResource(document, visible_at)
+        current = self.resources.get(key)
+        stored = StoredResource(document, visible_at, current.seen(time.time()) if current else None)
         self.resources[key] = stored
         self.by_type.setdefault(str(document.get("type", "")).lower(), {})[key] = stored
         self.version += 1
@@ -145,6 +162,8 @@ class ResourceGraphEmulator(TlsEmulator):
         self.consistency_seconds = 0.0
         self.stats.clear()
         self.queries.clear()
+        self.writes.clear()
+        self.write_window = [0.0, 0]
 
     # -- the wire --------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
@@ -163,6 +182,8 @@ class ResourceGraphEmulator(TlsEmulator):
             if fault.status == 429:
                 return self.throttled(fault.retry_after or "1")
             return azure_error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
+        if ALERT_PATH.match(url.path) and method in ("PATCH", "POST"):
+            return self.write_alert(method, url.path, url.query, body)
         if method != "POST" or url.path.lower() != QUERY_PATH:
             return azure_error(404, "NotFound", f"{method} {url.path} is not served here")
         remaining, resets_after = self.take_quota()
@@ -251,10 +272,10 @@ class ResourceGraphEmulator(TlsEmulator):
             candidates = list(self.by_type.get(shape["type"], {}).values())
             pending = [r.visible_at for r in candidates if r.visible_at > now]
             documents = [
-                r.document
+                document
                 for r in candidates
-                if r.visible_at <= now
-                and (not wanted or str(r.document.get("subscriptionId", self.subscription)).lower() in wanted)
+                if (document := r.seen(now)) is not None
+                and (not wanted or str(document.get("subscriptionId", self.subscription)).lower() in wanted)
             ]
         rows: list[dict[str, Any]] = []
         excluded = (shape["not_status"] or "").lower()
@@ -278,6 +299,48 @@ class ResourceGraphEmulator(TlsEmulator):
             self._cache = (key, rows)
             self._cache_until = min(pending, default=math.inf)
         return rows
+
+    def write_alert(self, method: str, path: str, query: str, body: bytes) -> Reply:
+        """ARM's alert write: ``PATCH`` with ``{"properties": {"status": …}}``, or ``POST …/learn`` (closes it);
+        the change shows in queries ``consistency_seconds`` later, as any change. Writes count against
+        Resource Manager's hourly write limit, reported in ``x-ms-ratelimit-remaining-subscription-writes``."""
+        match = ALERT_PATH.match(path)
+        assert match is not None
+        if "api-version=" not in query:
+            return azure_error(400, "MissingApiVersionParameter", "The api-version query parameter is required.")
+        now = time.time()
+        with self.lock:
+            if now - self.write_window[0] >= 3600:
+                self.write_window = [now, 0]
+            self.write_window[1] += 1
+            remaining = WRITES_PER_HOUR - self.write_window[1]
+        limit = {"x-ms-ratelimit-remaining-subscription-writes": str(max(0, remaining))}
+        if remaining < 0:
+            self.stats["throttled"] += 1
+            return azure_error(429, "TooManyRequests", "Too many writes.", {"Retry-After": "60", **limit})
+        status = "Closed"
+        if not match["learn"]:
+            try:
+                status = str(json.loads(body)["properties"]["status"])
+            except (ValueError, KeyError, TypeError):
+                return azure_error(400, "InvalidRequestContent", "The body must be {'properties': {'status': …}}.")
+            if status not in ALERT_STATUSES:
+                return azure_error(400, "InvalidRequestContent", f"status must be one of {', '.join(ALERT_STATUSES)}")
+        with self.lock:
+            stored = self.resources.get(match["id"].lower())
+            document = json.loads(json.dumps(stored.document)) if stored else None
+        if (
+            document is None
+            or str(document.get("type", "")).lower() != "microsoft.iotsecurity/locations/devicegroups/alerts"
+        ):
+            return azure_error(404, "ResourceNotFound", f"The alert '{match['id']}' was not found.", limit)
+        document.setdefault("properties", {})["status"] = status
+        self.stats["writes"] += 1
+        self.writes.append((method, match["id"], status))
+        self.put(document)
+        reply = Reply(200, document)
+        reply.headers.update(limit)
+        return reply
 
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         name = path[len("/_emulator/") :]
