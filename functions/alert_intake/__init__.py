@@ -1,5 +1,6 @@
 """Timer trigger: collects alerts, their closings and sensor health from the Defender for IoT sources onto
-the alerts queue (nothing to do until DEFENDER_SOURCES names one)."""
+the alerts queue, then closes at their source the alerts whose records analysts resolved in ServiceNow
+(nothing to do until DEFENDER_SOURCES names a source)."""
 
 import azure.functions as func
 
@@ -11,6 +12,6 @@ bp = func.Blueprint()
 @bp.function_name("alert_intake")
 @bp.timer_trigger(arg_name="timer", schedule="%ALERT_INTAKE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def alert_intake(timer: func.TimerRequest) -> None:
-    from shared.app.intake import run_intake  # noqa: PLC0415 - see above
+    from shared.app.intake import run_cycle  # noqa: PLC0415 - see above
 
-    run_intake()
+    run_cycle()

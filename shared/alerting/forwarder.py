@@ -207,6 +207,7 @@ class Forwarder:
             correlation_id=fields["correlation_id"],
             delivery_id=delivery_id,
             generation=generation,
+            origin=(message.origin.source, message.origin.ref) if message.origin else None,
         )
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
 
@@ -238,7 +239,8 @@ class Forwarder:
             return self._write(message, action, taken, delivery_id, recover=False, operation="recreated")
         # The occurrence is counted before the note is written, so parallel repeats each get their own number.
         try:
-            counted = self.ledger.delivered(entry, delivery_id, **({"resolved": False} if reopen else {}))
+            reset = {"resolved": False, "written_back": ""} if reopen else {}  # reopened: the loop starts again
+            counted = self.ledger.delivered(entry, delivery_id, **reset)
         except ContentionError:
             raise DeferError("other workers are recording repeats of this alert now", BUSY_RETRY_SECONDS) from None
         if counted is None:
@@ -263,6 +265,10 @@ class Forwarder:
         for entry in self.ledger.entries(alert_key(message)):
             action = rules.actions.get(entry.action)
             if action is None or entry.state != "created" or entry.resolved:
+                continue
+            if entry.written_back:
+                # The alert was closed because its record was resolved in ServiceNow: nothing to resolve again.
+                self.ledger.resolved(entry)
                 continue
             v = values(message)
             notes = render(action.close_notes, v).strip()

@@ -164,8 +164,14 @@ class IntakeState:
         )
 
 
-def alert_message(alert: SourceAlert) -> dict[str, Any]:
-    message = {"schema": SCHEMA, "kind": "alert", "sensor": dict(alert.sensor), "alert": dict(alert.alert)}
+def alert_message(alert: SourceAlert, source: str) -> dict[str, Any]:
+    message = {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": dict(alert.sensor),
+        "alert": dict(alert.alert),
+        "origin": {"source": source, "ref": alert.resource_id or alert.id},
+    }
     if alert.protocol:
         message["protocol"] = alert.protocol
     return message
@@ -230,7 +236,7 @@ class Intake:
         for alert in sorted(seen.values(), key=lambda a: (a.started, a.id)):
             before = known.get(alert.id, {}).get("state")
             if before is None or (before == "closed" and not alert.closed):
-                messages.append(("alert", alert_message(alert)))
+                messages.append(("alert", alert_message(alert, name)))
             if alert.closed and before != "closed":
                 messages.append(("alert_status", status_message(alert.id, alert.sensor, name)))
             after: AlertState = "closed" if alert.closed else "open"

@@ -7,6 +7,11 @@ duplicated message costs no ServiceNow write. A claim left behind by a crash (be
 ServiceNow write and the ledger update) goes stale after ``claim_seconds`` and the next worker
 recovers: it looks the record up by correlation id before it would create one. A claim whose
 write failed ambiguously is marked *uncertain* at once, so recovery starts without waiting.
+
+It also records where each change of status came from, so the loop with Defender never ping-pongs:
+``resolved`` (the alert was handled in Defender and the record resolved for it) and ``written_back``
+(the record was resolved in ServiceNow and the alert closed at its source for it). Each record's
+correlation id is indexed to its row, and the row keeps the alert's origin (source and the source's id).
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ class Entry:
     deliveries: tuple[str, ...] = ()
     resolved: bool = False
     claimed_at: datetime | None = None
+    origin_source: str = ""  # the intake's source of the alert, and that source's id of it (write-back)
+    origin_ref: str = ""
+    written_back: str = ""  # "" | closed | gone | unsupported: the alert's closing at its source for the record
 
     @classmethod
     def from_entity(cls, entity: Any) -> Entry:
@@ -73,12 +81,18 @@ class Entry:
             deliveries=tuple(json.loads(entity.get("deliveries", "[]"))),
             resolved=bool(entity.get("resolved", False)),
             claimed_at=parse_iso(entity.get("claimed_at")),  # a datetime; older rows hold ISO text
+            origin_source=entity.get("origin_source", ""),
+            origin_ref=entity.get("origin_ref", ""),
+            written_back=entity.get("written_back", ""),
         )
 
 
 def _fields(values: dict[str, Any]) -> dict[str, Any]:
     """Ledger columns as Entry fields (deliveries are stored as JSON text)."""
-    known = {"state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at"}
+    known = {
+        "state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at",
+        "origin_source", "origin_ref", "written_back",
+    }  # fmt: skip
     fields = {k: v for k, v in values.items() if k in known}
     if "deliveries" in values:
         fields["deliveries"] = tuple(json.loads(values["deliveries"]))
@@ -175,24 +189,53 @@ class Ledger:
         correlation_id: str,
         delivery_id: str,
         generation: int,
+        origin: tuple[str, str] | None = None,
     ) -> Entry:
         deliveries = [*(d for d in entry.deliveries if d != delivery_id), delivery_id][-MAX_DELIVERIES:]
-        updated = self._merge(
-            entry,
+        # The index first: a record the write-back finds must lead to its row (a repeat of this is harmless).
+        self.table.upsert_entity(
             {
-                "state": "created",
-                "sys_id": sys_id,
-                "number": number,
-                "table": table,
-                "correlation_id": correlation_id,
-                "generation": generation,
-                "deliveries": json.dumps(deliveries),
-                "resolved": False,
-            },
+                **self._index_keys(correlation_id),
+                "alert_key": entry.alert_key,
+                "action": entry.action,
+            }
         )
+        values: dict[str, Any] = {
+            "state": "created",
+            "sys_id": sys_id,
+            "number": number,
+            "table": table,
+            "correlation_id": correlation_id,
+            "generation": generation,
+            "deliveries": json.dumps(deliveries),
+            "resolved": False,
+            "written_back": "",
+        }
+        if origin is not None:
+            values |= {"origin_source": origin[0], "origin_ref": origin[1]}
+        updated = self._merge(entry, values)
         if updated is None:
             raise RuntimeError(f"ledger entry for {entry.alert_key}/{entry.action} changed while this worker held it")
         return updated
+
+    @staticmethod
+    def _index_keys(correlation_id: str) -> dict[str, str]:
+        digest = hashlib.sha256(correlation_id.encode()).hexdigest()
+        return {"PartitionKey": f"correlation-{digest[:2]}", "RowKey": digest}
+
+    def by_correlation(self, correlation_id: str) -> Entry | None:
+        """The row of the record with this correlation id (None: not a record this ledger wrote)."""
+        try:
+            keys = self._index_keys(correlation_id)
+            index = self.table.get_entity(partition_key=keys["PartitionKey"], row_key=keys["RowKey"])
+        except ResourceNotFoundError:
+            return None
+        entry = self._get(index["alert_key"], index["action"])
+        return entry if entry is not None and entry.correlation_id == correlation_id else None
+
+    def written_back(self, entry: Entry, result: str) -> None:
+        """The record's resolution was carried to the alert's source (``result``: closed, gone, unsupported)."""
+        self._merge(entry, {"written_back": result})
 
     def uncertain(self, entry: Entry) -> None:
         """The write may or may not have reached ServiceNow: recover by lookup next time, without waiting."""

@@ -203,6 +203,16 @@ class Resolution:
 
 
 @dataclass(frozen=True)
+class Origin:
+    """Where the alert intake took the alert from: the source's name in DEFENDER_SOURCES and the source's own
+    id of the alert (a cloud alert's resource id, a console alert's UUID), so that closing its record can
+    close the alert there. A sensor-side sender leaves it out."""
+
+    source: str
+    ref: str
+
+
+@dataclass(frozen=True)
 class AlertMessage:
     kind: Kind
     sensor: Sensor
@@ -211,6 +221,7 @@ class AlertMessage:
     system: SystemNotification | None = None
     resolution: Resolution | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    origin: Origin | None = None
 
     @property
     def alert_id(self) -> str | None:
@@ -287,6 +298,16 @@ def _alert(alert: _Object) -> Alert:
     )
 
 
+def _origin(envelope: _Object) -> Origin | None:
+    origin = envelope.child("origin", required=False)
+    if origin is None:
+        return None
+    source = origin.text("source", required=True, limit=64)
+    ref = origin.text("ref", required=True, limit=1024)
+    assert source is not None and ref is not None
+    return Origin(source, ref)
+
+
 def parse_message(body: bytes) -> AlertMessage:
     """Decode and validate one queue message body (already base64-decoded by the trigger)."""
     if len(body) > MAX_QUEUE_MESSAGE_BYTES:
@@ -314,7 +335,9 @@ def parse_message(body: bytes) -> AlertMessage:
     if kind == "alert":
         alert = envelope.child("alert")
         assert alert is not None
-        return AlertMessage("alert", _sensor(envelope, alert), _alert(alert), protocol, raw=document)
+        return AlertMessage(
+            "alert", _sensor(envelope, alert), _alert(alert), protocol, raw=document, origin=_origin(envelope)
+        )
     if kind == "system":
         system = envelope.child("system")
         assert system is not None

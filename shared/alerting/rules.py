@@ -58,7 +58,12 @@ ACTION_FIELDS = {
     "on_closed",
     "close_code",
     "close_notes",
+    "write_back",
+    "done_states",
+    "learn_close_codes",
 }
+# The record states that mean "done" (resolved or closed), by table, unless an action names its own.
+DONE_STATES = {"incident": ("6", "7"), "sn_si_incident": ("3",)}
 
 
 class RulesError(ValueError):
@@ -82,6 +87,14 @@ class Action:
     on_closed: Literal["reopen", "new"] = "new"
     close_code: str = "Resolved by caller"
     close_notes: str = "Alert handled in Microsoft Defender for IoT ({resolution} by {handled_by}). {resolution_notes}"
+    # Closing the loop: a record resolved in ServiceNow closes its alert at the source (where one can).
+    write_back: bool = True
+    done_states: tuple[str, ...] = ()  # empty: DONE_STATES of the table
+    learn_close_codes: tuple[str, ...] = ()  # close codes that close the alert and learn its traffic
+
+    @property
+    def done(self) -> tuple[str, ...]:
+        return self.done_states or DONE_STATES.get(self.table, ("6", "7"))
 
 
 @dataclass(frozen=True)
@@ -271,6 +284,17 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
             errors.fail(f"{where}.{key}: expected a non-empty text")
         elif key in raw and key != "close_code" and (problem := templates.check(raw[key])):
             errors.fail(f"{where}.{key}: {problem}")
+    write_back = raw.get("write_back", True)
+    if not isinstance(write_back, bool):
+        errors.fail(f"{where}.write_back: expected true or false")
+    lists: dict[str, tuple[str, ...]] = {}
+    for key in ("done_states", "learn_close_codes"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+            what = "record states" if key == "done_states" else "close codes"
+            errors.fail(f"{where}.{key}: expected a list of texts ({what})")
+            value = []
+        lists[key] = tuple(value)
     for target, template in (raw.get("field_map") or {}).items() if isinstance(raw.get("field_map"), dict) else ():
         if isinstance(template, str) and (problem := templates.check(template)):
             errors.fail(f"{where}.field_map.{target}: {problem}")
@@ -286,6 +310,9 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
         fields=dict(raw.get("fields") or {}),
         field_map=raw.get("field_map"),
         on_closed=on_closed,
+        write_back=write_back,
+        done_states=lists["done_states"],
+        learn_close_codes=lists["learn_close_codes"],
         **options,
     )
 

@@ -62,3 +62,20 @@ def _fix(kind: str) -> str:
     if kind == "cloud":
         return "the app's identity needs read access to Defender for IoT (infra/bicep/defender-reader.bicep)"
     return f"check the {kind}'s API token (its Key Vault secret) and that the token may read alerts"
+
+
+def run_cycle(settings: Settings | None = None) -> None:
+    """The alert_intake timer: take in what the sources raised and closed, then write back what analysts
+    resolved in ServiceNow (:mod:`shared.app.writeback`). Either failing does not stop the other; the
+    invocation fails after both, so that it shows."""
+    from shared.app.writeback import run_writeback  # noqa: PLC0415 - the rules and ledger only when needed
+
+    settings = settings or get_settings()
+    problems = []
+    for step in (run_intake, run_writeback):
+        try:
+            step(settings)
+        except RuntimeError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise RuntimeError("; ".join(problems))

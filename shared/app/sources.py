@@ -3,12 +3,13 @@ sensors and consoles, as the device sync and the alert intake read them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.defender.console import ConsoleClient
 from shared.defender.model import AlertSource, DeviceSource
 from shared.defender.rest import DefenderApiError
 from shared.defender.sensor import SensorSource
+from shared.defender.writeback import AlertWriter, CloudAlertWriter
 from shared.platform.identity import LocalEmulatorCredential, azure_credential
 from shared.platform.secrets import SecretStore
 from shared.platform.settings import (
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
 SOURCE_ERRORS: tuple[type[Exception], ...] = (DefenderApiError,)
 
 
+def cloud_credential(source: CloudSourceSettings) -> Any:
+    """How the app signs in to Azure Resource Manager for a cloud source, as its settings say."""
+    if source.credential == "emulator":
+        return LocalEmulatorCredential()
+    return azure_credential(source.client_id, managed_identity=source.credential == "managed_identity")
+
+
 def cloud_source(source: CloudSourceSettings) -> CloudSource:
     """The Resource Graph client for one cloud source, signed in as the settings say."""
     # Only cloud sources load the Resource Graph SDK (a console-only sync's cold start stays as it was).
@@ -33,13 +41,8 @@ def cloud_source(source: CloudSourceSettings) -> CloudSource:
 
     from shared.defender.cloud import CloudSource  # noqa: PLC0415
 
-    credential = (
-        LocalEmulatorCredential()
-        if source.credential == "emulator"
-        else azure_credential(source.client_id, managed_identity=source.credential == "managed_identity")
-    )
     client = ResourceGraphClient(
-        credential,
+        cloud_credential(source),
         base_url=source.resource_graph_url,
         connection_verify=str(source.ca_bundle) if source.ca_bundle else True,
         retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
@@ -57,6 +60,17 @@ def alert_source(source: SourceSettings, settings: Settings, secrets: SecretStor
         return cloud_source(source)
     if secrets is None:
         raise ValueError(f"source '{source.name}' needs the secret store for its API token")
+    if isinstance(source, SensorSourceSettings):
+        return sensor_source(source, settings, secrets)
+    return console_source(source, settings, secrets)
+
+
+def alert_writer(source: SourceSettings, settings: Settings, secrets: SecretStore) -> AlertWriter:
+    """Where the write-back closes a source's alerts: Resource Manager for a cloud source, else its API."""
+    if isinstance(source, CloudSourceSettings):
+        return CloudAlertWriter.connect(
+            source.name, source.resource_graph_url, cloud_credential(source), settings.http, source.ca_bundle
+        )
     if isinstance(source, SensorSourceSettings):
         return sensor_source(source, settings, secrets)
     return console_source(source, settings, secrets)

@@ -137,8 +137,8 @@ def test_invalid_document_lists_every_error() -> None:
     with pytest.raises(RulesError) as info:
         parse_rules(document, connections=["default"])
     assert info.value.errors == [
-        "actions[0].colour: unknown field (expected close_code, close_notes, connection, field_map, fields, name, "
-        "on_closed, report, severity_map, short_description, table)",
+        "actions[0].colour: unknown field (expected close_code, close_notes, connection, done_states, field_map, "
+        "fields, learn_close_codes, name, on_closed, report, severity_map, short_description, table, write_back)",
         "actions[0].connection: 'nowhere' is not in SERVICENOW_CONNECTIONS (default)",
         "actions[0].report: expected 'incident' or 'full'",
         "actions[0].short_description: placeholder {secret.__class__} must be a plain name, without format spec or "

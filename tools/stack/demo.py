@@ -212,7 +212,7 @@ def run_demo(
     world = cloud_world(graph, now_ms)
     graph.put(*world)
     intake_cycle(settings)
-    documents += [alert_message(parse_alert(row, "cloud")) for row in world if row["type"] == ALERTS]
+    documents += [alert_message(parse_alert(row, "cloud"), "cloud") for row in world if row["type"] == ALERTS]
     documents.append(system_message(parse_sensor(world[-1]), now))
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))

@@ -1,0 +1,73 @@
+"""Builds the write-back (ServiceNow → Defender) from the settings: run by the alert_intake function after
+each intake cycle, so one timer keeps both directions in step."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.alerting.ledger import Ledger
+from shared.alerting.rules_store import RulesSource, RulesUnavailableError
+from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
+from shared.app import secret_store, servicenow_client
+from shared.app.sources import alert_writer
+from shared.defender.writeback import AlertWriter
+from shared.platform.secrets import SecretStore
+from shared.platform.settings import Settings
+from shared.platform.storage import blob_service, table_service
+
+logger = logging.getLogger("shared.app.writeback")
+
+
+def writers(settings: Settings, secrets: SecretStore) -> dict[str, AlertWriter]:
+    return {source.name: alert_writer(source, settings, secrets) for source in settings.intake.sources}
+
+
+def writeback_state(settings: Settings) -> WritebackState:
+    return WritebackState(table_service(settings.alerts_storage).get_table_client(settings.intake.state_table))
+
+
+def run_writeback(settings: Settings) -> list[WritebackResult]:
+    """One write-back cycle per connection and table that write-back actions write. Raises after the cycle
+    when a record could not be written back, so that the invocation shows it (the next one retries)."""
+    location = settings.forwarding.rules_location
+    blobs = None if location.path is not None else blob_service(settings.alerts_storage)
+    try:
+        rules = RulesSource(location, blobs, [c.name for c in settings.connections]).current()
+    except RulesUnavailableError as exc:
+        logger.info("write-back: nothing to do (%s)", exc)
+        return []
+    actions = [a for a in rules.actions.values() if a.write_back]
+    if not actions or not settings.intake.sources:
+        return []
+    secrets = secret_store(settings)
+    storage = table_service(settings.alerts_storage)
+    ledger = Ledger(storage.get_table_client(settings.forwarding.ledger_table), settings.forwarding.claim_seconds)
+    ledger.ensure_table()
+    state = writeback_state(settings)
+    sources = writers(settings, secrets)
+    results: list[WritebackResult] = []
+    try:
+        for connection in sorted({a.connection for a in actions}):
+            client = servicenow_client(settings.connection(connection), secrets, settings.http)
+            try:
+                results += Writeback(connection, client, ledger, sources, state, actions).run()
+            finally:
+                client.close()
+    finally:
+        for writer in sources.values():
+            getattr(writer, "close", lambda: None)()
+    for result in results:
+        if result.written or result.failed:
+            logger.info(
+                "write-back %s/%s: %d closed at their source, %d failed, skipped %s",
+                result.connection,
+                result.table,
+                result.written,
+                len(result.failed),
+                result.skipped or "none",
+            )
+    failed = [r for r in results if r.failed]
+    if failed:
+        where = ", ".join(f"{r.connection}/{r.table}" for r in failed)
+        raise RuntimeError(f"write-back failed for some records of {where}; the next cycle tries again")
+    return results

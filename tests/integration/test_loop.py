@@ -1,0 +1,178 @@
+"""Closing the loop, both ways, against the emulators: an analyst resolving a record closes its alert at the
+source once; an alert closed at the source resolves its record once and is not written back; neither
+ping-pongs; an outage delays the write-back without losing or repeating it."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shared.alerting.writeback import WritebackResult
+from shared.app.intake import run_intake
+from shared.app.writeback import run_writeback, writeback_state
+from tests.support.forwarding import Stack, rules
+from tools.emulators.console import Inventory, generate, handle_alert, raise_alert
+from tools.emulators.resourcegraph import ResourceGraphEmulator
+from tools.emulators.servicenow import ServiceNowEmulator
+
+pytestmark = pytest.mark.integration
+TITLE = "Unauthorized PLC Programming"
+
+
+@dataclass
+class Loop:
+    stack: Stack
+    world: Inventory
+    graph: ResourceGraphEmulator
+    alert_id: int
+
+    def intake(self) -> list[str]:
+        """One intake cycle, and the forwarder handling what it queued; the operations done."""
+        run_intake(self.stack.settings)
+        done = []
+        while batch := list(self.stack.queue.receive_messages(max_messages=32)):
+            for message in batch:
+                result = self.stack.handle(base64.b64decode(message.content))
+                done += [str(outcome.operation) for outcome in result.outcomes]
+                self.stack.queue.delete_message(message)
+        return done
+
+    def writeback(self) -> list[WritebackResult]:
+        return run_writeback(self.stack.settings)
+
+    def record(self) -> dict[str, str]:
+        (record,) = [r for r in self.stack.records("incident") if r.get("short_description") != "by hand"]
+        return record
+
+    def resolve_in_servicenow(self, close_code: str = "Solved (Permanently)") -> None:
+        """What an analyst does in ServiceNow."""
+        values = {"state": "6", "close_code": close_code, "close_notes": "Fixed by the analyst"}
+        self.stack.servicenow.store.update("incident", self.record()["sys_id"], values, "analyst")
+
+    def close_in_defender(self) -> None:
+        handle_alert(self.world, "sensor-1", self.alert_id)
+        self.graph.load_world(self.world)
+
+    def record_writes(self) -> int:
+        return self.stack.servicenow.stats["method:PATCH"]
+
+
+@pytest.fixture
+def make_loop(make_stack: Callable[..., Stack], graph: ResourceGraphEmulator) -> Callable[..., Loop]:
+    def make(**action: Any) -> Loop:
+        world = generate(5, seed=9)
+        graph.quota.per_window = 1000
+        raised = raise_alert(world, "sensor-1", TITLE, "Critical")
+        graph.load_world(world)
+        source = {
+            "name": "cloud",
+            "kind": "cloud",
+            "subscriptions": [graph.subscription],
+            "resource_graph_url": graph.url,
+            "credential": "emulator",
+            "ca_bundle": str(graph.ca_pem),
+        }
+        document = rules("incident")
+        document["actions"] = [{**a, **action} for a in document["actions"] if a["name"] == "incident"]
+        stack = make_stack(
+            document,
+            DEFENDER_SOURCES=json.dumps([source]),
+            ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}",
+        )
+        loop = Loop(stack, world, graph, raised["id"])
+        assert loop.intake() == ["created"] and loop.record()["state"] == "1"
+        return loop
+
+    return make
+
+
+def test_an_analyst_resolving_the_record_closes_the_alert_in_the_cloud_once(make_loop: Callable[..., Loop]) -> None:
+    loop = make_loop()
+    loop.resolve_in_servicenow()
+    (result,) = loop.writeback()
+    assert (result.written, result.failed) == (1, [])
+    (write,) = loop.graph.writes
+    assert write[0] == "PATCH" and write[2] == "Closed" and "/alerts/" in write[1]
+    assert loop.writeback()[0].skipped == {"written back already": 1}
+    assert loop.graph.writes == [write]  # once
+    # The intake then sees the alert closed: the forwarder resolves nothing again (no ping-pong).
+    patches = loop.record_writes()
+    assert loop.intake() == []
+    assert loop.record_writes() == patches and loop.record()["close_notes"] == "Fixed by the analyst"
+    assert loop.graph.writes == [write]
+
+
+def test_an_alert_closed_at_the_source_resolves_its_record_once_and_is_not_written_back(
+    make_loop: Callable[..., Loop],
+) -> None:
+    loop = make_loop()
+    loop.close_in_defender()
+    assert loop.intake() == ["resolved"]
+    assert loop.record()["state"] == "6"
+    (result,) = loop.writeback()
+    assert result.written == 0 and result.skipped == {"the alert was closed at its source first": 1}
+    assert loop.graph.writes == []
+    assert loop.intake() == [] and loop.graph.writes == []
+
+
+def test_both_at_once_end_closed_with_at_most_one_write_each_way(make_loop: Callable[..., Loop]) -> None:
+    loop = make_loop()
+    patches = loop.record_writes()
+    loop.resolve_in_servicenow()
+    loop.close_in_defender()
+    loop.intake()  # the timer's order: intake, then write-back
+    loop.writeback()
+    assert loop.record()["state"] == "6" and loop.graph.writes == []
+    assert loop.record_writes() - patches <= 1
+    loop.intake()
+    loop.writeback()
+    assert loop.record_writes() - patches <= 1 and len(loop.graph.writes) <= 1
+
+
+def test_a_write_back_during_a_resource_manager_outage_is_done_after_it_exactly_once(
+    make_loop: Callable[..., Loop],
+) -> None:
+    loop = make_loop()
+    loop.resolve_in_servicenow()
+    loop.graph.faults.configure({"fail_next": [{"status": 503, "count": 100}]})
+    with pytest.raises(RuntimeError, match="write-back failed for some records of default/incident"):
+        loop.writeback()
+    assert loop.graph.writes == []
+    last = writeback_state(loop.stack.settings).last("default", "incident")
+    assert last is not None and last.failed and "503" in last.failed[0]
+    loop.graph.faults.clear()
+    assert loop.writeback()[0].written == 1
+    assert loop.writeback()[0].written == 0 and len(loop.graph.writes) == 1
+
+
+def test_a_close_code_can_mean_learn(make_loop: Callable[..., Loop]) -> None:
+    loop = make_loop(learn_close_codes=["Not an issue (authorized traffic)"])
+    loop.resolve_in_servicenow(close_code="Not an issue (authorized traffic)")
+    assert loop.writeback()[0].written == 1
+    assert loop.graph.writes[0][0] == "POST"  # the alert's learn action
+
+
+def test_write_back_can_be_turned_off_per_action(make_loop: Callable[..., Loop]) -> None:
+    loop = make_loop(write_back=False)
+    loop.resolve_in_servicenow()
+    assert loop.writeback() == [] and loop.graph.writes == []
+
+
+def test_records_the_app_did_not_create_are_left_alone(
+    make_loop: Callable[..., Loop], servicenow: ServiceNowEmulator
+) -> None:
+    loop = make_loop()
+    for correlation in ("someone-else:42", "dfiot:alert:sensor-9:77:incident"):
+        values = {"short_description": "by hand", "correlation_id": correlation, "state": "6"}
+        values |= {"close_code": "Solved (Permanently)", "close_notes": "done"}
+        servicenow.store.insert("incident", values, "analyst")
+    (result,) = loop.writeback()
+    # Only the product's prefix is asked for; one that merely looks like it is not in the ledger.
+    assert result.records == 1 and result.skipped == {"not a record this app wrote": 1}
+    assert loop.graph.writes == []
