@@ -45,6 +45,7 @@ WRITEBACK = _meter.create_counter(
 PREFIX = "dfiot:"
 FIELDS = ["sys_id", "number", "correlation_id", "state", "close_code", "sys_updated_on"]
 SN_TIME = "%Y-%m-%d %H:%M:%S"
+UNSUPPORTED = "the source cannot close alerts (a locally managed sensor: close it on the sensor)"
 
 
 @dataclass
@@ -175,6 +176,8 @@ class Writeback:
             return "not in a done state of its action"
         if entry.resolved:
             return "the alert was closed at its source first"
+        if entry.written_back == "unsupported":
+            return UNSUPPORTED
         if entry.written_back:
             return "written back already"
         if not entry.origin_source:
@@ -187,7 +190,7 @@ class Writeback:
             closed = writer.close_alert(entry.origin_ref, learn=learn)
         except WriteBackUnsupportedError:
             self.ledger.written_back(entry, "unsupported")
-            return "the source cannot close alerts (a locally managed sensor)"
+            return UNSUPPORTED
         except DefenderApiError as exc:
             return f"failed: {exc}"
         self.ledger.written_back(entry, closed)

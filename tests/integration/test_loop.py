@@ -9,16 +9,18 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from shared.alerting.writeback import WritebackResult
+from shared.alerting.writeback import UNSUPPORTED, WritebackResult
 from shared.app.intake import run_intake
 from shared.app.writeback import run_writeback, writeback_state
 from tests.support.forwarding import Stack, rules
 from tools.emulators.console import Inventory, generate, handle_alert, raise_alert
 from tools.emulators.resourcegraph import ResourceGraphEmulator
+from tools.emulators.sensor import SensorEmulator
 from tools.emulators.servicenow import ServiceNowEmulator
 
 pytestmark = pytest.mark.integration
@@ -29,7 +31,7 @@ TITLE = "Unauthorized PLC Programming"
 class Loop:
     stack: Stack
     world: Inventory
-    graph: ResourceGraphEmulator
+    graph: ResourceGraphEmulator  # the cloud's view of the world (a sensor source's loop has none to use)
     alert_id: int
 
     def intake(self) -> list[str]:
@@ -176,3 +178,42 @@ def test_records_the_app_did_not_create_are_left_alone(
     # Only the product's prefix is asked for; one that merely looks like it is not in the ledger.
     assert result.records == 1 and result.skipped == {"not a record this app wrote": 1}
     assert loop.graph.writes == []
+
+
+def test_an_alert_raised_again_after_its_record_was_closed_reopens_it(make_loop: Callable[..., Loop]) -> None:
+    loop = make_loop(on_closed="reopen")
+    loop.resolve_in_servicenow()
+    loop.writeback()
+    assert loop.intake() == []  # closed both ways
+    with loop.world.lock:
+        next(a for a in loop.world.alerts if a["id"] == loop.alert_id)["handled"] = False  # raised again
+    loop.graph.load_world(loop.world)
+    assert loop.intake() == ["reopened"] and loop.record()["state"] == "2"
+    loop.resolve_in_servicenow()  # and the loop starts again: resolving it closes the alert once more
+    assert loop.writeback()[0].written == 1 and len(loop.graph.writes) == 2
+
+
+def test_a_sensors_alert_cannot_be_written_back_and_the_status_says_so(
+    make_stack: Callable[..., Stack], graph: ResourceGraphEmulator, tls_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = generate(5, seed=9)
+    sensor = SensorEmulator(world, token="Sensor-Token-3", tls_dir=tls_dir).start()
+    try:
+        source = {"name": "line-1", "kind": "sensor", "url": sensor.url, "ca_bundle": str(sensor.ca_pem)}
+        monkeypatch.setenv("DEFENDER_SENSOR_LINE_1_TOKEN", "Sensor-Token-3")
+        document = rules("incident")
+        document["actions"] = [a for a in document["actions"] if a["name"] == "incident"]
+        stack = make_stack(
+            document, DEFENDER_SOURCES=json.dumps([source]), ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}"
+        )
+        sensor.raise_alert(TITLE, "Critical")
+        loop = Loop(stack, world, graph, 1)
+        assert loop.intake() == ["created"]
+        loop.resolve_in_servicenow()
+        (result,) = loop.writeback()
+        assert result.written == 0 and result.failed == []
+        assert result.skipped == {UNSUPPORTED: 1}
+        last = writeback_state(stack.settings).last("default", "incident")
+        assert last is not None and last.skipped == {UNSUPPORTED: 1}
+    finally:
+        sensor.stop()
