@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from shared.alerting.ledger import Ledger
+from shared.alerting.rules import Action
 from shared.alerting.rules_store import RulesSource, RulesUnavailableError
 from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
 from shared.app import secret_store, servicenow_client
@@ -26,9 +27,7 @@ def writeback_state(settings: Settings) -> WritebackState:
     return WritebackState(table_service(settings.alerts_storage).get_table_client(settings.intake.state_table))
 
 
-def run_writeback(settings: Settings) -> list[WritebackResult]:
-    """One write-back cycle per connection and table that write-back actions write. Raises after the cycle
-    when a record could not be written back, so that the invocation shows it (the next one retries)."""
+def _actions(settings: Settings) -> list[Action]:
     location = settings.forwarding.rules_location
     blobs = None if location.path is not None else blob_service(settings.alerts_storage)
     try:
@@ -36,8 +35,19 @@ def run_writeback(settings: Settings) -> list[WritebackResult]:
     except RulesUnavailableError as exc:
         logger.info("write-back: nothing to do (%s)", exc)
         return []
-    actions = [a for a in rules.actions.values() if a.write_back]
-    if not actions or not settings.intake.sources:
+    return [a for a in rules.actions.values() if a.write_back] if settings.intake.sources else []
+
+
+def write_back_tables(settings: Settings) -> list[tuple[str, str]]:
+    """The (connection, table) pairs a write-back cycle reads."""
+    return sorted({(a.connection, a.table) for a in _actions(settings)})
+
+
+def run_writeback(settings: Settings) -> list[WritebackResult]:
+    """One write-back cycle per connection and table that write-back actions write. Raises after the cycle
+    when a record could not be written back, so that the invocation shows it (the next one retries)."""
+    actions = _actions(settings)
+    if not actions:
         return []
     secrets = secret_store(settings)
     storage = table_service(settings.alerts_storage)

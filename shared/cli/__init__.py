@@ -18,6 +18,7 @@ from shared.cli.poison import poison
 from shared.cli.relay import relay
 from shared.cli.rules import rules
 from shared.cli.sync import sync
+from shared.cli.writeback import writeback
 from shared.platform.settings import SettingsError
 
 PROGRAM = "python -m shared"
@@ -32,13 +33,13 @@ PROGRAM = "python -m shared"
 @click.pass_context
 def cli(context: click.Context, settings: Path | None) -> None:
     """Operate the Defender for IoT → ServiceNow app: rules, the alerts and poison queues, ServiceNow
-    sign-in, the device sync, and the relay next to a locally managed sensor."""
+    sign-in, the device sync, the write-back to Defender, and the relay next to a locally managed sensor."""
     if settings is not None:
         load_local_settings(settings)
     context.obj = Operator()
 
 
-for command in (enqueue, rules, poison, connect_command, sync, relay):
+for command in (enqueue, rules, poison, connect_command, sync, relay, writeback):
     cli.add_command(command)
 
 

@@ -217,3 +217,21 @@ def test_a_sensors_alert_cannot_be_written_back_and_the_status_says_so(
         assert last is not None and last.skipped == {UNSUPPORTED: 1}
     finally:
         sensor.stop()
+
+
+def test_the_operator_sees_the_last_write_back_cycle(make_loop: Callable[..., Loop]) -> None:
+    from click.testing import CliRunner
+
+    from shared.cli.context import Operator
+    from shared.cli.writeback import writeback
+
+    loop = make_loop()
+    runner = CliRunner()
+    shown = runner.invoke(writeback, ["status"], obj=Operator(loop.stack.settings))
+    assert shown.exit_code == 0 and "default/incident: no write-back cycle has run yet" in shown.output
+    loop.resolve_in_servicenow()
+    ran = runner.invoke(writeback, ["run"], obj=Operator(loop.stack.settings))
+    assert ran.exit_code == 0 and "1 alert(s) closed at their source" in ran.output, ran.output
+    shown = runner.invoke(writeback, ["status"], obj=Operator(loop.stack.settings))
+    assert "default/incident: last cycle" in shown.output
+    assert "1 resolved record(s) read; 1 alert(s) closed at their source" in shown.output
