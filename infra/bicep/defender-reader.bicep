@@ -4,11 +4,15 @@
 //   az deployment sub create -l <location> -f infra/bicep/defender-reader.bicep \
 //     -p principalId=<the identity's principalId output by main.bicep>
 // A custom role with only Microsoft.IoTSecurity/*/read, rather than Reader, which would show the app every
-// resource in the subscription.
+// resource in the subscription. With writeBack (the loop: a record resolved in ServiceNow closes its alert),
+// a second custom role adds the alert write and learn actions, and nothing else.
 targetScope = 'subscription'
 
 @description('The principal id of the Function app\'s user-assigned managed identity (main.bicep output identityPrincipalId).')
 param principalId string
+
+@description('Grant the write-back: closing (and learning) alerts whose records were resolved in ServiceNow.')
+param writeBack bool = false
 
 var roleName = 'Defender for IoT reader (${subscription().subscriptionId})'
 
@@ -38,6 +42,36 @@ resource assignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
     principalId: principalId
     principalType: 'ServicePrincipal'
     roleDefinitionId: reader.id
+  }
+}
+
+resource writer 'Microsoft.Authorization/roleDefinitions@2022-04-01' = if (writeBack) {
+  name: guid(subscription().id, 'defender-iot-servicenow-alert-writer')
+  properties: {
+    roleName: 'Defender for IoT alert closer (${subscription().subscriptionId})'
+    description: 'Closes and learns Microsoft Defender for IoT alerts (the write-back of records resolved in ServiceNow).'
+    type: 'CustomRole'
+    assignableScopes: [
+      subscription().id
+    ]
+    permissions: [
+      {
+        actions: [
+          'Microsoft.IoTSecurity/locations/deviceGroups/alerts/write'
+          'Microsoft.IoTSecurity/locations/deviceGroups/alerts/learn/action'
+        ]
+        notActions: []
+      }
+    ]
+  }
+}
+
+resource writerAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (writeBack) {
+  name: guid(subscription().id, principalId, 'defender-iot-servicenow-alert-writer')
+  properties: {
+    principalId: principalId
+    principalType: 'ServicePrincipal'
+    roleDefinitionId: writer.id
   }
 }
 
