@@ -273,15 +273,23 @@ class Forwarder:
             v = values(message)
             notes = render(action.close_notes, v).strip()
             state = RESOLVED_STATE.get(entry.table, "6")
-            self._client(action).update_record(
-                entry.table,
-                entry.sys_id,
-                {
-                    "state": state,
-                    "close_code": action.close_code,
-                    "close_notes": notes,
-                },
-            )
+            try:
+                self._client(action).update_record(
+                    entry.table,
+                    entry.sys_id,
+                    {
+                        "state": state,
+                        "close_code": action.close_code,
+                        "close_notes": notes,
+                    },
+                )
+            except NotFoundError:
+                # Deleted in ServiceNow: there is nothing left to resolve (a repeat would make a new record).
+                logger.info(
+                    "record %s of %s was deleted in ServiceNow; nothing to resolve", entry.number, entry.alert_key
+                )
+                self.ledger.resolved(entry)
+                continue
             self.ledger.resolved(entry)
             outcomes.append(Outcome(action.name, "resolved", entry.sys_id, entry.number))
         return Result(

@@ -195,6 +195,18 @@ def test_alert_handled_in_defender_resolves_its_records_once(make_stack: Callabl
     assert again.outcomes == [] and again.status == "filtered"
 
 
+def test_an_alert_handled_after_its_record_was_deleted_in_servicenow_is_done_not_poisoned(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack()
+    (created,) = stack.handle(alert()).outcomes
+    stack.servicenow.store.delete("incident", created.sys_id)
+    status = {"schema": SCHEMA, "kind": "alert_status", "sensor": {"name": "sensor-1", "id": 7}, "alert": {"id": 1001}}
+    handled = stack.handle(status)
+    assert handled.status == "filtered" and handled.outcomes == []
+    assert stack.handle(status).status == "filtered"  # and it is remembered as done
+
+
 def test_429_storm_defers_for_the_requested_time(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     stack.servicenow.faults.configure({"fail_next": [{"status": 429, "retry_after": "3", "count": 20}]})

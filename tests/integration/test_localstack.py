@@ -189,6 +189,9 @@ def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.P
     assert "System   sensor sensor-plant-c-2 went offline\n    rules sensor-health\n    → incident INC" in text
     assert "Closed in the cloud: Unauthorized Internet Connectivity Detected\n    → INC" in text
     assert "resolved: Alert handled in Microsoft Defender for IoT (close by Microsoft Defender for IoT (cloud))" in text
+    # The loop's other half: a record resolved in ServiceNow closes its alert in the cloud.
+    assert re.search(r"Resolved in ServiceNow: INC\d+ \(Unauthorized Device Connected to the Network\)", text), text
+    assert "→ alert closed in the cloud (Resource Manager; its status is now Closed)" in text
     # The device sync reads the cloud too, and says what Resource Graph cannot provide.
     assert re.search(r"Device sync from source 'cloud' \(cloud\) finished .* created \d{3}", text), text
     assert "note: connections: Resource Graph has no device connections" in text

@@ -24,6 +24,7 @@ from shared.alerting.rules import evaluate, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.app.devices import build_sync
 from shared.app.intake import run_intake
+from shared.app.writeback import run_writeback
 from shared.defender.cloud import ALERTS, parse_alert, parse_sensor
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
@@ -217,7 +218,8 @@ def run_demo(
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
     lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
-    return lines + "\n" + close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
+    closing = close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
+    return lines + "\n" + closing + "\n" + resolve_in_servicenow(settings, emulator, graph, world[1])
 
 
 def intake_cycle(settings: Settings) -> None:
@@ -254,6 +256,32 @@ def close_in_the_cloud(
         else "no record resolved yet (see the host log)"
     )
     return f"Closed in the cloud: {title}\n    → {outcome}"
+
+
+def resolve_in_servicenow(
+    settings: Settings, emulator: ServiceNowEmulator, graph: ResourceGraphEmulator, alert: dict[str, Any]
+) -> str:
+    """An analyst resolves a record in ServiceNow; the next write-back cycle closes its alert in the cloud."""
+    title = alert["properties"]["displayName"]
+    records = [
+        r
+        for r in emulator.store.all("incident")
+        if str(r.get("correlation_id", "")).endswith(f":{alert['name']}:ot-incident")
+    ]
+    if not records:
+        return f"Resolved in ServiceNow: {title}\n    → no record to resolve (see the host log)"
+    record = records[0]
+    values = {"state": "6", "close_code": "Solved (Permanently)", "close_notes": "Checked with the plant: fixed"}
+    emulator.store.update("incident", record["sys_id"], values, "analyst")
+    try:
+        run_writeback(settings)  # the alert_intake timer runs it after every intake cycle
+    except RuntimeError as exc:
+        return f"Resolved in ServiceNow: {record.get('number', '')}\n    → write-back failed: {exc}"
+    status = (graph.get(alert["id"]) or {}).get("properties", {}).get("status", "?")
+    return (
+        f"Resolved in ServiceNow: {record.get('number', '')} ({title})\n"
+        f"    → alert closed in the cloud (Resource Manager; its status is now {status})"
+    )
 
 
 def wait_until_drained(queue: QueueClient, emulator: ServiceNowEmulator, timeout: float) -> None:
