@@ -235,3 +235,33 @@ def test_the_operator_sees_the_last_write_back_cycle(make_loop: Callable[..., Lo
     shown = runner.invoke(writeback, ["status"], obj=Operator(loop.stack.settings))
     assert "default/incident: last cycle" in shown.output
     assert "1 resolved record(s) read; 1 alert(s) closed at their source" in shown.output
+
+
+def test_a_console_alert_is_handled_on_the_console_when_its_record_is_resolved(
+    make_stack: Callable[..., Stack], graph: ResourceGraphEmulator, tls_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.emulators.console import ConsoleEmulator
+
+    world = generate(5, seed=9)
+    console = ConsoleEmulator(world, token="Console-Token-5", tls_dir=tls_dir).start()
+    try:
+        source = {"name": "cm", "kind": "console", "url": console.url, "ca_bundle": str(console.ca_pem)}
+        monkeypatch.setenv("DEFENDER_CONSOLE_CM_TOKEN", "Console-Token-5")
+        document = rules("incident")
+        document["actions"] = [
+            {**a, "learn_close_codes": ["Not an issue"]} for a in document["actions"] if a["name"] == "incident"
+        ]
+        stack = make_stack(
+            document, DEFENDER_SOURCES=json.dumps([source]), ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}"
+        )
+        raised = raise_alert(world, "sensor-2", TITLE, "Critical")
+        loop = Loop(stack, world, graph, raised["id"])
+        assert loop.intake() == ["created"]
+        loop.resolve_in_servicenow(close_code="Not an issue")
+        assert loop.writeback()[0].written == 1
+        assert console.actions == [(f"2-{raised['time']}", "handleAndLearn")]  # the console's UUID of the alert
+        patches = loop.record_writes()
+        assert loop.intake() == [] and loop.record_writes() == patches  # handled there: nothing resolved again
+        assert loop.writeback()[0].written == 0 and len(console.actions) == 1
+    finally:
+        console.stop()
