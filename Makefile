@@ -98,6 +98,7 @@ bench: deps
 	$(PY) -m bench.end_to_end
 	$(PY) -m bench.cold_start
 	$(PY) -m bench.intake
+	$(PY) -m bench.writeback
 	$(PY) -m tools.campaign --output bench/results/fault_campaign.md
 
 ## make fault-campaign: 10,000 alerts under every fault the product is built for; 0 lost, 0 duplicated or it fails
