@@ -18,6 +18,7 @@ from shared.cli.poison import poison
 from shared.cli.relay import relay
 from shared.cli.rules import rules
 from shared.cli.sync import sync
+from shared.cli.verify import verify
 from shared.cli.writeback import writeback
 from shared.platform.settings import SettingsError
 
@@ -39,7 +40,7 @@ def cli(context: click.Context, settings: Path | None) -> None:
     context.obj = Operator()
 
 
-for command in (enqueue, rules, poison, connect_command, sync, relay, writeback):
+for command in (enqueue, rules, poison, connect_command, sync, relay, writeback, verify):
     cli.add_command(command)
 
 

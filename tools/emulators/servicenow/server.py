@@ -50,6 +50,11 @@ def html_page(status: int) -> Reply:
     return Reply(status, body.encode(), content_type="text/html; charset=utf-8")
 
 
+# The roles an integration user is given (docs/servicenow-setup.md): incidents, security incidents, the CMDB
+# through the IRE, vulnerable items.
+DEFAULT_ROLES = ("itil", "sn_si.analyst", "import_transformer", "sn_vul.vulnerability_write")
+
+
 class ServiceNowEmulator(TlsEmulator):
     thread_name = "servicenow-emulator"
 
@@ -77,7 +82,9 @@ class ServiceNowEmulator(TlsEmulator):
         self.stats: Counter[str] = Counter()
         self.sessions: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.roles: dict[str, set[str]] = {user: set(DEFAULT_ROLES) for user in self.oauth.users}
         super().__init__(host, port, tls_dir)
+        self.seed_directory()
 
     # -- lifecycle -------------------------------------------------------------------------
     def clock(self) -> float:
@@ -103,6 +110,27 @@ class ServiceNowEmulator(TlsEmulator):
             self.stats.clear()
         self.oauth.grants.clear()
         self.clock_offset = 0.0
+        self.seed_directory()
+
+    def seed_directory(self) -> None:
+        """What an instance holds before the product writes anything: its users (``sys_user``), their roles
+        (``sys_user_role``, ``sys_user_has_role``; ``roles`` says which) and the product's discovery source
+        among ``cmdb_ci``'s choices. A test removes a role or the choice to see the product notice."""
+        store = self.store
+        with store.lock:
+            for table in ("sys_user", "sys_user_role", "sys_user_has_role", "sys_choice"):
+                store.data.pop(table, None)
+            store.indexes.clear()
+        role_ids = {
+            name: store.insert("sys_user_role", {"name": name}, "system")["sys_id"]
+            for name in sorted({r for roles in self.roles.values() for r in roles} | set(DEFAULT_ROLES))
+        }
+        for user in sorted(set(self.oauth.users) | set(self.roles)):
+            user_id = store.insert("sys_user", {"user_name": user, "active": "true"}, "system")["sys_id"]
+            for role in sorted(self.roles.get(user, set(DEFAULT_ROLES))):
+                store.insert("sys_user_has_role", {"user": user_id, "role": role_ids[role]}, "system")
+        choice = {"name": "cmdb_ci", "element": "discovery_source", "value": "MicrosoftDefenderForIoT"}
+        store.insert("sys_choice", {**choice, "label": "Microsoft Defender for IoT"}, "system")
 
     def count(self, *keys: str) -> None:
         with self.lock:

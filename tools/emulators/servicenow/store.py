@@ -48,6 +48,9 @@ DEFAULT_TABLES = (
     "sn_vul_vulnerable_item",
     "sn_vul_entry",
     "sys_object_source",
+    "sys_user_role",
+    "sys_user_has_role",
+    "sys_choice",
     *OT_CLASSES,
 )
 NUMBER_PREFIXES = {"incident": "INC", "sn_si_incident": "SIR", "problem": "PRB", "change_request": "CHG"}

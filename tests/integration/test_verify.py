@@ -1,0 +1,96 @@
+"""``verify`` against the whole local product (AppStack: the host in its own process, Azurite, the ServiceNow,
+Key Vault and Resource Graph emulators): green end to end, and each kind of failure named with its fix."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from shared.app.verify import Check, run_checks
+from shared.cli.context import Operator
+from shared.cli.verify import verify
+from shared.platform.settings import Settings
+from tools.stack.appstack import USER, AppStack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppStack]:
+    with AppStack(tmp_path_factory.mktemp("verify")) as app:
+        yield app
+
+
+def failing(settings: Settings) -> list[Check]:
+    return [c for c in run_checks(settings, end_to_end=False) if not c.ok]
+
+
+def test_a_working_deployment_passes_every_check_and_a_test_alert_end_to_end(stack: AppStack) -> None:
+    stack.start_host()
+    try:
+        result = CliRunner().invoke(verify, ["--timeout", "60"], obj=Operator(stack.settings))
+    finally:
+        stack.stop_host()
+    lines = result.output.splitlines()
+    assert result.exit_code == 0, result.output
+    assert lines[-1] == "verify: everything passed"
+    assert any(line.startswith("ok   ServiceNow 'default' table incident: present; role itil") for line in lines)
+    assert any(line.startswith("ok   Defender source 'cloud' (cloud)") for line in lines)
+    (alert,) = [line for line in lines if line.startswith("ok   test alert → incident")]
+    assert "created and resolved: https://" in alert and "nav_to.do?uri=incident.do?sys_id=" in alert
+    (record,) = [r for r in stack.servicenow.store.all("incident") if "[TEST]" in r.get("short_description", "")]
+    assert record["state"] == "6"  # resolved at once
+
+
+def test_an_unreachable_queue_is_named_with_its_fix(stack: AppStack) -> None:
+    (problem, *_) = failing(replace(stack.settings, alerts_queue="no-such-queue"))
+    assert problem.line() == (
+        "FAIL queue no-such-queue: queue no-such-queue does not exist — fix: deploy infra/bicep/main.bicep "
+        "(locally: make run creates it)"
+    )
+
+
+def test_a_missing_secret_is_named_with_its_fix(stack: AppStack) -> None:
+    name = stack.settings.connection("default").secret_name("client-secret")
+    saved = stack.vault.vault.secrets.pop(name)
+    try:
+        problems = failing(stack.settings)
+    finally:
+        stack.vault.vault.secrets[name] = saved
+    assert problems[0].line().startswith(f"FAIL secret {name}: missing from Key Vault (connection 'default') — fix:")
+    assert f"--name {name}" in problems[0].fix
+
+
+def test_a_refused_sign_in_says_to_connect_again(stack: AppStack) -> None:
+    stack.servicenow.oauth.revoke()  # every token the instance issued, as a password change would
+    try:
+        problems = failing(stack.settings)
+    finally:
+        stack.connect()
+    assert problems and problems[0].name == "ServiceNow 'default'"
+    assert "sign-in refused" in problems[0].detail and problems[0].fix.startswith("python -m shared connect default")
+
+
+def test_a_missing_role_and_a_missing_table_are_named(stack: AppStack, tmp_path: Path) -> None:
+    stack.servicenow.roles[USER].discard("itil")
+    stack.servicenow.seed_directory()
+    try:
+        (role,) = failing(stack.settings)
+    finally:
+        stack.servicenow.roles[USER].add("itil")
+        stack.servicenow.seed_directory()
+    assert role.line() == (
+        f"FAIL ServiceNow 'default' table incident: present, but {USER} lacks the role itil — fix: give {USER} itil"
+    )
+    rules = tmp_path / "rules.json"
+    document = json.loads(Path(stack.settings.forwarding.rules_location.text.removeprefix("file:")).read_text())
+    document["actions"][0]["table"] = "sn_no_such_table"
+    rules.write_text(json.dumps(document))
+    location = replace(stack.settings.forwarding.rules_location, text=f"file:{rules}", path=rules)
+    (table,) = failing(replace(stack.settings, forwarding=replace(stack.settings.forwarding, rules_location=location)))
+    assert table.line().startswith("FAIL ServiceNow 'default' table sn_no_such_table: does not exist on the instance")
