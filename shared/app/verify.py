@@ -40,7 +40,7 @@ TABLE_ROLES = {
     "sn_si_incident": ("sn_si.basic", "sn_si.analyst"),
     "sn_vul_vulnerable_item": ("sn_vul.vulnerability_write", "sn_vul.admin"),
 }
-IRE_ROLES = ("import_transformer", "itil_admin", "admin")
+IRE_ROLES = ("itil", "asset")  # the Identification and Reconciliation API's documented roles
 SECRET_ROLES = {"oauth": ("client-secret", "refresh-token"), "client_credentials": ("client-secret",)}
 
 
@@ -174,6 +174,11 @@ class Verifier:
         for table in sorted({a.table for a in actions}):
             yield self._table(client, connection, table, roles)
         if self.settings.device_sync.enabled and self.settings.device_sync.connection == connection.name:
+            if roles is not None and not roles & set(IRE_ROLES):
+                fix = f"give {connection.username} itil or asset (the IRE API's roles)"
+                yield Check(
+                    f"ServiceNow '{connection.name}' IRE", False, f"{connection.username} lacks itil or asset", fix
+                )
             yield self._data_source(client)
 
     def _refresh_token(self, connection: ServiceNowConnection, store: KeyVaultSecretStore) -> Check:

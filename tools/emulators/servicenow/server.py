@@ -52,7 +52,7 @@ def html_page(status: int) -> Reply:
 
 # The roles an integration user is given (docs/servicenow-setup.md): incidents, security incidents, the CMDB
 # through the IRE, vulnerable items.
-DEFAULT_ROLES = ("itil", "sn_si.analyst", "import_transformer", "sn_vul.vulnerability_write")
+DEFAULT_ROLES = ("itil", "sn_si.analyst", "sn_vul.vulnerability_write")
 
 
 class ServiceNowEmulator(TlsEmulator):
