@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import click
 
@@ -19,6 +20,12 @@ from shared.cli.context import CommandError, Operator, pass_operator, read_input
 @click.option("--zone", help="the sensor's zone")
 @click.option("--sensor-url", help="the sensor's console URL, linked from the record")
 @click.option("--protocol", help="the protocol, when the sender knows it")
+@click.option(
+    "--now",
+    "stamp_now",
+    is_flag=True,
+    help="stamp each alert as raised now (a rule acts only on alerts raised after it was applied)",
+)
 @pass_operator
 def enqueue(
     operator: Operator,
@@ -29,6 +36,7 @@ def enqueue(
     zone: str | None,
     sensor_url: str | None,
     protocol: str | None,
+    stamp_now: bool,
 ) -> int:
     """Validate alerts and queue them. FILE (or '-' for standard input) holds JSON: a Defender alert list
     as /api/v1/alerts returns it, one alert, or message envelopes. Nothing is queued when any message is
@@ -44,6 +52,14 @@ def enqueue(
     identity = {"name": sensor, "id": sensor_id, "site": site, "zone": zone, "url": sensor_url}
     try:
         alerts = parse_alerts(data, where)
+        if stamp_now:
+            moment = int(time.time() * 1000)
+            alerts = [
+                {**a, "alert": {**a["alert"], "time": moment}}
+                if isinstance(a.get("alert"), dict)
+                else {**a, "time": moment}
+                for a in alerts
+            ]
         documents = [
             a if "schema" in a else alert_envelope(a, {k: v for k, v in identity.items() if v}, protocol)
             for a in alerts

@@ -80,6 +80,24 @@ def test_enqueue_a_defender_alert_list(
     assert all(parse_message(json.dumps(m).encode()).sensor.site == "Plant A" for m in messages)
 
 
+def test_the_example_alerts_raised_now_pass_the_rules_a_first_test_applies(
+    settings_env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """examples/alerts.json as it is would be older than any rule applied today; --now stamps it as raised now."""
+    import time
+
+    from shared.alerting.rules import evaluate, parse_rules
+    from tests.conftest import ROOT
+
+    before = int(time.time() * 1000)
+    assert main(["enqueue", str(ROOT / "examples" / "alerts.json"), "--sensor", "sensor-1", "--now"]) == 0
+    messages = queued(settings_env)
+    assert len(messages) == 2 and all(m["alert"]["time"] >= before for m in messages)
+    rules = parse_rules({**RULES, "rules": [{**RULES["rules"][0], "created_at": "2026-01-01T00:00:00+00:00"}]})
+    decisions = [evaluate(rules, parse_message(json.dumps(m).encode())) for m in messages]
+    assert all(d.actions for d in decisions)
+
+
 def test_enqueue_refuses_the_whole_batch_naming_the_bad_one(
     settings_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,6 +134,11 @@ def test_rules_validate_apply_list_and_dry_run(
         "rules matched: major" in dry
         and '"short_description": "[Defender for IoT] Major: Illegal MODBUS Operation (s)"' in dry
     )
+    # The example message, raised before the rules were applied today: dry-run says why it is skipped.
+    from tests.conftest import ROOT
+
+    assert main(["rules", "dry-run", str(ROOT / "examples" / "alert-message.json")]) == 0
+    assert "skipped major: raised before the rule was created" in capsys.readouterr().out
 
 
 def test_rules_apply_keeps_creation_times_and_refuses_bad_documents(
