@@ -73,6 +73,18 @@ param authFailureThreshold int = 5
 
 @description('VNet integration and private endpoints for storage and Key Vault.')
 param networkIsolation bool = false
+@description('With networkIsolation: your public IP, allowed into storage, Key Vault and the app while you run the post-deployment steps (connect, rules apply, verify). Deploy again without it afterwards.')
+param deployerIpAddress string = ''
+@description('Your principal (az ad signed-in-user show --query id -o tsv) to be given exactly the roles the post-deployment steps need (empty: none).')
+param deployerPrincipalId string = ''
+@allowed([
+  'User'
+  'ServicePrincipal'
+  'Group'
+])
+param deployerPrincipalType string = 'User'
+@description('Changes the Key Vault\'s name. A deleted vault keeps its name for 90 days (soft delete and purge protection): to redeploy into the same resource group meanwhile, pass any new value.')
+param vaultNameSalt string = ''
 @description('Locally managed sensors reached from Azure: their networks\' address prefixes (turns on VNet integration) and the hub appliance that routes to them.')
 param sensorNetworkPrefixes array = []
 param sensorNextHopIp string = ''
@@ -87,6 +99,7 @@ param maximumInstanceCount int = 40
 param instanceMemoryMB int = 2048
 
 var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
+var vaultSuffix = take(uniqueString(subscription().id, resourceGroup().id, name, vaultNameSalt), 8)
 var resourceName = '${name}-${suffix}'
 var vnetIntegration = networkIsolation || !empty(sensorNetworkPrefixes)
 
@@ -118,16 +131,18 @@ module storage 'modules/storage.bicep' = {
     rulesContainerName: rulesContainerName
     deploymentContainerName: 'app-package'
     networkIsolation: networkIsolation
+    allowedIpAddress: deployerIpAddress
   }
 }
 
 module keyVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
-    name: 'kv-${name}-${suffix}'
+    name: 'kv-${name}-${vaultSuffix}'
     location: location
     tags: tags
     networkIsolation: networkIsolation
+    allowedIpAddress: deployerIpAddress
     sensorApiTokens: sensorApiTokens
   }
 }
@@ -162,6 +177,7 @@ module app 'modules/app.bicep' = {
     keyVaultUri: keyVault.outputs.uri
     subnetId: vnetIntegration ? network.outputs.appSubnetId : ''
     networkIsolation: networkIsolation
+    allowedIpAddress: deployerIpAddress
     maximumInstanceCount: maximumInstanceCount
     instanceMemoryMB: instanceMemoryMB
     appSettings: {
@@ -219,6 +235,18 @@ module rbac 'modules/rbac.bicep' = {
   }
 }
 
+module deployer 'modules/deployer.bicep' = if (!empty(deployerPrincipalId)) {
+  name: 'deployer'
+  params: {
+    principalId: deployerPrincipalId
+    principalType: deployerPrincipalType
+    storageAccountName: storage.outputs.name
+    alertsQueueName: alertsQueueName
+    rulesContainerName: rulesContainerName
+    keyVaultName: keyVault.outputs.name
+  }
+}
+
 module alerts 'modules/alerts.bicep' = {
   name: 'alerts'
   params: {
@@ -244,3 +272,11 @@ output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = monitoring.outputs.applicationInsightsName
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
+// What the operator commands read after provisioning (azd exports outputs to its hooks by these names).
+output KEY_VAULT_URL string = keyVault.outputs.uri
+output ALERTS_QUEUE string = alertsQueueName
+output ALERTS_STORAGE__queueServiceUri string = storage.outputs.queueEndpoint
+output ALERTS_STORAGE__tableServiceUri string = storage.outputs.tableEndpoint
+output ALERTS_STORAGE__blobServiceUri string = storage.outputs.blobEndpoint
+output SERVICENOW_CONNECTIONS string = serviceNowConnections
+output DEFENDER_SOURCES string = defenderSources

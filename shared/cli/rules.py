@@ -63,12 +63,16 @@ def validate(file: str) -> int:
 
 @rules.command()
 @click.argument("file")
+@click.option("--if-none", is_flag=True, help="only when no rules are applied yet (a starter file, say)")
 @pass_operator
-def apply(operator: Operator, file: str) -> int:
+def apply(operator: Operator, file: str, if_none: bool) -> int:
     """Stamp each rule's creation time (kept for rules already applied) and store the document where the
     forwarder reads it. A rule acts only on alerts raised after it was created."""
     document = _document(file)
     settings = operator.settings
+    if if_none and _stored(operator) is not None:
+        click.echo(f"rules are applied already at {settings.forwarding.rules_location}; left as they are")
+        return 0
     stamped = stamp(document, _stored(operator), datetime.now(UTC)) if isinstance(document, dict) else document
     parsed = _parsed(stamped, file, [c.name for c in settings.connections])
     where = write_rules(settings.forwarding.rules_location, operator.blobs(), stamped)

@@ -93,7 +93,8 @@ def test_the_example_alerts_raised_now_pass_the_rules_a_first_test_applies(
     assert main(["enqueue", str(ROOT / "examples" / "alerts.json"), "--sensor", "sensor-1", "--now"]) == 0
     messages = queued(settings_env)
     assert len(messages) == 2 and all(m["alert"]["time"] >= before for m in messages)
-    rules = parse_rules({**RULES, "rules": [{**RULES["rules"][0], "created_at": "2026-01-01T00:00:00+00:00"}]})
+    rule = {"name": "major", "minimal_severity": "Major", "actions": ["incident"], "created_at": "2026-01-01T00:00:00Z"}
+    rules = parse_rules({**RULES, "rules": [rule]})
     decisions = [evaluate(rules, parse_message(json.dumps(m).encode())) for m in messages]
     assert all(d.actions for d in decisions)
 

@@ -94,3 +94,49 @@ def test_a_missing_role_and_a_missing_table_are_named(stack: AppStack, tmp_path:
     location = replace(stack.settings.forwarding.rules_location, text=f"file:{rules}", path=rules)
     (table,) = failing(replace(stack.settings, forwarding=replace(stack.settings.forwarding, rules_location=location)))
     assert table.line().startswith("FAIL ServiceNow 'default' table sn_no_such_table: does not exist on the instance")
+
+
+@pytest.mark.timeout(300)
+def test_the_after_provision_steps_sign_in_apply_the_starter_rules_and_verify_then_repeat_nothing(
+    stack: AppStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What azd's postprovision hook (and infra/deploy.sh) run, against the local stack: the template's
+    outputs in the environment, the password piped in once."""
+    import io
+    import uuid
+
+    from shared.cli import main
+    from tools.deploy.after_provision import STARTER_RULES, run
+    from tools.stack.appstack import CLIENT_SECRET, PASSWORD
+
+    # The rules where a fresh deployment keeps them, empty yet: the host reads them from there too.
+    environ = {**stack.values, "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:8]}/forwarding-rules.json"}
+    document = json.loads(stack.settings_file.read_text())
+    document["Values"]["FORWARDING_RULES_LOCATION"] = environ["FORWARDING_RULES_LOCATION"]
+    stack.settings_file.write_text(json.dumps(document))
+    for name in list(environ):
+        monkeypatch.setenv(name, environ[name])
+    refresh = stack.settings.connection("default").secret_name("refresh-token")
+    client = stack.settings.connection("default").secret_name("client-secret")
+    saved = stack.vault.vault.secrets.pop(refresh)  # a new vault: never signed in yet, no client secret yet
+    saved_client = stack.vault.vault.secrets.pop(client)
+    monkeypatch.setattr("sys.stdin", io.StringIO(f"{CLIENT_SECRET}\n{PASSWORD}\n"))
+    stack.start_host()
+    try:
+        assert run(environ, STARTER_RULES, verify=True, command=main) == 0
+        first = capsys.readouterr().out
+        assert f"== stored the client secret of connection 'default' in Key Vault as {client}" in first
+        assert "== sign in connection 'default': python -m shared connect default --password-stdin" in first
+        assert "applied " in first and "verify: everything passed" in first
+        assert run(environ, STARTER_RULES, verify=True, command=main) == 0
+        again = capsys.readouterr().out
+        assert "== sign in" not in again and "rules are applied already" in again
+        assert "verify: everything passed" in again
+    finally:
+        stack.stop_host()
+        if refresh not in stack.vault.vault.secrets:
+            stack.vault.vault.secrets[refresh] = saved
+        if client not in stack.vault.vault.secrets:
+            stack.vault.vault.secrets[client] = saved_client
+        document["Values"]["FORWARDING_RULES_LOCATION"] = stack.values["FORWARDING_RULES_LOCATION"]
+        stack.settings_file.write_text(json.dumps(document))

@@ -15,6 +15,8 @@ param applicationInsightsConnectionString string
 param keyVaultUri string
 param subnetId string = ''
 param networkIsolation bool = false
+@description('With networkIsolation: one public IP (the deployer\'s) allowed in for the post-deployment steps; empty: none.')
+param allowedIpAddress string = ''
 param maximumInstanceCount int
 param instanceMemoryMB int
 param appSettings object
@@ -57,6 +59,15 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
+var deployerRules = networkIsolation && !empty(allowedIpAddress) ? [
+  {
+    name: 'deployer'
+    action: 'Allow'
+    priority: 100
+    ipAddress: '${allowedIpAddress}/32'
+  }
+] : []
+
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_222: public network access is Disabled with networkIsolation; without it, deployment (azd, zip deploy) needs the SCM endpoint, and the app exposes no HTTP function
   // checkov:skip=CKV_AZURE_17: no HTTP function: the app has queue and timer triggers only, so there is no inbound request to authenticate by client certificate
@@ -78,7 +89,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
-    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: networkIsolation && empty(allowedIpAddress) ? 'Disabled' : 'Enabled'
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     functionAppConfig: {
       deployment: {
@@ -105,6 +116,10 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
       scmMinTlsVersion: '1.2'
       ftpsState: 'Disabled'
       http20Enabled: true
+      ipSecurityRestrictionsDefaultAction: networkIsolation ? 'Deny' : 'Allow'
+      scmIpSecurityRestrictionsDefaultAction: networkIsolation ? 'Deny' : 'Allow'
+      ipSecurityRestrictions: deployerRules
+      scmIpSecurityRestrictions: deployerRules
       appSettings: [for setting in items(allSettings): {
         name: setting.key
         value: string(setting.value)

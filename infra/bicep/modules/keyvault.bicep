@@ -6,6 +6,8 @@ param name string
 param location string
 param tags object
 param networkIsolation bool
+@description('With networkIsolation: one public IP (the deployer\'s) allowed in for the post-deployment steps; empty: none.')
+param allowedIpAddress string = ''
 @secure()
 param sensorApiTokens object = {}
 
@@ -25,10 +27,15 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableSoftDelete: true
     softDeleteRetentionInDays: 90
     enablePurgeProtection: true
-    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: networkIsolation && empty(allowedIpAddress) ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
       defaultAction: networkIsolation ? 'Deny' : 'Allow'
+      ipRules: networkIsolation && !empty(allowedIpAddress) ? [
+        {
+          value: allowedIpAddress
+        }
+      ] : []
     }
   }
 }

@@ -11,6 +11,8 @@ param intakeStateTableName string
 param rulesContainerName string
 param deploymentContainerName string
 param networkIsolation bool
+@description('With networkIsolation: one public IP (the deployer\'s) allowed in for the post-deployment steps; empty: none.')
+param allowedIpAddress string = ''
 @description('Geo-zone-redundant by default: the queue holds alerts not yet forwarded.')
 param skuName string = 'Standard_GZRS'
 
@@ -31,10 +33,16 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: networkIsolation ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: networkIsolation && empty(allowedIpAddress) ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
       defaultAction: networkIsolation ? 'Deny' : 'Allow'
+      ipRules: networkIsolation && !empty(allowedIpAddress) ? [
+        {
+          value: allowedIpAddress
+          action: 'Allow'
+        }
+      ] : []
     }
   }
 }
