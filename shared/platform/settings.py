@@ -454,6 +454,15 @@ def parse_ca_bundle(value: str, where: str) -> Path:
     return path
 
 
+PLACEHOLDER_DOMAINS = (".example", ".invalid")  # RFC 2606: reserved for documentation, never a real host
+
+
+def refuse_placeholder(url: str, where: str) -> None:
+    host = (urlsplit(url).hostname or "").lower()
+    if host.endswith(PLACEHOLDER_DOMAINS):
+        raise ValueError(f"{where}={url!r} is a documentation placeholder (a reserved .example host); set the real one")
+
+
 def parse_instance_url(value: str, where: str) -> str:
     parts = urlsplit(value)
     if parts.scheme != "https" or not parts.hostname:
@@ -461,6 +470,7 @@ def parse_instance_url(value: str, where: str) -> str:
             f"{where}={value!r} is invalid; expected an https:// ServiceNow instance URL such as "
             "'https://dev12345.service-now.com' (ServiceNow is HTTPS-only; http:// is refused)"
         )
+    refuse_placeholder(value, where)
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"{where} must not carry credentials, a query or a fragment; expected 'https://host[:port]'")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
@@ -582,6 +592,11 @@ def _check_device_sync(
     console_url = reader.raw("CONSOLE_URL") or ""
     if console_url and urlsplit(console_url).scheme != "https":
         reader.fail(f"CONSOLE_URL={console_url!r} is invalid; expected https://<management console>")
+    elif console_url:
+        try:
+            refuse_placeholder(console_url, "CONSOLE_URL")
+        except ValueError as exc:
+            reader.fail(str(exc))
     ca_bundle = reader.parsed("CONSOLE_CA_BUNDLE", parse_ca_bundle)
     proxy = reader.parsed("CONSOLE_PROXY_URL", parse_proxy_url)
     connection = reader.raw("DEVICE_SYNC_CONNECTION") or (connections[0].name if connections else "default")
@@ -657,6 +672,7 @@ def _https_url(raw: dict[str, Any], key: str, where: str, example: str) -> str:
     parts = urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme != "https" or not parts.hostname or parts.username or parts.password:
         raise ValueError(f"{where}.{key}={url!r} is invalid; expected {example} (https, no credentials)")
+    refuse_placeholder(str(url), f"{where}.{key}")
     return str(url).rstrip("/")
 
 

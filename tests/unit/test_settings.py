@@ -276,3 +276,18 @@ def test_a_console_described_twice_is_refused() -> None:
     sources = json.dumps([{"name": "console", "kind": "console", "url": "https://cm"}])
     (problem,) = problems(env(DEFENDER_SOURCES=sources, CONSOLE_URL="https://cm"))
     assert problem.startswith("CONSOLE_URL describes a source named 'console', and DEFENDER_SOURCES has one too")
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("SERVICENOW_CONNECTIONS", json.dumps([{**CONNECTION, "instance_url": "https://acme.service-now.example"}]),
+         "SERVICENOW_CONNECTIONS[default].instance_url='https://acme.service-now.example' is a documentation"),
+        ("CONSOLE_URL", "https://console.plant.example", "CONSOLE_URL='https://console.plant.example' is a"),
+        ("DEFENDER_SOURCES", json.dumps([{"name": "s", "kind": "sensor", "url": "https://sensor.ot.example"}]),
+         "DEFENDER_SOURCES[s].url='https://sensor.ot.example' is a documentation placeholder"),
+    ],
+)  # fmt: skip
+def test_the_worked_examples_placeholder_hosts_are_refused(name: str, value: str, expected: str) -> None:
+    (problem,) = problems(env(**{name: value}))
+    assert problem.startswith(expected), problem
