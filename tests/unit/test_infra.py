@@ -157,3 +157,42 @@ def test_a_checkov_check_that_crashes_fails_infra_check(tmp_path: Path) -> None:
     )
     assert crashed.returncode != 0
     assert "a checkov check crashed" in crashed.stderr
+
+
+def test_azd_asks_for_what_has_no_default_and_never_deploys_the_example() -> None:
+    import json
+
+    parameters = json.loads((BICEP / "main.parameters.json").read_text())["parameters"]
+    declared = set(parsed("main.bicep")["parameters"])
+    assert set(parameters) <= declared  # every mapped parameter exists
+    assert "serviceNowConnections" not in parameters  # required without a default: azd asks for it
+    assert not (BICEP / "main.bicepparam").exists()  # azd would deploy a main.bicepparam as it is
+    assert "postprovision" in (ROOT / "azure.yaml").read_text()
+
+
+def test_the_deploy_script_refuses_the_worked_examples_placeholders() -> None:
+    for script in (ROOT / "infra" / "deploy.sh", ROOT / "infra" / "hooks" / "postprovision.sh"):
+        assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0, script  # noqa: S603, S607
+    done = subprocess.run(  # noqa: S603
+        ["sh", str(ROOT / "infra" / "deploy.sh"), "rg", "westeurope", str(BICEP / "main.example.bicepparam")],  # noqa: S607
+        check=False,
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin"},  # no az: the check comes before any Azure call
+    )
+    assert done.returncode == 2 and "still holds the worked example's placeholders" in done.stderr
+
+
+def test_the_deployer_gets_exactly_the_roles_of_the_steps_after_deployment() -> None:
+    document = parsed("modules/deployer.bicep")
+    roles = document["variables"]["roles"]["value"]
+    assert set(roles.values()) == {
+        "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer: the client secret, connect's tokens
+        "ba92f5b4-2d11-453d-a403-e96b0029c9fe",  # Storage Blob Data Contributor: rules apply
+        "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",  # Storage Queue Data Message Sender: enqueue, verify
+        "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader: verify, poison list
+        "76199698-9eea-4c19-bc75-cec21354c6b6",  # Storage Table Data Reader: sync and writeback status, verify
+    }
+    assignments = [r for r in document["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]
+    configs = [r["config"].get("config", r["config"]) for r in assignments]  # a loop nests its body
+    assert len(configs) == 5 and all("scope" in c for c in configs)  # on a resource, never the group
