@@ -24,7 +24,7 @@ STARTER_RULES = ROOT / "examples" / "forwarding-rules.yaml"
 # What the operator commands need beyond the template's outputs (the app's own schedules, unused here).
 DEFAULTS = {
     "KEY_VAULT_CREDENTIAL": "default",
-    "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
+    "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a secret  # nosec B105
     "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
     "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
 }
