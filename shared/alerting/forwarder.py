@@ -273,8 +273,17 @@ class Forwarder:
             v = values(message)
             notes = render(action.close_notes, v).strip()
             state = RESOLVED_STATE.get(entry.table, "6")
+            client = self._client(action)
             try:
-                self._client(action).update_record(
+                current = client.get_record(entry.table, entry.sys_id, fields=["state"]).get("state", "")
+            except NotFoundError:
+                current = None
+            if current is None or current in CLOSED_STATES.get(entry.table, {"6", "7", "8", "3"}):
+                # Deleted, or resolved in ServiceNow meanwhile: the analyst's resolution stands as written.
+                self.ledger.resolved(entry)
+                continue
+            try:
+                client.update_record(
                     entry.table,
                     entry.sys_id,
                     {

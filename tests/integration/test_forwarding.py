@@ -207,6 +207,19 @@ def test_an_alert_handled_after_its_record_was_deleted_in_servicenow_is_done_not
     assert stack.handle(status).status == "filtered"  # and it is remembered as done
 
 
+def test_an_alert_handled_after_its_record_was_resolved_in_servicenow_leaves_that_resolution_as_written(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack()
+    (created,) = stack.handle(alert()).outcomes
+    values = {"state": "7", "close_code": "Solved (Permanently)", "close_notes": "closed by the SOC"}
+    stack.servicenow.store.update("incident", created.sys_id, values, "analyst")
+    status = {"schema": SCHEMA, "kind": "alert_status", "sensor": {"name": "sensor-1", "id": 7}, "alert": {"id": 1001}}
+    assert stack.handle(status).outcomes == []
+    record = stack.servicenow.store.get("incident", created.sys_id)
+    assert (record["state"], record["close_notes"]) == ("7", "closed by the SOC")
+
+
 def test_429_storm_defers_for_the_requested_time(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     stack.servicenow.faults.configure({"fail_next": [{"status": 429, "retry_after": "3", "count": 20}]})

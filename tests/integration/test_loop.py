@@ -131,6 +131,7 @@ def test_both_at_once_end_closed_with_at_most_one_write_each_way(make_loop: Call
     loop.intake()  # the timer's order: intake, then write-back
     loop.writeback()
     assert loop.record()["state"] == "6" and loop.graph.writes == []
+    assert loop.record()["close_notes"] == "Fixed by the analyst"  # the analyst's resolution stands as written
     assert loop.record_writes() - patches <= 1
     loop.intake()
     loop.writeback()
