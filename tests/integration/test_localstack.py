@@ -193,7 +193,9 @@ def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.P
     assert re.search(r"Resolved in ServiceNow: INC\d+ \(Unauthorized Device Connected to the Network\)", text), text
     assert "→ alert closed in the cloud (Resource Manager; its status is now Closed)" in text
     # The device sync reads the cloud too, and says what Resource Graph cannot provide.
-    assert re.search(r"Device sync from source 'cloud' \(cloud\) finished .* created \d{3}", text), text
+    # (Its counts depend on whether the host's own sync timer ticked first: its schedule is wall-clock.)
+    assert re.search(r"Device sync from source 'cloud' \(cloud\) finished in [\d.]+ s", text), text
+    assert re.search(r"CMDB now: 2\d\d OT devices", text), text
     assert "note: connections: Resource Graph has no device connections" in text
     assert "Traceback" not in text, text
     # The one ERROR is the demo's malformed message, poisoned as it should be.
