@@ -173,11 +173,11 @@ def test_cloud_changes_and_a_change_that_shows_late_behind_the_watermark(
     names = {device_name(world, early), device_name(world, late)}
     documents = [d for d in cloud_documents(world, graph.subscription) if d["name"] in names]
     graph.put(*[d for d in documents if d["name"] == device_name(world, late)])
-    graph.consistency_seconds = 1.5
+    graph.consistency_seconds = 5.0  # long enough that the next run reads before it, even on a busy machine
     graph.put(*[d for d in documents if d["name"] == device_name(world, early)])
     graph.consistency_seconds = 0
     assert sync.run().counts.updated == 1  # the later change; the earlier one is not visible yet
-    time.sleep(1.6)
+    time.sleep(5.1)
     assert sync.run().counts.updated == 1  # the overlap reaches back: not skipped
     assert cis(servicenow)[f"dfiot-device:{device_name(world, early)}"]["manufacturer"] == "Early Vendor"
 
