@@ -31,6 +31,8 @@ param forwardingRetryMaxSeconds int = 900
 @description('Seconds after which a claim on an alert is taken for a crashed worker\'s and recovered; longer than one ServiceNow write can take.')
 @minValue(5)
 param forwardingClaimSeconds int = 300
+@description('How often (seconds) the forwarder looks for a new rules document; 0 looks on every alert.')
+param forwardingRulesCheckSeconds int = 30
 
 @description('NCRONTAB (UTC) of the token_refresh timer.')
 param tokenRefreshSchedule string = '0 */10 * * * *'
@@ -197,6 +199,7 @@ module app 'modules/app.bicep' = {
       FORWARDING_RETRY_BASE_SECONDS: forwardingRetryBaseSeconds
       FORWARDING_RETRY_MAX_SECONDS: forwardingRetryMaxSeconds
       FORWARDING_CLAIM_SECONDS: forwardingClaimSeconds
+      FORWARDING_RULES_CHECK_SECONDS: forwardingRulesCheckSeconds
       TOKEN_RENEW_BEFORE_MINUTES: tokenRenewBeforeMinutes
       TOKEN_REFRESH_WARNING_DAYS: refreshTokenWarningDays
       TOKEN_REFRESH_ERROR_DAYS: refreshTokenErrorDays

@@ -7,7 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
@@ -54,17 +57,30 @@ class RulesUnavailableError(Exception):
 
 
 class RulesSource:
-    """The applied rules document, re-read only when its ETag (blob) or mtime and size (file) changed.
+    """The applied rules document, re-read only when its ETag (blob) or mtime and size (file) changed, and
+    looked at no more often than every ``check_seconds``: between looks the rules in force are returned
+    without any storage call or lock (a look per alert was a HEAD per alert, under a process-wide lock).
 
     An invalid new version is refused with every error logged, and the last good rules stay in force.
     """
 
-    def __init__(self, location: RulesLocation, blobs: BlobServiceClient | None, connections: list[str]) -> None:
+    def __init__(
+        self,
+        location: RulesLocation,
+        blobs: BlobServiceClient | None,
+        connections: list[str],
+        *,
+        check_seconds: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.location = location
         self.blobs = blobs
         self.connections = connections
+        self.check_seconds = check_seconds
+        self.clock = clock
         self.version: str | None = None
         self.rules: RuleSet | None = None
+        self.checked = -math.inf
         self.lock = threading.Lock()
 
     def _read(self) -> tuple[str, bytes]:
@@ -81,7 +97,13 @@ class RulesSource:
         return properties.etag, blob.download_blob().readall()
 
     def current(self) -> RuleSet:
+        rules = self.rules
+        if rules is not None and self.clock() - self.checked < self.check_seconds:
+            return rules  # looked recently: no storage call, no lock
         with self.lock:
+            if self.rules is not None and self.clock() - self.checked < self.check_seconds:
+                return self.rules  # another thread looked while this one waited
+            self.checked = self.clock()
             try:
                 version, data = self._read()
             except (ResourceNotFoundError, FileNotFoundError):

@@ -24,7 +24,9 @@ def build_forwarder(settings: Settings) -> Forwarder:
     secrets = secret_store(settings)
     return Forwarder(
         forwarding,
-        rules=RulesSource(location, blobs, [c.name for c in settings.connections]),
+        rules=RulesSource(
+            location, blobs, [c.name for c in settings.connections], check_seconds=forwarding.rules_check_seconds
+        ),
         ledger=ledger,
         queue=queues.get_queue_client(settings.alerts_queue),
         poison=queues.get_queue_client(poison_queue_name(settings.alerts_queue)),

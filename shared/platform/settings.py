@@ -43,6 +43,7 @@ KNOWN_SETTINGS = frozenset(
         "FORWARDING_RETRY_BASE_SECONDS",
         "FORWARDING_RETRY_MAX_SECONDS",
         "FORWARDING_CLAIM_SECONDS",
+        "FORWARDING_RULES_CHECK_SECONDS",
         "KEY_VAULT_URL",
         "KEY_VAULT_CREDENTIAL",
         "KEY_VAULT_CA_BUNDLE",
@@ -168,6 +169,7 @@ class ForwardingSettings:
     claim_seconds: float = 300.0
     retry_base_seconds: float = 30.0
     retry_max_seconds: float = 900.0
+    rules_check_seconds: float = 30.0  # how often the forwarder looks for a new rules document
 
 
 @dataclass(frozen=True)
@@ -846,6 +848,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         retry_base_seconds=reader.number("FORWARDING_RETRY_BASE_SECONDS", 30.0, 1, 3600),
         retry_max_seconds=reader.number("FORWARDING_RETRY_MAX_SECONDS", 900.0, 1, 24 * 3600),
         claim_seconds=reader.number("FORWARDING_CLAIM_SECONDS", 300.0, 5, 3600),
+        rules_check_seconds=reader.number("FORWARDING_RULES_CHECK_SECONDS", 30.0, 0, 3600),
     )
     # A claim older than this is taken for a crashed worker's; a live worker's write must never last that long.
     longest_write = http.retry_budget_seconds + http.connect_timeout + http.read_timeout

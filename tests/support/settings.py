@@ -18,5 +18,6 @@ def app_settings(storage: str, instance_url: str = "https://x.service-now.com", 
             [{"name": "default", "instance_url": instance_url, "auth": "basic", "username": "svc_defender"}]
         ),
         "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
+        "FORWARDING_RULES_CHECK_SECONDS": "0",  # tests change the rules and expect them at once
         **overrides,
     }

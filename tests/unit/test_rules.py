@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +157,24 @@ def test_stamp_keeps_known_creation_times() -> None:
     previous = {"rules": [{"name": "old", "created_at": CREATED}]}
     stamped = stamp({"rules": [{"name": "old"}, {"name": "new"}]}, previous, now)
     assert [r["created_at"] for r in stamped["rules"]] == [CREATED, now.isoformat()]
+
+
+def test_the_rules_document_is_looked_at_no_more_often_than_the_check_interval(tmp_path: Path) -> None:
+    from shared.alerting.rules_store import RulesSource
+    from shared.platform.settings import RulesLocation
+
+    def document(name: str) -> str:
+        action = {"name": "incident", "connection": "default", "report": "incident"}
+        rule = {"name": name, "created_at": "2025-01-01T00:00:00+00:00", "actions": ["incident"]}
+        return json.dumps({"actions": [action], "rules": [rule]})
+
+    path = tmp_path / "rules.json"
+    path.write_text(document("one"))
+    now = [100.0]
+    source = RulesSource(RulesLocation.parse(f"file:{path}"), None, ["default"], check_seconds=30, clock=lambda: now[0])
+    assert [r.name for r in source.current().rules] == ["one"]
+    path.unlink()  # gone: within the interval nobody looks, so nobody notices
+    assert [r.name for r in source.current().rules] == ["one"]
+    path.write_text(document("two") + " ")  # a new version
+    now[0] += 31
+    assert [r.name for r in source.current().rules] == ["two"]
