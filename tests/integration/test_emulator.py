@@ -153,3 +153,48 @@ def test_faults_through_the_admin_api(servicenow: ServiceNowEmulator, http: requ
     assert http.get(api).status_code == 200
     stats = http.get(f"{servicenow.url}/_emulator/stats").json()
     assert stats["faults_injected"] >= 71
+
+
+def test_a_saturated_instance_refuses_beyond_its_transactions_without_retry_after(
+    servicenow: ServiceNowEmulator, http: requests.Session
+) -> None:
+    servicenow.faults.configure({"latency_ms": 1000})  # each transaction holds its slot a second
+    http.post(f"{servicenow.url}/_emulator/limits", json={"max_transactions": 2}).raise_for_status()
+    url = f"{servicenow.url}/api/now/table/incident?sysparm_limit=1"
+    answers: list[requests.Response] = []
+
+    start = threading.Barrier(6)
+
+    def call() -> None:
+        with requests.Session() as own:
+            own.verify = str(servicenow.ca_pem)
+            start.wait()  # all six at once
+            answers.append(own.get(url, auth=(SN_USER, SN_PASSWORD), timeout=10))
+
+    threads = [threading.Thread(target=call) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    refused = [a for a in answers if a.status_code == 429]
+    assert sorted(a.status_code for a in answers).count(200) >= 2 and refused
+    assert all("Retry-After" not in a.headers for a in refused)  # a full semaphore says not when
+    assert refused[0].json()["error"]["message"] == "Too many requests"
+    servicenow.faults.configure({"latency_ms": 0})
+    assert http.get(url, auth=(SN_USER, SN_PASSWORD)).status_code == 200  # free again once they finished
+
+
+def test_an_hourly_rate_limit_rule_answers_with_its_headers(
+    servicenow: ServiceNowEmulator, http: requests.Session
+) -> None:
+    http.post(f"{servicenow.url}/_emulator/limits", json={"rate_limit_per_hour": 2}).raise_for_status()
+    url = f"{servicenow.url}/api/now/table/incident?sysparm_limit=1"
+    first, second, third = (http.get(url, auth=(SN_USER, SN_PASSWORD)) for _ in range(3))
+    assert first.status_code == second.status_code == 200
+    assert first.headers["X-RateLimit-Limit"] == "2" and int(first.headers["X-RateLimit-Reset"]) > 0
+    assert third.status_code == 429
+    assert 3500 <= int(third.headers["Retry-After"]) <= 3600
+    assert third.headers["X-RateLimit-Reset"] == first.headers["X-RateLimit-Reset"]
+    assert third.json()["error"]["detail"] == "Rate limit of 2 requests per hour for Table API exceeded"
+    servicenow.reset()  # limits are per test
+    assert http.get(url, auth=(SN_USER, SN_PASSWORD)).status_code == 200

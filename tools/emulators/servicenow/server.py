@@ -83,6 +83,12 @@ class ServiceNowEmulator(TlsEmulator):
         self.sessions: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.roles: dict[str, set[str]] = {user: set(DEFAULT_ROLES) for user in self.oauth.users}
+        # A saturated instance: at most this many transactions at once, the rest refused (None: no limit).
+        self.max_transactions: int | None = None
+        self.transactions = 0
+        # An hourly rate-limit rule per user (None: none); the hour counts from each user's first request.
+        self.rate_limit_per_hour: int | None = None
+        self.rate_windows: dict[str, tuple[float, int]] = {}
         super().__init__(host, port, tls_dir)
         self.seed_directory()
 
@@ -110,6 +116,9 @@ class ServiceNowEmulator(TlsEmulator):
             self.stats.clear()
         self.oauth.grants.clear()
         self.clock_offset = 0.0
+        self.max_transactions = None
+        self.rate_limit_per_hour = None
+        self.rate_windows.clear()
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -149,6 +158,13 @@ class ServiceNowEmulator(TlsEmulator):
         if session and not self.enter_session(session):
             self.count("session_queue_dropped")
             return Reply(202, None)
+        if not self.enter_transaction():
+            if session:
+                self.leave_session(session)
+            self.count("semaphore_rejected")
+            # What a saturated instance answers: 429, and no Retry-After to say when to come back.
+            detail = "The maximum number of concurrent API transactions is in use; try again later"
+            return Reply(429, {"error": {"message": "Too many requests", "detail": detail}, "status": "failure"})
         try:
             fault = self.faults.take()
             if fault is not None:
@@ -164,6 +180,7 @@ class ServiceNowEmulator(TlsEmulator):
                 # The request took effect; its answer comes too late for the client (a lost response).
                 time.sleep(fault.seconds)
         finally:
+            self.leave_transaction()
             if session:
                 self.leave_session(session)
         reply.headers.setdefault("X-Transaction-ID", secrets.token_hex(6))
@@ -205,6 +222,41 @@ class ServiceNowEmulator(TlsEmulator):
             if self.sessions[session] <= 0:
                 del self.sessions[session]
 
+    def enter_transaction(self) -> bool:
+        with self.lock:
+            if self.max_transactions is not None and self.transactions >= self.max_transactions:
+                return False
+            self.transactions += 1
+            return True
+
+    def leave_transaction(self) -> None:
+        with self.lock:
+            self.transactions -= 1
+
+    def rate_limited(self, user: str) -> tuple[Reply | None, dict[str, str]]:
+        """The user's hourly rule: (a 429 when spent, else None; the rule's headers for the answer)."""
+        if self.rate_limit_per_hour is None:
+            return None, {}
+        now = self.clock()
+        with self.lock:
+            start, used = self.rate_windows.get(user, (now, 0))
+            if now - start >= 3600:
+                start, used = now, 0
+            used += 1
+            self.rate_windows[user] = (start, used)
+        reset = int(start + 3600)
+        headers = {
+            "X-RateLimit-Limit": str(self.rate_limit_per_hour),
+            "X-RateLimit-Reset": str(reset),
+            "X-RateLimit-Rule": "emulator hourly rule",
+        }
+        if used <= self.rate_limit_per_hour:
+            return None, headers
+        self.count("rate_limited")
+        detail = f"Rate limit of {self.rate_limit_per_hour} requests per hour for Table API exceeded"
+        body = {"error": {"message": "Rate limit exceeded", "detail": detail}, "status": "failure"}
+        return Reply(429, body, {**headers, "Retry-After": str(max(1, reset - int(now)))}), headers
+
     def authenticate(self, headers: dict[str, str]) -> str | None:
         value = headers.get("authorization", "")
         scheme, _, credential = value.partition(" ")
@@ -230,6 +282,14 @@ class ServiceNowEmulator(TlsEmulator):
         if user is None:
             challenge = {"WWW-Authenticate": 'Basic realm="Service-now"'}
             return envelope(401, NOT_AUTHENTICATED["message"], NOT_AUTHENTICATED["detail"], challenge)
+        refused, rule = self.rate_limited(user)
+        if refused is not None:
+            return refused
+        reply = self.serve(method, path, query, headers, body, user)
+        reply.headers.update(rule)
+        return reply
+
+    def serve(self, method: str, path: str, query: str, headers: dict[str, str], body: bytes, user: str) -> Reply:
         if path == "/api/now/v1/batch" and method == "POST":
             self.count("batch")
             return self.batch(body, user)
@@ -471,6 +531,14 @@ class ServiceNowEmulator(TlsEmulator):
         if name == "users" and method == "POST":
             self.oauth.users[str(spec["username"])] = str(spec["password"])
             return Reply(200, {"username": spec["username"]})
+        if name == "limits" and method == "POST":
+            # {"max_transactions": N | null, "rate_limit_per_hour": N | null}
+            self.max_transactions = spec.get("max_transactions")
+            self.rate_limit_per_hour = spec.get("rate_limit_per_hour")
+            self.rate_windows.clear()
+            return Reply(
+                200, {"max_transactions": self.max_transactions, "rate_limit_per_hour": self.rate_limit_per_hour}
+            )
         if name == "oauth_clients" and method == "POST":
             client = OAuthClient(**spec)
             self.oauth.clients[client.client_id] = client
