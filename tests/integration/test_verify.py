@@ -87,8 +87,11 @@ def test_a_missing_role_and_a_missing_table_are_named(stack: AppStack, tmp_path:
     assert role.line() == (
         f"FAIL ServiceNow 'default' table incident: present, but {USER} lacks the role itil — fix: give {USER} itil"
     )
+    from shared.alerting.rules_store import read_rules
+    from shared.platform.storage import blob_service
+
     rules = tmp_path / "rules.json"
-    document = json.loads(Path(stack.settings.forwarding.rules_location.text.removeprefix("file:")).read_text())
+    document = read_rules(stack.settings.forwarding.rules_location, blob_service(stack.settings.alerts_storage))
     document["actions"][0]["table"] = "sn_no_such_table"
     rules.write_text(json.dumps(document))
     location = replace(stack.settings.forwarding.rules_location, text=f"file:{rules}", path=rules)

@@ -31,11 +31,12 @@ from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id
 from shared.alerting.rules import parse_rules
+from shared.alerting.rules_store import write_rules
 from shared.app import secret_store
 from shared.app.tokens import connect_connection
 from shared.platform.secrets import KeyVaultSecretStore, Secret
 from shared.platform.settings import load_settings
-from shared.platform.storage import pooled_session
+from shared.platform.storage import blob_service, pooled_session
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
@@ -126,8 +127,6 @@ class AppStack:
         self.graph = ResourceGraphEmulator(tls_dir=tls).start()
         self._stack.callback(self.graph.stop)
         self.graph.faults.configure({"latency_ms": self.latency_ms})
-        rules = self.workdir / "rules.json"
-        rules.write_text(json.dumps(RULES))
         ca = str(self.servicenow.ca_pem.resolve())
         run = uuid.uuid4().hex[:10]
         vault_port = self.vault.url.rsplit(":", 1)[1]
@@ -155,7 +154,8 @@ class AppStack:
             "KEY_VAULT_URL": f"https://localhost:{vault_port}",
             "KEY_VAULT_CREDENTIAL": "emulator",
             "KEY_VAULT_CA_BUNDLE": ca,
-            "FORWARDING_RULES_LOCATION": f"file:{rules}",
+            # Blob rules, as main.bicep deploys them (the forwarder looks for a new version every 30 s).
+            "FORWARDING_RULES_LOCATION": f"rules{run}/forwarding-rules.json",
             "DEFENDER_SOURCES": json.dumps(
                 [
                     {
@@ -174,6 +174,7 @@ class AppStack:
         self.settings_file = self.workdir / "local.settings.json"
         self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": self.values}, indent=2))
         self.settings = load_settings(self.values)
+        write_rules(self.settings.forwarding.rules_location, blob_service(self.settings.alerts_storage), RULES)
         store = secret_store(self.settings)
         assert isinstance(store, KeyVaultSecretStore)
         connection = self.settings.connection("default")
