@@ -33,7 +33,7 @@ def child(spec: dict[str, Any]) -> None:
     from azure.data.tables import TableServiceClient
 
     from shared.app import servicenow_client
-    from shared.app.sources import SOURCE_ERRORS, cloud_source
+    from shared.app.sources import cloud_source
     from shared.defender.cloud import CloudInventory
     from shared.devices.state import SyncState
     from shared.devices.sync import DeviceSync
@@ -51,7 +51,7 @@ def child(spec: dict[str, Any]) -> None:
     client = servicenow_client(connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http)
     tables = TableServiceClient.from_connection_string(spec["storage"], session=pooled_session(20))
     state = SyncState(tables.get_table_client(spec["table"]), scope="cloud")
-    sync = DeviceSync(DeviceSyncSettings(batch_size=100), source, client, state, source_errors=SOURCE_ERRORS)
+    sync = DeviceSync(DeviceSyncSettings(batch_size=100), source, client, state)
     started = time.perf_counter()
     status = sync.run()
     print(

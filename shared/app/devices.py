@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from shared.app import secret_store, servicenow_client
-from shared.app.sources import SOURCE_ERRORS, device_source
+from shared.app.sources import device_source
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
 from shared.platform.settings import Settings, SourceSettings, get_settings
@@ -50,7 +50,6 @@ def build_sync(
         state or sync_state(settings, source),
         progress=progress,
         data_source=source.data_source,
-        source_errors=SOURCE_ERRORS,
     )
 
 

@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from shared.alerting.intake import Intake, IntakeResult, IntakeState
 from shared.app import secret_store
-from shared.app.sources import SOURCE_ERRORS, alert_source
+from shared.app.sources import alert_source
+from shared.defender.rest import DefenderApiError
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import queue_service, table_service
 
@@ -37,9 +38,9 @@ def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
         source = alert_source(source_settings, settings, secrets)
         try:
             result = Intake(source, queue, state, overlap).run()
-        except SOURCE_ERRORS as exc:
+        except DefenderApiError as exc:
             # A refusal (no read access, say) will not pass by itself: say what to fix, not just "later".
-            then = "the next cycle tries again" if getattr(exc, "retryable", True) else _fix(source_settings.kind)
+            then = "the next cycle tries again" if exc.retryable else _fix(source_settings.kind)
             logger.error("alert intake from source '%s' failed; %s: %s", source.name, then, exc)
             failed.append(source.name)
             continue

@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from shared.defender.console import ConsoleClient
 from shared.defender.model import AlertSource, DeviceSource
-from shared.defender.rest import DefenderApiError
 from shared.defender.sensor import SensorSource
 from shared.defender.writeback import AlertWriter, CloudAlertWriter
 from shared.platform.identity import LocalEmulatorCredential, azure_credential
@@ -22,9 +21,6 @@ from shared.platform.settings import (
 
 if TYPE_CHECKING:
     from shared.defender.cloud import CloudSource
-
-# What a failed read of any kind raises (the sync records it and resumes next time).
-SOURCE_ERRORS: tuple[type[Exception], ...] = (DefenderApiError,)
 
 
 def cloud_credential(source: CloudSourceSettings) -> Any:

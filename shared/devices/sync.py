@@ -74,7 +74,6 @@ class DeviceSync:
         progress: Callable[[SyncProgress], None] | None = None,
         *,
         data_source: str | None = None,
-        source_errors: tuple[type[Exception], ...] = (DefenderApiError,),
     ) -> None:
         self.settings = settings
         self.source = source
@@ -83,7 +82,6 @@ class DeviceSync:
         self.clock = clock
         self.progress = progress
         self.data_source = data_source or settings.data_source
-        self.source_errors = source_errors
         self.sensors: dict[str, Sensor] = {}
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}
@@ -97,7 +95,6 @@ class DeviceSync:
         calls_before = self._calls_before = self.servicenow.stats.calls
         self._read = {}
         self._addresses = {}
-        expected: tuple[type[Exception], ...] = (*self.source_errors, HttpError, OSError)
         try:
             self.state.ensure()
             self._sensors(status.counts)
@@ -112,10 +109,10 @@ class DeviceSync:
             if capabilities.cves == "incremental":
                 self._cves(status.counts)
             elif capabilities.cves == "snapshot":
-                self._cve_snapshot(self._snapshot_pages(), status.counts)
+                self._cve_snapshot(self.source.cve_pages(0), status.counts)
             elif capabilities.cves == "by_address":
                 self._cve_snapshot(self._address_pages(status.counts), status.counts)
-        except expected as exc:
+        except (DefenderApiError, HttpError, OSError) as exc:  # every source's failures are DefenderApiError
             status.error = f"{type(exc).__name__}: {exc}"
             logger.error("device sync failed (it resumes from the last written item next time): %s", status.error)
         finished = self.clock()
@@ -394,9 +391,6 @@ class DeviceSync:
         ]
         for chunk in _chunks(fixed, 500):
             self._cve_page(chunk, counts)
-
-    def _snapshot_pages(self) -> Iterator[list[DeviceCves]]:
-        yield from self.source.cve_pages(0)
 
     def _address_pages(self, counts: SyncCounts) -> Iterator[list[DeviceCves]]:
         """CVEs reported by IP address, as per-device lists through the addresses of the devices read."""

@@ -16,7 +16,7 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.intake import Intake, IntakeState
 from shared.app import servicenow_client
-from shared.app.sources import SOURCE_ERRORS, cloud_source
+from shared.app.sources import cloud_source
 from shared.defender.cloud import CloudInventory
 from shared.defender.model import DeviceSource
 from shared.defender.sensor import SensorSource
@@ -103,7 +103,6 @@ def make_sync(servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[...,
             source,
             client,
             state,
-            source_errors=SOURCE_ERRORS,
             **options,
         )
 
