@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 
 from shared.http.policies import Credential
-from shared.platform.identity import LocalEmulatorCredential, azure_credential
+from shared.platform.identity import credential_named
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretStore
 from shared.platform.settings import OAUTH_MODES, HttpSettings, KeyVaultSettings, ServiceNowConnection, Settings
 from shared.servicenow.auth import BasicAuth, StaticBearerToken
@@ -32,12 +32,7 @@ def secret_store(settings: Settings) -> SecretStore:
 def vault_store(vault: KeyVaultSettings | None) -> SecretStore:
     if vault is None:
         return EnvironmentSecretStore()
-    credential = (
-        LocalEmulatorCredential()
-        if vault.credential == "emulator"
-        else azure_credential(vault.client_id, managed_identity=vault.credential == "managed_identity")
-    )
-    return KeyVaultSecretStore.connect(vault.url, credential, vault.ca_bundle)
+    return KeyVaultSecretStore.connect(vault.url, credential_named(vault.credential, vault.client_id), vault.ca_bundle)
 
 
 def key_vault(settings: Settings) -> KeyVaultSecretStore:

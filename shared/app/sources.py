@@ -9,7 +9,7 @@ from shared.defender.console import ConsoleClient
 from shared.defender.model import AlertSource, DeviceSource
 from shared.defender.sensor import SensorSource
 from shared.defender.writeback import AlertWriter, CloudAlertWriter
-from shared.platform.identity import LocalEmulatorCredential, azure_credential
+from shared.platform.identity import credential_named
 from shared.platform.secrets import SecretStore
 from shared.platform.settings import (
     CloudSourceSettings,
@@ -25,9 +25,7 @@ if TYPE_CHECKING:
 
 def cloud_credential(source: CloudSourceSettings) -> Any:
     """How the app signs in to Azure Resource Manager for a cloud source, as its settings say."""
-    if source.credential == "emulator":
-        return LocalEmulatorCredential()
-    return azure_credential(source.client_id, managed_identity=source.credential == "managed_identity")
+    return credential_named(source.credential, source.client_id)
 
 
 def cloud_source(source: CloudSourceSettings) -> CloudSource:

@@ -31,3 +31,11 @@ def azure_credential(client_id: str | None, *, managed_identity: bool | None = N
     if managed_identity if managed_identity is not None else bool(client_id):
         return ManagedIdentityCredential(client_id=client_id)
     return DefaultAzureCredential()
+
+
+def credential_named(kind: str, client_id: str | None) -> Any:
+    """The credential a ``*_CREDENTIAL`` setting names: ``managed_identity``, ``default`` (the developer's
+    sign-in) or ``emulator`` (a local emulator's fixed token; the settings allow it for localhost only)."""
+    if kind == "emulator":
+        return LocalEmulatorCredential()
+    return azure_credential(client_id, managed_identity=kind == "managed_identity")
