@@ -6,16 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.defender.model import SourceAlert
+from shared.defender.model import SourceAlert, text
 
 FIELDS = (
     "id", "time", "title", "message", "severity", "engine", "sourceDevice", "destinationDevice",
     "sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps", "additionalInformation",
 )  # fmt: skip
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def parse_api_alert(record: dict[str, Any], *, closed: bool, sensor: dict[str, str]) -> SourceAlert:
@@ -29,9 +25,9 @@ def parse_api_alert(record: dict[str, Any], *, closed: bool, sensor: dict[str, s
     if isinstance(when, bool) or not isinstance(when, int):
         raise ValueError("no time (epoch milliseconds)")
     where = {
-        "name": sensor.get("name") or _text(record.get("sensorName")),
-        "site": sensor.get("site") or _text(record.get("siteName")),
-        "zone": sensor.get("zone") or _text(record.get("zoneName")),
+        "name": sensor.get("name") or text(record.get("sensorName")),
+        "site": sensor.get("site") or text(record.get("siteName")),
+        "zone": sensor.get("zone") or text(record.get("zoneName")),
     }
     return SourceAlert(
         id=str(alert_id),

@@ -33,6 +33,8 @@ from shared.defender.model import (
     SensorStatus,
     SourceAlert,
     normalise_mac,
+    objects,
+    text,
 )
 from shared.defender.rest import DefenderApiError
 from shared.platform.times import parse_iso
@@ -84,13 +86,9 @@ def _seconds(timespan: str | None) -> float:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
 def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
     """An ARG alert row as a :class:`CloudAlert`; ValueError says what is missing or malformed."""
-    name = _text(row.get("name"))
+    name = text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
         raise ValueError("no name or no properties")
@@ -99,10 +97,10 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
     started = parse_iso(properties.get("startTimeUtc"))
     if started is None:
         raise ValueError("no readable startTimeUtc")
-    severity = SEVERITIES.get(_text(properties.get("severity")).lower())
+    severity = SEVERITIES.get(text(properties.get("severity")).lower())
     if severity is None:
         raise ValueError(f"severity {properties.get('severity')!r} is not Informational, Low, Medium or High")
-    title = _text(properties.get("displayName") or properties.get("alertDisplayName") or properties.get("alertType"))
+    title = text(properties.get("displayName") or properties.get("alertDisplayName") or properties.get("alertType"))
     if not title:
         raise ValueError("no displayName")
     remediation = properties.get("remediationSteps")
@@ -111,53 +109,49 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
         "time": int(started.timestamp() * 1000),
         "title": title,
         "severity": severity,
-        "engine": _text(extended.get("AlertEngine") or extended.get("Engine") or properties.get("alertType"))
+        "engine": text(extended.get("AlertEngine") or extended.get("Engine") or properties.get("alertType"))
         or "Unknown",
-        "message": _text(properties.get("description")),
-        "sourceDeviceAddress": _text(extended.get("SourceDeviceAddress")) or None,
-        "destinationDeviceAddress": _text(extended.get("DestinationDeviceAddress")) or None,
+        "message": text(properties.get("description")),
+        "sourceDeviceAddress": text(extended.get("SourceDeviceAddress")) or None,
+        "destinationDeviceAddress": text(extended.get("DestinationDeviceAddress")) or None,
         "remediationSteps": remediation if isinstance(remediation, list | str) else None,
         "additionalInformation": {"description": "Cloud alert", "information": [row.get("id", "")]},
     }
     sensor = {
-        "name": _text(extended.get("SensorName") or extended.get("SensorId")) or source,
-        "site": _text(extended.get("SiteName") or extended.get("Site")) or None,
-        "zone": _text(extended.get("ZoneName") or extended.get("Zone")) or None,
+        "name": text(extended.get("SensorName") or extended.get("SensorId")) or source,
+        "site": text(extended.get("SiteName") or extended.get("Site")) or None,
+        "zone": text(extended.get("ZoneName") or extended.get("Zone")) or None,
     }
-    protocol = _text(extended.get("Protocol") or extended.get("ProtocolName")) or None
+    protocol = text(extended.get("Protocol") or extended.get("ProtocolName")) or None
     return SourceAlert(
         protocol=protocol,
         id=name,
-        resource_id=_text(row.get("id")),
+        resource_id=text(row.get("id")),
         started=started,
-        status=_text(properties.get("status")) or "New",
+        status=text(properties.get("status")) or "New",
         alert={k: v for k, v in alert.items() if v is not None},
         sensor={k: v for k, v in sensor.items() if v},
     )
 
 
 def parse_sensor(row: dict[str, Any]) -> SensorStatus:
-    name = _text(row.get("name"))
+    name = text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
         raise ValueError("no name or no properties")
-    status = _text(properties.get("sensorStatus"))
+    status = text(properties.get("sensorStatus"))
     if not status:
         raise ValueError("no sensorStatus")
     return SensorStatus(
-        id=_text(row.get("id")) or name,
+        id=text(row.get("id")) or name,
         name=name,
         status=status,
         connectivity_time=parse_iso(properties.get("connectivityTime")),
         online=status.lower() == "ok",
-        zone=_text(properties.get("zone")),
-        site=_text(properties.get("site") or properties.get("siteName")),
-        version=_text(properties.get("sensorVersion")),
+        zone=text(properties.get("zone")),
+        site=text(properties.get("site") or properties.get("siteName")),
+        version=text(properties.get("sensorVersion")),
     )
-
-
-def _objects(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _epoch_ms(value: Any) -> int:
@@ -170,7 +164,7 @@ def parse_device(row: dict[str, Any]) -> Device:
 
     A NIC's MAC is an identifier only when Defender is certain of it (``macCertainty``); otherwise it is
     kept as a guess, never used to identify a CI."""
-    name = _text(row.get("name"))
+    name = text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
         raise ValueError("no name or no properties")
@@ -179,33 +173,33 @@ def parse_device(row: dict[str, Any]) -> Device:
     macs: list[str] = []
     guessed: list[str] = []
     ips: list[str] = []
-    for nic in _objects(properties.get("nics")):
+    for nic in objects(properties.get("nics")):
         if isinstance(nic.get("ipv4Address"), str) and nic["ipv4Address"]:
             ips.append(nic["ipv4Address"])
         if (mac := normalise_mac(nic.get("macAddress"))) is not None:
-            (macs if _text(nic.get("macCertainty")).lower() == "certain" else guessed).append(mac)
+            (macs if text(nic.get("macCertainty")).lower() == "certain" else guessed).append(mac)
     hardware = properties.get("hardware")
     hardware = hardware if isinstance(hardware, dict) else {}
     firmware = tuple(
-        Firmware(_text(f.get("model") or hardware.get("model")), _text(f.get("version")), _text(f.get("serial")))
-        for f in _objects(properties.get("firmware"))
+        Firmware(text(f.get("model") or hardware.get("model")), text(f.get("version")), text(f.get("serial")))
+        for f in objects(properties.get("firmware"))
     )
-    sensor_name = _text(sensor.get("name"))
+    sensor_name = text(sensor.get("name"))
     return Device(
         id=name,
-        name=_text(properties.get("deviceName")) or name,
+        name=text(properties.get("deviceName")) or name,
         last_update=_epoch_ms(properties.get("lastUpdated")),
-        device_type=_text(properties.get("deviceSubTypeDisplayName") or properties.get("deviceTypeDisplayName")),
-        vendor=_text(hardware.get("vendor")),
-        purdue_level=_text(properties.get("purdueLevel")),
-        site=_text(sensor.get("site")),
-        zone=_text(sensor.get("zone")),
+        device_type=text(properties.get("deviceSubTypeDisplayName") or properties.get("deviceTypeDisplayName")),
+        vendor=text(hardware.get("vendor")),
+        purdue_level=text(properties.get("purdueLevel")),
+        site=text(sensor.get("site")),
+        zone=text(sensor.get("zone")),
         sensor=sensor_name,
         sensor_ids=(sensor_name,) if sensor_name else (),
         macs=tuple(sorted(set(macs))),
         guessed_macs=tuple(sorted(set(guessed) - set(macs))),
         ips=tuple(ips),
-        protocols=tuple(_text(p.get("name")) for p in _objects(properties.get("protocols")) if p.get("name")),
+        protocols=tuple(text(p.get("name")) for p in objects(properties.get("protocols")) if p.get("name")),
         firmware=firmware,
         first_discovered=_epoch_ms(properties.get("firstSeen")) or None,
     )
@@ -218,15 +212,15 @@ def parse_vulnerability(row: dict[str, Any]) -> tuple[str, Cve]:
     properties = row.get("properties")
     if not isinstance(properties, dict):
         raise ValueError("no properties")
-    device = _text(properties.get("deviceId")).rstrip("/").rsplit("/", 1)[-1]
-    cve = _text(properties.get("cveId"))
+    device = text(properties.get("deviceId")).rstrip("/").rsplit("/", 1)[-1]
+    cve = text(properties.get("cveId"))
     if not device or not cve.upper().startswith("CVE-"):
         raise ValueError("no deviceId or no cveId")
     return device, Cve(
         cve,
-        _text(properties.get("cvssScore")),
-        _text(properties.get("attackVector")),
-        _text(properties.get("description")),
+        text(properties.get("cvssScore")),
+        text(properties.get("attackVector")),
+        text(properties.get("description")),
     )
 
 
@@ -248,12 +242,12 @@ class CloudSource:
         self.page_size = page_size
         self.sleep = sleep
 
-    def rows(self, text: str, report: ReadReport) -> Iterator[dict[str, Any]]:
+    def rows(self, kql: str, report: ReadReport) -> Iterator[dict[str, Any]]:
         token: str | None = None
         while True:
             request = QueryRequest(
                 subscriptions=list(self.subscriptions),
-                query=text,
+                query=kql,
                 options=QueryRequestOptions(top=self.page_size, skip_token=token, result_format="objectArray"),
             )
             try:
@@ -281,8 +275,8 @@ class CloudSource:
             if not token:
                 return
 
-    def _alerts(self, text: str, report: ReadReport) -> Iterator[CloudAlert]:
-        for row in self.rows(text, report):
+    def _alerts(self, kql: str, report: ReadReport) -> Iterator[CloudAlert]:
+        for row in self.rows(kql, report):
             try:
                 yield parse_alert(row, self.name)
             except ValueError as exc:

@@ -23,6 +23,16 @@ def normalise_mac(value: Any) -> str | None:
     return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
 
 
+def text(value: Any) -> str:
+    """A record's field as text: None as empty (sources leave optional fields out, or null)."""
+    return "" if value is None else str(value)
+
+
+def objects(value: Any) -> list[dict[str, Any]]:
+    """A record's list of objects, without anything else a hostile or careless source put in it."""
+    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
+
+
 @dataclass(frozen=True)
 class Firmware:
     model: str = ""

@@ -31,6 +31,8 @@ from shared.defender.model import (
     SensorStatus,
     SourceAlert,
     normalise_mac,
+    objects,
+    text,
 )
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
 from shared.defender.writeback import WriteBackUnsupportedError, WriteResult
@@ -44,14 +46,6 @@ SEVERITIES = ("Warning", "Minor", "Major", "Critical")
 
 class SensorError(DefenderApiError):
     """A sensor API call failed."""
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
-
-
-def _objects(value: Any) -> list[dict[str, Any]]:
-    return [item for item in value if isinstance(item, dict)] if isinstance(value, list) else []
 
 
 def _texts(value: Any) -> list[str]:
@@ -109,7 +103,7 @@ class SensorSource:
         )
         if not isinstance(document, list):
             raise SensorError(f"sensor '{self.name}' GET {path}: expected a JSON list", retryable=True)
-        return _objects(document)
+        return objects(document)
 
     def _key(self, device_id: Any) -> str | None:
         """The device's id for the sync: the sensor's number, prefixed (two sensors both number from 1)."""
@@ -126,25 +120,25 @@ class SensorSource:
         for record in self._get("/api/v1/devices"):
             key = self._key(record.get("id"))
             if key is None:
-                self._skipped.append(f"device without an id ({_text(record.get('name')) or 'no name'})")
+                self._skipped.append(f"device without an id ({text(record.get('name')) or 'no name'})")
                 continue
-            firmware = _objects(record.get("firmware"))
+            firmware = objects(record.get("firmware"))
             page.append(
                 Device(
                     id=key,
-                    name=_text(record.get("name")) or key,
+                    name=text(record.get("name")) or key,
                     last_update=0,
-                    device_type=_text(record.get("type")),
-                    vendor=_text(record.get("vendor")),
+                    device_type=text(record.get("type")),
+                    vendor=text(record.get("vendor")),
                     site=self.settings.site,
                     zone=self.settings.zone,
                     sensor=self.name,
                     sensor_ids=(self.name,),
                     macs=tuple(sorted({m for v in _texts(record.get("macAddresses")) if (m := normalise_mac(v))})),
                     ips=tuple(_texts(record.get("ipAddresses"))),
-                    protocols=tuple(_text(p.get("name")) for p in _objects(record.get("protocols")) if p.get("name")),
+                    protocols=tuple(text(p.get("name")) for p in objects(record.get("protocols")) if p.get("name")),
                     firmware=tuple(
-                        Firmware(_text(f.get("model")), _text(f.get("firmwareVersion")), _text(f.get("serial")))
+                        Firmware(text(f.get("model")), text(f.get("firmwareVersion")), text(f.get("serial")))
                         for f in firmware
                     ),
                 )
@@ -174,12 +168,12 @@ class SensorSource:
     def address_cves(self) -> list[AddressCves]:
         by_address: dict[str, dict[str, Cve]] = {}
         for record in self._get("/api/v1/devices/cves"):
-            address, cve_id = _text(record.get("ipAddress")), _text(record.get("cveId"))
+            address, cve_id = text(record.get("ipAddress")), text(record.get("cveId"))
             if not address or not cve_id:
                 self._skipped.append("CVE record without ipAddress or cveId")
                 continue
             cve = Cve(
-                cve_id, _text(record.get("score")), _text(record.get("attackVector")), _text(record.get("description"))
+                cve_id, text(record.get("score")), text(record.get("attackVector")), text(record.get("description"))
             )
             by_address.setdefault(address, {})[cve_id] = cve
         return [AddressCves(address, tuple(cves.values())) for address, cves in sorted(by_address.items())]
@@ -195,7 +189,7 @@ class SensorSource:
 
     def _alert(self, record: dict[str, Any], closed: bool) -> SourceAlert:
         # The sensor's name as it reports it (v2), else the source's; where it is, from the settings first.
-        where = {"name": _text(record.get("sensorName")) or self.name, "site": self.settings.site}
+        where = {"name": text(record.get("sensorName")) or self.name, "site": self.settings.site}
         return parse_api_alert(record, closed=closed, sensor={**where, "zone": self.settings.zone})
 
     def _read_alerts(
