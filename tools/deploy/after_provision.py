@@ -79,11 +79,11 @@ def ensure_client_secrets() -> None:
     from shared.platform.settings import OAUTH_MODES, load_settings  # noqa: PLC0415
 
     settings = load_settings()
-    for connection in settings.connections:
-        if connection.auth not in OAUTH_MODES:
-            continue
+    oauth = [c for c in settings.connections if c.auth in OAUTH_MODES]
+    store = key_vault(settings) if oauth else None
+    for connection in oauth:
+        assert store is not None
         name = connection.secret_name("client-secret")
-        store = key_vault(settings)
         try:
             store.get(name)
         except SecretNotFoundError:
