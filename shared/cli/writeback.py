@@ -54,8 +54,9 @@ def run(operator: Operator) -> int:
         results = run_writeback(operator.settings)
     except RuntimeError as exc:
         click.echo(str(exc), err=True)
+        state = writeback_state(operator.settings)
         for connection, table in write_back_tables(operator.settings):
-            if (last := writeback_state(operator.settings).last(connection, table)) is not None:
+            if (last := state.last(connection, table)) is not None:
                 _show(last)
         return 1
     for result in results:
