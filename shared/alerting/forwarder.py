@@ -24,6 +24,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.queue import QueueClient
 
 from shared.alerting.failures import DeferError, Failure, classify
+from shared.alerting.groups import GroupBook, group_id, group_record_values, group_value
 from shared.alerting.ledger import ContentionError, Entry, Ledger
 from shared.alerting.messages import DELIVERY_FIELD, AlertMessage, InvalidMessageError, encode, parse_message
 from shared.alerting.poison import wrap as wrap_poison
@@ -44,7 +45,9 @@ REOPENED_STATE = {"incident": "2", "sn_si_incident": "16"}
 BUSY_RETRY_SECONDS = 5.0
 
 Status = Literal["forwarded", "filtered", "deferred", "poisoned"]
-Operation = Literal["created", "recovered", "work_note", "reopened", "recreated", "duplicate", "resolved"]
+Operation = Literal[
+    "created", "recovered", "work_note", "reopened", "recreated", "duplicate", "resolved", "grouped", "group_opened"
+]
 
 
 # -- outcome -------------------------------------------------------------------------------
@@ -76,11 +79,13 @@ class Forwarder:
         queue: QueueClient,
         poison: QueueClient,
         clients: Mapping[str, ServiceNowClient],
+        groups: GroupBook | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.rules = rules
         self.ledger = ledger
+        self.groups = groups or GroupBook(ledger.table, ledger.claim_seconds, clock)
         self.queue = queue
         self.poison = poison
         self.clients = clients
@@ -96,7 +101,7 @@ class Forwarder:
             counter = telemetry.ALERTS_DEFERRED if result.status == "deferred" else telemetry.ALERTS_POISONED
             counter.add(1, {"reason": result.kind})
         for outcome in result.outcomes:
-            if outcome.operation in {"duplicate", "work_note"}:
+            if outcome.operation in {"duplicate", "work_note", "grouped"}:
                 telemetry.DUPLICATES_AVOIDED.add(1, {"action": outcome.action})
             if outcome.operation != "duplicate":
                 telemetry.ALERTS_FORWARDED.add(1, {"action": outcome.action, "operation": outcome.operation})
@@ -148,8 +153,49 @@ class Forwarder:
         if not decision.actions:
             reasons = "; ".join(f"{rule}: {why}" for rule, why in decision.skipped.items()) or "no rules"
             return Result("filtered", rules=(), reason=reasons)
-        outcomes = [self._ensure_record(message, action, delivery_id) for action in decision.actions]
+        outcomes = [
+            self._join_group(message, action, delivery_id)
+            if action.group is not None
+            else self._ensure_record(message, action, delivery_id)
+            for action in decision.actions
+        ]
         return Result("forwarded", outcomes, decision.rules)
+
+    # -- one record per group of related alerts ----------------------------------------------
+    def _join_group(self, message: AlertMessage, action: Action, delivery_id: str) -> Outcome:
+        """Account the alert to its group: the group's record lists it in a later work note (the group notes
+        timer's), or, for the alert that opens a generation, the record is written now from it."""
+        assert action.group is not None
+        value = group_value(message, action.group)
+        gid = group_id(action.name, value)
+        now = self.clock()
+        header = self.groups.latest(gid)
+        current = header is not None and header.accepts(now)
+        generation = 0 if header is None else header.generation + (0 if current else 1)
+        member = self.groups.join(gid, generation, message, delivery_id)
+        if member is None:
+            return Outcome(action.name, "duplicate", header.sys_id if header else "", header.number if header else "")
+        if header is not None and current:
+            return Outcome(action.name, "grouped", header.sys_id, header.number)
+        opened = self.groups.open(gid, generation, action, value, member, now)
+        if opened is None:  # another alert of the group opened this generation first
+            return Outcome(action.name, "grouped")
+        try:
+            record = self._client(action).create_record(action.table, group_record_values(message, action, opened))
+        except Exception as exc:
+            failure = classify(exc)
+            # The alert is accounted for already: the group notes timer writes the record (looking it up first
+            # when this write may have reached ServiceNow) instead of a redelivery, which would be a duplicate.
+            if failure is None or failure.maybe_written:
+                self.groups.uncertain(opened)
+            else:
+                self.groups.hand_over(opened)
+            if failure is None:
+                raise
+            logger.warning("alert group %r: record left to the group notes timer: %s", value, failure.reason)
+            return Outcome(action.name, "grouped")
+        self.groups.created(opened, record["sys_id"], record.get("number", ""))
+        return Outcome(action.name, "group_opened", record["sys_id"], record.get("number", ""))
 
     # -- exactly one record per (alert, action) --------------------------------------------
     def _client(self, action: Action) -> ServiceNowClient:

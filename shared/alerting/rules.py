@@ -61,7 +61,10 @@ ACTION_FIELDS = {
     "write_back",
     "done_states",
     "learn_close_codes",
+    "group",
 }
+GROUP_FIELDS = {"key", "window_minutes"}
+MAX_GROUP_WINDOW_MINUTES = 7 * 24 * 60
 # The record states that mean "done" (resolved or closed), by table, unless an action names its own.
 DONE_STATES = {"incident": ("6", "7"), "sn_si_incident": ("3",)}
 
@@ -72,6 +75,18 @@ class RulesError(ValueError):
     def __init__(self, errors: list[str]) -> None:
         self.errors = errors
         super().__init__("invalid forwarding rules:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """Alerts whose ``key`` (a template, e.g. ``{sensor}:{title}``) renders the same within ``window_minutes``
+    of the group's first one share one record; later ones are added to it as batched work notes."""
+
+    key: str
+    window_minutes: float = 60.0
+
+    def describe(self) -> str:
+        return f"grouped by {self.key} for {self.window_minutes:g} min"
 
 
 @dataclass(frozen=True)
@@ -91,6 +106,7 @@ class Action:
     write_back: bool = True
     done_states: tuple[str, ...] = ()  # empty: DONE_STATES of the table
     learn_close_codes: tuple[str, ...] = ()  # close codes that close the alert and learn its traffic
+    group: Grouping | None = None  # storms: one record per group of related alerts, not per alert
 
     @property
     def done(self) -> tuple[str, ...]:
@@ -298,6 +314,7 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
     for target, template in (raw.get("field_map") or {}).items() if isinstance(raw.get("field_map"), dict) else ():
         if isinstance(template, str) and (problem := templates.check(template)):
             errors.fail(f"{where}.field_map.{target}: {problem}")
+    group = _grouping(raw.get("group"), f"{where}.group", errors) if "group" in raw else None
     if len(errors.errors) > start:
         return None
     options = {k: raw[k] for k in ("short_description", "close_code", "close_notes") if k in raw}
@@ -313,8 +330,31 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
         write_back=write_back,
         done_states=lists["done_states"],
         learn_close_codes=lists["learn_close_codes"],
+        group=group,
         **options,
     )
+
+
+def _grouping(raw: Any, where: str, errors: _Collector) -> Grouping | None:
+    if not isinstance(raw, dict):
+        errors.fail(
+            f"{where}: expected an object with 'key' (a template such as '{{sensor}}:{{title}}') and 'window_minutes'"
+        )
+        return None
+    for key in sorted(set(raw) - GROUP_FIELDS):
+        errors.fail(f"{where}.{key}: unknown field (expected {', '.join(sorted(GROUP_FIELDS))})")
+    key = raw.get("key")
+    if not isinstance(key, str) or not key.strip():
+        errors.fail(f"{where}.key: expected a template such as '{{sensor}}:{{title}}'")
+        return None
+    if problem := templates.check(key):
+        errors.fail(f"{where}.key: {problem}")
+        return None
+    window = raw.get("window_minutes", 60)
+    if isinstance(window, bool) or not isinstance(window, int | float) or not 1 <= window <= MAX_GROUP_WINDOW_MINUTES:
+        errors.fail(f"{where}.window_minutes: expected a number of minutes from 1 to {MAX_GROUP_WINDOW_MINUTES}")
+        return None
+    return Grouping(key.strip(), float(window))
 
 
 def _parse_time(raw: Any, where: str, errors: _Collector) -> datetime | None:

@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from shared.alerting.groups import group_value
 from shared.alerting.messages import InvalidMessageError, parse_message
 from shared.alerting.records import record_values
 from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
@@ -115,5 +116,11 @@ def dry_run(operator: Operator, message_file: str) -> int:
         click.echo(f"  skipped {name}: {reason}")
     for action in decision.actions:
         click.echo(f"action {action.name} → {action.report} in {action.table} on connection {action.connection}:")
+        if action.group is not None:
+            value = group_value(message, action.group)
+            click.echo(
+                f"  group: key {action.group.key} = {value!r}, window {action.group.window_minutes:g} min; the first "
+                "alert of the group writes the record, later ones are listed in its work notes"
+            )
         click.echo(json.dumps(record_values(message, action), indent=2))
     return 0

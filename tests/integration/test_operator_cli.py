@@ -116,7 +116,8 @@ def test_rules_validate_apply_list_and_dry_run(
 ) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(
-        "actions:\n  - {name: incident, connection: default, report: incident}\n"
+        "actions:\n  - {name: incident, connection: default, report: incident,\n"
+        "     group: {key: '{sensor}:{title}', window_minutes: 30}}\n"
         "rules:\n  - {name: major, minimal_severity: Major, actions: [incident], protocols: [MODBUS]}\n"
     )
     assert main(["rules", "validate", str(path)]) == 0
@@ -133,6 +134,7 @@ def test_rules_validate_apply_list_and_dry_run(
     dry = capsys.readouterr().out
     assert (
         "rules matched: major" in dry
+        and "group: key {sensor}:{title} = 's:Illegal MODBUS Operation', window 30 min" in dry
         and '"short_description": "[Defender for IoT] Major: Illegal MODBUS Operation (s)"' in dry
     )
     # The example message, raised before the rules were applied today: dry-run says why it is skipped.

@@ -13,6 +13,7 @@ from typing import Any
 from azure.storage.queue import QueueClient
 
 from shared.alerting.forwarder import Forwarder, Result
+from shared.alerting.group_notes import NotesReport
 from shared.alerting.messages import SCHEMA
 from shared.platform.settings import Settings
 from tools.emulators.servicenow import ServiceNowEmulator
@@ -23,6 +24,12 @@ ACTIONS = [
     {"name": "incident-reopen", "connection": "default", "report": "incident", "on_closed": "reopen"},
     {"name": "soc", "connection": "default", "report": "full", "table": "sn_si_incident"},
     {"name": "broken", "connection": "default", "report": "full", "table": "sn_no_such_table"},
+    {
+        "name": "grouped",
+        "connection": "default",
+        "report": "incident",
+        "group": {"key": "{sensor}:{title}", "window_minutes": 60},
+    },
 ]
 
 
@@ -83,6 +90,17 @@ class Stack:
             return [json.loads(base64.b64decode(m.content)) for m in self.poison.peek_messages(max_messages=32)]
         except Exception:  # created on first use
             return []
+
+    def notes(self) -> NotesReport:
+        """One run of the group notes timer on this stack's settings."""
+        from shared.app.groups import build_group_notes
+
+        group_notes = build_group_notes(self.settings)
+        try:
+            return group_notes.run()
+        finally:
+            for client in group_notes.clients.values():
+                client.close()
 
     def set_rules(self, document: dict[str, Any]) -> None:
         self.rules_path.write_text(json.dumps(document))

@@ -42,15 +42,22 @@ def function_app(monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
     get_settings.cache_clear()
 
 
-def test_four_functions_with_their_triggers(function_app: ModuleType) -> None:
+def test_five_functions_with_their_triggers(function_app: ModuleType) -> None:
     functions = {f.get_function_name(): f for f in function_app.app.get_functions()}
-    assert sorted(functions) == ["alert_forwarder", "alert_intake", "device_sync_timer", "token_refresh"]
+    assert sorted(functions) == [
+        "alert_forwarder",
+        "alert_groups",
+        "alert_intake",
+        "device_sync_timer",
+        "token_refresh",
+    ]
     queue = functions["alert_forwarder"].get_trigger()
     assert (queue.type, queue.queue_name, queue.connection) == ("queueTrigger", "%ALERTS_QUEUE%", "ALERTS_STORAGE")
     for name, setting in (
         ("device_sync_timer", "%DEVICE_SYNC_SCHEDULE%"),
         ("token_refresh", "%TOKEN_REFRESH_SCHEDULE%"),
         ("alert_intake", "%ALERT_INTAKE_SCHEDULE%"),
+        ("alert_groups", "*/30 * * * * *"),
     ):
         timer = functions[name].get_trigger()
         assert (timer.type, timer.schedule, timer.use_monitor, timer.run_on_startup) == (

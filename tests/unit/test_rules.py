@@ -139,7 +139,8 @@ def test_invalid_document_lists_every_error() -> None:
         parse_rules(document, connections=["default"])
     assert info.value.errors == [
         "actions[0].colour: unknown field (expected close_code, close_notes, connection, done_states, field_map, "
-        "fields, learn_close_codes, name, on_closed, report, severity_map, short_description, table, write_back)",
+        "fields, group, learn_close_codes, name, on_closed, report, severity_map, short_description, table, "
+        "write_back)",
         "actions[0].connection: 'nowhere' is not in SERVICENOW_CONNECTIONS (default)",
         "actions[0].report: expected 'incident' or 'full'",
         "actions[0].short_description: placeholder {secret.__class__} must be a plain name, without format spec or "
@@ -150,6 +151,27 @@ def test_invalid_document_lists_every_error() -> None:
         "rules[0].protocols: expected 'all' or a non-empty list of names",
         "rules[1]: alert_notifications and system_notifications are both off; the rule would never act",
     ]
+
+
+def test_grouping_is_an_action_option_checked_like_a_template() -> None:
+    action: dict[str, Any] = {"name": "g", "connection": "default", "report": "incident"}
+    document: dict[str, Any] = {
+        "actions": [{**action, "group": {"key": "{sensor}:{title}"}}],
+        "rules": [{"name": "r", "created_at": CREATED, "actions": ["g"]}],
+    }
+    group = parse_rules(document).actions["g"].group
+    assert group is not None and (group.key, group.window_minutes) == ("{sensor}:{title}", 60.0)
+    bad = [
+        ({"key": "{sensor}:{password}"}, "g.key: unknown placeholder(s) {password}"),
+        ({"key": "{sensor}", "window_minutes": 0}, "g.window_minutes: expected a number of minutes from 1 to 10080"),
+        ({"key": "{sensor}", "size": 3}, "g.size: unknown field (expected key, window_minutes)"),
+        ("{sensor}", "g: expected an object with 'key'"),
+    ]
+    for raw, error in bad:
+        broken = {**document, "actions": [{**action, "group": raw}]}
+        with pytest.raises(RulesError) as info:
+            parse_rules(broken)
+        assert any(e.replace("actions[0].group", "g").startswith(error) for e in info.value.errors), info.value.errors
 
 
 def test_stamp_keeps_known_creation_times() -> None:

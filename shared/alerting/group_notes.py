@@ -1,0 +1,201 @@
+"""The group notes timer: writes each alert group's record if its opener could not, then lists the group's
+new alerts on it in batched work notes, exactly once each.
+
+One run looks at every open group generation (:mod:`shared.alerting.groups`):
+
+- a record still unwritten (its opener failed or crashed) is looked up by its correlation id, and written
+  from the first member's message only when ServiceNow does not have it;
+- new members are listed ``per_note`` at a time. Before the note is sent its number and members are kept
+  on the header; after, the members are marked and the count raised. A note whose fate is unknown (a lost
+  answer, a crash) is looked for in the record's journal before it is written again, so a member is never
+  listed twice and the count stays exact;
+- a generation whose window is over by ``grace`` and whose members are all listed is retired.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from shared.alerting.failures import classify
+from shared.alerting.forwarder import CLOSED_STATES
+from shared.alerting.groups import GroupBook, Header, Member, group_record_values
+from shared.alerting.messages import InvalidMessageError, parse_message
+from shared.alerting.rules_store import RulesSource
+from shared.platform import telemetry
+from shared.servicenow import EncodedQuery, ServiceNowClient
+
+logger = logging.getLogger("shared.alerting.group_notes")
+PER_NOTE = 100  # alerts listed in one work note (about 15 kB of text)
+GRACE = timedelta(minutes=15)  # longer than a forwarder invocation may take (functionTimeout 10 min)
+
+
+@dataclass
+class NotesReport:
+    records: int = 0  # group records this run wrote or recovered
+    notes: int = 0
+    alerts: int = 0  # alerts listed in those notes
+    retired: int = 0
+    failed: list[str] = field(default_factory=list)
+
+
+def marker(seq: int) -> str:
+    """The first words of a group's work note number ``seq``: what a recovery looks for in the journal."""
+    return f"[Defender for IoT group note {seq}]"
+
+
+class GroupNotes:
+    def __init__(
+        self,
+        book: GroupBook,
+        rules: RulesSource,
+        clients: Mapping[str, ServiceNowClient],
+        *,
+        per_note: int = PER_NOTE,
+        grace: timedelta = GRACE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.book = book
+        self.rules = rules
+        self.clients = clients
+        self.per_note = per_note
+        self.grace = grace
+        self.clock = clock
+
+    def run(self) -> NotesReport:
+        report = NotesReport()
+        for header in self.book.open_headers():
+            try:
+                self._group(header, report)
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None:
+                    raise
+                # The group stays as it is: the next run picks it up where this one stopped.
+                report.failed.append(f"{header.value}: {failure.reason}")
+                logger.warning("alert group %r (record %s): %s", header.value, header.number or "-", failure.reason)
+        return report
+
+    def _group(self, header: Header, report: NotesReport) -> None:
+        if header.state != "created":
+            written = self._record(header, report)
+            if written is None:
+                return
+            header = written
+        if header.note_state == "writing":
+            if not self.book.stale(header.note_claimed_at):
+                return  # another run is writing it now
+            recovered = self._recover_note(header, report)
+            if recovered is None:
+                return
+            header = recovered
+        while True:
+            pending = self.book.pending(header, self.per_note + 1)
+            own = [m.row for m in pending if m.row == header.first_member]
+            if own:  # the record itself accounts for its first alert
+                self.book.mark_noted(header.gid, own)
+                pending = [m for m in pending if m.row != header.first_member]
+            if not pending:
+                break
+            written = self._note(header, pending[: self.per_note], report)
+            if written is None:
+                return
+            header = written
+            if len(pending) <= self.per_note:
+                break
+        over = header.opened_at + (
+            self.grace if header.closed else timedelta(minutes=header.window_minutes) + self.grace
+        )
+        if self.clock() >= over and not self.book.pending(header, 1) and self.book.retire(header) is not None:
+            report.retired += 1
+
+    # -- the record ---------------------------------------------------------------------------------
+    def _record(self, header: Header, report: NotesReport) -> Header | None:
+        """Finish a record its opener left unwritten; None when it must wait (a live claim, or no action)."""
+        if header.state == "claimed" and not self.book.stale(header.claimed_at):
+            return None
+        taken = self.book.take_over(header)
+        if taken is None:
+            return None
+        client = self.clients[header.connection]
+        query = EncodedQuery().eq("correlation_id", header.correlation_id)
+        found = next(iter(client.query(header.table, query, fields=["sys_id", "number"], limit=1)), None)
+        if found is None:
+            action = self.rules.current().actions.get(header.action)
+            (first,) = self.book.members(header, [header.first_member])
+            if action is None or action.group is None:
+                logger.error("alert group %r: action %r no longer groups alerts", header.value, header.action)
+                return None
+            try:
+                message = parse_message(first.body())
+            except InvalidMessageError as exc:
+                logger.error("alert group %r: its first alert cannot be read again: %s", header.value, exc.reason)
+                return None
+            try:
+                found = client.create_record(header.table, group_record_values(message, action, taken))
+            except Exception as exc:
+                failure = classify(exc)
+                if failure is None or failure.maybe_written:
+                    self.book.uncertain(taken)
+                else:
+                    self.book.hand_over(taken)
+                raise
+        created = self.book.created(taken, found["sys_id"], found.get("number", ""))
+        if created is not None:
+            report.records += 1
+            logger.info("alert group %r: record %s written for its opener", header.value, created.number)
+        return created
+
+    # -- the notes ----------------------------------------------------------------------------------
+    def _note(self, header: Header, members: list[Member], report: NotesReport) -> Header | None:
+        begun = self.book.begin_note(header, [m.row for m in members])
+        if begun is None:
+            return None  # another run took it
+        return self._send(begun, members, report)
+
+    def _send(self, header: Header, members: list[Member], report: NotesReport) -> Header | None:
+        total = header.count + len(members)
+        lines = [
+            f"{marker(header.note_seq)} {len(members)} more alert(s) of this group "
+            f"({header.value}); {total} in all so far:",
+            *(f"- {m.line}" for m in members),
+        ]
+        client = self.clients[header.connection]
+        try:
+            record = client.update_record(
+                header.table, header.sys_id, {"work_notes": "\n".join(lines)}, retry_safe=False
+            )
+        except Exception:
+            self.book.hand_over_note(header)  # the next run looks in the journal first, without waiting
+            raise
+        closed = record.get("state", "") in CLOSED_STATES.get(header.table, set())
+        return self._finish(header, members, report, closed=closed)
+
+    def _finish(self, header: Header, members: list[Member], report: NotesReport, *, closed: bool) -> Header | None:
+        self.book.mark_noted(header.gid, [m.row for m in members])
+        finished = self.book.finish_note(header, len(members), closed=closed)
+        if finished is not None:
+            report.notes += 1
+            report.alerts += len(members)
+            telemetry.ALERTS_FORWARDED.add(len(members), {"action": header.action, "operation": "group_note"})
+        return finished
+
+    def _recover_note(self, header: Header, report: NotesReport) -> Header | None:
+        """A note whose fate is unknown: finish it if the journal has it, else send it again."""
+        taken = self.book.take_note(header)
+        if taken is None:
+            return None
+        members = list(self.book.members(taken, taken.note_members))
+        query = (
+            EncodedQuery()
+            .eq("element_id", taken.sys_id)
+            .eq("element", "work_notes")
+            .where("value", "STARTSWITH", marker(taken.note_seq))
+        )
+        client = self.clients[taken.connection]
+        if next(iter(client.query("sys_journal_field", query, fields=["sys_id"], limit=1)), None) is not None:
+            logger.info("alert group %r: note %d was written; finishing it", taken.value, taken.note_seq)
+            return self._finish(taken, members, report, closed=False)
+        return self._send(taken, members, report)

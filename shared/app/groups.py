@@ -1,0 +1,47 @@
+"""Builds the group notes writer from the settings; the alert_groups function's entry point."""
+
+from __future__ import annotations
+
+import logging
+
+from shared.alerting.group_notes import GroupNotes, NotesReport
+from shared.alerting.groups import GroupBook
+from shared.alerting.rules_store import RulesSource
+from shared.app import secret_store, servicenow_client
+from shared.platform.settings import Settings, get_settings
+from shared.platform.storage import blob_service, table_service
+
+logger = logging.getLogger("shared.app.groups")
+
+
+def build_group_notes(settings: Settings) -> GroupNotes:
+    storage = settings.alerts_storage
+    forwarding = settings.forwarding
+    book = GroupBook(table_service(storage).get_table_client(forwarding.ledger_table), forwarding.claim_seconds)
+    location = forwarding.rules_location
+    blobs = None if location.path is not None else blob_service(storage)
+    secrets = secret_store(settings)
+    return GroupNotes(
+        book,
+        RulesSource(location, blobs, [c.name for c in settings.connections], check_seconds=0),
+        {c.name: servicenow_client(c, secrets, settings.http) for c in settings.connections},
+    )
+
+
+def run_group_notes(settings: Settings | None = None) -> NotesReport:
+    """One pass over the open alert groups. Raises after the pass when a group could not be written to, so
+    that the invocation shows it (the next one continues where this one stopped)."""
+    notes = build_group_notes(settings or get_settings())
+    notes.book.ensure_table()
+    report = notes.run()
+    if report.records or report.notes or report.retired:
+        logger.info(
+            "alert groups: %d record(s) written, %d alert(s) listed in %d work note(s), %d group(s) retired",
+            report.records,
+            report.alerts,
+            report.notes,
+            report.retired,
+        )
+    if report.failed:
+        raise RuntimeError(f"alert groups not written to now (the next run tries again): {'; '.join(report.failed)}")
+    return report
