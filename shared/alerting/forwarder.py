@@ -26,7 +26,14 @@ from azure.storage.queue import QueueClient
 from shared.alerting.failures import DeferError, Failure, classify
 from shared.alerting.groups import GroupBook, group_id, group_record_values, group_value
 from shared.alerting.ledger import ContentionError, Entry, Ledger
-from shared.alerting.messages import DELIVERY_FIELD, AlertMessage, InvalidMessageError, encode, parse_message
+from shared.alerting.messages import (
+    DELIVERY_FIELD,
+    AlertMessage,
+    InvalidMessageError,
+    Severity,
+    encode,
+    parse_message,
+)
 from shared.alerting.poison import wrap as wrap_poison
 from shared.alerting.records import alert_key, correlation_id, record_values, values
 from shared.alerting.rules import Action, evaluate
@@ -37,6 +44,7 @@ from shared.platform import telemetry
 from shared.platform.settings import ForwardingSettings
 from shared.platform.times import parse_iso
 from shared.servicenow import EncodedQuery, ServiceNowClient
+from shared.servicenow.budget import priority as budget_priority
 
 logger = logging.getLogger("shared.alerting.forwarder")
 CLOSED_STATES = {"incident": {"6", "7", "8"}, "sn_si_incident": {"3", "7"}}
@@ -120,8 +128,11 @@ class Forwarder:
         attempts = list(delivery.get("attempts") or [])
         first_seen = parse_iso(delivery.get("first_seen")) or self.clock()
         context = {"alert": alert_key(message), "delivery": delivery_id}
+        # Within the ServiceNow budget, the more severe alerts go first (system notifications as Major).
+        level = int(message.alert.severity) if message.alert is not None else int(Severity.MAJOR)
         try:
-            result = self._route(message, delivery_id)
+            with budget_priority(level):
+                result = self._route(message, delivery_id)
         except Exception as exc:
             failure = classify(exc)
             if failure is None:

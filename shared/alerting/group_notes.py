@@ -22,10 +22,11 @@ from datetime import UTC, datetime, timedelta
 from shared.alerting.failures import classify
 from shared.alerting.forwarder import CLOSED_STATES
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
-from shared.alerting.messages import InvalidMessageError, parse_message
+from shared.alerting.messages import InvalidMessageError, Severity, parse_message
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
 from shared.servicenow import EncodedQuery, ServiceNowClient
+from shared.servicenow.budget import priority as budget_priority
 
 logger = logging.getLogger("shared.alerting.group_notes")
 PER_NOTE = 100  # alerts listed in one work note (about 15 kB of text)
@@ -68,7 +69,8 @@ class GroupNotes:
         report = NotesReport()
         for header in self.book.open_headers():
             try:
-                self._group(header, report)
+                with budget_priority(int(Severity.MAJOR)):  # the alerts are accounted for already: list them soon
+                    self._group(header, report)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:

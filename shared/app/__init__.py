@@ -12,12 +12,16 @@ builds through them too.
 from __future__ import annotations
 
 import logging
+import threading
 
 from shared.http.policies import Credential
+from shared.platform.budget_board import TableBudgetBoard
 from shared.platform.identity import credential_named
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretStore
 from shared.platform.settings import OAUTH_MODES, HttpSettings, KeyVaultSettings, ServiceNowConnection, Settings
+from shared.platform.storage import table_service
 from shared.servicenow.auth import BasicAuth, StaticBearerToken
+from shared.servicenow.budget import Budget
 from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint, TokenError
 
@@ -55,5 +59,28 @@ def credential_for(connection: ServiceNowConnection, secrets: SecretStore, http:
     return StaticBearerToken(lambda: secrets.get(connection.secret_name("token")))
 
 
-def servicenow_client(connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings) -> ServiceNowClient:
-    return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http)
+def servicenow_client(
+    connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings, budget: Budget | None = None
+) -> ServiceNowClient:
+    return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http, budget)
+
+
+_budgets: dict[tuple[object, ...], Budget] = {}
+_budgets_lock = threading.Lock()
+
+
+def budget_for(settings: Settings, connection: ServiceNowConnection) -> Budget:
+    """The process's one budget for a connection, shared by every client of it and, through the board in the
+    alerts storage account, with every other instance of the app."""
+    key = (settings.alerts_storage, settings.forwarding.ledger_table, connection.name, connection.instance_url)
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            table = table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
+            budget = _budgets[key] = Budget(
+                connection.name,
+                connection.concurrency,
+                hourly_requests=connection.hourly_requests,
+                board=TableBudgetBoard(table),
+            )
+        return budget

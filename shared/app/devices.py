@@ -6,7 +6,7 @@ import functools
 import logging
 from collections.abc import Callable
 
-from shared.app import secret_store, servicenow_client
+from shared.app import budget_for, secret_store, servicenow_client
 from shared.app.sources import device_source
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
@@ -42,7 +42,8 @@ def build_sync(
 ) -> DeviceSync:
     sync = settings.device_sync
     secrets = secret_store(settings)
-    servicenow = servicenow_client(settings.connection(sync.connection), secrets, settings.http)
+    connection = settings.connection(sync.connection)
+    servicenow = servicenow_client(connection, secrets, settings.http, budget_for(settings, connection))
     return DeviceSync(
         sync,
         device_source(source, settings, secrets),

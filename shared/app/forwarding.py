@@ -8,7 +8,7 @@ from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
-from shared.app import secret_store, servicenow_client
+from shared.app import budget_for, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, queue_service, table_service
 
@@ -30,7 +30,9 @@ def build_forwarder(settings: Settings) -> Forwarder:
         ledger=ledger,
         queue=queues.get_queue_client(settings.alerts_queue),
         poison=queues.get_queue_client(poison_queue_name(settings.alerts_queue)),
-        clients={c.name: servicenow_client(c, secrets, settings.http) for c in settings.connections},
+        clients={
+            c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections
+        },
     )
 
 

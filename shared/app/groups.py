@@ -7,7 +7,7 @@ import logging
 from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
 from shared.alerting.rules_store import RulesSource
-from shared.app import secret_store, servicenow_client
+from shared.app import budget_for, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, table_service
 
@@ -24,7 +24,7 @@ def build_group_notes(settings: Settings) -> GroupNotes:
     return GroupNotes(
         book,
         RulesSource(location, blobs, [c.name for c in settings.connections], check_seconds=0),
-        {c.name: servicenow_client(c, secrets, settings.http) for c in settings.connections},
+        {c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections},
     )
 
 

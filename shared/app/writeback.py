@@ -9,7 +9,7 @@ from shared.alerting.ledger import Ledger
 from shared.alerting.rules import Action
 from shared.alerting.rules_store import RulesSource, RulesUnavailableError
 from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
-from shared.app import secret_store, servicenow_client
+from shared.app import budget_for, secret_store, servicenow_client
 from shared.app.sources import alert_writer
 from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
@@ -58,7 +58,8 @@ def run_writeback(settings: Settings) -> list[WritebackResult]:
     results: list[WritebackResult] = []
     try:
         for connection in sorted({a.connection for a in actions}):
-            client = servicenow_client(settings.connection(connection), secrets, settings.http)
+            named = settings.connection(connection)
+            client = servicenow_client(named, secrets, settings.http, budget_for(settings, named))
             try:
                 results += Writeback(connection, client, ledger, sources, state, actions).run()
             finally:

@@ -221,12 +221,15 @@ def build_pipeline(
     *,
     service: str,
     auth: Policy | None = None,
+    budget: Policy | None = None,
     stats: CallStats | None = None,
     proxy_url: str | None = None,
     ca_bundle: Path | None = None,
     ca_setting: str,
 ) -> Pipeline:
-    """The one way a client gets its pipeline: its own pooled transport, retry → auth → headers → wire log.
+    """The one way a client gets its pipeline: its own pooled transport, retry → budget → auth → headers → wire log.
+
+    ``budget`` (ServiceNow's) holds a slot for each attempt, so a retry waits for its turn again.
 
     ``ca_setting`` is the setting a TLS failure names (each service has its own CA bundle setting).
     """
@@ -243,6 +246,7 @@ def build_pipeline(
     )
     policies: list[Policy] = [
         retry,
+        *([budget] if budget is not None else []),
         *([auth] if auth is not None else []),
         HeadersPolicy(),
         WireLogPolicy(stats, service),

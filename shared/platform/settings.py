@@ -305,6 +305,10 @@ class ServiceNowConnection:
     ca_bundle: Path | None = None
     client_id: str | None = None  # OAuth application registry client id (not a secret)
     refresh_token_lifespan_days: float = 100.0  # the registry record's setting; ServiceNow does not report it
+    # The budget (shared.servicenow.budget): requests the whole app may have open at once, across all its
+    # instances (the instance's API semaphore: about 4 per node, plus its queue), and an optional hourly cap.
+    concurrency: int = 16
+    hourly_requests: int | None = None
 
     def secret_name(self, role: str) -> str:
         return self.secret_names.get(role, f"servicenow-{self.name}-{role}")
@@ -494,6 +498,8 @@ def _parse_connection(
         "ca_bundle",
         "client_id",
         "refresh_token_lifespan_days",
+        "concurrency",
+        "hourly_requests",
     }
     unknown = sorted(set(raw) - known)
     if unknown:
@@ -520,6 +526,14 @@ def _parse_connection(
     lifespan = raw.get("refresh_token_lifespan_days", 100)
     if not isinstance(lifespan, int | float) or isinstance(lifespan, bool) or not 0 < lifespan <= 3650:
         raise ValueError(f"{where}.refresh_token_lifespan_days must be a number of days from 0 to 3650")
+    concurrency = raw.get("concurrency", ServiceNowConnection.concurrency)
+    if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1000:
+        raise ValueError(
+            f"{where}.concurrency must be a whole number from 1 to 1000 (requests the whole app may have open at once)"
+        )
+    hourly = raw.get("hourly_requests")
+    if hourly is not None and (not isinstance(hourly, int) or isinstance(hourly, bool) or hourly < 1):
+        raise ValueError(f"{where}.hourly_requests must be a whole number of requests an hour, at least 1")
     secrets = raw.get("secrets", {})
     if not isinstance(secrets, dict) or not all(
         isinstance(v, str) and SECRET_NAME_PATTERN.fullmatch(v) for v in secrets.values()
@@ -541,6 +555,8 @@ def _parse_connection(
         ca_bundle=ca_bundle,
         client_id=client_id if isinstance(client_id, str) else None,
         refresh_token_lifespan_days=float(lifespan),
+        concurrency=concurrency,
+        hourly_requests=hourly,
     )
 
 

@@ -26,6 +26,7 @@ from shared.http.errors import (
 from shared.http.policies import AuthPolicy, CallStats, Credential, Pipeline, build_pipeline
 from shared.http.transport import HttpRequest
 from shared.platform.settings import HttpSettings, ServiceNowConnection
+from shared.servicenow.budget import Budget, BudgetPolicy
 from shared.servicenow.errors import BatchIncompleteError
 from shared.servicenow.query import SYS_ID_PATTERN, TABLE_PATTERN, EncodedQuery
 
@@ -65,14 +66,20 @@ class ServiceNowClient:
 
     @classmethod
     def for_connection(
-        cls, connection: ServiceNowConnection, credential: Credential, http: HttpSettings
+        cls,
+        connection: ServiceNowConnection,
+        credential: Credential,
+        http: HttpSettings,
+        budget: Budget | None = None,
     ) -> ServiceNowClient:
-        """A client for one connection, signing in with ``credential`` (which the composition root chooses)."""
+        """A client for one connection, signing in with ``credential`` (which the composition root chooses),
+        within the connection's ``budget`` when given (the process's one :class:`Budget` for it)."""
         stats = CallStats()
         pipeline = build_pipeline(
             http,
             service="ServiceNow",
             auth=AuthPolicy(credential),
+            budget=BudgetPolicy(budget) if budget is not None else None,
             stats=stats,
             proxy_url=connection.proxy.url if connection.proxy else None,
             ca_bundle=connection.ca_bundle,

@@ -44,21 +44,19 @@ def make_stack(
     def make(document: dict[str, Any] | None = None, **overrides: str) -> Stack:
         rules_path = tmp_path / f"rules-{uuid.uuid4().hex[:6]}.json"
         rules_path.write_text(json.dumps(document or rules()))
-        environ = app_settings(
-            azurite.connection_string,
-            servicenow.url,
-            SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
-            SERVICENOW_READ_TIMEOUT_SECONDS="1",
-            SERVICENOW_RETRY_BUDGET_SECONDS="2",
-            FORWARDING_RULES_LOCATION=f"file:{rules_path}",
-            FORWARDING_RETRY_BASE_SECONDS="1",
-            FORWARDING_RETRY_MAX_SECONDS="2",
-            **overrides,
-        )
+        defaults = {
+            "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
+            "SERVICENOW_READ_TIMEOUT_SECONDS": "1",
+            "SERVICENOW_RETRY_BUDGET_SECONDS": "2",
+            "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
+            "FORWARDING_RETRY_BASE_SECONDS": "1",
+            "FORWARDING_RETRY_MAX_SECONDS": "2",
+        }
+        environ = app_settings(azurite.connection_string, servicenow.url, **{**defaults, **overrides})
         settings = load_settings(environ)
         forwarder = build_forwarder(settings)
         forwarder.queue.create_queue()
-        stack = Stack(settings, forwarder, servicenow, forwarder.queue, forwarder.poison, rules_path)
+        stack = Stack(settings, forwarder, servicenow, forwarder.queue, forwarder.poison, rules_path, environ)
         built.append(stack)
         return stack
 

@@ -69,6 +69,7 @@ class Stack:
     queue: QueueClient
     poison: QueueClient
     rules_path: Path
+    environ: dict[str, str]
 
     def handle(self, document: dict[str, Any] | bytes, message_id: str | None = None) -> Result:
         data = document if isinstance(document, bytes) else body(document)

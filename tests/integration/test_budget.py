@@ -1,0 +1,95 @@
+"""The ServiceNow budget against the emulator's limits, over real sockets and Azurite.
+
+A saturated instance (its API semaphore full: 429 without Retry-After) and an hourly rate-limit rule (429
+with X-RateLimit-Reset); one process finding the limit pauses another through the shared board.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess  # the second process is this interpreter on the product's own entry point  # nosec B404
+import sys
+import threading
+from collections.abc import Callable
+
+import pytest
+import requests
+
+from shared.alerting.forwarder import Result
+from tests.conftest import ROOT
+from tests.support.forwarding import Stack, alert, body
+
+pytestmark = pytest.mark.integration
+
+SECOND_PROCESS = """
+import sys
+from shared.app.forwarding import handle_queue_message
+result = handle_queue_message(sys.stdin.buffer.read(), message_id="second-process", dequeue_count=1)
+print(result.status, "|", result.reason)
+"""
+
+
+def limits(stack: Stack, **spec: int | None) -> None:
+    url = f"{stack.servicenow.url}/_emulator/limits"
+    requests.post(url, json=spec, timeout=10, verify=str(stack.servicenow.ca_pem)).raise_for_status()
+
+
+def test_a_rate_limit_one_process_meets_pauses_another_without_a_request(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    limits(stack, rate_limit_per_hour=3)
+    try:
+        results = [stack.handle(alert(alert_id=i)) for i in range(4)]
+        assert [r.status for r in results] == ["forwarded"] * 3 + ["deferred"]
+        assert results[3].kind == "rate_limited"
+        before = stack.servicenow.stats["requests"]
+        second = subprocess.run(  # noqa: S603 - this interpreter, our own script  # nosec B603
+            [sys.executable, "-c", SECOND_PROCESS],
+            input=body(alert(alert_id=99)),
+            env={**os.environ, **stack.environ},
+            cwd=ROOT,
+            capture_output=True,
+            timeout=120,
+            check=True,
+        )
+        status, reason = second.stdout.decode().strip().splitlines()[-1].split(" | ", 1)
+        assert status == "deferred" and "paused until the rate-limit window resets" in reason
+        assert stack.servicenow.stats["requests"] == before  # it never asked ServiceNow
+    finally:
+        limits(stack, rate_limit_per_hour=None)
+
+
+def test_a_saturated_instance_is_met_with_less_concurrency_and_no_alert_is_lost(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(SERVICENOW_RETRY_BUDGET_SECONDS="20")
+    stack.servicenow.faults.configure({"latency_ms": 60})
+    limits(stack, max_transactions=2)
+    results: list[Result] = []
+    lock = threading.Lock()
+    numbers = iter(range(40))
+
+    def worker() -> None:
+        while True:
+            with lock:
+                number = next(numbers, None)
+            if number is None:
+                return
+            result = stack.handle(alert(alert_id=number), f"m-{number}")
+            with lock:
+                results.append(result)
+
+    try:
+        threads = [threading.Thread(target=worker) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        limits(stack, max_transactions=None)
+        stack.servicenow.faults.clear()
+    for message_id, deferred in stack.deferred(wait=1):
+        results.append(stack.handle(deferred, message_id))  # what the queue brings back
+    budget = next(iter(stack.forwarder.clients.values())).pipeline.policies[1].budget  # type: ignore[attr-defined]
+    assert budget.stats.rejections >= 1 and budget.stats.decreases >= 1 and budget.limit < 16
+    assert sorted(int(r["correlation_id"].split(":")[3]) for r in stack.records()) == list(range(40))
+    assert stack.poisoned() == []
