@@ -93,7 +93,17 @@ param sensorNextHopIp string = ''
 @secure()
 @description('Locally managed sensors\' API tokens by source name: {"line-4": "<token>"}; each becomes the Key Vault secret defender-sensor-<name>-token.')
 param sensorApiTokens object = {}
-param maximumInstanceCount int = 40
+@minValue(1)
+@maxValue(1000)
+@description('Requests the whole app may have open at once against a ServiceNow instance (its REST API semaphore: about 4 per node, plus its queue). The app scales out no further than this allows (docs/servicenow-budget.md).')
+param serviceNowConcurrency int = 16
+@minValue(1)
+@maxValue(64)
+@description('Alerts one instance of the app works on at once (the queue trigger\'s batchSize + newBatchThreshold).')
+param alertsPerInstance int = 4
+@minValue(0)
+@description('The app\'s own cap on ServiceNow requests an hour per connection (0: none). Set it below the instance\'s rate-limit rule: the last part of it is kept for the most severe alerts.')
+param serviceNowHourlyRequests int = 0
 @allowed([
   2048
   4096
@@ -104,6 +114,11 @@ var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
 var vaultSuffix = take(uniqueString(subscription().id, resourceGroup().id, name, vaultNameSalt), 8)
 var resourceName = '${name}-${suffix}'
 var vnetIntegration = networkIsolation || !empty(sensorNetworkPrefixes)
+// The ServiceNow budget, as arithmetic: instances × alerts per instance never exceeds the concurrency, so
+// no scale-out can hold more requests open than the instance allows (the app also adapts at run time).
+var maximumInstanceCount = max(1, serviceNowConcurrency / alertsPerInstance)
+var queueBatchSize = (alertsPerInstance + 1) / 2
+var queueNewBatchThreshold = alertsPerInstance / 2
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceName}'
@@ -193,6 +208,10 @@ module app 'modules/app.bicep' = {
       SERVICENOW_READ_TIMEOUT_SECONDS: serviceNowReadTimeoutSeconds
       SERVICENOW_RETRY_BUDGET_SECONDS: serviceNowRetryBudgetSeconds
       SERVICENOW_MAX_ATTEMPTS: serviceNowMaxAttempts
+      SERVICENOW_CONCURRENCY: serviceNowConcurrency
+      SERVICENOW_HOURLY_REQUESTS: serviceNowHourlyRequests
+      AzureFunctionsJobHost__extensions__queues__batchSize: queueBatchSize
+      AzureFunctionsJobHost__extensions__queues__newBatchThreshold: queueNewBatchThreshold
       FORWARDING_RULES_LOCATION: '${rulesContainerName}/forwarding-rules.json'
       FORWARDING_LEDGER_TABLE: ledgerTableName
       FORWARDING_MAX_AGE_HOURS: forwardingMaxAgeHours

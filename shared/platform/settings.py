@@ -37,6 +37,8 @@ KNOWN_SETTINGS = frozenset(
         "SERVICENOW_READ_TIMEOUT_SECONDS",
         "SERVICENOW_RETRY_BUDGET_SECONDS",
         "SERVICENOW_MAX_ATTEMPTS",
+        "SERVICENOW_CONCURRENCY",
+        "SERVICENOW_HOURLY_REQUESTS",
         "FORWARDING_RULES_LOCATION",
         "FORWARDING_LEDGER_TABLE",
         "FORWARDING_MAX_AGE_HOURS",
@@ -483,7 +485,12 @@ def parse_instance_url(value: str, where: str) -> str:
 
 
 def _parse_connection(
-    raw: Any, index: int, default_proxy: ProxyUrl | None, default_ca: Path | None
+    raw: Any,
+    index: int,
+    default_proxy: ProxyUrl | None,
+    default_ca: Path | None,
+    default_concurrency: int = 16,
+    default_hourly: int | None = None,
 ) -> ServiceNowConnection:
     where = f"SERVICENOW_CONNECTIONS[{index}]"
     if not isinstance(raw, dict):
@@ -526,12 +533,12 @@ def _parse_connection(
     lifespan = raw.get("refresh_token_lifespan_days", 100)
     if not isinstance(lifespan, int | float) or isinstance(lifespan, bool) or not 0 < lifespan <= 3650:
         raise ValueError(f"{where}.refresh_token_lifespan_days must be a number of days from 0 to 3650")
-    concurrency = raw.get("concurrency", ServiceNowConnection.concurrency)
+    concurrency = raw.get("concurrency", default_concurrency)
     if not isinstance(concurrency, int) or isinstance(concurrency, bool) or not 1 <= concurrency <= 1000:
         raise ValueError(
             f"{where}.concurrency must be a whole number from 1 to 1000 (requests the whole app may have open at once)"
         )
-    hourly = raw.get("hourly_requests")
+    hourly = raw.get("hourly_requests", default_hourly)
     if hourly is not None and (not isinstance(hourly, int) or isinstance(hourly, bool) or hourly < 1):
         raise ValueError(f"{where}.hourly_requests must be a whole number of requests an hour, at least 1")
     secrets = raw.get("secrets", {})
@@ -563,6 +570,8 @@ def _parse_connection(
 def _check_connections(
     reader: _Reader, http_proxy: ProxyUrl | None, ca: Path | None
 ) -> tuple[ServiceNowConnection, ...]:
+    concurrency = reader.integer("SERVICENOW_CONCURRENCY", ServiceNowConnection.concurrency, 1, 1000)
+    hourly = reader.integer("SERVICENOW_HOURLY_REQUESTS", 0, 0, 10_000_000) or None  # 0: no cap of the app's own
     value = reader.required(
         "SERVICENOW_CONNECTIONS",
         'a JSON list such as [{"name": "default", "instance_url": "https://dev12345.service-now.com", '
@@ -581,7 +590,7 @@ def _check_connections(
     connections: list[ServiceNowConnection] = []
     for index, raw in enumerate(document):
         try:
-            connections.append(_parse_connection(raw, index, http_proxy, ca))
+            connections.append(_parse_connection(raw, index, http_proxy, ca, concurrency, hourly))
         except ValueError as exc:
             reader.fail(str(exc))
     names = [c.name for c in connections]

@@ -13,6 +13,7 @@ from tools.funchost.config import (
     resolve,
     storage_connection_string,
     timespan_seconds,
+    with_overrides,
 )
 from tools.funchost.timers import NEVER, format_time, parse_time
 
@@ -50,6 +51,18 @@ def test_queue_options_from_host_json_and_defaults() -> None:
 def test_bad_host_json_is_explained(queues: dict[str, object], message: str) -> None:
     with pytest.raises(HostConfigError, match=message):
         QueueOptions.from_host_json({"extensions": {"queues": queues}}, cores=1)
+
+
+def test_app_settings_override_host_json_as_the_host_does() -> None:
+    host_json = {"version": "2.0", "extensions": {"queues": {"batchSize": 16, "newBatchThreshold": 8}}}
+    settings = {
+        "AzureFunctionsJobHost__extensions__queues__batchSize": "2",
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": "2",
+        "ALERTS_QUEUE": "alerts",
+    }
+    options = QueueOptions.from_host_json(with_overrides(host_json, settings), cores=2)
+    assert (options.batch_size, options.new_batch_threshold) == (2, 2)
+    assert host_json["extensions"]["queues"]["batchSize"] == 16  # type: ignore[index]  # the file is not changed
 
 
 def test_timespans() -> None:

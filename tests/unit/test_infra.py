@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -132,7 +133,16 @@ def _bicep_settings() -> set[str]:
 def test_no_drift_between_the_code_and_the_deployment() -> None:
     read, required = _code_settings()
     provided = _bicep_settings()
-    host_owned = {s for s in provided if s.startswith(("AzureWebJobsStorage__", "ALERTS_STORAGE__"))}
+    host_owned = {
+        s for s in provided if s.startswith(("AzureWebJobsStorage__", "ALERTS_STORAGE__", "AzureFunctionsJobHost__"))
+    }
+    # A host.json override names a key host.json has (the queue settings the ServiceNow budget derives).
+    host_json = json.loads((ROOT / "host.json").read_text())
+    for setting in sorted(s for s in host_owned if s.startswith("AzureFunctionsJobHost__")):
+        node = host_json
+        for key in setting.split("__")[1:]:
+            assert isinstance(node, dict) and key in node, f"{setting}: host.json has no {key}"
+            node = node[key]
     # Every required setting is deployed (the storage connection in its identity-based form).
     assert "ALERTS_STORAGE__queueServiceUri" in provided
     assert required - {"ALERTS_STORAGE"} <= provided

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from tools.funchost.config import HostConfigError, load_host_json, load_local_settings
+from tools.funchost.config import HostConfigError, load_host_json, load_local_settings, with_overrides
 from tools.funchost.host import FunctionHost, default_host_id, load_app
 from tools.funchost.queues import QueueTimings
 from tools.shutdown import wait_for_shutdown
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     app_dir = args.app_dir.resolve()
     try:
         settings = load_local_settings(args.settings or app_dir / "local.settings.json")
-        host_json = load_host_json(app_dir / "host.json")
+        host_json = with_overrides(load_host_json(app_dir / "host.json"), settings)
         app = load_app(app_dir, settings)
         timings = QueueTimings(receive_visibility=args.receive_visibility, renew_every=args.receive_visibility / 2)
         host = FunctionHost(

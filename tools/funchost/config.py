@@ -92,6 +92,21 @@ def load_host_json(path: Path) -> dict[str, Any]:
     return document
 
 
+def with_overrides(host_json: Mapping[str, Any], settings: Mapping[str, str]) -> dict[str, Any]:
+    """host.json with the ``AzureFunctionsJobHost__a__b`` app settings applied, as the host applies them
+    (how a deployment sets the queue settings without changing host.json)."""
+    document: dict[str, Any] = json.loads(json.dumps(host_json))
+    for name, value in settings.items():
+        path = name.split("__")
+        if path[0] != "AzureFunctionsJobHost" or len(path) < 2:
+            continue
+        node = document
+        for key in path[1:-1]:
+            node = node.setdefault(key, {})
+        node[path[-1]] = int(value) if re.fullmatch(r"-?[0-9]+", value) else value
+    return document
+
+
 def storage_connection_string(settings: Mapping[str, str], connection: str) -> str:
     """The connection string behind a binding's ``connection`` name, the way the host resolves it locally.
 
