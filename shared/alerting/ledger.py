@@ -11,7 +11,8 @@ write failed ambiguously is marked *uncertain* at once, so recovery starts witho
 It also records where each change of status came from, so the loop with Defender never ping-pongs:
 ``resolved`` (the alert was handled in Defender and the record resolved for it) and ``written_back``
 (the record was resolved in ServiceNow and the alert closed at its source for it). Each record's
-correlation id is indexed to its row, and the row keeps the alert's origin (source and the source's id).
+correlation id leads back to its row (it names the row; an id too long for ServiceNow is hashed, and then
+indexed), and the row keeps the alert's origin (source and the source's id).
 """
 
 from __future__ import annotations
@@ -39,6 +40,26 @@ ClaimKind = Literal["new", "recover", "existing", "busy"]
 # claimed: a worker is writing the record; created: the record exists (sys_id known);
 # uncertain: a write failed in a way that may have created it, so the next attempt looks it up first.
 EntryState = Literal["claimed", "created", "uncertain"]
+
+
+HASHED_PREFIX = "dfiot:sha256:"  # records.correlation_id hashes ids longer than ServiceNow's 100 characters
+
+
+def _rows_named(correlation_id: str) -> list[tuple[str, str]]:
+    """The (alert key, action) rows a plain correlation id ``dfiot:<alert key>:<action>[:<generation>]`` may
+    name: action names have no ':', so it is the last part, or the one before a generation number."""
+    if not correlation_id.startswith("dfiot:"):
+        return []
+    rest = correlation_id.removeprefix("dfiot:")
+    candidates = []
+    head, _, last = rest.rpartition(":")
+    if head:
+        candidates.append((head, last))
+        if last.isdigit():
+            alert_key, _, action = head.rpartition(":")
+            if alert_key:
+                candidates.append((alert_key, action))
+    return candidates
 
 
 def partition_for(alert_key: str) -> str:
@@ -192,14 +213,12 @@ class Ledger:
         origin: tuple[str, str] | None = None,
     ) -> Entry:
         deliveries = [*(d for d in entry.deliveries if d != delivery_id), delivery_id][-MAX_DELIVERIES:]
-        # The index first: a record the write-back finds must lead to its row (a repeat of this is harmless).
-        self.table.upsert_entity(
-            {
-                **self._index_keys(correlation_id),
-                "alert_key": entry.alert_key,
-                "action": entry.action,
-            }
-        )
+        if correlation_id.startswith(HASHED_PREFIX):
+            # A hashed id does not name its row: index it first, so a record the write-back finds leads to its
+            # row (a repeat of this is harmless). Other ids name their row and cost no write here.
+            self.table.upsert_entity(
+                {**self._index_keys(correlation_id), "alert_key": entry.alert_key, "action": entry.action}
+            )
         values: dict[str, Any] = {
             "state": "created",
             "sys_id": sys_id,
@@ -225,6 +244,12 @@ class Ledger:
 
     def by_correlation(self, correlation_id: str) -> Entry | None:
         """The row of the record with this correlation id (None: not a record this ledger wrote)."""
+        if not correlation_id.startswith(HASHED_PREFIX):
+            for alert_key, action in _rows_named(correlation_id):
+                entry = self._get(alert_key, action)
+                if entry is not None and entry.correlation_id == correlation_id:
+                    return entry
+            return None
         try:
             keys = self._index_keys(correlation_id)
             index = self.table.get_entity(partition_key=keys["PartitionKey"], row_key=keys["RowKey"])

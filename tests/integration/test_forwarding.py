@@ -366,3 +366,25 @@ def test_the_function_entry_point(make_stack: Callable[..., Stack], monkeypatch:
     )
     alert_forwarder(message)
     assert len(stack.records()) == 1
+
+
+def test_a_records_correlation_id_leads_back_to_its_ledger_row(make_stack: Callable[..., Stack]) -> None:
+    stack = make_stack()
+    ledger = stack.forwarder.ledger
+    stack.handle(alert(alert_id=1))
+    long_id = "x" * 120  # too long for ServiceNow's correlation_id: hashed, and then indexed
+    stack.handle(alert(alert_id=long_id))
+    plain, hashed = sorted(stack.records(), key=lambda r: r["correlation_id"].startswith("dfiot:sha256:"))
+    assert plain["correlation_id"] == "dfiot:alert:7:1:incident" and hashed["correlation_id"].startswith(
+        "dfiot:sha256:"
+    )
+    index_rows = list(ledger.table.query_entities("PartitionKey ge 'correlation-' and PartitionKey lt 'correlation.'"))
+    assert len(index_rows) == 1  # only the hashed id needed an index write
+    assert ledger.by_correlation(plain["correlation_id"]).alert_key == "alert:7:1"  # type: ignore[union-attr]
+    assert ledger.by_correlation(hashed["correlation_id"]).alert_key == f"alert:7:{long_id}"  # type: ignore[union-attr]
+    resolve_in_servicenow(stack, plain["sys_id"])
+    stack.handle(alert(alert_id=1), "a-repeat")  # a new record for the closed one: generation 1
+    (entry,) = ledger.entries("alert:7:1")
+    assert entry.correlation_id == "dfiot:alert:7:1:incident:1" and ledger.by_correlation(entry.correlation_id) == entry
+    assert ledger.by_correlation("dfiot:alert:7:1:incident") is None  # the closed generation's row moved on
+    assert ledger.by_correlation("dfiot:group:abc:0") is None and ledger.by_correlation("elsewhere") is None
