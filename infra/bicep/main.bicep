@@ -98,8 +98,8 @@ param sensorApiTokens object = {}
 @description('Requests the whole app may have open at once against a ServiceNow instance (its REST API semaphore: about 4 per node, plus its queue). The app scales out no further than this allows (docs/servicenow-budget.md).')
 param serviceNowConcurrency int = 16
 @minValue(1)
-@maxValue(64)
-@description('Alerts one instance of the app works on at once (the queue trigger\'s batchSize + newBatchThreshold).')
+@maxValue(16)
+@description('ServiceNow requests one instance of the app may have open at once: its share of serviceNowConcurrency (it holds twice as many queue messages, so the share stays busy).')
 param alertsPerInstance int = 4
 @minValue(0)
 @description('The app\'s own cap on ServiceNow requests an hour per connection (0: none). Set it below the instance\'s rate-limit rule: the last part of it is kept for the most severe alerts.')
@@ -114,11 +114,13 @@ var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
 var vaultSuffix = take(uniqueString(subscription().id, resourceGroup().id, name, vaultNameSalt), 8)
 var resourceName = '${name}-${suffix}'
 var vnetIntegration = networkIsolation || !empty(sensorNetworkPrefixes)
-// The ServiceNow budget, as arithmetic: instances × alerts per instance never exceeds the concurrency, so
-// no scale-out can hold more requests open than the instance allows (the app also adapts at run time).
+// The ServiceNow budget, as arithmetic (docs/servicenow-budget.md): instances × each one's share
+// (alertsPerInstance) never exceeds the concurrency, however far the app scales out. An instance holds up to
+// twice its share of messages (batchSize + newBatchThreshold), so its share never waits on the queue; the
+// run-time budget keeps its ServiceNow requests to its share.
 var maximumInstanceCount = max(1, serviceNowConcurrency / alertsPerInstance)
-var queueBatchSize = (alertsPerInstance + 1) / 2
-var queueNewBatchThreshold = alertsPerInstance / 2
+var queueBatchSize = alertsPerInstance
+var queueNewBatchThreshold = alertsPerInstance
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceName}'

@@ -177,6 +177,7 @@ class Budget:
                 self.used += 1
             if status == 429:
                 self.stats.rejections += 1
+                self._last_sync = float("-inf")  # the share may be stale (another instance started): look again
                 # One halving per episode: a burst of 429s from one overload is one signal, not ten.
                 if now - self._last_decrease >= 1.0:
                     self.limit = max(1.0, self.limit / 2)

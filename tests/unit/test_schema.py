@@ -76,6 +76,7 @@ GOOD_RULES = {
             "report": "incident",
             "severity_map": {"Critical": {"impact": 1, "urgency": 1}},
             "fields": {"assignment_group": "OT"},
+            "group": {"key": "{sensor}:{title}", "window_minutes": 30},
         },
         {"name": "soc", "connection": "default", "report": "full", "field_map": {"u_sensor": "{sensor}"}},
     ],
@@ -92,6 +93,10 @@ GOOD_RULES = {
 }
 BAD_RULES = [
     {**GOOD_RULES, "extra": 1},
+    {
+        **GOOD_RULES,
+        "actions": [{"name": "x", "connection": "default", "report": "incident", "group": {"window_minutes": 5}}],
+    },
     {**GOOD_RULES, "actions": [{"name": "x", "connection": "default", "report": "email"}]},
     {
         **GOOD_RULES,

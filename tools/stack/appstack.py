@@ -90,12 +90,18 @@ class AppStack:
         latency_ms: float = 0,
         settings: Mapping[str, str] | None = None,
         receive_visibility: int = 600,
+        rules: Mapping[str, Any] | None = None,
+        app_dir: Path = ROOT,
+        storage_debug_log: Path | None = None,
     ) -> None:
         self.workdir = workdir
         self.latency_ms = latency_ms
         self.receive_visibility = receive_visibility
         self.overrides = dict(settings or {})
-        self.host: subprocess.Popen[bytes] | None = None
+        self.rules = dict(rules or RULES)
+        self.app_dir = app_dir  # another checkout of the product (a benchmark's "before")
+        self.storage_debug_log = storage_debug_log  # Azurite logs every request there (it slows Azurite)
+        self.hosts: list[subprocess.Popen[bytes]] = []
         self.host_starts = 0
         self._stack = contextlib.ExitStack()
 
@@ -115,7 +121,7 @@ class AppStack:
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         tls = self.workdir / "tls"
-        self.azurite: Azurite = start_azurite(log=self.workdir / "azurite.log")
+        self.azurite: Azurite = start_azurite(log=self.workdir / "azurite.log", debug_log=self.storage_debug_log)
         self._stack.callback(self.azurite.stop)
         self.servicenow = ServiceNowEmulator(
             tls_dir=tls, users={USER: PASSWORD}, clients=[OAuthClient(CLIENT_ID, CLIENT_SECRET)]
@@ -174,7 +180,7 @@ class AppStack:
         self.settings_file = self.workdir / "local.settings.json"
         self.settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": self.values}, indent=2))
         self.settings = load_settings(self.values)
-        write_rules(self.settings.forwarding.rules_location, blob_service(self.settings.alerts_storage), RULES)
+        write_rules(self.settings.forwarding.rules_location, blob_service(self.settings.alerts_storage), self.rules)
         store = secret_store(self.settings)
         assert isinstance(store, KeyVaultSecretStore)
         connection = self.settings.connection("default")
@@ -192,52 +198,68 @@ class AppStack:
         connect_connection(self.settings, self.settings.connection("default"), USER, Secret(PASSWORD))
 
     # -- the host ----------------------------------------------------------------------------
+    @property
+    def host(self) -> subprocess.Popen[bytes] | None:
+        """The host started last."""
+        return self.hosts[-1] if self.hosts else None
+
     def start_host(self, *, wait: float = 60) -> None:
-        """Start the local host in its own process and wait until it says it is running."""
-        self.host_starts += 1
-        log = (self.workdir / f"host-{self.host_starts}.log").open("wb")
-        self.host = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module  # nosec B603
-            [
-                sys.executable,
-                "-m",
-                "tools.funchost",
-                "--app-dir",
-                str(ROOT),
-                "--settings",
-                str(self.settings_file),
-                "--receive-visibility",
-                str(self.receive_visibility),
-            ],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        log.close()
+        """Start one more local host in its own process and wait until it says it is running."""
+        self.start_hosts(1, wait=wait)
+
+    def start_hosts(self, count: int, *, wait: float = 60) -> None:
+        """Start ``count`` more hosts at once (own processes) and wait until each says it is running; hosts
+        share the queue and the timers (one of them runs each), as the instances of a scaled-out app do."""
+        started = []
+        for _ in range(count):
+            self.host_starts += 1
+            path = self.workdir / f"host-{self.host_starts}.log"
+            with path.open("wb") as log:
+                host = subprocess.Popen(  # noqa: S603 - the project's own interpreter and module  # nosec B603
+                    [
+                        sys.executable,
+                        "-m",
+                        "tools.funchost",
+                        "--app-dir",
+                        str(self.app_dir),
+                        "--settings",
+                        str(self.settings_file),
+                        "--receive-visibility",
+                        str(self.receive_visibility),
+                    ],
+                    cwd=self.app_dir,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(self.app_dir)},
+                )
+            self.hosts.append(host)
+            started.append((host, path))
         deadline = time.monotonic() + wait
-        path = self.workdir / f"host-{self.host_starts}.log"
-        while time.monotonic() < deadline:
-            if "local Functions host running" in path.read_text(errors="replace"):
-                return
-            if self.host.poll() is not None:
-                raise RuntimeError(f"the local host exited with {self.host.returncode}: {path.read_text()[-2000:]}")
-            time.sleep(0.1)
-        raise RuntimeError(f"the local host did not start within {wait} s (log: {path})")
+        for host, path in started:
+            while "local Functions host running" not in path.read_text(errors="replace"):
+                if host.poll() is not None:
+                    raise RuntimeError(f"the local host exited with {host.returncode}: {path.read_text()[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"the local host did not start within {wait} s (log: {path})")
+                time.sleep(0.1)
 
     def kill_host(self) -> None:
-        """SIGKILL: no graceful stop, in-flight messages come back when their visibility expires."""
-        if self.host is not None and self.host.poll() is None:
-            self.host.send_signal(signal.SIGKILL)
-            self.host.wait()
+        """SIGKILL every host: no graceful stop, in-flight messages come back when their visibility expires."""
+        for host in self.hosts:
+            if host.poll() is None:
+                host.send_signal(signal.SIGKILL)
+                host.wait()
 
     def stop_host(self) -> None:
-        if self.host is not None and self.host.poll() is None:
-            self.host.send_signal(signal.SIGINT)
+        for host in self.hosts:
+            if host.poll() is None:
+                host.send_signal(signal.SIGINT)
+        for host in self.hosts:
             try:
-                self.host.wait(timeout=60)
+                host.wait(timeout=60)
             except subprocess.TimeoutExpired:
-                self.host.kill()
-                self.host.wait()
+                host.kill()
+                host.wait()
 
     def host_logs(self) -> str:
         return "".join(

@@ -69,6 +69,7 @@ def start_azurite(
     *,
     location: Path | None = None,
     log: Path | None = None,
+    debug_log: Path | None = None,
     timeout: float = 30.0,
     check_api_version: bool = False,
 ) -> Azurite:
@@ -88,6 +89,7 @@ def start_azurite(
     arguments = [str(binary), "--silent", "--disableTelemetry"]
     arguments += [] if check_api_version else ["--skipApiVersionCheck"]
     arguments += ["--location", str(location)] if location else ["--inMemoryPersistence"]
+    arguments += ["--debug", str(debug_log)] if debug_log else []  # every request, for counting them
     for name, port in ports.items():
         arguments += [f"--{name}Host", "127.0.0.1", f"--{name}Port", str(port)]
     output = log.open("ab") if log else subprocess.DEVNULL

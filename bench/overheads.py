@@ -1,0 +1,273 @@
+"""The forwarder's per-alert overheads in the deployed configuration, before and after issue 17's changes, and
+its throughput against a minimal consumer doing the same essential I/O.
+
+- **before**: the product at the commit before the changes (``f57c14d^``: a HEAD of the rules blob per alert
+  under a process-wide lock, storage sessions that consult the environment on every request, and an index
+  write for every record), checked out in a git worktree;
+- **after**: this checkout.
+
+Both run as deployed: rules in blob storage, OAuth tokens in the Key Vault emulator, one local host (own
+process) holding 4 + 4 messages (main.bicep's derivation for alertsPerInstance 4). N alerts (default
+1,000) wait on the queue; the host drains them at 0 ms ServiceNow latency. Measured:
+
+- host CPU per alert: the host process's user + system time (``/proc/<pid>/stat``) from host ready to the
+  last record, ÷ N;
+- storage calls per alert: every request Azurite received from the host's start to the last record (its
+  ``--debug`` log; a run of its own, since that log slows Azurite), ÷ N, by kind;
+- throughput: N ÷ (last record − first record), in a run without the debug log.
+
+The **minimal consumer**, in the after run's stack after the host has stopped: the same concurrency (8
+threads) and batch size, and per alert only the essential I/O — queue receive (batches of 4) and delete,
+a ledger insert and update, one HTTPS POST to the emulator. Throughput ratio = product ÷ minimal.
+
+Run: `.venv/bin/python -m bench.overheads [--alerts 1000]`; writes bench/results/overheads.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import queue
+import re
+import subprocess  # git worktree for the "before" checkout  # nosec B404
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+from azure.core import MatchConditions
+
+from shared.platform.storage import table_service
+from tools.machine import describe
+from tools.stack.appstack import ROOT, AppStack, alert_document
+
+RESULTS = Path(__file__).parent / "results" / "overheads.md"
+BEFORE = "f57c14d^"
+PER_INSTANCE = 4  # main.bicep: alertsPerInstance 4 → batchSize 4, newBatchThreshold 4
+REQUEST = re.compile(r"info: (\w+)StorageContextMiddleware: RequestMethod=(\w+) RequestURL=(\S+)")
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def request_kind(service: str, method: str, url: str) -> str:
+    path = url.split("?", 1)[0]
+    if service == "Queue":
+        if "/messages" in path:
+            return {"GET": "queue receive", "DELETE": "queue delete", "POST": "queue send"}.get(method, "queue other")
+        return "queue other"
+    if service == "Table":
+        return {"POST": "table insert", "GET": "table read/query"}.get(method, "table update")
+    return "blob (rules, host leases)"
+
+
+def count_requests(log: Path, since: float, until: float) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for line in log.read_text(errors="replace").splitlines():
+        match = REQUEST.search(line)
+        if not match:
+            continue
+        moment = datetime.strptime(line[:24], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+        if since <= moment <= until:
+            counts[request_kind(*match.groups())] += 1
+    return counts
+
+
+def settings() -> dict[str, str]:
+    return {
+        "SERVICENOW_CONCURRENCY": "16",
+        "AzureFunctionsJobHost__extensions__queues__batchSize": str(PER_INSTANCE),
+        "AzureFunctionsJobHost__extensions__queues__newBatchThreshold": str(PER_INSTANCE),
+    }
+
+
+def drain(stack: AppStack, count: int) -> dict[str, Any]:
+    """Fill the queue, start one host, wait for every record; the host's CPU and the drain's times."""
+    run = uuid.uuid4().hex[:8]
+    stack.enqueue([alert_document(i, run) for i in range(count)], threads=16)
+    time.sleep(1)  # the enqueue's own requests stay out of the counted window
+    started = time.time()
+    stack.start_host()
+    assert stack.host is not None
+    ready, cpu_ready = time.time(), cpu_seconds(stack.host.pid)
+    deadline = ready + 1800
+    while time.time() < deadline:
+        mine = [r for r in stack.servicenow.store.all("incident") if f"run {run}" in r.get("description", "")]
+        if len(mine) >= count:
+            break
+        time.sleep(0.2)
+    done, cpu_done = time.time(), cpu_seconds(stack.host.pid)
+    stack.stop_host()
+    times = sorted(stack.servicenow.store.inserted_at[r["sys_id"]] for r in mine)
+    return {
+        "started": started,
+        "ready": ready,
+        "done": done,
+        "cpu_ms": (cpu_done - cpu_ready) / count * 1000,
+        "alerts_per_second": (count - 1) / (times[-1] - times[0]),
+        "records": len(mine),
+    }
+
+
+def minimal_consumer(stack: AppStack, count: int) -> float:
+    """Alerts per second of the essential I/O alone, at the host's concurrency and batch size."""
+    stack.enqueue([alert_document(i, "minimal") for i in range(count)], threads=16)
+    table = table_service(stack.settings.alerts_storage).get_table_client(f"minimal{uuid.uuid4().hex[:8]}")
+    table.create_table()
+    stack.servicenow.oauth.users["minimal"] = "Minimal-Passw0rd"
+    stack.servicenow.roles["minimal"] = {"itil"}
+    session = requests.Session()
+    session.trust_env = False
+    session.verify = str(stack.servicenow.ca_pem)
+    session.auth = ("minimal", "Minimal-Passw0rd")
+    work: queue.Queue[Any] = queue.Queue()
+    finished: list[float] = []
+    held = threading.Condition()
+    in_hand = [0]
+
+    def fetch() -> None:
+        """As the host does: another batch whenever no more than newBatchThreshold messages are in hand."""
+        taken = 0
+        while taken < count:
+            with held:
+                held.wait_for(lambda: in_hand[0] <= PER_INSTANCE)
+            pages = stack.queue.receive_messages(messages_per_page=PER_INSTANCE, visibility_timeout=600).by_page()
+            got: list[Any] = list(next(pages, []))
+            with held:
+                in_hand[0] += len(got)
+            for message in got:
+                work.put(message)
+            taken += len(got)
+        for _ in range(PER_INSTANCE * 2):
+            work.put(None)
+
+    def consume() -> None:
+        while (message := work.get()) is not None:
+            key = uuid.uuid4().hex
+            entity = table.create_entity({"PartitionKey": key, "RowKey": "incident", "state": "claimed"})
+            response = session.post(
+                f"{stack.servicenow.url}/api/now/table/incident",
+                json={"short_description": "minimal", "correlation_id": key},
+                timeout=30,
+            )
+            response.raise_for_status()
+            table.update_entity(
+                {"PartitionKey": key, "RowKey": "incident", "state": "created"},
+                etag=entity["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            stack.queue.delete_message(message)
+            with held:
+                finished.append(time.time())
+                in_hand[0] -= 1
+                held.notify_all()
+
+    threads = [threading.Thread(target=fetch)] + [threading.Thread(target=consume) for _ in range(PER_INSTANCE * 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    finished.sort()
+    return (len(finished) - 1) / (finished[-1] - finished[0])
+
+
+def checkout_before(scratch: Path) -> Path:
+    tree = scratch / "before"
+    subprocess.run(  # noqa: S603 - git on this repository  # nosec B603
+        ["git", "worktree", "add", "--detach", str(tree), BEFORE],  # noqa: S607
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    # Its host reads host.json only (the override settings came later): give it the same queue settings.
+    host_json = json.loads((tree / "host.json").read_text())
+    host_json["extensions"]["queues"].update(batchSize=PER_INSTANCE, newBatchThreshold=PER_INSTANCE)
+    (tree / "host.json").write_text(json.dumps(host_json, indent=2))
+    return tree
+
+
+def measure(app_dir: Path, scratch: Path, name: str, count: int, minimal: bool) -> dict[str, Any]:
+    with AppStack(scratch / f"{name}-speed", settings=settings(), app_dir=app_dir) as stack:
+        speed = drain(stack, count)
+        if minimal:
+            speed["minimal_per_second"] = minimal_consumer(stack, count)
+    log = scratch / f"{name}-azurite-debug.log"
+    with AppStack(scratch / f"{name}-count", settings=settings(), app_dir=app_dir, storage_debug_log=log) as stack:
+        counted = drain(stack, count)
+        calls = count_requests(log, counted["started"], counted["done"])
+    return {**speed, "calls": calls, "calls_per_alert": sum(calls.values()) / count}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--alerts", type=int, default=1000)
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    args = parser.parse_args()
+    logging.disable(logging.WARNING)
+    with tempfile.TemporaryDirectory() as folder:
+        scratch = Path(folder)
+        before_tree = checkout_before(scratch)
+        try:
+            before = measure(before_tree, scratch, "before", args.alerts, minimal=False)
+            after = measure(ROOT, scratch, "after", args.alerts, minimal=True)
+        finally:
+            subprocess.run(  # noqa: S603  # nosec B603
+                ["git", "worktree", "remove", "--force", str(before_tree)],  # noqa: S607
+                cwd=ROOT,
+                check=False,
+                capture_output=True,
+            )
+    kinds = sorted(set(before["calls"]) | set(after["calls"]))
+    rows = [
+        f"| host CPU per alert | {before['cpu_ms']:.2f} ms | {after['cpu_ms']:.2f} ms |",
+        f"| storage calls per alert | {before['calls_per_alert']:.2f} | {after['calls_per_alert']:.2f} |",
+        *(
+            f"| — {kind} | {before['calls'][kind] / args.alerts:.3f} | {after['calls'][kind] / args.alerts:.3f} |"
+            for kind in kinds
+        ),
+        f"| throughput | {before['alerts_per_second']:.1f} alerts/s | {after['alerts_per_second']:.1f} alerts/s |",
+    ]
+    ratio = after["alerts_per_second"] / after["minimal_per_second"]
+    command = "`.venv/bin/python -m bench.overheads" + ("`" if args.alerts == 1000 else f" --alerts {args.alerts}`")
+    text = "\n".join(
+        [
+            "# Per-alert overheads, before and after",
+            "",
+            f"Produced by {command}.",
+            "",
+            describe(),
+            f"{args.alerts:,} alerts wait on the queue; one local host (own process) drains them at 0 ms ServiceNow "
+            f"latency, holding {PER_INSTANCE} + {PER_INSTANCE} messages, rules in blob storage, OAuth tokens in the "
+            f"Key Vault emulator. Before: commit `{BEFORE}` in a git worktree, same queue settings.",
+            "",
+            "| per alert | before | after |",
+            "|---|---|---|",
+            *rows,
+            "",
+            f"Minimal consumer (queue receive in batches of {PER_INSTANCE} and delete, a ledger insert and update, one "
+            f"HTTPS POST; {PER_INSTANCE * 2} threads) in the after run's stack: "
+            f"{after['minimal_per_second']:.1f} alerts/s. The product reaches **{ratio:.2f}** of it.",
+            "",
+            "Host CPU: the host process's user + system time from ready to the last record, ÷ alerts. Storage calls: "
+            "every request Azurite logged from the host's start to the last record (its debug log, in a run of its "
+            "own), ÷ alerts; it includes the host's start-up, its queue polling and its timers' leases. "
+            "Throughput: alerts ÷ (last record − first record), in "
+            "the run without the debug log.",
+            "",
+        ]
+    )
+    args.output.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
