@@ -28,8 +28,10 @@ from pysnc import ServiceNowClient as PySncClient
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import evaluate, parse_rules
+from shared.alerting.rules_store import write_rules
 from shared.app.forwarding import build_forwarder
 from shared.platform.settings import load_settings
+from shared.platform.storage import blob_service
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.machine import describe
 from tools.stack.azurite import start_azurite
@@ -63,9 +65,7 @@ def alerts(count: int, run: str) -> list[bytes]:
     ]
 
 
-def product(
-    emulator: ServiceNowEmulator, azurite: Any, rules_path: Path, bodies: list[bytes]
-) -> list[tuple[float, float]]:
+def product(emulator: ServiceNowEmulator, azurite: Any, bodies: list[bytes]) -> list[tuple[float, float]]:
     environ = {
         "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
         "ALERTS_STORAGE": azurite.connection_string,
@@ -76,11 +76,14 @@ def product(
             [{"name": "default", "instance_url": emulator.url, "auth": "basic", "username": USER}]
         ),
         "SERVICENOW_CA_BUNDLE": str(emulator.ca_pem),
-        "FORWARDING_RULES_LOCATION": f"file:{rules_path}",
+        # Blob rules, as main.bicep deploys them.
+        "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:10]}/forwarding-rules.json",
         "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
     }
     os.environ["SERVICENOW_DEFAULT_PASSWORD"] = PASSWORD
-    forwarder = build_forwarder(load_settings(environ))
+    settings = load_settings(environ)
+    write_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage), RULES)
+    forwarder = build_forwarder(settings)
     ids = [uuid.uuid4().hex for _ in bodies]
     rows = []
     for _ in ("new", "redelivered"):
@@ -178,13 +181,11 @@ def main() -> None:
     ]
     try:
         with tempfile.TemporaryDirectory() as scratch:
-            rules_path = Path(scratch) / "rules.json"
-            rules_path.write_text(json.dumps(RULES))
             emulator = ServiceNowEmulator(tls_dir=Path(scratch) / "tls", users={USER: PASSWORD}).start()
             try:
                 for latency, count in ((0, args.alerts), (50, max(20, args.alerts // 4))):
                     emulator.faults.configure({"latency_ms": latency})
-                    ours = product(emulator, azurite, rules_path, alerts(count, f"p{latency}"))
+                    ours = product(emulator, azurite, alerts(count, f"p{latency}"))
                     theirs = pysnc(emulator, alerts(count, f"s{latency}"))
                     for kind, (o, t) in zip(("new", "redelivered"), zip(ours, theirs, strict=True), strict=True):
                         ratios[(latency, kind)] = o[0] / t[0]

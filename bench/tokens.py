@@ -21,12 +21,14 @@ import uuid
 from pathlib import Path
 
 from shared.alerting.messages import SCHEMA
+from shared.alerting.rules_store import write_rules
 from shared.app import servicenow_client
 from shared.app.forwarding import build_forwarder
 from shared.app.tokens import connect_connection
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, Secret
 from shared.platform.settings import HttpSettings, ServiceNowConnection, load_settings
+from shared.platform.storage import blob_service
 from shared.servicenow import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint
 from tools.emulators.keyvault import KeyVaultEmulator
@@ -51,15 +53,10 @@ def main() -> None:
         ).start()
         vault = KeyVaultEmulator(tls_dir=tls).start()
         azurite = start_azurite()
-        rules = Path(scratch) / "rules.json"
-        rules.write_text(
-            json.dumps(
-                {
-                    "actions": [{"name": "incident", "connection": "default", "report": "incident"}],
-                    "rules": [{"name": "all", "created_at": "2025-01-01T00:00:00+00:00", "actions": ["incident"]}],
-                }
-            )
-        )
+        rules = {
+            "actions": [{"name": "incident", "connection": "default", "report": "incident"}],
+            "rules": [{"name": "all", "created_at": "2025-01-01T00:00:00+00:00", "actions": ["incident"]}],
+        }
         try:
             environ = {
                 "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
@@ -79,13 +76,15 @@ def main() -> None:
                     ]
                 ),
                 "SERVICENOW_CA_BUNDLE": str(servicenow.ca_pem),
-                "FORWARDING_RULES_LOCATION": f"file:{rules}",
+                # Blob rules, as main.bicep deploys them.
+                "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:10]}/forwarding-rules.json",
                 "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
                 "KEY_VAULT_URL": vault.url,
                 "KEY_VAULT_CREDENTIAL": "emulator",
                 "KEY_VAULT_CA_BUNDLE": str(vault.ca_pem),
             }
             settings = load_settings(environ)
+            write_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage), rules)
             store = KeyVaultSecretStore.connect(vault.url, LocalEmulatorCredential(), vault.ca_pem)
             store.write("servicenow-default-client-secret", Secret(CLIENT_SECRET), content_type="text/plain")
             connection = settings.connection("default")

@@ -185,8 +185,13 @@ class Forwarder:
         generation = 0 if header is None else header.generation + (0 if current else 1)
         member = self.groups.join(gid, generation, message, delivery_id)
         if member is None:
-            return Outcome(action.name, "duplicate", header.sys_id if header else "", header.number if header else "")
-        if header is not None and current:
+            member = self.groups.member(gid, alert_key(message))
+            if member is None or (header is not None and header.generation >= member.generation):
+                sys_id, number = (header.sys_id, header.number) if header else ("", "")
+                return Outcome(action.name, "duplicate", sys_id, number)
+            # Accounted to a generation nobody opened: its worker died between the two inserts. Open it now.
+            generation = member.generation
+        elif header is not None and current:
             return Outcome(action.name, "grouped", header.sys_id, header.number)
         opened = self.groups.open(gid, generation, action, value, member, now)
         if opened is None:  # another alert of the group opened this generation first

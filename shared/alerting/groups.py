@@ -30,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
 from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.alerting.messages import AlertMessage
@@ -215,6 +215,14 @@ class GroupBook:
         except ResourceExistsError:
             return None
         return Member(gid, entity["RowKey"], key, generation, entity["line"], False, entity["message"])
+
+    def member(self, gid: str, key: str) -> Member | None:
+        keys = _member_keys(gid, key)
+        try:
+            entity = self.table.get_entity(partition_key=keys["PartitionKey"], row_key=keys["RowKey"])
+        except ResourceNotFoundError:
+            return None
+        return _member(gid, entity)
 
     def open(
         self, gid: str, generation: int, action: Action, value: str, member: Member, now: datetime

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
@@ -28,11 +29,23 @@ def build_group_notes(settings: Settings) -> GroupNotes:
     )
 
 
+_notes: GroupNotes | None = None
+_lock = threading.Lock()
+
+
 def run_group_notes(settings: Settings | None = None) -> NotesReport:
     """One pass over the open alert groups. Raises after the pass when a group could not be written to, so
     that the invocation shows it (the next one continues where this one stopped)."""
-    notes = build_group_notes(settings or get_settings())
-    notes.book.ensure_table()
+    global _notes  # noqa: PLW0603 - one writer per worker process, built on first use, as the forwarder
+    if settings is not None:
+        notes = build_group_notes(settings)
+        notes.book.ensure_table()
+    else:
+        with _lock:
+            if _notes is None:
+                _notes = build_group_notes(get_settings())
+                _notes.book.ensure_table()
+        notes = _notes
     report = notes.run()
     if report.records or report.notes or report.retired:
         logger.info(

@@ -178,6 +178,22 @@ def test_an_opener_that_crashed_before_writing_is_finished_by_the_timer(make_sta
         client.close()
 
 
+def test_a_worker_that_died_between_joining_and_opening_is_finished_by_the_redelivery(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = grouped(make_stack)
+    # The dead worker accounted its alert to a new group's first generation, then died before opening it.
+    message = parse_message(body(alert(alert_id=1)))
+    gid = group_id("grouped", "sensor-1:Illegal MODBUS Operation")
+    assert stack.forwarder.groups.join(gid, 0, message, "m-1") is not None
+    redelivered = stack.handle(alert(alert_id=1), "m-1")
+    assert [o.operation for o in redelivered.outcomes] == ["group_opened"]
+    assert [o.operation for o in stack.handle(alert(alert_id=1), "m-1").outcomes] == ["duplicate"]
+    stack.handle(alert(alert_id=2))
+    stack.notes()
+    assert sorted(listed(stack)) == ["1", "2"] and header_of(stack).count == 2
+
+
 def test_a_note_whose_answer_was_lost_is_not_written_twice(make_stack: Callable[..., Stack]) -> None:
     stack = grouped(make_stack)
     for number in range(5):
