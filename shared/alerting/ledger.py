@@ -28,9 +28,9 @@ from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.data.tables import TableClient
 
-from shared.platform.storage import create_table_if_missing
+from shared.platform.storage import create_table_if_missing, merge_if_unchanged
 from shared.platform.times import parse_iso
 
 MAX_DELIVERIES = 50
@@ -155,17 +155,9 @@ class Ledger:
 
     def _merge(self, entry: Entry, values: dict[str, Any]) -> Entry | None:
         """Conditional update on the entry's etag; None when another writer got there first."""
-        entity = {**self._keys(entry.alert_key, entry.action), **values}
-        try:
-            metadata = self.table.update_entity(
-                entity, mode=UpdateMode.MERGE, etag=entry.etag, match_condition=MatchConditions.IfNotModified
-            )
-        except HttpResponseError as exc:
-            if exc.status_code in (409, 412):
-                return None
-            raise
+        etag = merge_if_unchanged(self.table, {**self._keys(entry.alert_key, entry.action), **values}, entry.etag)
         # The response carries the new etag: the merged entry is known without reading it back.
-        return replace(entry, **_fields(values), etag=metadata["etag"])
+        return None if etag is None else replace(entry, **_fields(values), etag=etag)
 
     def claim(self, alert_key: str, action: str, correlation_id: str) -> Claim:
         now = self.clock()

@@ -6,8 +6,9 @@ from typing import Any
 
 import requests
 import requests.adapters
+from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
+from azure.data.tables import TableClient, TableServiceClient, UpdateMode
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
@@ -43,6 +44,21 @@ def create_table_if_missing(table: TableClient) -> None:
     except HttpResponseError as exc:
         if exc.status_code != 403:
             raise
+
+
+def merge_if_unchanged(table: TableClient, entity: dict[str, Any], etag: str) -> str | None:
+    """Merge ``entity`` into its row only if the row still has ``etag``: the row's new etag, or None when
+    another writer changed it first (storage answers 409 or 412)."""
+    try:
+        metadata = table.update_entity(
+            entity, mode=UpdateMode.MERGE, etag=etag, match_condition=MatchConditions.IfNotModified
+        )
+    except HttpResponseError as exc:
+        if exc.status_code in (409, 412):
+            return None
+        raise
+    new_etag: str = metadata["etag"]
+    return new_etag
 
 
 def queue_service(connection: StorageConnection, **options: Any) -> QueueServiceClient:
