@@ -165,7 +165,7 @@ class Forwarder:
             reasons = "; ".join(f"{rule}: {why}" for rule, why in decision.skipped.items()) or "no rules"
             return Result("filtered", rules=(), reason=reasons)
         outcomes = [
-            self._join_group(message, action, delivery_id)
+            self._join_group(message, action)
             if action.group is not None
             else self._ensure_record(message, action, delivery_id)
             for action in decision.actions
@@ -173,7 +173,7 @@ class Forwarder:
         return Result("forwarded", outcomes, decision.rules)
 
     # -- one record per group of related alerts ----------------------------------------------
-    def _join_group(self, message: AlertMessage, action: Action, delivery_id: str) -> Outcome:
+    def _join_group(self, message: AlertMessage, action: Action) -> Outcome:
         """Account the alert to its group: the group's record lists it in a later work note (the group notes
         timer's), or, for the alert that opens a generation, the record is written now from it."""
         assert action.group is not None
@@ -183,7 +183,7 @@ class Forwarder:
         header = self.groups.latest(gid)
         current = header is not None and header.accepts(now)
         generation = 0 if header is None else header.generation + (0 if current else 1)
-        member = self.groups.join(gid, generation, message, delivery_id)
+        member = self.groups.join(gid, generation, message)
         if member is None:
             member = self.groups.member(gid, alert_key(message))
             if member is None or (header is not None and header.generation >= member.generation):
@@ -202,10 +202,7 @@ class Forwarder:
             failure = classify(exc)
             # The alert is accounted for already: the group notes timer writes the record (looking it up first
             # when this write may have reached ServiceNow) instead of a redelivery, which would be a duplicate.
-            if failure is None or failure.maybe_written:
-                self.groups.uncertain(opened)
-            else:
-                self.groups.hand_over(opened)
+            self.groups.unwritten(opened, maybe_written=failure is None or failure.maybe_written)
             if failure is None:
                 raise
             logger.warning("alert group %r: record left to the group notes timer: %s", value, failure.reason)

@@ -126,10 +126,10 @@ class GroupNotes:
         found = next(iter(client.query(header.table, query, fields=["sys_id", "number"], limit=1)), None)
         if found is None:
             action = self.rules.current().actions.get(header.action)
-            (first,) = self.book.members(header, [header.first_member])
             if action is None or action.group is None:
                 logger.error("alert group %r: action %r no longer groups alerts", header.value, header.action)
                 return None
+            (first,) = self.book.members(header, [header.first_member])
             try:
                 message = parse_message(first.body())
             except InvalidMessageError as exc:
@@ -139,10 +139,7 @@ class GroupNotes:
                 found = client.create_record(header.table, group_record_values(message, action, taken))
             except Exception as exc:
                 failure = classify(exc)
-                if failure is None or failure.maybe_written:
-                    self.book.uncertain(taken)
-                else:
-                    self.book.hand_over(taken)
+                self.book.unwritten(taken, maybe_written=failure is None or failure.maybe_written)
                 raise
         created = self.book.created(taken, found["sys_id"], found.get("number", ""))
         if created is not None:

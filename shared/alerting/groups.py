@@ -29,15 +29,14 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
 from shared.alerting.messages import AlertMessage
 from shared.alerting.records import alert_key, record_values, values
 from shared.alerting.rules import Action, Grouping
 from shared.alerting.templates import render, truncate
-from shared.platform.storage import create_table_if_missing
+from shared.platform.storage import create_table_if_missing, merge_if_unchanged
 
 HEADERS = "groups"
 MAX_GENERATION = 99_999_999
@@ -196,7 +195,7 @@ class GroupBook:
                 return Header.from_entity(row)
         return None
 
-    def join(self, gid: str, generation: int, message: AlertMessage, delivery_id: str) -> Member | None:
+    def join(self, gid: str, generation: int, message: AlertMessage) -> Member | None:
         """Account the alert to the group (None: it is accounted already — a redelivery or a duplicate)."""
         key = alert_key(message)
         document = json.dumps(message.raw, separators=(",", ":"), default=str).encode()
@@ -206,8 +205,6 @@ class GroupBook:
             "generation": generation,
             "noted": False,
             "line": note_line(message),
-            "delivery": delivery_id,
-            "severity": message.alert.severity.label if message.alert else "Major",
             "message": zlib.compress(document),
         }
         try:
@@ -273,29 +270,22 @@ class GroupBook:
 
     # -- header changes (conditional on the etag: None when another writer got there first) ---------
     def _merge(self, header: Header, values: dict[str, Any]) -> Header | None:
-        entity = {**_header_keys(header.gid, header.generation), **values}
-        try:
-            metadata = self.table.update_entity(
-                entity, mode=UpdateMode.MERGE, etag=header.etag, match_condition=MatchConditions.IfNotModified
-            )
-        except HttpResponseError as exc:
-            if exc.status_code in (409, 412):
-                return None
-            raise
+        etag = merge_if_unchanged(self.table, {**_header_keys(header.gid, header.generation), **values}, header.etag)
+        if etag is None:
+            return None
         fields = {k: v for k, v in values.items() if k in _HEADER_FIELDS}
         if "note_members" in fields:
             fields["note_members"] = tuple(json.loads(fields["note_members"]))
-        return replace(header, **fields, etag=metadata["etag"])
+        return replace(header, **fields, etag=etag)
 
     def created(self, header: Header, sys_id: str, number: str) -> Header | None:
         return self._merge(header, {"state": "created", "sys_id": sys_id, "number": number, "count": 1})
 
-    def uncertain(self, header: Header) -> Header | None:
-        """The write may have reached ServiceNow: the notes timer looks it up before writing again."""
-        return self._merge(header, {"state": "uncertain"})
-
-    def hand_over(self, header: Header) -> Header | None:
-        """Nothing was written: the notes timer writes the record on its next run, without waiting."""
+    def unwritten(self, header: Header, *, maybe_written: bool) -> Header | None:
+        """The record's write failed: the notes timer finishes it on its next run, without waiting — looking it
+        up first when the write may have reached ServiceNow."""
+        if maybe_written:
+            return self._merge(header, {"state": "uncertain"})
         return self._merge(header, {"claimed_at": datetime(2000, 1, 1, tzinfo=UTC)})
 
     def take_over(self, header: Header) -> Header | None:

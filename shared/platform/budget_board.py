@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,13 +39,11 @@ class BoardView:
 
 class TableBudgetBoard:
     def __init__(
-        self, table: TableClient, instance_id: str | None = None, clock: Callable[[], float] | None = None
+        self, table: TableClient, instance_id: str | None = None, clock: Callable[[], float] = time.time
     ) -> None:
-        import time  # noqa: PLC0415 - the default clock only
-
         self.table = table
         self.instance_id = instance_id or uuid.uuid4().hex
-        self.clock = clock or time.time
+        self.clock = clock
         self.used: dict[str, int] = {}  # this instance's requests this hour, per connection
         self._ensured = False
 

@@ -60,6 +60,11 @@ def priority(level: int) -> Iterator[None]:
         PRIORITY.reset(token)
 
 
+def _stagger(level: int) -> float:
+    """How much later than the most severe a refused call of this priority comes back, spread a little."""
+    return (4 - min(max(level, 0), 4)) * STAGGER_SECONDS + random.uniform(0, 5)  # noqa: S311  # nosec B311
+
+
 class Board(Protocol):
     def sync(self, used: Mapping[str, int]) -> BoardView: ...
 
@@ -149,10 +154,9 @@ class Budget:
     def refusal(self, level: int) -> tuple[float, str] | None:
         """How long a call of this priority must wait before it may be sent, and why (None: it may go now)."""
         now = self.wall_clock()
-        stagger = (4 - min(max(level, 0), 4)) * STAGGER_SECONDS + random.uniform(0, 5)  # noqa: S311  # nosec B311
         paused = max(self.paused_until, self.view.paused_until.get(self.connection, 0.0))
         if paused > now:
-            return paused - now + stagger, f"paused until the rate-limit window resets in {paused - now:.0f} s"
+            return paused - now + _stagger(level), f"paused until the rate-limit window resets in {paused - now:.0f} s"
         reserve = RESERVE.get(level, RESERVE[0])
         if self.hourly_requests:
             self._roll_hour(now)
@@ -160,7 +164,7 @@ class Budget:
             left = self.hourly_requests - used
             if left <= self.hourly_requests * reserve or left <= 0:
                 hour_end = (hour_of(now) + 1) * 3600
-                return hour_end - now + stagger, (
+                return hour_end - now + _stagger(level), (
                     f"{max(0, left)} of the hourly budget's {self.hourly_requests} requests left"
                     + (", kept for more severe alerts" if left > 0 else "")
                 )

@@ -159,7 +159,7 @@ def test_an_opener_that_crashed_before_writing_is_finished_by_the_timer(make_sta
     action = stack.forwarder.rules.current().actions["grouped"]
     book = stack.forwarder.groups
     gid = group_id("grouped", "sensor-1:Illegal MODBUS Operation")
-    member = book.join(gid, 0, message, "m-1")
+    member = book.join(gid, 0, message)
     assert member is not None
     assert book.open(gid, 0, action, "sensor-1:Illegal MODBUS Operation", member, datetime.now(UTC)) is not None
     stack.handle(alert(alert_id=2))
@@ -185,7 +185,7 @@ def test_a_worker_that_died_between_joining_and_opening_is_finished_by_the_redel
     # The dead worker accounted its alert to a new group's first generation, then died before opening it.
     message = parse_message(body(alert(alert_id=1)))
     gid = group_id("grouped", "sensor-1:Illegal MODBUS Operation")
-    assert stack.forwarder.groups.join(gid, 0, message, "m-1") is not None
+    assert stack.forwarder.groups.join(gid, 0, message) is not None
     redelivered = stack.handle(alert(alert_id=1), "m-1")
     assert [o.operation for o in redelivered.outcomes] == ["group_opened"]
     assert [o.operation for o in stack.handle(alert(alert_id=1), "m-1").outcomes] == ["duplicate"]
