@@ -29,6 +29,8 @@ resource reader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
       {
         actions: [
           'Microsoft.IoTSecurity/*/read'
+          // The query itself (Azure Resource Graph answers with what the reads above allow).
+          'Microsoft.ResourceGraph/resources/read'
         ]
         notActions: []
       }

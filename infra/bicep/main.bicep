@@ -2,9 +2,9 @@
 // least privilege per resource, monitored. Deploy with `azd up` or `az deployment group create`.
 targetScope = 'resourceGroup'
 
-@description('Short name for the deployment, used in resource names (lower-case letters and digits).')
-@minLength(3)
-@maxLength(12)
+@description('The deployment\'s name (azd: the environment name; any name azd accepts, 1-64 letters, digits and - _ . ( )). Every resource name is derived from it, within each resource type\'s rules.')
+@minLength(1)
+@maxLength(64)
 param name string
 
 param location string = resourceGroup().location
@@ -44,6 +44,7 @@ param refreshTokenErrorDays int = 3
 param deviceSyncSchedule string = '0 */5 * * * *'
 param deviceSyncEnabled bool = false
 @minValue(5)
+@maxValue(1440)
 param deviceSyncFrequencyMinutes int = 60
 @description('The on-premises management console, https://… (required when deviceSyncEnabled).')
 param consoleUrl string = ''
@@ -95,12 +96,24 @@ param sensorNextHopIp string = ''
 param sensorApiTokens object = {}
 @minValue(1)
 @maxValue(1000)
-@description('Requests the whole app may have open at once against a ServiceNow instance (its REST API semaphore: about 4 per node, plus its queue). The app scales out no further than this allows (docs/servicenow-budget.md).')
+@description('Requests the whole app may have open at once against a ServiceNow instance (its REST API semaphore: about 4 per node, plus its queue). Held at run time by every instance together (docs/servicenow-budget.md).')
 param serviceNowConcurrency int = 16
 @minValue(1)
 @maxValue(16)
-@description('ServiceNow requests one instance of the app may have open at once: its share of serviceNowConcurrency (it holds twice as many queue messages, so the share stays busy).')
+@description('Alerts one instance of the app works on at once (its queue batch; it holds twice as many messages, so its share of serviceNowConcurrency stays busy).')
 param alertsPerInstance int = 4
+@minValue(40)
+@maxValue(1000)
+@description('Flex Consumption\'s per-function instance limit. 40 is the lowest every Flex region accepts; it caps the forwarder\'s instances only (each timer scales apart), so ServiceNow\'s limit is held at run time, not by this number.')
+param maximumInstanceCount int = 40
+@allowed([
+  'Standard_LRS'
+  'Standard_GRS'
+  'Standard_ZRS'
+  'Standard_GZRS'
+])
+@description('The storage account\'s redundancy. Standard_LRS deploys in every region; Standard_ZRS and Standard_GZRS (zone-redundant: the queue survives a zone outage) only in regions with availability zones, Standard_GRS and Standard_GZRS only in regions with a paired region.')
+param storageSku string = 'Standard_LRS'
 @minValue(0)
 @description('The app\'s own cap on ServiceNow requests an hour per connection (0: none). Set it below the instance\'s rate-limit rule: the last part of it is kept for the most severe alerts.')
 param serviceNowHourlyRequests int = 0
@@ -112,15 +125,24 @@ param instanceMemoryMB int = 2048
 
 var suffix = take(uniqueString(subscription().id, resourceGroup().id, name), 8)
 var vaultSuffix = take(uniqueString(subscription().id, resourceGroup().id, name, vaultNameSalt), 8)
-var resourceName = '${name}-${suffix}'
+// Resource names from the deployment's name: lower-case letters and digits only (the characters every
+// resource type here accepts), so any name azd accepts gives names Azure accepts (docs/platform-checks.md).
+var cleanName = toLower(replace(replace(replace(replace(replace(name, '-', ''), '_', ''), '.', ''), '(', ''), ')', ''))
+var baseName = empty(cleanName) ? 'dfiot' : cleanName
+// 18 + 9: the site's name stays within 32 characters, the length the Functions host derives its host id from.
+var resourceName = '${take(baseName, 18)}-${suffix}'
+var storageAccountName = 'st${take(baseName, 14)}${suffix}'
+var keyVaultName = 'kv-${take(baseName, 13)}${vaultSuffix}'
 var vnetIntegration = networkIsolation || !empty(sensorNetworkPrefixes)
-// The ServiceNow budget, as arithmetic (docs/servicenow-budget.md): instances × each one's share
-// (alertsPerInstance) never exceeds the concurrency, however far the app scales out. An instance holds up to
-// twice its share of messages (batchSize + newBatchThreshold), so its share never waits on the queue; the
-// run-time budget keeps its ServiceNow requests to its share.
-var maximumInstanceCount = max(1, serviceNowConcurrency / alertsPerInstance)
+// An instance holds up to twice its batch (batchSize + newBatchThreshold), so its share of the ServiceNow
+// budget never waits on the queue; the run-time budget (SERVICENOW_CONCURRENCY, shares from the board of live
+// instances) keeps all instances together within serviceNowConcurrency (docs/servicenow-budget.md).
 var queueBatchSize = alertsPerInstance
 var queueNewBatchThreshold = alertsPerInstance
+// The Python worker runs sync functions on one thread pool (default min(32, cores + 4): 5 on a one-core Flex
+// instance): enough threads for every message the instance holds, and one for each of the four timers where
+// they share an instance (other plans, the local host).
+var workerThreads = queueBatchSize + queueNewBatchThreshold + 4
 
 resource identity 'Microsoft.ManagedIdentity/userAssignedIdentities@2023-01-31' = {
   name: 'id-${resourceName}'
@@ -140,9 +162,10 @@ module monitoring 'modules/monitoring.bicep' = {
 module storage 'modules/storage.bicep' = {
   name: 'storage'
   params: {
-    name: 'st${name}${suffix}'
+    name: storageAccountName
     location: location
     tags: tags
+    skuName: storageSku
     alertsQueueName: alertsQueueName
     ledgerTableName: ledgerTableName
     syncStateTableName: deviceSyncStateTableName
@@ -157,7 +180,7 @@ module storage 'modules/storage.bicep' = {
 module keyVault 'modules/keyvault.bicep' = {
   name: 'keyvault'
   params: {
-    name: 'kv-${name}-${vaultSuffix}'
+    name: keyVaultName
     location: location
     tags: tags
     networkIsolation: networkIsolation
@@ -214,6 +237,7 @@ module app 'modules/app.bicep' = {
       SERVICENOW_HOURLY_REQUESTS: serviceNowHourlyRequests
       AzureFunctionsJobHost__extensions__queues__batchSize: queueBatchSize
       AzureFunctionsJobHost__extensions__queues__newBatchThreshold: queueNewBatchThreshold
+      PYTHON_THREADPOOL_THREAD_COUNT: workerThreads
       FORWARDING_RULES_LOCATION: '${rulesContainerName}/forwarding-rules.json'
       FORWARDING_LEDGER_TABLE: ledgerTableName
       FORWARDING_MAX_AGE_HOURS: forwardingMaxAgeHours
@@ -267,6 +291,9 @@ module deployer 'modules/deployer.bicep' = if (!empty(deployerPrincipalId)) {
     storageAccountName: storage.outputs.name
     alertsQueueName: alertsQueueName
     rulesContainerName: rulesContainerName
+    ledgerTableName: ledgerTableName
+    syncStateTableName: deviceSyncStateTableName
+    intakeStateTableName: alertIntakeStateTableName
     keyVaultName: keyVault.outputs.name
   }
 }

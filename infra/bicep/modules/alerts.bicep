@@ -12,6 +12,11 @@ param deferredThreshold int
 param refreshTokenWarningDays int
 param authFailureThreshold int
 
+// The stale-sync rule looks back over twice the sync's frequency, rounded up to a window the service accepts
+// (PT5M … P2D: docs/platform-checks.md); its evaluation frequency is never longer than its window.
+var twice = 2 * deviceSyncFrequencyMinutes
+var staleWindow = (twice <= 10) ? 'PT10M' : ((twice <= 15) ? 'PT15M' : ((twice <= 30) ? 'PT30M' : ((twice <= 45) ? 'PT45M' : ((twice <= 60) ? 'PT1H' : ((twice <= 120) ? 'PT2H' : ((twice <= 180) ? 'PT3H' : ((twice <= 240) ? 'PT4H' : ((twice <= 300) ? 'PT5H' : ((twice <= 360) ? 'PT6H' : ((twice <= 1440) ? 'P1D' : 'P2D'))))))))))
+var staleFrequency = (twice <= 10) ? 'PT10M' : 'PT15M'
 var actions = {
   actionGroups: empty(actionGroupId) ? [] : [
     actionGroupId
@@ -46,10 +51,10 @@ var rules = [
     key: 'stale-sync'
     enabled: deviceSyncEnabled
     severity: 2
-    window: 'PT${2 * deviceSyncFrequencyMinutes}M'
-    frequency: 'PT15M'
+    window: staleWindow
+    frequency: staleFrequency
     title: 'The device sync is stale'
-    description: 'No successful device sync in twice its frequency. `python -m shared sync status` shows the last one and why it failed.'
+    description: 'No successful device sync in (at least) twice its frequency. `python -m shared sync status` shows the last one and why it failed.'
     query: 'customMetrics | where name == "device_sync.runs" and tostring(customDimensions.result) == "succeeded" | summarize value = sum(valueSum) | union (print value = 0.0) | summarize value = sum(value)'
     operator: 'LessThan'
     threshold: 1

@@ -1,6 +1,7 @@
 // The function app on the Flex Consumption plan: Python 3.11, a user-assigned identity for
 // everything (storage, Key Vault, Application Insights), HTTPS only, TLS 1.2, no FTP or basic
-// publishing credentials, and every app setting the code reads. No connection string carries a key.
+// publishing credentials (through basicPublishingCredentialsPolicies: Flex refuses siteConfig.ftpsState),
+// and every app setting the code reads. No connection string carries a key.
 param name string
 param location string
 param tags object
@@ -59,7 +60,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-var deployerRules = networkIsolation && !empty(allowedIpAddress) ? [
+var deployerRules = (networkIsolation && !empty(allowedIpAddress)) ? [
   {
     name: 'deployer'
     action: 'Allow'
@@ -73,6 +74,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   // checkov:skip=CKV_AZURE_17: no HTTP function: the app has queue and timer triggers only, so there is no inbound request to authenticate by client certificate
   // checkov:skip=CKV_AZURE_212: event-driven on Flex Consumption: alerts wait durably in the queue while instances scale from zero; always-ready instances would bill continuously for nothing
   // checkov:skip=CKV_AZURE_213: no HTTP endpoint to probe: health shows in the alert rules (poison, deferred, stale sync, auth failures)
+  // checkov:skip=CKV_AZURE_78: Flex Consumption refuses siteConfig.ftpsState (docs/platform-checks.md); FTP is off through basicPublishingCredentialsPolicies/ftp below
   name: 'func-${name}'
   location: location
   tags: union(tags, {
@@ -89,7 +91,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     serverFarmId: plan.id
     httpsOnly: true
     clientCertEnabled: false
-    publicNetworkAccess: networkIsolation && empty(allowedIpAddress) ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: (networkIsolation && empty(allowedIpAddress)) ? 'Disabled' : 'Enabled'
     virtualNetworkSubnetId: empty(subnetId) ? null : subnetId
     functionAppConfig: {
       deployment: {
@@ -114,7 +116,6 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
     siteConfig: {
       minTlsVersion: '1.2'
       scmMinTlsVersion: '1.2'
-      ftpsState: 'Disabled'
       http20Enabled: true
       ipSecurityRestrictionsDefaultAction: networkIsolation ? 'Deny' : 'Allow'
       scmIpSecurityRestrictionsDefaultAction: networkIsolation ? 'Deny' : 'Allow'

@@ -1,12 +1,13 @@
 // Least privilege for the app's one identity: each role is the narrowest built-in role for what the
-// code does, assigned on the resource it is needed for (a queue, a table, the vault), never the group.
+// code and the Functions host do, assigned on the resource it is needed for (a queue, a table, the vault),
+// never the group. tests/unit/test_rbac.py maps every storage, Key Vault and Resource Graph call to the
+// data action it needs and checks it is granted here (docs/platform-checks.md).
 //
 // | role | scope | why |
 // |---|---|---|
-// | Storage Blob Data Owner | storage account | the Functions host: timer status and locks, deployment package; the rules blob |
-// | Storage Queue Data Reader | alerts queue | the queue trigger reads queue metadata (and the scale controller its length) |
-// | Storage Queue Data Message Processor | alerts queue | alert_forwarder receives, renews and deletes messages |
-// | Storage Queue Data Message Sender | alerts queue, poison queue | deferral re-enqueues; poison copies (host and app) |
+// | Storage Blob Data Owner | storage account | the Functions host: timer status and locks, its keys, the deployment package; the rules blob |
+// | Storage Queue Data Contributor | alerts queue | the queue trigger receives, deletes, releases a failed message and renews a long one (Update Message: messages/write, which no narrower built-in role has), the scale controller reads its length; deferral re-enqueues |
+// | Storage Queue Data Message Sender | poison queue | poison copies (host and app) |
 // | Storage Table Data Contributor | ledger, sync-state and intake-state tables | the exactly-once ledger; device-sync hashes and watermarks; what the alert intake took in |
 // | Key Vault Secrets Officer | key vault | the app writes renewed access tokens (token_refresh, and on a 401) |
 // | Monitoring Metrics Publisher | Application Insights | telemetry with local authentication disabled |
@@ -21,8 +22,7 @@ param applicationInsightsName string
 
 var roles = {
   blobDataOwner: 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-  queueDataReader: '19e7f393-937e-4f77-808e-94535e297925'
-  queueMessageProcessor: '8a0f0c08-91a1-4084-bc3d-661d67233fed'
+  queueDataContributor: '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
   queueMessageSender: 'c6a89b2d-59bc-44d0-9896-0f6e12d7b80a'
   tableDataContributor: '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
   keyVaultSecretsOfficer: 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
@@ -71,33 +71,13 @@ resource blobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   }
 }
 
-resource queueReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(alertsQueue.id, principalId, roles.queueDataReader)
+resource queueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(alertsQueue.id, principalId, roles.queueDataContributor)
   scope: alertsQueue
   properties: {
     principalId: principalId
     principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataReader)
-  }
-}
-
-resource queueProcessor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(alertsQueue.id, principalId, roles.queueMessageProcessor)
-  scope: alertsQueue
-  properties: {
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueMessageProcessor)
-  }
-}
-
-resource queueSender 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(alertsQueue.id, principalId, roles.queueMessageSender)
-  scope: alertsQueue
-  properties: {
-    principalId: principalId
-    principalType: 'ServicePrincipal'
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueMessageSender)
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.queueDataContributor)
   }
 }
 

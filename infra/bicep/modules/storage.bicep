@@ -13,10 +13,11 @@ param deploymentContainerName string
 param networkIsolation bool
 @description('With networkIsolation: one public IP (the deployer\'s) allowed in for the post-deployment steps; empty: none.')
 param allowedIpAddress string = ''
-@description('Geo-zone-redundant by default: the queue holds alerts not yet forwarded.')
-param skuName string = 'Standard_GZRS'
+@description('Redundancy (main.bicep storageSku): locally redundant by default, which every region offers.')
+param skuName string = 'Standard_LRS'
 
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_206: locally redundant by default because zone- and geo-redundant SKUs exist only in some regions; main.bicep's storageSku takes Standard_ZRS, Standard_GRS or Standard_GZRS where the region has them
   // checkov:skip=CKV_AZURE_35: defaultAction is Deny with networkIsolation; without it the Flex Consumption app reaches storage over its public endpoint, identity-only (shared keys are disabled)
   name: name
   location: location
@@ -33,11 +34,11 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     defaultToOAuthAuthentication: true
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
-    publicNetworkAccess: networkIsolation && empty(allowedIpAddress) ? 'Disabled' : 'Enabled'
+    publicNetworkAccess: (networkIsolation && empty(allowedIpAddress)) ? 'Disabled' : 'Enabled'
     networkAcls: {
       bypass: 'AzureServices'
       defaultAction: networkIsolation ? 'Deny' : 'Allow'
-      ipRules: networkIsolation && !empty(allowedIpAddress) ? [
+      ipRules: (networkIsolation && !empty(allowedIpAddress)) ? [
         {
           value: allowedIpAddress
           action: 'Allow'
