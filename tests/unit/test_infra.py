@@ -178,11 +178,13 @@ def test_azd_asks_for_what_has_no_default_and_never_deploys_the_example() -> Non
     assert set(parameters) <= declared  # every mapped parameter exists
     assert "serviceNowConnections" not in parameters  # required without a default: azd asks for it
     assert not (BICEP / "main.bicepparam").exists()  # azd would deploy a main.bicepparam as it is
-    assert "postprovision" in (ROOT / "azure.yaml").read_text()
+    hooks = (ROOT / "azure.yaml").read_text()
+    assert "postprovision" in hooks and "./infra/hooks/preprovision.sh" in hooks
 
 
 def test_the_deploy_script_refuses_the_worked_examples_placeholders() -> None:
-    for script in (ROOT / "infra" / "deploy.sh", ROOT / "infra" / "hooks" / "postprovision.sh"):
+    scripts = [ROOT / "infra" / "deploy.sh", ROOT / "infra" / "grant-defender-reader.sh"]
+    for script in [*scripts, *sorted((ROOT / "infra" / "hooks").glob("*.sh"))]:
         assert subprocess.run(["sh", "-n", str(script)], check=False).returncode == 0, script  # noqa: S603, S607
     done = subprocess.run(  # noqa: S603
         ["sh", str(ROOT / "infra" / "deploy.sh"), "rg", "westeurope", str(BICEP / "main.example.bicepparam")],  # noqa: S607
@@ -208,3 +210,12 @@ def test_the_deployer_gets_exactly_the_roles_of_the_steps_after_deployment() -> 
     assignments = [r for r in document["resources"].values() if r["type"] == "Microsoft.Authorization/roleAssignments"]
     configs = [r["config"].get("config", r["config"]) for r in assignments]  # a loop nests its body
     assert len(configs) == 6 and all("scope" in c for c in configs)  # on a resource, never the group
+
+
+def test_the_az_path_passes_who_deploys_and_checks_first() -> None:
+    """deploy.sh names the deployer's principal type (a pipeline's service principal is no User), and runs the
+    pre-deployment checks before its first Azure change."""
+    script = (ROOT / "infra" / "deploy.sh").read_text()
+    assert 'deployerPrincipalType="$kind"' in script
+    assert script.index("tools.deploy.before_provision") < script.index("az group create")
+    assert "az ad signed-in-user" not in script  # a service principal has no signed-in user

@@ -7,7 +7,9 @@ What the real ``azure-mgmt-resourcegraph`` SDK sees of ARG, pointed at it throug
 the per-user quota headers (``x-ms-user-quota-remaining``, ``x-ms-user-quota-resets-after``) and a 429
 past the quota; eventual consistency (a change shows ``consistency_seconds`` after it was made; until then
 queries show the version before it, and a new resource not at all); Resource Manager's alert writes
-(``PATCH`` of an alert's status, its ``learn`` action) with the hourly write limit; and the shared fault
+(``PATCH`` of an alert's status, its ``learn`` action) with the hourly write limit; resource provider
+registration (``POST …/providers/{namespace}/register``, then ``GET …/providers/{namespace}`` shows
+``Registering`` once and ``Registered`` after, as registration takes a while in Azure); and the shared fault
 plan.
 
 Only the KQL shapes the product sends are evaluated, honestly — anything else is refused with the
@@ -48,6 +50,9 @@ ALERT_PATH = re.compile(
     r"^(?P<id>/subscriptions/[^/]+/providers/Microsoft\.IoTSecurity/locations/[^/]+/deviceGroups/[^/]+/alerts/[^/]+)"
     r"(?P<learn>/learn)?$",
     re.I,
+)
+PROVIDER_PATH = re.compile(
+    r"^/subscriptions/(?P<subscription>[^/]+)/providers/(?P<namespace>[A-Za-z.]+)(?P<register>/register)?$"
 )
 ALERT_STATUSES = ("Active", "New", "InProgress", "Closed")
 WRITES_PER_HOUR = 1200  # Resource Manager's documented default per subscription and principal
@@ -103,6 +108,7 @@ class ResourceGraphEmulator(TlsEmulator):
         self.queries: list[str] = []
         self.writes: list[tuple[str, str, str]] = []  # (method, alert id, status), in order
         self.write_window = [0.0, 0]
+        self.providers: dict[str, str] = {}  # namespace → registrationState, as Resource Manager shows it
         super().__init__(host, port, tls_dir)
 
     # -- the world -------------------------------------------------------------------------
@@ -164,6 +170,7 @@ class ResourceGraphEmulator(TlsEmulator):
         self.queries.clear()
         self.writes.clear()
         self.write_window = [0.0, 0]
+        self.providers.clear()
 
     # -- the wire --------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
@@ -184,6 +191,8 @@ class ResourceGraphEmulator(TlsEmulator):
             return azure_error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
         if ALERT_PATH.match(url.path) and method in ("PATCH", "POST"):
             return self.write_alert(method, url.path, url.query, body)
+        if (provider := PROVIDER_PATH.match(url.path)) and method in ("GET", "POST"):
+            return self.provider(method, provider)
         if method != "POST" or url.path.lower() != QUERY_PATH:
             return azure_error(404, "NotFound", f"{method} {url.path} is not served here")
         remaining, resets_after = self.take_quota()
@@ -342,6 +351,22 @@ class ResourceGraphEmulator(TlsEmulator):
         reply.headers.update(limit)
         return reply
 
+    def provider(self, method: str, match: re.Match[str]) -> Reply:
+        """Providers_Register / Providers_Get: the provider document with its ``registrationState``."""
+        namespace = match["namespace"]
+        if (method == "POST") != bool(match["register"]):
+            return azure_error(404, "NotFound", f"{method} {match[0]} is not served here")
+        with self.lock:
+            state = self.providers.get(namespace.lower(), "NotRegistered")
+            if method == "POST" and state != "Registered":
+                state = "Registering"
+            elif state == "Registering":
+                state = "Registered"  # the next look after registering finds it done
+            self.providers[namespace.lower()] = state
+        self.stats[f"providers.{method.lower()}"] += 1
+        provider_id = f"/subscriptions/{match['subscription']}/providers/{namespace}"
+        return Reply(200, {"id": provider_id, "namespace": namespace, "registrationState": state})
+
     def admin(self, method: str, path: str, body: bytes) -> Reply:
         name = path[len("/_emulator/") :]
         spec = json.loads(body or b"{}")
@@ -358,6 +383,8 @@ class ResourceGraphEmulator(TlsEmulator):
             return Reply(200, {"per_window": self.quota.per_window})
         if name == "stats":
             return Reply(200, dict(self.stats))
+        if name == "providers":
+            return Reply(200, dict(self.providers))
         return azure_error(404, "NotFound", path)
 
 
