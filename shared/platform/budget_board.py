@@ -33,6 +33,7 @@ class BoardView:
     """The whole app as of the last sync: live instances, and per connection its pause and this hour's use."""
 
     instances: int = 1
+    rank: int = 0  # this instance's place among the live ones (by id): who gets the remainder of a division
     paused_until: Mapping[str, float] = field(default_factory=dict)
     used_this_hour: Mapping[str, int] = field(default_factory=dict)
 
@@ -67,17 +68,17 @@ class TableBudgetBoard:
             },
             mode=UpdateMode.REPLACE,
         )
-        instances, paused, totals = 0, {}, dict.fromkeys(self.used, 0)
+        live, paused, totals = {self.instance_id}, {}, dict.fromkeys(self.used, 0)
         for row in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
             kind, _, name = row["RowKey"].partition("-")
             if kind == "pause":
                 paused[name] = float(row.get("until", 0))
             elif kind == "instance" and now - float(row.get("seen", 0)) < LIVE_SECONDS:
-                instances += 1
+                live.add(name)
                 if int(row.get("hour", -1)) == hour_of(now):
                     for connection, count in _counts(row.get("used")).items():
                         totals[connection] = totals.get(connection, 0) + count
-        return BoardView(max(1, instances), paused, totals)
+        return BoardView(len(live), sorted(live).index(self.instance_id), paused, totals)
 
     def pause(self, connection: str, until: float) -> None:
         """Every instance holds its calls to this connection until ``until`` (epoch seconds)."""

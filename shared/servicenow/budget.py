@@ -5,7 +5,7 @@ Per process and connection, a :class:`Budget` gates every wire attempt (:class:`
 retry policy, so a retried attempt queues again):
 
 - **Concurrency.** At most ``limit`` requests at once. The limit starts at this instance's share of the
-  connection's ``concurrency`` (divided among the live instances), halves on a 429 — a rate-limit rule's
+  connection's ``concurrency`` (divided among the live instances, the shares adding up to it), halves on a 429 — a rate-limit rule's
   or a full semaphore's, which carries no Retry-After — at most once a second, and grows by one per round
   of successes back to the share (additive increase, multiplicative decrease). Waiters are served
   highest priority first; one that waits longer than ``max_wait`` is refused, so its alert is deferred
@@ -116,8 +116,15 @@ class Budget:
 
     @property
     def share(self) -> int:
-        """This instance's part of the connection's concurrency."""
-        return max(1, self.concurrency // max(1, self.view.instances))
+        """This instance's part of the connection's concurrency: the parts of all live instances add up to it
+        exactly, so with more instances than the concurrency (Flex scales the forwarder out to 40 at least)
+        some get none, and their alerts wait or are deferred rather than exceed the instance's limit."""
+        instances = max(1, self.view.instances)
+        return self.concurrency // instances + (1 if self.view.rank < self.concurrency % instances else 0)
+
+    def _slots(self) -> int:
+        """Requests this instance may have open now: the adaptive limit, within the share."""
+        return min(max(1, int(self.limit)), self.share)
 
     # -- before a request ------------------------------------------------------------------------
     def acquire(self, level: int) -> None:
@@ -132,13 +139,13 @@ class Budget:
             entry = (-level, next(self._order))
             heapq.heappush(self._waiting, entry)
             try:
-                while not (self.in_flight < max(1, int(self.limit)) and self._waiting[0] == entry):
+                while not (self.in_flight < self._slots() and self._waiting[0] == entry):
                     remaining = deadline - self.clock()
                     if remaining <= 0:
                         self.stats.refused += 1
                         raise RateLimitedError(
                             f"ServiceNow budget: no free slot within {self.max_wait:g} s "
-                            f"({self.in_flight} of {max(1, int(self.limit))} in use)",
+                            f"({self.in_flight} of {self._slots()} in use)",
                             retry_after=self.max_wait * random.uniform(1, 2),  # noqa: S311 - spread, not security  # nosec B311
                         )
                     self._condition.wait(remaining)

@@ -10,6 +10,7 @@ import os
 import subprocess  # the second process is this interpreter on the product's own entry point  # nosec B404
 import sys
 import threading
+import uuid
 from collections.abc import Callable
 
 import pytest
@@ -18,6 +19,7 @@ import requests
 from shared.alerting.forwarder import Result
 from tests.conftest import ROOT
 from tests.support.forwarding import Stack, alert, body
+from tools.stack.azurite import Azurite
 
 pytestmark = pytest.mark.integration
 
@@ -93,3 +95,25 @@ def test_a_saturated_instance_is_met_with_less_concurrency_and_no_alert_is_lost(
     assert budget.stats.rejections >= 1 and budget.stats.decreases >= 1 and budget.limit < 16
     assert sorted(int(r["correlation_id"].split(":")[3]) for r in stack.records()) == list(range(40))
     assert stack.poisoned() == []
+
+
+def test_instances_sharing_a_board_take_every_place_once(azurite: Azurite) -> None:
+    """The board ranks the live instances, so their shares of the concurrency add up to it exactly."""
+    from azure.data.tables import TableClient
+
+    from shared.platform.budget_board import TableBudgetBoard
+    from shared.servicenow.budget import Budget
+
+    table = TableClient.from_connection_string(azurite.connection_string, f"board{uuid.uuid4().hex[:10]}")
+    boards = [TableBudgetBoard(table, instance_id=f"host{i:02d}") for i in range(20)]
+    for board in boards:
+        board.sync({})
+    views = [board.sync({}) for board in boards]
+    assert {view.instances for view in views} == {20}
+    assert sorted(view.rank for view in views) == list(range(20))
+    shares = []
+    for view in views:
+        budget = Budget("sn", 16, board=None)
+        budget.view = view
+        shares.append(budget.share)
+    assert sum(shares) == 16 and shares.count(0) == 4

@@ -16,7 +16,7 @@ from shared.servicenow.budget import Budget
 
 class Board:
     def __init__(self, instances: int = 1, used: int = 0) -> None:
-        self.view = BoardView(instances, {}, {"sn": used})
+        self.view = BoardView(instances, paused_until={}, used_this_hour={"sn": used})
         self.paused: list[tuple[str, float]] = []
 
     def sync(self, used: Mapping[str, int]) -> BoardView:
@@ -111,7 +111,7 @@ def test_a_rate_limit_429_pauses_every_caller_until_the_reset_most_severe_back_f
 
 def test_the_pause_another_instance_shared_is_honoured_without_a_request() -> None:
     board = Board()
-    board.view = BoardView(2, {"sn": time.time() + 300}, {})
+    board.view = BoardView(2, paused_until={"sn": time.time() + 300}, used_this_hour={})
     budget = Budget("sn", 8, board=board)
     with pytest.raises(RateLimitedError) as refused:
         budget.acquire(4)
@@ -126,6 +126,26 @@ def test_the_end_of_the_hourly_budget_is_kept_for_the_more_severe() -> None:
     assert "15 of the hourly budget's 100 requests left, kept for more severe alerts" in str(refused.value)
     budget.acquire(3)  # Major needs 5 %
     budget.release(answer(201))
-    budget.view = BoardView(1, {}, {"sn": 100})
+    budget.view = BoardView(1, paused_until={}, used_this_hour={"sn": 100})
     with pytest.raises(RateLimitedError):
         budget.acquire(4)  # spent: even Critical waits for the next hour
+
+
+def test_the_shares_add_up_to_the_concurrency_however_many_instances_run() -> None:
+    """Flex scales the forwarder out to 40 instances at least: past the concurrency, some instances get no share."""
+    for instances in (1, 3, 16, 17, 40, 100):
+        shares = []
+        for rank in range(instances):
+            budget = Budget("sn", 16, board=None)
+            budget.view = BoardView(instances, rank)
+            shares.append(budget.share)
+        assert sum(shares) == 16, (instances, shares)
+        assert max(shares) - min(shares) <= 1
+
+
+def test_an_instance_without_a_share_sends_nothing_and_its_alert_is_deferred() -> None:
+    budget = Budget("sn", 16, board=None, max_wait=0.05)
+    budget.view = BoardView(40, 30)  # 40 live instances: ranks 16 and up hold no part of the 16
+    with pytest.raises(RateLimitedError, match="0 of 0 in use"):
+        budget.acquire(3)
+    assert budget.in_flight == 0
