@@ -7,10 +7,10 @@ are sent.
 messages and 49 ms at 10,000, bench.overheads — which Azure Queue storage does not, so a 10,000-deep
 queue would measure Azurite.) The ServiceNow emulator runs at most 16
 transactions at once and answers the rest 429 without Retry-After, as a full API semaphore does; each
-request takes ``--latency-ms``. The app runs as main.bicep derives it from serviceNowConcurrency 16 and
-alertsPerInstance 4: 4 hosts, each holding up to 4 + 4 messages (batchSize + newBatchThreshold) and
-at most 4 ServiceNow requests at once, with SERVICENOW_CONCURRENCY 16. Rules are in blob storage, tokens
-in the Key Vault emulator (OAuth).
+request takes ``--latency-ms``. The app runs with main.bicep's defaults serviceNowConcurrency 16 and
+alertsPerInstance 4, on 4 hosts (Flex may scale further; the shares then still add up to 16), each
+holding up to 4 + 4 messages (batchSize + newBatchThreshold) and its share of SERVICENOW_CONCURRENCY 16.
+Rules are in blob storage, tokens in the Key Vault emulator (OAuth).
 
 Two runs:
 
@@ -52,7 +52,7 @@ from tools.stack.appstack import AppStack
 RESULTS = Path(__file__).parent / "results" / "storm.md"
 SERVICENOW_CONCURRENCY = 16  # main.bicep's serviceNowConcurrency default, and the emulator's semaphore
 ALERTS_PER_INSTANCE = 4  # main.bicep's alertsPerInstance default
-HOSTS = max(1, SERVICENOW_CONCURRENCY // ALERTS_PER_INSTANCE)  # main.bicep's maximumInstanceCount
+HOSTS = max(1, SERVICENOW_CONCURRENCY // ALERTS_PER_INSTANCE)  # as many hosts as hold a whole share each
 ADAPTATION_SECONDS = 15.0
 QUEUED_AT_MOST = 1000
 FEED_STEP = 50  # alerts sent at a time, every 0.25 s at most (200/s): faster than the app drains
@@ -248,7 +248,7 @@ def main() -> None:
             f"{HOSTS} local hosts (own processes) drain it, each taking "
             f"{ALERTS_PER_INSTANCE} + {ALERTS_PER_INSTANCE} messages at once (its share of ServiceNow: "
             f"{ALERTS_PER_INSTANCE} requests), with "
-            f"SERVICENOW_CONCURRENCY {SERVICENOW_CONCURRENCY}: main.bicep's derivation for serviceNowConcurrency "
+            f"SERVICENOW_CONCURRENCY {SERVICENOW_CONCURRENCY}: main.bicep's defaults serviceNowConcurrency "
             f"{SERVICENOW_CONCURRENCY} and alertsPerInstance {ALERTS_PER_INSTANCE}. The ServiceNow emulator runs "
             f"at most {SERVICENOW_CONCURRENCY} transactions at once (429 without Retry-After beyond) with "
             f"{args.latency_ms:g} ms per request; Azurite, the Key Vault emulator (OAuth) and blob rules as deployed.",

@@ -5,11 +5,11 @@ Per process and connection, a :class:`Budget` gates every wire attempt (:class:`
 retry policy, so a retried attempt queues again):
 
 - **Concurrency.** At most ``limit`` requests at once. The limit starts at this instance's share of the
-  connection's ``concurrency`` (divided among the live instances, the shares adding up to it), halves on a 429 — a rate-limit rule's
-  or a full semaphore's, which carries no Retry-After — at most once a second, and grows by one per round
-  of successes back to the share (additive increase, multiplicative decrease). Waiters are served
-  highest priority first; one that waits longer than ``max_wait`` is refused, so its alert is deferred
-  instead of holding a worker.
+  connection's ``concurrency`` (divided among the live instances, the shares adding up to it), halves on a
+  429 — a rate-limit rule's or a full semaphore's, which carries no Retry-After — at most once a second,
+  and grows by one per round of successes back to the share (additive increase, multiplicative decrease).
+  Waiters are served highest priority first; one that waits longer than ``max_wait`` is refused, so its
+  alert is deferred instead of holding a worker.
 - **Pause.** A 429 that says when its rate-limit window resets (``X-RateLimit-Reset``) pauses *every*
   instance until then, through the shared board; until the reset every call is refused before it is
   sent, with the wait, so alerts are deferred to it — the most severe first, the others staggered after.
