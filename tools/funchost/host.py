@@ -25,9 +25,9 @@ from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from shared.platform.ncrontab import Schedule, ScheduleError
 from shared.platform.storage import pooled_session
 from tools.funchost.config import HostConfigError, QueueOptions, resolve, storage_connection_string
-from tools.funchost.ncrontab import Schedule, ScheduleError
 from tools.funchost.queues import QueueListener, QueueTimings
 from tools.funchost.timers import HOSTS_CONTAINER, TimerListener, TimerTimings
 

@@ -24,8 +24,8 @@ import azure.functions.timer
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
+from shared.platform.ncrontab import Schedule
 from tools.funchost.invoke import invoke
-from tools.funchost.ncrontab import Schedule
 
 logger = logging.getLogger("funchost")
 HOSTS_CONTAINER = "azure-webjobs-hosts"
