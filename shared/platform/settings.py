@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+from shared.platform.ncrontab import Schedule, ScheduleError
+
 T = TypeVar("T")
 AuthMode = Literal["oauth", "client_credentials", "basic", "bearer"]
 AUTH_MODES: tuple[str, ...] = ("oauth", "client_credentials", "basic", "bearer")
@@ -89,7 +91,6 @@ PREFIXES = (
 SECRET_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault's secret names
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
-NCRONTAB_FIELD_PATTERN = re.compile(r"^[0-9A-Za-z*/,\-?]+$")
 
 
 class SettingsError(ValueError):
@@ -407,12 +408,11 @@ def _check_queue_name(reader: _Reader, name: str) -> str:
 def _check_schedule(reader: _Reader, name: str, example: str) -> str:
     value = reader.required(name, f"an NCRONTAB expression such as '{example}'") or ""
     if value:
-        fields = value.split()
-        if len(fields) not in (5, 6) or not all(NCRONTAB_FIELD_PATTERN.fullmatch(f) for f in fields):
+        try:
+            Schedule.parse(value)  # the host parses it with NCrontab, and refuses to create the timer if it fails
+        except ScheduleError as exc:
             reader.fail(
-                f"{name}={value!r} is not an NCRONTAB expression; expected six fields "
-                f"'{{second}} {{minute}} {{hour}} {{day}} {{month}} {{day-of-week}}' (five also accepted), "
-                f"e.g. '{example}'"
+                f"{name}={value!r} is not an NCRONTAB expression the Functions host accepts: {exc}; e.g. '{example}'"
             )
     return value
 

@@ -6,6 +6,7 @@ import base64
 import ctypes
 import itertools
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from tests.conftest import ROOT
 from tests.support.sample_app import function_app as sample
 from tools.funchost.config import HostConfigError
 from tools.funchost.host import FunctionHost
+from tools.funchost.invoke import Invocation
 from tools.funchost.queues import QueueTimings
 from tools.funchost.timers import TimerTimings
 from tools.stack.azurite import Azurite, free_port, start_azurite
@@ -55,14 +57,16 @@ class HostRunner:
         self.host_id = f"test-{uuid.uuid4().hex[:16]}"
         self.queue = QueueClient.from_connection_string(azurite.connection_string, self.queue_name)
         self.poison = QueueClient.from_connection_string(azurite.connection_string, f"{self.queue_name}-poison")
+        self.timeouts: list[Invocation] = []  # what would have restarted the worker
         sample.CALLS.clear()
 
-    def settings(self, schedule: str = YEARLY) -> dict[str, str]:
+    def settings(self, schedule: str = YEARLY, **extra: str) -> dict[str, str]:
         return {
             "SAMPLE_QUEUE": self.queue_name,
             "SAMPLE_STORAGE": self.azurite.connection_string,
             "AzureWebJobsStorage": self.azurite.connection_string,
             "SAMPLE_SCHEDULE": schedule,
+            **extra,
         }
 
     def start(
@@ -71,19 +75,24 @@ class HostRunner:
         schedule: str = YEARLY,
         app: func.FunctionApp | None = None,
         queue_timings: QueueTimings | None = None,
+        settings: dict[str, str] | None = None,
+        function_timeout: str = "00:10:00",
+        on_timeout: Callable[[Invocation], None] | None = None,
         **queues: Any,
     ) -> FunctionHost:
         host_json = {
             "version": "2.0",
+            "functionTimeout": function_timeout,
             "extensions": {"queues": {"maxPollingInterval": "00:00:00.200", "maxDequeueCount": 3, **queues}},
         }
         host = FunctionHost(
             app or sample.app,
-            self.settings(schedule),
+            self.settings(schedule, **(settings or {})),
             host_json,
             self.host_id,
             queue_timings=queue_timings or QueueTimings(),
             timer_timings=TimerTimings(lease_seconds=15, lease_renew_every=1, lease_retry_every=0.5),
+            on_timeout=on_timeout or self.timeouts.append,
         )
         host.build().start()
         self.hosts.append(host)
@@ -193,7 +202,7 @@ def test_none_encoding_delivers_the_text(runner: HostRunner) -> None:
 
 @pytest.mark.slow
 def test_visibility_is_renewed_while_the_function_runs(runner: HostRunner) -> None:
-    runner.start(queue_timings=QueueTimings(receive_visibility=2, renew_every=1, shutdown_grace=10))
+    runner.start(queue_timings=QueueTimings(receive_visibility=2, renew_every=1))
     runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 4.5})))
     wait_until(lambda: len(runner.calls()) == 1, timeout=20)
     time.sleep(1.5)
@@ -217,6 +226,63 @@ def test_graceful_stop_finishes_running_and_releases_nothing_else(runner: HostRu
     assert {json.loads(base64.b64decode(m.content))["tag"] for m in remaining} | {c["tag"] for c in finished} == set(
         range(8)
     )
+
+
+def test_stop_waits_up_to_function_timeout_and_releases_nothing(runner: HostRunner) -> None:
+    """The host's stop waits for running invocations (each up to functionTimeout) and releases none: a message
+    still running stays invisible until its receive lease lapses, then comes back. Nothing is lost."""
+    runner.queue.create_queue()
+    runner.queue.send_message(encode(json.dumps({"action": "sleep_first", "seconds": 2.5})))
+    timings = QueueTimings(receive_visibility=3, renew_every=1)
+    host = runner.start(queue_timings=timings, function_timeout="00:00:01")
+    wait_until(lambda: len(host.listeners["work"].inflight) == 1)  # type: ignore[attr-defined]
+    runner.hosts.remove(host)  # stopped here, not again at teardown
+    started = time.monotonic()
+    still_running = host.stop()
+    assert 0.5 < time.monotonic() - started < 2.5  # it waited, until the invocation passed functionTimeout
+    assert still_running == 1
+    assert runner.timeouts == []  # a stopping host does not restart for it
+    assert runner.queue.peek_messages() == []  # not made visible again
+    wait_until(lambda: len(runner.calls()) == 1)  # the abandoned invocation ends; nothing settles it
+    wait_until(lambda: len(runner.queue.peek_messages()) == 1, timeout=10)  # back when the lease lapses
+    assert runner.queue.peek_messages()[0].dequeue_count == 1
+
+
+def test_one_worker_pool_of_python_threadpool_thread_count(runner: HostRunner) -> None:
+    """With PYTHON_THREADPOOL_THREAD_COUNT=1 two received messages run one after the other, the second
+    waiting in the host (its visibility renewed) while the first runs."""
+    runner.queue.create_queue()
+    for i in range(2):
+        runner.queue.send_message(encode(json.dumps({"action": "sleep", "seconds": 0.6, "tag": i})))
+    host = runner.start(settings={"PYTHON_THREADPOOL_THREAD_COUNT": "1"}, batchSize=2, newBatchThreshold=0)
+    listener = host.listeners["work"]
+    wait_until(lambda: len(listener.inflight) == 2)  # type: ignore[attr-defined]  # both received at once
+    wait_until(lambda: len(runner.calls()) == 2)
+    assert max_overlap(runner.calls()) == 1
+    first, second = sorted(runner.calls(), key=lambda c: c["start"])
+    assert second["start"] >= first["end"]
+    wait_until(lambda: runner.queue.get_queue_properties().approximate_message_count == 0)
+
+
+def test_function_timeout_restarts_the_worker_and_settles_nothing(
+    runner: HostRunner, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Past functionTimeout the host logs the timeout and restarts the worker; the message is not settled
+    and returns when its receive lease lapses, to run again (here quickly: it sleeps on delivery 1 only)."""
+    caplog.set_level(logging.INFO, logger="funchost")
+    runner.start(queue_timings=QueueTimings(receive_visibility=2, renew_every=1), function_timeout="00:00:01")
+    runner.queue.send_message(encode(json.dumps({"action": "sleep_first", "seconds": 2})))
+    wait_until(lambda: len(runner.timeouts) == 1)
+    (late,) = runner.timeouts
+    assert late.name == "work" and late.killed
+    assert (
+        f"Timeout value of 00:00:01 exceeded by function 'Functions.work' (Id: '{late.id}'). Initiating cancellation."
+        in caplog.messages
+    )
+    wait_until(lambda: [c["dequeue_count"] for c in runner.calls()] == [1, 2])
+    wait_until(lambda: runner.queue.get_queue_properties().approximate_message_count == 0)
+    assert runner.poison_bodies() == []
+    assert len(runner.timeouts) == 1
 
 
 def start_cli_host(azurite: Azurite, tmp_path: Path, queue_name: str, record: Path) -> subprocess.Popen[str]:
@@ -346,7 +412,12 @@ def test_timer_past_due_after_downtime_runs_once_at_start(runner: HostRunner) ->
     wait_until(lambda: len(runner.calls("tick")) == 1)
     (call,) = runner.calls("tick")
     assert call["past_due"] is True
-    wait_until(lambda: json.loads(blob.download_blob().readall())["Last"].startswith("2025-01-01"))
+    # Last is the run's start (TimerListener.InvokeJobFunction), and Next follows from it.
+    year = str(datetime.now(UTC).year)
+    wait_until(lambda: json.loads(blob.download_blob().readall())["Last"].startswith(year))
+    status = json.loads(blob.download_blob().readall())
+    assert status["Next"] == f"{int(year) + 1}-01-01T00:00:00.0000000+00:00"
+    assert status["LastUpdated"] == status["Last"]
     time.sleep(0.5)
     assert len(runner.calls("tick")) == 1
 
@@ -387,22 +458,35 @@ def test_lease_makes_two_hosts_fire_a_timer_once(runner: HostRunner) -> None:
     time.sleep(4.2)
     runner.stop()
     ticks = runner.calls("tick")
-    occurrences = [t["status"]["Next"] for t in ticks]
+    starts = sorted(t["start"] for t in ticks)
     assert 2 <= len(ticks) <= 6
-    assert len(occurrences) == len(set(occurrences))  # no occurrence fired twice
+    assert all(b - a > 0.5 for a, b in itertools.pairwise(starts))  # no occurrence fired twice
     runs = sorted([first.listeners["tick"].runs, second.listeners["tick"].runs])  # type: ignore[attr-defined]
     assert runs[0] == 0 and runs[1] == len(ticks)
 
 
 @pytest.mark.slow
-def test_timer_runs_never_overlap(runner: HostRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timer_runs_never_overlap_and_an_overrun_is_caught_up_at_once(
+    runner: HostRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every second, a run of 1.5 s: the next occurrence follows from the run's start, so it has passed
+    when the run ends, and runs at once (TimerListener: an interval <= 0 becomes one tick), not at the
+    next second after the end (2 s apart)."""
     monkeypatch.setenv("SAMPLE_TICK_SECONDS", "1.5")
     runner.start(schedule="* * * * * *")
-    time.sleep(4)
+    time.sleep(4.5)
     runner.stop()
     starts = [t["start"] for t in runner.calls("tick")]
-    assert len(starts) >= 2
-    assert all(b - a >= 1.5 for a, b in itertools.pairwise(starts))
+    assert len(starts) >= 3
+    assert all(1.5 <= b - a < 1.8 for a, b in itertools.pairwise(starts))
+
+
+def test_use_monitor_is_forced_off_for_schedules_more_often_than_once_a_minute(runner: HostRunner) -> None:
+    """TimerSchedule.ShouldDisableScheduleMonitor: the app's 30-s alert_groups timer keeps no status blob."""
+    host = runner.start(schedule="*/30 * * * * *")
+    assert host.listeners["tick"].use_monitor is False  # type: ignore[attr-defined]
+    runner.stop()
+    assert not status_blob(runner).exists()
 
 
 def test_run_on_startup(runner: HostRunner) -> None:

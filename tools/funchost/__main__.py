@@ -2,18 +2,23 @@
 
 Reads host.json and local.settings.json from the app folder, discovers the functions from their
 binding metadata, and runs queue and timer triggers with the host's semantics until Ctrl-C, when
-running invocations finish (or their messages become visible again) before it exits.
+running invocations finish (each up to functionTimeout) and nothing is released: a message still
+running when it exits returns when its receive lease lapses. An invocation that passes
+functionTimeout restarts the process with the same command line, as the host restarts the worker:
+every invocation then in flight dies, and its message too returns only when its lease lapses.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
 from tools.funchost.config import HostConfigError, load_host_json, load_local_settings, with_overrides
 from tools.funchost.host import FunctionHost, default_host_id, load_app
+from tools.funchost.invoke import restart_process
 from tools.funchost.queues import QueueTimings
 from tools.shutdown import wait_for_shutdown
 
@@ -49,7 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         app = load_app(app_dir, settings)
         timings = QueueTimings(receive_visibility=args.receive_visibility, renew_every=args.receive_visibility / 2)
         host = FunctionHost(
-            app, settings, host_json, args.host_id or default_host_id(app_dir), queue_timings=timings
+            app,
+            settings,
+            host_json,
+            args.host_id or default_host_id(app_dir),
+            queue_timings=timings,
+            on_timeout=restart_process,
         ).build()
     except HostConfigError as exc:
         print(f"local host cannot start: {exc}", file=sys.stderr)
@@ -60,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     wait_for_shutdown()
     print("stopping: letting running invocations finish…", flush=True)
-    host.stop()
+    if host.stop():
+        # The interpreter's exit would wait for the worker threads still running; the host's would not.
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 

@@ -83,6 +83,17 @@ class QueueOptions:
         )
 
 
+def function_timeout(host_json: Mapping[str, Any]) -> float | None:
+    """host.json ``functionTimeout`` in seconds; None for ``-1`` (unbounded). Unset: Flex Consumption's 30 min."""
+    value = host_json.get("functionTimeout", "00:30:00")
+    if str(value) == "-1":
+        return None
+    seconds = timespan_seconds(value, "functionTimeout")
+    if seconds <= 0:
+        raise HostConfigError(f"host.json functionTimeout={value!r} must be positive (or -1 for no limit)")
+    return seconds
+
+
 def load_host_json(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise HostConfigError(f"{path} not found")

@@ -3,7 +3,9 @@
 Functions and triggers come from the library's own binding metadata (``app.get_functions()``), so
 there is no second registration list to drift; ``%SETTING%`` expressions resolve from
 local.settings.json, which is also put in the environment before the app is imported (as ``func
-start`` does), so the app validates the same settings it will run with.
+start`` does), so the app validates the same settings it will run with. Every invocation runs on one
+worker (``invoke.Worker``): a pool of ``PYTHON_THREADPOOL_THREAD_COUNT`` threads and host.json's
+``functionTimeout``, whose passing calls ``on_timeout`` (the command line restarts the process).
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -25,11 +28,18 @@ from azure.storage.blob import ExponentialRetry as BlobRetry
 from azure.storage.queue import ExponentialRetry as QueueRetry
 from azure.storage.queue import QueueClient, QueueServiceClient
 
+from shared.platform.ncrontab import Schedule, ScheduleError
 from shared.platform.storage import pooled_session
-from tools.funchost.config import HostConfigError, QueueOptions, resolve, storage_connection_string
-from tools.funchost.ncrontab import Schedule, ScheduleError
+from tools.funchost.config import (
+    HostConfigError,
+    QueueOptions,
+    function_timeout,
+    resolve,
+    storage_connection_string,
+)
+from tools.funchost.invoke import Invocation, Worker, exit_process, pool_size
 from tools.funchost.queues import QueueListener, QueueTimings
-from tools.funchost.timers import HOSTS_CONTAINER, TimerListener, TimerTimings
+from tools.funchost.timers import HOSTS_CONTAINER, TimerListener, TimerTimings, fires_more_than_once_a_minute
 
 logger = logging.getLogger("funchost")
 SUPPORTED_TRIGGERS = ("queueTrigger", "timerTrigger")
@@ -73,10 +83,14 @@ class FunctionHost:
     host_id: str
     queue_timings: QueueTimings = field(default_factory=QueueTimings)
     timer_timings: TimerTimings = field(default_factory=TimerTimings)
+    # An embedded host cannot restart its process as the host restarts the worker; it ends it instead.
+    on_timeout: Callable[[Invocation], None] = exit_process
     listeners: dict[str, Listener] = field(default_factory=dict)
+    worker: Worker | None = None
 
     def build(self) -> FunctionHost:
         options = QueueOptions.from_host_json(self.host_json, os.cpu_count() or 1)
+        self.worker = Worker(pool_size(self.settings), function_timeout(self.host_json), self.on_timeout)
         self.app.functions_bindings = None  # get_functions() may be called once per app otherwise
         for function in self.app.get_functions():
             name = str(function.get_function_name())
@@ -122,6 +136,7 @@ class FunctionHost:
             queue,
             service.get_queue_client(f"{queue_name}-poison"),
             options,
+            self._worker(),
             self.queue_timings,
         )
 
@@ -130,6 +145,7 @@ class FunctionHost:
         expression = resolve(trigger.schedule, self.settings, where)
         try:
             schedule = Schedule.parse(expression)
+            schedule.next_after(datetime.now(UTC))
         except ScheduleError as exc:
             raise HostConfigError(f"{where}: schedule '{expression}' is invalid: {exc}") from None
         connection = storage_connection_string(self.settings, "AzureWebJobsStorage")
@@ -137,6 +153,9 @@ class FunctionHost:
             connection, retry_policy=local_retry()
         ).get_container_client(HOSTS_CONTAINER)
         use_monitor = True if trigger.use_monitor is None else bool(trigger.use_monitor)
+        if use_monitor and fires_more_than_once_a_minute(schedule, datetime.now(UTC)):
+            logger.debug("%s: useMonitor changed to false based on schedule frequency", name)
+            use_monitor = False
         return TimerListener(
             name,
             user_function,
@@ -146,17 +165,26 @@ class FunctionHost:
             use_monitor=use_monitor,
             container=container,
             host_id=self.host_id,
+            worker=self._worker(),
             timings=self.timer_timings,
         )
+
+    def _worker(self) -> Worker:
+        assert self.worker is not None, "build() creates the worker"
+        return self.worker
 
     def start(self) -> None:
         for name, listener in self.listeners.items():
             listener.start()
             logger.info("listening: %s", name)
 
-    def stop(self) -> None:
+    def stop(self) -> int:
+        """Stop every listener, each waiting for its running invocations; how many were left running."""
+        worker = self._worker()
+        worker.draining = True
         for listener in self.listeners.values():
             listener.stop()
+        return worker.close()
 
 
 def local_retry(kind: type[QueueRetry] | type[BlobRetry] = QueueRetry) -> QueueRetry | BlobRetry:

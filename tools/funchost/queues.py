@@ -4,8 +4,13 @@ Per listener: fetch ``batchSize`` messages with a 10-minute visibility; fetch ag
 in-flight count drops to ``newBatchThreshold``; after an empty poll wait
 ``100 ms + rand(0.8..1.2) × 2^(k-1) × 100 ms`` capped at ``maxPollingInterval``. Per message: over
 ``maxDequeueCount`` on receipt, or not valid base64 under base64 encoding → poison queue without
-running; visibility renewed while the function runs; success → delete; failure → poison when the
-dequeue count has reached the maximum, else visible again after ``visibilityTimeout``.
+running; visibility renewed while the message is in the host (waiting for a worker thread or
+running); success → delete; failure → poison when the dequeue count has reached the maximum, else
+visible again after ``visibilityTimeout``. The invocations run on the shared worker (``invoke.Worker``).
+
+Stop, as the host's: fetch no more, wait for every received message's invocation to finish (each up
+to functionTimeout), and release nothing; a message whose invocation has not finished, or whose
+worker was restarted, stays invisible until its receive lease lapses, as after a kill.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError
 from azure.storage.queue import QueueClient, QueueMessage
 
 from tools.funchost.config import QueueOptions
-from tools.funchost.invoke import invoke
+from tools.funchost.invoke import Invocation, Worker
 
 logger = logging.getLogger("funchost")
 
@@ -37,7 +42,6 @@ class QueueTimings:
 
     receive_visibility: int = 600  # seconds a received message stays invisible
     renew_every: float = 300.0  # how often that visibility is renewed while the function runs
-    shutdown_grace: float = 30.0  # how long a stop waits for running invocations
 
 
 @dataclass
@@ -46,7 +50,11 @@ class _InFlight:
     pop_receipt: str
     renewed_at: float
     lock: threading.Lock = field(default_factory=threading.Lock)
-    released: bool = False
+    invocation: Invocation | None = None
+
+    @property
+    def killed(self) -> bool:
+        return self.invocation is not None and self.invocation.killed
 
 
 class QueueListener:
@@ -58,6 +66,7 @@ class QueueListener:
         queue: QueueClient,
         poison: QueueClient,
         options: QueueOptions,
+        worker: Worker,
         timings: QueueTimings = QueueTimings(),
     ) -> None:
         self.function_name = function_name
@@ -66,10 +75,12 @@ class QueueListener:
         self.queue = queue
         self.poison = poison
         self.options = options
+        self.worker = worker
         self.timings = timings
         self.inflight: dict[str, _InFlight] = {}
         self.changed = threading.Condition()
-        self.stopping = threading.Event()
+        self.stopping = threading.Event()  # fetch no more
+        self.closed = threading.Event()  # renew no more: nothing left running
         self.rng = random.Random()  # polling jitter  # nosec B311
         self.threads: list[threading.Thread] = []
         self.stats = {"received": 0, "succeeded": 0, "failed": 0, "poisoned": 0}
@@ -82,36 +93,36 @@ class QueueListener:
             self.threads.append(thread)
 
     def stop(self) -> None:
-        """Stop fetching; let running invocations finish within the grace period; release the rest."""
+        """Stop fetching; wait for every received message's invocation to finish, each up to functionTimeout;
+        release nothing."""
         self.stopping.set()
         with self.changed:
             self.changed.notify_all()
-        for thread in self.threads:
+        for thread in self.threads[:1]:  # the poller; the renewer keeps running messages invisible
             thread.join(timeout=5)
-        deadline = time.monotonic() + self.timings.shutdown_grace
         with self.changed:
-            while self.inflight and time.monotonic() < deadline:
-                self.changed.wait(timeout=max(0.0, deadline - time.monotonic()))
-            unfinished = list(self.inflight.values())
-        for item in unfinished:
-            with item.lock:
-                item.released = True
-                try:
-                    self.queue.update_message(item.message.id, item.pop_receipt, visibility_timeout=0)
-                    logger.warning(
-                        "%s: message %s still running at shutdown; made visible again",
-                        self.function_name,
-                        item.message.id,
-                    )
-                except AzureError as exc:
-                    logger.error("%s: could not release message %s: %s", self.function_name, item.message.id, exc)
+            # The worker's watchdog kills an invocation at functionTimeout: that bounds the wait.
+            while self._running():
+                self.changed.wait(timeout=0.2)
+            left = list(self.inflight.values())
+        self.closed.set()
+        for item in left:
+            logger.warning(
+                "%s: message %s still running at shutdown; it stays invisible until its receive lease lapses",
+                self.function_name,
+                item.message.id,
+            )
+
+    def _running(self) -> int:
+        # A killed invocation's message is no longer the host's: after a restart it would not be counted.
+        return sum(1 for item in self.inflight.values() if not item.killed)
 
     # -- fetching --------------------------------------------------------------------------
     def _poll(self) -> None:
         empty_polls = 0
         while not self.stopping.is_set():
             with self.changed:
-                while len(self.inflight) > self.options.new_batch_threshold and not self.stopping.is_set():
+                while self._running() > self.options.new_batch_threshold and not self.stopping.is_set():
                     self.changed.wait(timeout=1)
             if self.stopping.is_set():
                 return
@@ -157,16 +168,6 @@ class QueueListener:
         else:
             body = (message.content or "").encode("utf-8")
         item = _InFlight(message, message.pop_receipt or "", time.monotonic())
-        with self.changed:
-            self.inflight[message.id] = item
-        thread = threading.Thread(
-            target=self._run, args=(item, body), name=f"{self.function_name}-{message.id[:8]}", daemon=True
-        )
-        thread.start()
-
-    # -- one message -----------------------------------------------------------------------
-    def _run(self, item: _InFlight, body: bytes) -> None:
-        message = item.message
         trigger = azure.functions.queue.QueueMessage(
             id=message.id,
             body=body,
@@ -176,11 +177,23 @@ class QueueListener:
             time_next_visible=message.next_visible_on,
             pop_receipt=message.pop_receipt,
         )
-        reason = f"New queue message detected on '{self.queue.queue_name}'."
-        succeeded = invoke(self.function_name, self.user_function, {self.arg_name: trigger}, reason)
+        with self.changed:
+            self.inflight[message.id] = item
+            reason = f"New queue message detected on '{self.queue.queue_name}'."
+            item.invocation = self.worker.submit(
+                self.function_name,
+                self.user_function,
+                {self.arg_name: trigger},
+                reason,
+                then=lambda invocation, succeeded: self._settle(item, succeeded),
+            )
+
+    # -- one message -----------------------------------------------------------------------
+    def _settle(self, item: _InFlight, succeeded: bool) -> None:
+        message = item.message
         try:
             with item.lock:
-                if item.released:
+                if item.killed:  # its worker was restarted: the host never learns the result
                     return
                 if succeeded:
                     self.stats["succeeded"] += 1
@@ -197,7 +210,8 @@ class QueueListener:
             logger.error("%s: settling message %s failed: %s", self.function_name, message.id, exc)
         finally:
             with self.changed:
-                self.inflight.pop(message.id, None)
+                if self.inflight.get(message.id) is item:  # not a redelivery of a killed one
+                    del self.inflight[message.id]
                 self.changed.notify_all()
 
     def _to_poison(self, message: QueueMessage, pop_receipt: str, reason: str) -> None:
@@ -213,13 +227,13 @@ class QueueListener:
 
     def _renew(self) -> None:
         period = min(1.0, self.timings.renew_every / 4)
-        while not self.stopping.wait(period):
+        while not self.closed.wait(period):
             now = time.monotonic()
             with self.changed:
                 due = [i for i in self.inflight.values() if now - i.renewed_at >= self.timings.renew_every]
             for item in due:
                 with item.lock:
-                    if item.released or item.message.id not in self.inflight:
+                    if item.killed or self.inflight.get(item.message.id) is not item:
                         continue
                     try:
                         receipt = self.queue.update_message(

@@ -1,12 +1,16 @@
 """The timer trigger, with the Functions host's semantics against real storage (Azurite).
 
-One listener per function across every host sharing a host id, through a blob lease on
-``azure-webjobs-hosts/locks/{hostId}/Host.Functions.{name}.Listener``. With ``useMonitor`` the
-schedule status lives in ``azure-webjobs-hosts/timers/{hostId}/Host.Functions.{name}/status``
-(``Last``/``Next``/``LastUpdated``): on start, no status → one is written; a ``Next`` that the
-schedule would not produce from ``Last`` means the schedule changed → ``Next`` is recomputed, not
-past due; ``now > Next`` → one run at once with ``IsPastDue=true``. Runs never overlap: an
-occurrence passed during a run is skipped. ``runOnStartup`` runs once at every start.
+As Azure/azure-webjobs-sdk-extensions ``Timers/Listener/TimerListener.cs`` and
+``Timers/Scheduling/ScheduleMonitor.cs`` do it. One listener per function across every host sharing
+a host id, through a blob lease on ``azure-webjobs-hosts/locks/{hostId}/Host.Functions.{name}.Listener``
+(the host's listener lock: 60 s, renewed at half that; a standby host tries again every minute).
+With ``useMonitor`` the schedule status lives in
+``azure-webjobs-hosts/timers/{hostId}/Host.Functions.{name}/status`` (``Last``/``Next``/``LastUpdated``):
+on start, no status → one is written; a ``Next`` that the schedule would not produce from ``Last`` (or
+``LastUpdated``) means the schedule changed → ``Next`` is recomputed, not past due; ``now > Next`` →
+one run at once with ``IsPastDue=true``. ``runOnStartup`` runs once at every start. After each run the
+next occurrence is computed from the run's start (or from the occurrence, if it fired a moment early),
+so a run that overran its next occurrence is followed by one catch-up run at once; runs never overlap.
 """
 
 from __future__ import annotations
@@ -17,15 +21,15 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions.timer
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.storage.blob import BlobLeaseClient, ContainerClient
 
-from tools.funchost.invoke import invoke
-from tools.funchost.ncrontab import Schedule
+from shared.platform.ncrontab import FIELDS, Schedule
+from tools.funchost.invoke import Worker
 
 logger = logging.getLogger("funchost")
 HOSTS_CONTAINER = "azure-webjobs-hosts"
@@ -34,9 +38,11 @@ NEVER = datetime(1, 1, 1, tzinfo=UTC)
 
 @dataclass(frozen=True)
 class TimerTimings:
-    lease_seconds: int = 15  # blob leases are 15-60 s
-    lease_renew_every: float = 5.0
-    lease_retry_every: float = 10.0  # how often a standby host tries to take the listener over
+    """The host's singleton listener lock (azure-webjobs-sdk SingletonOptions, SingletonManager)."""
+
+    lease_seconds: int = 60  # ListenerLockPeriod
+    lease_renew_every: float = 30.0  # renewed at half the lock period
+    lease_retry_every: float = 60.0  # ListenerLockRecoveryPollingInterval: a standby host tries to take over
 
 
 def format_time(moment: datetime) -> str:
@@ -85,6 +91,7 @@ class TimerListener:
         use_monitor: bool,
         container: ContainerClient,
         host_id: str,
+        worker: Worker,
         timings: TimerTimings = TimerTimings(),
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -95,6 +102,7 @@ class TimerListener:
         self.run_on_startup = run_on_startup
         self.use_monitor = use_monitor
         self.container = container
+        self.worker = worker
         self.timings = timings
         self.clock = clock
         self.lock_blob = container.get_blob_client(f"locks/{host_id}/Host.Functions.{function_name}.Listener")
@@ -110,12 +118,14 @@ class TimerListener:
         self.thread.start()
 
     def stop(self) -> None:
-        """Stop scheduling; a run in progress finishes first (timers are not cancelled mid-run)."""
+        """Stop scheduling; a run in progress finishes first, up to functionTimeout."""
         self.stopping.set()
         if self.thread is not None:
-            self.thread.join(timeout=30)  # a run in progress finishes; a stuck storage call does not hold the exit
+            # A run in progress ends within functionTimeout (or is killed); a stuck storage call does not
+            # hold the exit longer than a minute.
+            self.thread.join(timeout=(self.worker.function_timeout or 0) + 60)
             if self.thread.is_alive():
-                logger.warning("%s: the timer thread did not stop within 30 s; leaving it", self.function_name)
+                logger.warning("%s: the timer run did not end at shutdown; leaving it", self.function_name)
         if self.lease is not None:
             with contextlib.suppress(AzureError):
                 self.lease.release()
@@ -171,20 +181,24 @@ class TimerListener:
             self.status_blob.upload_blob(json.dumps(status.as_json()).encode(), overwrite=True)
 
     def _initial_status(self, now: datetime) -> tuple[ScheduleStatus, bool]:
-        """The status to start from and whether the recorded next occurrence is past due."""
+        """The status to start from and whether the recorded next occurrence is past due (CheckPastDueAsync)."""
         status = self._read_status() if self.use_monitor else None
         if status is None:
-            status = ScheduleStatus(NEVER, self.schedule.next_after(now), now)
+            status = ScheduleStatus(NEVER, self.schedule.next_after(now), now if self.use_monitor else NEVER)
             self._write_status(status)
             return status, False
         reference = status.last if status.last != NEVER else status.last_updated
-        if self.schedule.next_after(reference) != status.next:
+        if reference == NEVER:
+            reference = now
+        expected = self.schedule.next_after(reference)
+        if expected != status.next:
             logger.info(
                 "%s: schedule changed to '%s'; next occurrence recomputed", self.function_name, self.schedule.expression
             )
-            status = ScheduleStatus(status.last, self.schedule.next_after(now), now)
+            if now > expected:  # not past due merely because the schedule changed
+                expected, reference = self.schedule.next_after(now), now
+            status = ScheduleStatus(NEVER, expected, reference)
             self._write_status(status)
-            return status, False
         return status, now > status.next
 
     # -- the loop --------------------------------------------------------------------------
@@ -203,31 +217,45 @@ class TimerListener:
             if not self.stopping.is_set():
                 self.stopping.wait(self.timings.lease_retry_every)
 
-    def _fire(self, status: ScheduleStatus, past_due: bool, reason: str) -> None:
+    def _fire(
+        self, status: ScheduleStatus, reason: str, *, past_due: bool = False, startup: bool = False
+    ) -> ScheduleStatus:
+        """One run on the worker, then the status the next occurrence is computed from (InvokeJobFunction)."""
+        started = self.clock()
         request = azure.functions.timer.TimerRequest(
-            past_due=past_due, schedule_status=status.as_json(), schedule={"AdjustForDST": True}
+            past_due=past_due,
+            schedule_status=status.as_json() if self.use_monitor else None,
+            schedule={"AdjustForDST": True},
         )
-        invoke(self.function_name, self.user_function, {self.arg_name: request}, reason)
+        self.worker.submit(self.function_name, self.user_function, {self.arg_name: request}, reason).done.wait()
         self.runs += 1
+        # Fired a moment before its occurrence (clock skew): count from the occurrence, or it would fire twice.
+        reference = status.next if not (past_due or startup) and status.next > started else started
+        status = ScheduleStatus(reference, self.schedule.next_after(reference), reference)
+        self._write_status(status)
+        return status
 
     def _schedule_loop(self) -> None:
-        now = self.clock()
-        status, past_due = self._initial_status(now)
+        status, past_due = self._initial_status(self.clock())
         if past_due:
-            self._fire(status, True, "Timer fired late (past due)")
-            now = self.clock()
-            status = ScheduleStatus(status.next, self.schedule.next_after(now), now)
-            self._write_status(status)
+            status = self._fire(status, "Timer fired late (past due)", past_due=True)
         elif self.run_on_startup:
-            self._fire(status, False, "Timer fired at startup (runOnStartup)")
+            status = self._fire(status, "Timer fired at startup (runOnStartup)", startup=True)
         while not self.stopping.is_set() and not self.lease_lost.is_set():
             wait = (status.next - self.clock()).total_seconds()
             if wait > 0:
                 self.stopping.wait(min(wait, 1.0))
                 continue
-            occurrence = status.next
-            self._fire(status, False, f"Timer fired at {format_time(occurrence)}")
-            now = self.clock()
-            # Occurrences that passed while the function ran are skipped: runs never overlap.
-            status = ScheduleStatus(occurrence, self.schedule.next_after(max(now, occurrence)), now)
-            self._write_status(status)
+            # An occurrence that passed during the last run fires now, once: Next came from that run's start.
+            status = self._fire(status, f"Timer fired at {format_time(status.next)}")
+
+
+def fires_more_than_once_a_minute(schedule: Schedule, now: datetime) -> bool:
+    """The host's test for forcing ``useMonitor`` off (TimerSchedule.ShouldDisableScheduleMonitor): every
+    field above seconds unrestricted, and more than one occurrence in the minute after ``now``."""
+    fields = (schedule.minutes, schedule.hours, schedule.days, schedule.months, schedule.weekdays)
+    if any(values != spec.every_value for values, spec in zip(fields, FIELDS[1:], strict=True)):
+        return False
+    end = now + timedelta(minutes=1)
+    first = schedule.next_after(now)
+    return first < end and schedule.next_after(first) < end

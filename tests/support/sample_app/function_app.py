@@ -1,6 +1,7 @@
 """A function app for testing the local host: a queue function driven by its message, and a timer.
 
-Message bodies that are JSON objects say what to do: ``{"action": "ok" | "fail" | "sleep", "seconds": n}``.
+Message bodies that are JSON objects say what to do: ``{"action": "ok" | "fail" | "sleep" | "sleep_first",
+"seconds": n}`` (``sleep_first`` sleeps on the first delivery only).
 Every call is recorded in ``CALLS`` (same process) and, when ``SAMPLE_RECORD_FILE`` is set, appended
 to that file as a JSON line (a host in another process).
 """
@@ -47,7 +48,7 @@ def work(msg: func.QueueMessage) -> None:
         "tag": spec.get("tag"),
         "start": time.time(),
     }
-    if spec.get("action") == "sleep":
+    if spec.get("action") == "sleep" or (spec.get("action") == "sleep_first" and msg.dequeue_count == 1):
         time.sleep(float(spec.get("seconds", 1)))
     entry["end"] = time.time()
     record(entry)
