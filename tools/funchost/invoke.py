@@ -5,8 +5,10 @@ threads, or min(32, CPUs + 4) when it is unset or invalid (the worker's ``dispat
 None to ``ThreadPoolExecutor``), so with a small pool invocations wait for a thread. As in the host,
 an invocation starts (``Executing …``, and its functionTimeout clock) when it is handed to the worker,
 not when a thread picks it up. A watchdog logs an invocation that passes functionTimeout as the host
-does and calls ``on_timeout``: the host restarts the worker process, so every invocation then in flight
-is gone, and nothing settles their messages.
+does, fails every invocation then in flight (a queue message is released after ``visibilityTimeout``, or
+poisoned at ``maxDequeueCount``: the host reports them failed, Azure/azure-functions-host
+``RestartWorkerWithInvocationIdAsync`` and ``TryFailExecutions``) and calls ``on_timeout``: the host
+restarts the worker process, which ends them all.
 """
 
 from __future__ import annotations
@@ -55,8 +57,9 @@ class Invocation:
     id: str
     name: str
     started: float  # time.monotonic() when handed to the worker
-    killed: bool = False  # the worker was restarted while it ran: its result must not be acted on
+    killed: bool = False  # failed at functionTimeout: its own result, if it ever comes, is not acted on
     done: threading.Event = field(default_factory=threading.Event)  # finished, or killed
+    then: Callable[[Invocation, bool], None] | None = None  # settles it: once, by the run or the watchdog
 
 
 def restart_process(invocation: Invocation) -> None:
@@ -107,9 +110,9 @@ class Worker:
         reason: str,
         then: Callable[[Invocation, bool], None] | None = None,
     ) -> Invocation:
-        """Hand one invocation to the pool; ``then(invocation, succeeded)`` runs after it on the same thread
-        (a killed invocation's ``then`` must not settle anything: the restarted worker never reported it)."""
-        invocation = Invocation(str(uuid.uuid4()), name, time.monotonic())
+        """Hand one invocation to the pool; ``then(invocation, succeeded)`` runs once: after it on the same
+        thread, or from the watchdog with ``False`` when it passes functionTimeout (the host fails it)."""
+        invocation = Invocation(str(uuid.uuid4()), name, time.monotonic(), then=then)
         logger.info("Executing 'Functions.%s' (Reason='%s', Id=%s)", name, reason, invocation.id)
         with self.lock:
             self.running[invocation.id] = invocation
@@ -119,9 +122,9 @@ class Worker:
                 self.active += 1
             try:
                 succeeded = self._call(invocation, function, arguments)
-                with self.lock:
-                    self.running.pop(invocation.id, None)
-                if then is not None:
+                with self.lock:  # taking it off the running list is the claim to settle it
+                    mine = self.running.pop(invocation.id, None) is not None
+                if mine and then is not None:
                     then(invocation, succeeded)
             finally:
                 invocation.done.set()
@@ -165,9 +168,7 @@ class Worker:
                 if late is None:
                     continue
                 # The restart takes every invocation on the worker with it, not only the late one.
-                for invocation in self.running.values():
-                    invocation.killed = True
-                    invocation.done.set()
+                failed = list(self.running.values())
                 self.running.clear()
             logger.error(
                 "Timeout value of %s exceeded by function 'Functions.%s' (Id: '%s'). Initiating cancellation.",
@@ -175,6 +176,11 @@ class Worker:
                 late.name,
                 late.id,
             )
+            for invocation in failed:
+                invocation.killed = True
+                if invocation.then is not None:
+                    invocation.then(invocation, False)
+                invocation.done.set()
             if not self.draining:  # a stopping host exits instead: the process end ends them
                 self.on_timeout(late)
 

@@ -193,8 +193,6 @@ class QueueListener:
         message = item.message
         try:
             with item.lock:
-                if item.killed:  # its worker was restarted: the host never learns the result
-                    return
                 if succeeded:
                     self.stats["succeeded"] += 1
                     self.queue.delete_message(message.id, item.pop_receipt)
