@@ -30,18 +30,13 @@ def cloud_credential(source: CloudSourceSettings) -> Any:
 
 def cloud_source(source: CloudSourceSettings) -> CloudSource:
     """The Resource Graph client for one cloud source, signed in as the settings say."""
-    # Only cloud sources load the Resource Graph SDK (a console-only sync's cold start stays as it was).
-    from azure.mgmt.resourcegraph import ResourceGraphClient  # noqa: PLC0415
-
+    # Only cloud sources load the Resource Graph SDK, and only through this module (see its imports there):
+    # a console-only sync's cold start stays as it was.
     from shared.defender.cloud import CloudSource  # noqa: PLC0415
 
-    client = ResourceGraphClient(
-        cloud_credential(source),
-        base_url=source.resource_graph_url,
-        connection_verify=str(source.ca_bundle) if source.ca_bundle else True,
-        retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
+    return CloudSource.connect(
+        source.name, source.subscriptions, cloud_credential(source), source.resource_graph_url, source.ca_bundle
     )
-    return CloudSource(source.name, client, source.subscriptions)
 
 
 def sensor_source(source: SensorSourceSettings, settings: Settings, secrets: SecretStore) -> SensorSource:
@@ -72,7 +67,7 @@ def alert_writer(source: SourceSettings, settings: Settings, secrets: SecretStor
 
 def device_source(source: SourceSettings, settings: Settings, secrets: SecretStore) -> DeviceSource:
     if isinstance(source, CloudSourceSettings):
-        from shared.defender.cloud import CloudInventory  # noqa: PLC0415
+        from shared.defender.cloud import CloudInventory  # noqa: PLC0415 - as in cloud_source
 
         return CloudInventory(cloud_source(source), overlap_minutes=settings.device_sync.overlap_minutes)
     if isinstance(source, SensorSourceSettings):
