@@ -25,6 +25,7 @@ from shared.alerting.groups import GroupBook, Header, Member, group_record_value
 from shared.alerting.messages import InvalidMessageError, Severity, parse_message
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
+from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.budget import priority as budget_priority
 
@@ -40,6 +41,7 @@ class NotesReport:
     alerts: int = 0  # alerts listed in those notes
     retired: int = 0
     failed: list[str] = field(default_factory=list)
+    stopped: bool = False  # the deadline passed; the next run carries on with the alerts not yet listed
 
 
 def marker(seq: int) -> str:
@@ -65,12 +67,18 @@ class GroupNotes:
         self.grace = grace
         self.clock = clock
 
-    def run(self) -> NotesReport:
+    def run(self, deadline: Deadline = NO_DEADLINE) -> NotesReport:
+        """One pass over the open groups, stopping before a record or note once ``deadline`` passed (each
+        note is its own claim, so the next run lists exactly the alerts this one did not)."""
         report = NotesReport()
         for header in self.book.open_headers():
+            if deadline.passed():
+                report.stopped = True
+                logger.warning("alert groups: stopped at %s; the next run carries on", deadline)
+                break
             try:
                 with budget_priority(int(Severity.MAJOR)):  # the alerts are accounted for already: list them soon
-                    self._group(header, report)
+                    self._group(header, report, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:
@@ -80,7 +88,7 @@ class GroupNotes:
                 logger.warning("alert group %r (record %s): %s", header.value, header.number or "-", failure.reason)
         return report
 
-    def _group(self, header: Header, report: NotesReport) -> None:
+    def _group(self, header: Header, report: NotesReport, deadline: Deadline) -> None:
         if header.state != "created":
             written = self._record(header, report)
             if written is None:
@@ -101,6 +109,9 @@ class GroupNotes:
                 pending = [m for m in pending if m.row != header.first_member]
             if not pending:
                 break
+            if deadline.passed():
+                report.stopped = True
+                return
             written = self._note(header, pending[: self.per_note], report)
             if written is None:
                 return

@@ -24,6 +24,7 @@ from shared.alerting.writeback import UNSUPPORTED, WritebackResult
 from shared.app.intake import run_intake
 from shared.app.writeback import run_writeback, writeback_state
 from shared.platform.storage import table_service
+from shared.platform.times import Deadline
 from tests.conftest import ROOT
 from tests.support.forwarding import Stack, rules
 from tools.emulators.console import Inventory, generate, handle_alert, raise_alert
@@ -195,6 +196,25 @@ def test_a_write_back_killed_between_the_close_and_its_mark_is_finished_with_one
     assert entry is not None and entry.written_back == "closed"
     assert loop.writeback()[0].skipped == {"written back already": 1} and len(loop.graph.writes) == 2
     assert loop.intake() == [] and len(loop.graph.writes) == 2  # the intake sees it closed: nothing echoes
+
+
+def test_a_write_back_stopped_at_its_deadline_closes_the_rest_next_cycle_each_once(
+    make_loop: Callable[..., Loop],
+) -> None:
+    loop = make_loop()
+    raise_alert(loop.world, "sensor-2", "Illegal MODBUS Operation", "Major")
+    loop.graph.load_world(loop.world)
+    assert loop.intake() == ["created"]
+    for record in loop.stack.records("incident"):
+        values = {"state": "6", "close_code": "Solved (Permanently)", "close_notes": "Fixed by the analyst"}
+        loop.stack.servicenow.store.update("incident", record["sys_id"], values, "analyst")
+    # A deadline that passes once one alert is closed: the cycle stops before the second record.
+    (first,) = run_writeback(loop.stack.settings, Deadline(1, clock=lambda: len(loop.graph.writes)))
+    assert (first.written, first.stopped, first.failed) == (1, True, [])
+    (second,) = loop.writeback()
+    assert (second.written, second.stopped, second.skipped) == (1, False, {"written back already": 1})
+    assert sorted(alert for _, alert, _ in loop.graph.writes) == sorted({alert for _, alert, _ in loop.graph.writes})
+    assert len(loop.graph.writes) == 2  # each alert closed once
 
 
 def test_a_close_code_can_mean_learn(make_loop: Callable[..., Loop]) -> None:
