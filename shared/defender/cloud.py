@@ -44,6 +44,7 @@ from shared.defender.model import (
     text,
 )
 from shared.defender.rest import DefenderApiError
+from shared.platform.settings import HttpSettings
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.defender.cloud")
@@ -251,14 +252,26 @@ class CloudSource:
 
     @classmethod
     def connect(
-        cls, name: str, subscriptions: tuple[str, ...], credential: Any, base_url: str, ca_bundle: Path | None
+        cls,
+        name: str,
+        subscriptions: tuple[str, ...],
+        credential: Any,
+        base_url: str,
+        ca_bundle: Path | None,
+        http: HttpSettings,
     ) -> CloudSource:
-        """A source signed in with ``credential`` (an azure-identity credential) to Resource Manager at ``base_url``."""
+        """A source signed in with ``credential`` (an azure-identity credential) to Resource Manager at ``base_url``.
+
+        A query takes at most one call's longest, as every other call of the app (``http``): the SDK's own
+        defaults (300 s reads, a week of retrying) would outlast any invocation's deadline."""
         client = ResourceGraphClient(
             credential,
             base_url=base_url,
             connection_verify=str(ca_bundle) if ca_bundle else True,
             retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
+            connection_timeout=http.connect_timeout,
+            read_timeout=http.read_timeout,
+            timeout=http.retry_budget_seconds + http.connect_timeout + http.read_timeout,
         )
         return cls(name, client, subscriptions)
 

@@ -87,6 +87,9 @@ def write_vulnerable_items(
             else:
                 counts.cves_closed += 1
         for first in range(0, len(items), batch_size):
+            if deadline.passed():  # one call at most after the deadline: the lookup above
+                failed |= {pending[item.id].device_id for item in items[first:]}
+                break
             for result in servicenow.batch(items[first : first + batch_size]).values():
                 change = pending[result.id]
                 if result.ok:
