@@ -90,7 +90,7 @@ class GroupNotes:
 
     def _group(self, header: Header, report: NotesReport, deadline: Deadline) -> None:
         if header.state != "created":
-            written = self._record(header, report)
+            written = self._record(header, report, deadline)
             if written is None:
                 return
             header = written
@@ -125,7 +125,7 @@ class GroupNotes:
             report.retired += 1
 
     # -- the record ---------------------------------------------------------------------------------
-    def _record(self, header: Header, report: NotesReport) -> Header | None:
+    def _record(self, header: Header, report: NotesReport, deadline: Deadline) -> Header | None:
         """Finish a record its opener left unwritten; None when it must wait (a live claim, or no action)."""
         if header.state == "claimed" and not self.book.stale(header.claimed_at):
             return None
@@ -136,6 +136,10 @@ class GroupNotes:
         query = EncodedQuery().eq("correlation_id", header.correlation_id)
         found = next(iter(client.query(header.table, query, fields=["sys_id", "number"], limit=1)), None)
         if found is None:
+            if deadline.passed():  # one call after the deadline at most: the lookup; the write waits
+                self.book.unwritten(taken, maybe_written=False)
+                report.stopped = True
+                return None
             action = self.rules.current().actions.get(header.action)
             if action is None or action.group is None:
                 logger.error("alert group %r: action %r no longer groups alerts", header.value, header.action)
