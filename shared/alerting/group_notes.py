@@ -25,6 +25,7 @@ from shared.alerting.groups import GroupBook, Header, Member, group_record_value
 from shared.alerting.messages import InvalidMessageError, Severity, parse_message
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
+from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.budget import priority as budget_priority
 
@@ -40,6 +41,7 @@ class NotesReport:
     alerts: int = 0  # alerts listed in those notes
     retired: int = 0
     failed: list[str] = field(default_factory=list)
+    stopped: bool = False  # the deadline passed; the next run carries on with the alerts not yet listed
 
 
 def marker(seq: int) -> str:
@@ -65,12 +67,18 @@ class GroupNotes:
         self.grace = grace
         self.clock = clock
 
-    def run(self) -> NotesReport:
+    def run(self, deadline: Deadline = NO_DEADLINE) -> NotesReport:
+        """One pass over the open groups, stopping before a record or note once ``deadline`` passed (each
+        note is its own claim, so the next run lists exactly the alerts this one did not)."""
         report = NotesReport()
         for header in self.book.open_headers():
+            if deadline.passed():
+                report.stopped = True
+                logger.warning("alert groups: stopped at %s; the next run carries on", deadline)
+                break
             try:
                 with budget_priority(int(Severity.MAJOR)):  # the alerts are accounted for already: list them soon
-                    self._group(header, report)
+                    self._group(header, report, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:
@@ -80,9 +88,9 @@ class GroupNotes:
                 logger.warning("alert group %r (record %s): %s", header.value, header.number or "-", failure.reason)
         return report
 
-    def _group(self, header: Header, report: NotesReport) -> None:
+    def _group(self, header: Header, report: NotesReport, deadline: Deadline) -> None:
         if header.state != "created":
-            written = self._record(header, report)
+            written = self._record(header, report, deadline)
             if written is None:
                 return
             header = written
@@ -101,6 +109,9 @@ class GroupNotes:
                 pending = [m for m in pending if m.row != header.first_member]
             if not pending:
                 break
+            if deadline.passed():
+                report.stopped = True
+                return
             written = self._note(header, pending[: self.per_note], report)
             if written is None:
                 return
@@ -114,7 +125,7 @@ class GroupNotes:
             report.retired += 1
 
     # -- the record ---------------------------------------------------------------------------------
-    def _record(self, header: Header, report: NotesReport) -> Header | None:
+    def _record(self, header: Header, report: NotesReport, deadline: Deadline) -> Header | None:
         """Finish a record its opener left unwritten; None when it must wait (a live claim, or no action)."""
         if header.state == "claimed" and not self.book.stale(header.claimed_at):
             return None
@@ -125,6 +136,10 @@ class GroupNotes:
         query = EncodedQuery().eq("correlation_id", header.correlation_id)
         found = next(iter(client.query(header.table, query, fields=["sys_id", "number"], limit=1)), None)
         if found is None:
+            if deadline.passed():  # one call after the deadline at most: the lookup; the write waits
+                self.book.unwritten(taken, maybe_written=False)
+                report.stopped = True
+                return None
             action = self.rules.current().actions.get(header.action)
             if action is None or action.group is None:
                 logger.error("alert group %r: action %r no longer groups alerts", header.value, header.action)

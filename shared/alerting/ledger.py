@@ -84,7 +84,9 @@ class Entry:
     claimed_at: datetime | None = None
     origin_source: str = ""  # the intake's source of the alert, and that source's id of it (write-back)
     origin_ref: str = ""
-    written_back: str = ""  # "" | closed | gone | unsupported: the alert's closing at its source for the record
+    # "" | closing (a close was sent, its answer not yet recorded) | closed | gone | unsupported: the alert's
+    # closing at its source for the record
+    written_back: str = ""
 
     @classmethod
     def from_entity(cls, entity: Any) -> Entry:
@@ -250,9 +252,10 @@ class Ledger:
         entry = self._get(index["alert_key"], index["action"])
         return entry if entry is not None and entry.correlation_id == correlation_id else None
 
-    def written_back(self, entry: Entry, result: str) -> None:
-        """The record's resolution was carried to the alert's source (``result``: closed, gone, unsupported)."""
-        self._merge(entry, {"written_back": result})
+    def written_back(self, entry: Entry, result: str) -> Entry | None:
+        """The record's resolution is being (``closing``) or was carried to the alert's source (``result``:
+        closed, gone, unsupported); None when another writer changed the row first."""
+        return self._merge(entry, {"written_back": result})
 
     def uncertain(self, entry: Entry) -> None:
         """The write may or may not have reached ServiceNow: recover by lookup next time, without waiting."""

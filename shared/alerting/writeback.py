@@ -12,9 +12,12 @@ where each status change came from:
   row says so; when the intake then sees the alert closed, the forwarder resolves nothing again.
 
 The watermark advances only past records dealt with: a source that fails (an outage, a throttle, a
-refused identity) holds it at the first record that failed, and the next cycle tries again. A crash
-between a write and its record repeats the write, which is idempotent; an alert the source no longer
-has is recorded as gone, not retried.
+refused identity) holds it at the first record that failed, and the next cycle tries again. The row is
+marked ``closing`` before the source is called, so a crash between the call and its record is known: the
+next cycle closes the alert again (closing a closed alert changes nothing) and counts it as ``repeated``.
+An alert the source no longer has is recorded as gone, not retried.
+
+A cycle stops at its deadline between two records, with the watermark at the last one dealt with.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from shared.alerting.rules import Action
 from shared.defender.rest import DefenderApiError
 from shared.defender.writeback import AlertWriter, WriteBackUnsupportedError
 from shared.http.errors import HttpError
+from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import EncodedQuery, ServiceNowClient
 
 logger = logging.getLogger("shared.alerting.writeback")
@@ -60,6 +64,8 @@ class WritebackResult:
     failed: list[str] = field(default_factory=list)
     records: int = 0
     watermark: str = ""
+    repeated: int = 0  # closes sent again: the last cycle stopped between its close and the row's mark
+    stopped: bool = False  # the deadline passed; the next cycle carries on from the watermark
 
 
 class WritebackState:
@@ -101,6 +107,7 @@ class Writeback:
         actions: Sequence[Action],
         *,
         first_look: timedelta = timedelta(days=1),
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
         self.connection = connection
         self.client = client
@@ -109,6 +116,7 @@ class Writeback:
         self.state = state
         self.actions = {a.name: a for a in actions if a.connection == connection and a.write_back}
         self.first_look = first_look
+        self.deadline = deadline
 
     def run(self, now: datetime | None = None) -> list[WritebackResult]:
         now = now or datetime.now(UTC)
@@ -126,6 +134,8 @@ class Writeback:
                 WRITEBACK.add(result.written, {"result": "written", "connection": self.connection})
             if result.failed:
                 WRITEBACK.add(len(result.failed), {"result": "failed", "connection": self.connection})
+            if result.repeated:
+                WRITEBACK.add(result.repeated, {"result": "repeated", "connection": self.connection})
             results.append(result)
         return results
 
@@ -143,8 +153,12 @@ class Writeback:
         skipped: Counter[str] = Counter()
         new_mark, blocked = mark, False
         for record in self.client.query(table, query, fields=FIELDS):
+            if self.deadline.passed():
+                result.stopped = True
+                logger.warning("write-back from %s/%s stopped at %s", self.connection, table, self.deadline)
+                break
             result.records += 1
-            outcome = self._record(record)
+            outcome = self._record(record, result)
             if outcome.startswith("failed:"):
                 result.failed.append(f"{record.get('number', record.get('sys_id'))}: {outcome[7:]}")
                 blocked = True
@@ -164,7 +178,7 @@ class Writeback:
             )
         return result
 
-    def _record(self, record: Mapping[str, str]) -> str:
+    def _record(self, record: Mapping[str, str], result: WritebackResult) -> str:
         """What became of one resolved record: ``written``, ``failed: <why>`` or the reason it was skipped."""
         entry = self.ledger.by_correlation(str(record.get("correlation_id", "")))
         if entry is None:
@@ -178,7 +192,7 @@ class Writeback:
             return "the alert was closed at its source first"
         if entry.written_back == "unsupported":
             return UNSUPPORTED
-        if entry.written_back:
+        if entry.written_back and entry.written_back != "closing":
             return "written back already"
         if not entry.origin_source:
             return "no source to write back to (enqueued by a sender)"
@@ -186,14 +200,19 @@ class Writeback:
         if writer is None:
             return f"source '{entry.origin_source}' is not configured"
         learn = str(record.get("close_code", "")) in action.learn_close_codes
+        repeat = entry.written_back == "closing"
+        marked = entry if repeat else self.ledger.written_back(entry, "closing")
+        if marked is None:
+            return "failed: its ledger row changed meanwhile"
         try:
             closed = writer.close_alert(entry.origin_ref, learn=learn)
         except WriteBackUnsupportedError:
-            self.ledger.written_back(entry, "unsupported")
+            self.ledger.written_back(marked, "unsupported")
             return UNSUPPORTED
         except DefenderApiError as exc:
             return f"failed: {exc}"
-        self.ledger.written_back(entry, closed)
+        result.repeated += repeat
+        self.ledger.written_back(marked, closed)
         if closed == "gone":
             return "the alert is gone from its source"
         logger.info(

@@ -12,6 +12,7 @@ from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
 from shared.platform.settings import Settings, SourceSettings, get_settings
 from shared.platform.storage import table_service
+from shared.platform.times import NO_DEADLINE, Deadline
 
 logger = logging.getLogger("shared.app.devices")
 
@@ -39,6 +40,7 @@ def build_sync(
     source: SourceSettings,
     state: SyncState | None = None,
     progress: Callable[[SyncProgress], None] | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> DeviceSync:
     sync = settings.device_sync
     secrets = secret_store(settings)
@@ -51,22 +53,28 @@ def build_sync(
         state or sync_state(settings, source),
         progress=progress,
         data_source=source.data_source,
+        deadline=deadline,
     )
 
 
 def run_scheduled_sync(*, past_due: bool, settings: Settings | None = None) -> list[SyncStatus]:
     """The device_sync_timer entry point: each source's sync state is read on every tick; its clients are
     built only when its run is due (:func:`shared.devices.sync.run_if_due`). A source that fails does not
-    stop the others; the invocation fails after them all, so that it shows."""
+    stop the others; the invocation fails after them all, so that it shows. All of them share the invocation's
+    deadline: a source reached after it passed runs next tick."""
     settings = settings or get_settings()
+    deadline = Deadline(settings.run_seconds)
     if not settings.device_sync.enabled:
         logger.info("device sync is disabled (DEVICE_SYNC_ENABLED)")
         return []
     statuses, failed = [], []
     for source in settings.device_sync.sources:
+        if deadline.passed():  # still due, so the next tick runs it
+            logger.warning("device sync of source '%s' left for the next tick: %s passed", source.name, deadline)
+            continue
         state = sync_state(settings, source)
         try:
-            build = functools.partial(build_sync, settings, source, state)
+            build = functools.partial(build_sync, settings, source, state, deadline=deadline)
             status = run_if_due(state, settings.device_sync, past_due=past_due, build=build)
         except RuntimeError as exc:
             logger.error("device sync of source '%s': %s", source.name, exc)

@@ -11,6 +11,7 @@ from shared.alerting.rules_store import RulesSource
 from shared.app import budget_for, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, table_service
+from shared.platform.times import Deadline
 
 logger = logging.getLogger("shared.app.groups")
 
@@ -46,7 +47,7 @@ def run_group_notes(settings: Settings | None = None) -> NotesReport:
                 _notes = build_group_notes(get_settings())
                 _notes.book.ensure_table()
         notes = _notes
-    report = notes.run()
+    report = notes.run(Deadline((settings or get_settings()).run_seconds))
     if report.records or report.notes or report.retired:
         logger.info(
             "alert groups: %d record(s) written, %d alert(s) listed in %d work note(s), %d group(s) retired",

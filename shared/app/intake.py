@@ -11,6 +11,7 @@ from shared.app.sources import alert_source
 from shared.defender.rest import DefenderApiError
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import queue_service, table_service
+from shared.platform.times import NO_DEADLINE, Deadline
 
 logger = logging.getLogger("shared.app.intake")
 
@@ -19,8 +20,9 @@ def intake_state(settings: Settings) -> IntakeState:
     return IntakeState(table_service(settings.alerts_storage).get_table_client(settings.intake.state_table))
 
 
-def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
-    """One cycle over every configured source; a source that cannot be read now does not stop the others.
+def run_intake(settings: Settings | None = None, deadline: Deadline = NO_DEADLINE) -> list[IntakeResult]:
+    """One cycle over every configured source; a source that cannot be read now does not stop the others,
+    and one not begun when ``deadline`` passed waits for the next cycle.
 
     Raises after the cycle when a source failed, so that the invocation shows it (the next one retries).
     """
@@ -35,6 +37,11 @@ def run_intake(settings: Settings | None = None) -> list[IntakeResult]:
     results, failed = [], []
     secrets = secret_store(settings) if any(s.kind != "cloud" for s in settings.intake.sources) else None
     for source_settings in settings.intake.sources:
+        if deadline.passed():
+            logger.warning(
+                "alert intake from source '%s' left for the next cycle: %s passed", source_settings.name, deadline
+            )
+            continue
         source = alert_source(source_settings, settings, secrets)
         try:
             result = Intake(source, queue, state, overlap).run()
@@ -72,10 +79,11 @@ def run_cycle(settings: Settings | None = None) -> None:
     from shared.app.writeback import run_writeback  # noqa: PLC0415 - the rules and ledger only when needed
 
     settings = settings or get_settings()
+    deadline = Deadline(settings.run_seconds)  # one for both steps: they share the invocation
     problems = []
     for step in (run_intake, run_writeback):
         try:
-            step(settings)
+            step(settings, deadline)
         except RuntimeError as exc:
             problems.append(str(exc))
     if problems:

@@ -14,6 +14,7 @@ from shared.platform.secrets import SecretStore
 from shared.platform.settings import (
     CloudSourceSettings,
     ConsoleSourceSettings,
+    HttpSettings,
     SensorSourceSettings,
     Settings,
     SourceSettings,
@@ -28,20 +29,21 @@ def cloud_credential(source: CloudSourceSettings) -> Any:
     return credential_named(source.credential, source.client_id)
 
 
-def cloud_source(source: CloudSourceSettings) -> CloudSource:
-    """The Resource Graph client for one cloud source, signed in as the settings say."""
-    # Only cloud sources load the Resource Graph SDK (a console-only sync's cold start stays as it was).
-    from azure.mgmt.resourcegraph import ResourceGraphClient  # noqa: PLC0415
-
+def cloud_source(source: CloudSourceSettings, http: HttpSettings | None = None) -> CloudSource:
+    """The Resource Graph client for one cloud source, signed in as the settings say, each call bounded by
+    ``http`` (the app's timeouts and retry budget; their defaults when None)."""
+    # Only cloud sources load the Resource Graph SDK, and only through this module (see its imports there):
+    # a console-only sync's cold start stays as it was.
     from shared.defender.cloud import CloudSource  # noqa: PLC0415
 
-    client = ResourceGraphClient(
+    return CloudSource.connect(
+        source.name,
+        source.subscriptions,
         cloud_credential(source),
-        base_url=source.resource_graph_url,
-        connection_verify=str(source.ca_bundle) if source.ca_bundle else True,
-        retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
+        source.resource_graph_url,
+        source.ca_bundle,
+        http or HttpSettings(),
     )
-    return CloudSource(source.name, client, source.subscriptions)
 
 
 def sensor_source(source: SensorSourceSettings, settings: Settings, secrets: SecretStore) -> SensorSource:
@@ -51,7 +53,7 @@ def sensor_source(source: SensorSourceSettings, settings: Settings, secrets: Sec
 def alert_source(source: SourceSettings, settings: Settings, secrets: SecretStore | None) -> AlertSource:
     """``secrets`` is needed for an API token only (a cloud source signs in with the app's identity)."""
     if isinstance(source, CloudSourceSettings):
-        return cloud_source(source)
+        return cloud_source(source, settings.http)
     if secrets is None:
         raise ValueError(f"source '{source.name}' needs the secret store for its API token")
     if isinstance(source, SensorSourceSettings):
@@ -72,9 +74,9 @@ def alert_writer(source: SourceSettings, settings: Settings, secrets: SecretStor
 
 def device_source(source: SourceSettings, settings: Settings, secrets: SecretStore) -> DeviceSource:
     if isinstance(source, CloudSourceSettings):
-        from shared.defender.cloud import CloudInventory  # noqa: PLC0415
+        from shared.defender.cloud import CloudInventory  # noqa: PLC0415 - as in cloud_source
 
-        return CloudInventory(cloud_source(source), overlap_minutes=settings.device_sync.overlap_minutes)
+        return CloudInventory(cloud_source(source, settings.http), overlap_minutes=settings.device_sync.overlap_minutes)
     if isinstance(source, SensorSourceSettings):
         return sensor_source(source, settings, secrets)
     return console_source(source, settings, secrets)

@@ -15,6 +15,7 @@ from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, table_service
+from shared.platform.times import NO_DEADLINE, Deadline
 
 logger = logging.getLogger("shared.app.writeback")
 
@@ -43,9 +44,10 @@ def write_back_tables(settings: Settings) -> list[tuple[str, str]]:
     return sorted({(a.connection, a.table) for a in _actions(settings)})
 
 
-def run_writeback(settings: Settings) -> list[WritebackResult]:
-    """One write-back cycle per connection and table that write-back actions write. Raises after the cycle
-    when a record could not be written back, so that the invocation shows it (the next one retries)."""
+def run_writeback(settings: Settings, deadline: Deadline = NO_DEADLINE) -> list[WritebackResult]:
+    """One write-back cycle per connection and table that write-back actions write, stopping between two
+    records once ``deadline`` passed. Raises after the cycle when a record could not be written back, so
+    that the invocation shows it (the next one retries)."""
     actions = _actions(settings)
     if not actions:
         return []
@@ -61,7 +63,7 @@ def run_writeback(settings: Settings) -> list[WritebackResult]:
             named = settings.connection(connection)
             client = servicenow_client(named, secrets, settings.http, budget_for(settings, named))
             try:
-                results += Writeback(connection, client, ledger, sources, state, actions).run()
+                results += Writeback(connection, client, ledger, sources, state, actions, deadline=deadline).run()
             finally:
                 client.close()
     finally:

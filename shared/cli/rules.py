@@ -77,8 +77,20 @@ def apply(operator: Operator, file: str, if_none: bool) -> int:
     stamped = stamp(document, _stored(operator), datetime.now(UTC)) if isinstance(document, dict) else document
     parsed = _parsed(stamped, file, [c.name for c in settings.connections])
     where = write_rules(settings.forwarding.rules_location, operator.blobs(), stamped)
-    click.echo(f"applied {len(parsed.rules)} rules to {where}")
+    in_force = _takes_effect(settings.forwarding.rules_check_seconds)
+    click.echo(f"applied {len(parsed.rules)} rules to {where}; {in_force}")
     return 0
+
+
+def _takes_effect(check_seconds: float) -> str:
+    """When the forwarder judges alerts by the new document: it looks for one at most this often, so an alert
+    forwarded sooner may still meet the previous rules."""
+    if check_seconds == 0:
+        return "in force from the next alert (FORWARDING_RULES_CHECK_SECONDS=0: looked for on every alert)"
+    return (
+        f"in force within {check_seconds:g} s (the forwarder looks for a new document every "
+        f"FORWARDING_RULES_CHECK_SECONDS={check_seconds:g}; alerts forwarded before then meet the previous rules)"
+    )
 
 
 def _in_force(operator: Operator) -> RuleSet:

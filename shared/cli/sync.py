@@ -53,7 +53,13 @@ def _progress() -> Iterator[Callable[[SyncProgress], None]]:
 
 
 def _report(status: SyncStatus, source: SourceSettings) -> int:
-    result = f"failed: {status.error}" if status.error else "succeeded"
+    result = (
+        f"failed: {status.error}"
+        if status.error
+        else f"stopped at its deadline in {status.stopped} (the next tick resumes there)"
+        if status.stopped
+        else "succeeded"
+    )
     click.echo(f"source '{source.name}' ({source.kind}): last device sync {result}")
     click.echo(
         f"  started {status.started}, finished {status.finished} ({status.duration_seconds:.1f} s, "

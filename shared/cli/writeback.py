@@ -21,6 +21,10 @@ def _show(result: WritebackResult) -> None:
         click.echo(f"  skipped {count}: {reason}")
     for failure in result.failed:
         click.echo(f"  failed: {failure}")
+    if result.repeated:
+        click.echo(f"  closed again: {result.repeated} (a cycle stopped between the close and its record)")
+    if result.stopped:
+        click.echo("  stopped at its deadline; the next cycle carries on from the watermark")
     if result.watermark:
         click.echo(f"  reads from records updated at or after {result.watermark} (ServiceNow time, UTC)")
 

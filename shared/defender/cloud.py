@@ -15,9 +15,16 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, ClassVar
 
 from azure.core.exceptions import HttpResponseError, ServiceRequestError
+
+# This module is the Resource Graph SDK's one importer, so threads loading it at once (two timers' first
+# invocations on the worker's thread pool) queue on this module's import lock instead of taking the SDK's
+# locks in opposite orders. The package goes first: importing ``….models`` alone locks it before its package,
+# the reverse of the package's own order, which deadlocks against a thread importing the package.
+from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from shared.defender.model import (
@@ -37,6 +44,7 @@ from shared.defender.model import (
     text,
 )
 from shared.defender.rest import DefenderApiError
+from shared.platform.settings import HttpSettings
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.defender.cloud")
@@ -230,7 +238,7 @@ class CloudSource:
     def __init__(
         self,
         name: str,
-        client: Any,  # azure.mgmt.resourcegraph.ResourceGraphClient (imported by the composition root)
+        client: Any,  # a ResourceGraphClient: its types do not know that ``cls=`` changes what it returns
         subscriptions: tuple[str, ...],
         *,
         page_size: int = PAGE_SIZE,
@@ -241,6 +249,31 @@ class CloudSource:
         self.subscriptions = subscriptions
         self.page_size = page_size
         self.sleep = sleep
+
+    @classmethod
+    def connect(
+        cls,
+        name: str,
+        subscriptions: tuple[str, ...],
+        credential: Any,
+        base_url: str,
+        ca_bundle: Path | None,
+        http: HttpSettings,
+    ) -> CloudSource:
+        """A source signed in with ``credential`` (an azure-identity credential) to Resource Manager at ``base_url``.
+
+        A query takes at most one call's longest, as every other call of the app (``http``): the SDK's own
+        defaults (300 s reads, a week of retrying) would outlast any invocation's deadline."""
+        client = ResourceGraphClient(
+            credential,
+            base_url=base_url,
+            connection_verify=str(ca_bundle) if ca_bundle else True,
+            retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
+            connection_timeout=http.connect_timeout,
+            read_timeout=http.read_timeout,
+            timeout=http.retry_budget_seconds + http.connect_timeout + http.read_timeout,
+        )
+        return cls(name, client, subscriptions)
 
     def rows(self, kql: str, report: ReadReport) -> Iterator[dict[str, Any]]:
         token: str | None = None

@@ -39,6 +39,7 @@ class SyncStatus:
     servicenow_calls: int = 0
     source: str = ""
     notes: list[str] = field(default_factory=list)  # what the source cannot provide; what was skipped
+    stopped: str = ""  # the stream the run stopped in at its deadline (saved; the next tick resumes there)
 
     @classmethod
     def from_json(cls, text: str) -> SyncStatus:

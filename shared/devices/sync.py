@@ -10,6 +10,9 @@ so an unchanged device costs no ServiceNow write; changed ones go to the IRE in 
 advances only past what was written — to one millisecond before the last written item, so items
 that share a timestamp across a page boundary are read again (their hash makes that free) rather
 than skipped — and never past an item that failed, so a failed run resumes without loss.
+
+A run stops at its deadline (``Settings.run_seconds``, under host.json's functionTimeout) between two writes:
+what it wrote is saved as above, the status says where it stopped, and the next tick resumes there.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.devices.vulnerabilities import CveChange, write_vulnerable_items
 from shared.http.errors import HttpError
 from shared.platform.settings import DeviceSyncSettings
-from shared.platform.times import parse_iso
+from shared.platform.times import NO_DEADLINE, Deadline, parse_iso
 from shared.servicenow import ServiceNowClient
 
 logger = logging.getLogger("shared.devices.sync")
@@ -58,6 +61,14 @@ class SyncProgress:
     servicenow_calls: int
 
 
+class _OutOfTimeError(Exception):
+    """The run's deadline passed; raised only once everything written so far is saved."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self.stream = stream
+
+
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
@@ -74,6 +85,7 @@ class DeviceSync:
         progress: Callable[[SyncProgress], None] | None = None,
         *,
         data_source: str | None = None,
+        deadline: Deadline = NO_DEADLINE,
     ) -> None:
         self.settings = settings
         self.source = source
@@ -82,6 +94,7 @@ class DeviceSync:
         self.clock = clock
         self.progress = progress
         self.data_source = data_source or settings.data_source
+        self.deadline = deadline
         self.sensors: dict[str, Sensor] = {}
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}
@@ -97,8 +110,9 @@ class DeviceSync:
         self._addresses = {}
         try:
             self.state.ensure()
+            last = self.state.last_sync()
             self._sensors(status.counts)
-            whole = self._whole_read_due(started)
+            whole = self._whole_read_due(started, resuming=last is not None and last.stopped == "devices")
             seen = self._devices(status.counts, whole)
             if capabilities.connections:
                 self._connections(status.counts)
@@ -112,6 +126,10 @@ class DeviceSync:
                 self._cve_snapshot(self.source.cve_pages(0), status.counts)
             elif capabilities.cves == "by_address":
                 self._cve_snapshot(self._address_pages(status.counts), status.counts)
+        except _OutOfTimeError as stop:
+            status.stopped = stop.stream
+            status.notes.append(f"stopped at {self.deadline} in {stop.stream}; the next tick resumes there")
+            logger.warning("device sync stopped at %s in %s; its progress is saved", self.deadline, stop.stream)
         except (DefenderApiError, HttpError, OSError) as exc:  # every source's failures are DefenderApiError
             status.error = f"{type(exc).__name__}: {exc}"
             logger.error("device sync failed (it resumes from the last written item next time): %s", status.error)
@@ -125,14 +143,16 @@ class DeviceSync:
                 f"{status.counts.cves_unmatched} CVE report(s) name an IP address no device of this source has"
             )
         self.state.record(status)
-        SYNC_RUNS.add(1, {"result": "failed" if status.error else "succeeded", "source": self.source.name})
+        # A stopped run is not a success: a sync that never finishes shows as stale (the alert rule).
+        result = "failed" if status.error else "stopped" if status.stopped else "succeeded"
+        SYNC_RUNS.add(1, {"result": result, "source": self.source.name})
         for name, value in asdict(status.counts).items():
             if value:
                 SYNC_ITEMS.add(value, {"kind": name})
         logger.info(
             "device sync of source '%s' %s in %.1f s: %s",
             self.source.name,
-            "failed" if status.error else "finished",
+            {"succeeded": "finished"}.get(result, result),
             status.duration_seconds,
             asdict(status.counts),
         )
@@ -186,14 +206,19 @@ class DeviceSync:
         self.state.put("sensor", rows)
 
     # -- devices ------------------------------------------------------------------------------
-    def _whole_read_due(self, now: datetime) -> bool:
+    def _whole_read_due(self, now: datetime, *, resuming: bool) -> bool:
         """Read the whole inventory (to see who is missing) when the source has no deletions feed and the
-        last whole read is a grace period's half ago: an incremental source is read whole that often."""
+        last whole read is a grace period's half ago: an incremental source is read whole that often.
+
+        ``resuming``: the last run stopped at its deadline in the devices; an incremental source then carries
+        on from its watermark (its whole read stays due, for a run with time to finish it)."""
         capabilities = self.source.capabilities
         if capabilities.deletions == "feed":
             return False
         if not capabilities.incremental:
             return True
+        if resuming:
+            return False
         last = self.state.watermark("whole-read")
         return now.timestamp() * 1000 - last >= self.settings.absence_hours * 3_600_000 / 2
 
@@ -211,10 +236,14 @@ class DeviceSync:
             changed = [d for d in page if (stored[d.id] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page) - len(changed)
             failed: list[Device] = []
-            for chunk in _chunks(changed, self.settings.batch_size):
-                failed += self._write_devices(chunk, items, hashes, counts)
-            if failed:
-                mark = min(d.last_update for d in failed) - 1
+            unwritten: list[Device] = []  # left for the next run: the deadline passed
+            for start in range(0, len(changed), self.settings.batch_size):
+                if self.deadline.passed():
+                    unwritten = changed[start:]
+                    break
+                failed += self._write_devices(changed[start : start + self.settings.batch_size], items, hashes, counts)
+            if failed or unwritten:
+                mark = min(d.last_update for d in failed + unwritten) - 1
                 new_mark = mark if new_mark is None else min(new_mark, mark)
                 blocked = True
             elif page and not blocked:
@@ -228,6 +257,8 @@ class DeviceSync:
                     for address in device.ips:
                         self._addresses.setdefault(address, device.id)
             self._page_read("devices", len(page))
+            if self.deadline.passed():
+                raise _OutOfTimeError("devices")
         if not whole or blocked:
             return None
         self.state.set_watermark("whole-read", int(self.clock().timestamp() * 1000))
@@ -278,6 +309,8 @@ class DeviceSync:
             known = self.state.get_many("connection", [f"{c.source}-{c.target}" for c in page])
             new = [c for c in page if known[f"{c.source}-{c.target}"] is None]
             for chunk in _chunks(new, max(1, self.settings.batch_size // 2)):
+                if self.deadline.passed():  # the stored keys make this page's written ones free next time
+                    raise _OutOfTimeError("connections")
                 items: list[dict[str, Any]] = []
                 relations: list[dict[str, Any]] = []
                 for connection in chunk:
@@ -302,6 +335,8 @@ class DeviceSync:
 
     def _retire(self, device_ids: Sequence[str], counts: SyncCounts) -> None:
         for chunk in _chunks(device_ids, self.settings.batch_size):
+            if self.deadline.passed():  # the retired ones are marked; the rest are found again
+                raise _OutOfTimeError("retirements")
             results = self._reconcile([retire_item(i) for i in chunk], [])
             rows = []
             for device_id, result in zip(chunk, results, strict=False):
@@ -341,6 +376,8 @@ class DeviceSync:
             if page and not blocked:
                 self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
             self._page_read("cves", len(page))
+            if self.deadline.passed():
+                raise _OutOfTimeError("cves")
 
     def _cve_page(self, page: Sequence[DeviceCves], counts: SyncCounts) -> bool:
         """Bring the vulnerable items of a page of devices to what the source reports; True if one failed."""
@@ -365,7 +402,7 @@ class DeviceSync:
                 CveChange(row.device_id, device["sys_id"], cve_id, "", False)
                 for cve_id in sorted(was_open - set(now_open[row.device_id]))
             ]
-        failed = write_vulnerable_items(self.servicenow, changes, counts, self.settings.batch_size)
+        failed = write_vulnerable_items(self.servicenow, changes, counts, self.settings.batch_size, self.deadline)
         self.state.put(
             "cve",
             [
@@ -384,6 +421,8 @@ class DeviceSync:
             self._cve_page(page, counts)
             reported.update(row.device_id for row in page)
             self._page_read("cves", len(page))
+            if self.deadline.passed():  # a snapshot is read whole again; what is stored costs nothing then
+                raise _OutOfTimeError("cves")
         fixed = [
             DeviceCves(str(row["RowKey"]), 0)
             for row in self.state.rows("cve")
@@ -391,6 +430,8 @@ class DeviceSync:
         ]
         for chunk in _chunks(fixed, 500):
             self._cve_page(chunk, counts)
+            if self.deadline.passed():
+                raise _OutOfTimeError("cves")
 
     def _address_pages(self, counts: SyncCounts) -> Iterator[list[DeviceCves]]:
         """CVEs reported by IP address, as per-device lists through the addresses of the devices read."""
@@ -408,8 +449,8 @@ class DeviceSync:
 
 def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:
     finished = parse_iso(last.finished) if last is not None else None
-    if finished is None:
-        return True
+    if finished is None or (last is not None and last.stopped):
+        return True  # never run, or stopped at its deadline: resume now
     return now - finished >= timedelta(minutes=frequency_minutes) - timedelta(seconds=30)
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.devices.state import SyncCounts
+from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import BatchItem, EncodedQuery, ServiceNowClient
 
 logger = logging.getLogger("shared.devices.vulnerabilities")
@@ -51,15 +52,23 @@ class CveChange:
 
 
 def write_vulnerable_items(
-    servicenow: ServiceNowClient, changes: Sequence[CveChange], counts: SyncCounts, batch_size: int
+    servicenow: ServiceNowClient,
+    changes: Sequence[CveChange],
+    counts: SyncCounts,
+    batch_size: int,
+    deadline: Deadline = NO_DEADLINE,
 ) -> set[str]:
-    """Open and close vulnerable items; returns the devices with a change that did not land.
+    """Open and close vulnerable items; returns the devices with a change that did not land (failed, or left
+    for the next run once ``deadline`` passed).
 
     Per 100 changes: one lookup by correlation id (an IN query, so a crash after a write never makes a
-    second item) and Batch API writes of ``batch_size``.
+    second item, nor does a device's change written before its run stopped) and Batch API writes of
+    ``batch_size``.
     """
     failed: set[str] = set()
     for start in range(0, len(changes), 100):
+        if deadline.passed():
+            return failed | {c.device_id for c in changes[start:]}
         chunk = changes[start : start + 100]
         query = EncodedQuery().in_("correlation_id", [c.correlation_id for c in chunk])
         existing = {
@@ -78,6 +87,9 @@ def write_vulnerable_items(
             else:
                 counts.cves_closed += 1
         for first in range(0, len(items), batch_size):
+            if deadline.passed():  # one call at most after the deadline: the lookup above
+                failed |= {pending[item.id].device_id for item in items[first:]}
+                break
             for result in servicenow.batch(items[first : first + batch_size]).values():
                 change = pending[result.id]
                 if result.ok:

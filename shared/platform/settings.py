@@ -331,6 +331,7 @@ class Settings:
     device_sync: DeviceSyncSettings = DeviceSyncSettings()
     intake_schedule: str = "0 */1 * * * *"
     intake: IntakeSettings = IntakeSettings()
+    run_seconds: float = 470.0  # how long one invocation may work: see run_seconds()
 
     def connection(self, name: str) -> ServiceNowConnection:
         for connection in self.connections:
@@ -904,6 +905,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         warn_days=reader.number("TOKEN_REFRESH_WARNING_DAYS", 14.0, 0, 365),
         error_days=reader.number("TOKEN_REFRESH_ERROR_DAYS", 3.0, 0, 365),
     )
+    run = run_seconds(reader, HOST_JSON, longest_write)
     if reader.problems:
         raise SettingsError(reader.problems)
     return Settings(
@@ -919,7 +921,44 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         device_sync=device_sync,
         intake_schedule=intake_schedule,
         intake=intake,
+        run_seconds=run,
     )
+
+
+HOST_JSON = Path(__file__).resolve().parents[2] / "host.json"  # deployed beside function_app.py
+FLEX_DEFAULT_TIMEOUT = 1800.0  # the host's functionTimeout when host.json sets none (Flex Consumption)
+TIMESPAN = re.compile(r"(?:(\d+)\.)?(\d{1,2}):(\d{2}):(\d{2})")
+
+
+def run_seconds(reader: _Reader, host_json: Path, longest_call: float) -> float:
+    """How long one invocation may work before it stops at a point where its progress is saved.
+
+    host.json's ``functionTimeout`` less a margin: reaching the timeout restarts the worker, which kills every
+    invocation on it. The margin is two of one call's longest (retry budget + connect + read timeout): the
+    step running when the deadline passes finishes, and the job still records where it stopped.
+    """
+    try:
+        value = json.loads(host_json.read_text()).get("functionTimeout")
+    except (OSError, ValueError) as exc:
+        reader.fail(f"{host_json} cannot be read for its functionTimeout: {exc}")
+        return 0.0
+    if value is None:
+        timeout = FLEX_DEFAULT_TIMEOUT
+    elif str(value) == "-1":
+        return float("inf")  # no timeout: nothing to stop for
+    elif match := TIMESPAN.fullmatch(str(value)):
+        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+        timeout = float(((days * 24 + hours) * 60 + minutes) * 60 + seconds)
+    else:
+        reader.fail(f"host.json functionTimeout={value!r} is invalid; expected hh:mm:ss (e.g. 00:10:00) or -1")
+        return 0.0
+    budget = timeout - 2 * longest_call
+    if budget < 60:
+        reader.fail(
+            f"host.json functionTimeout={value!r} leaves {budget:g} s of work per invocation after twice one call's "
+            f"longest ({longest_call:g} s: the SERVICENOW_ retry budget and timeouts); allow at least 60 s"
+        )
+    return budget
 
 
 def unknown_settings(settings: Settings, environ: Mapping[str, str]) -> list[str]:

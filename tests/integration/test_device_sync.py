@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +15,11 @@ from azure.data.tables import TableServiceClient
 
 from shared.app import servicenow_client
 from shared.defender.console import ConsoleClient
-from shared.devices.state import SyncState
+from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, is_due
 from shared.platform.secrets import EnvironmentSecretStore, Secret
 from shared.platform.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
+from shared.platform.times import Deadline
 from tests.conftest import SN_PASSWORD, SN_USER
 from tools.emulators.console import ConsoleEmulator, generate, mutate
 from tools.emulators.servicenow import ServiceNowEmulator
@@ -204,6 +207,35 @@ def test_a_crash_mid_run_resumes_to_the_same_cmdb(
     resumed = sync.run()
     assert resumed.error == ""
     assert snapshot(servicenow) == reference  # nothing lost, nothing duplicated
+
+
+@pytest.mark.parametrize("requests_per_run", [2, 5])
+def test_a_run_stopped_at_its_deadline_resumes_with_every_write_made_once(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator, requests_per_run: int
+) -> None:
+    def writes() -> tuple[Counter[tuple[str, str]], int]:
+        # Sensors go with every batch of the devices they detect, so their count follows the batching.
+        devices = Counter({item: n for item, n in servicenow.ire_items.items() if "sensor" not in item[1]})
+        return devices, servicenow.stats["batch_items_serviced"]
+
+    make_sync().run()  # the reference: one run with no deadline
+    reference = (snapshot(servicenow), vulnerable_items(servicenow))
+    written = writes()
+    servicenow.reset()
+    sync = make_sync()
+    runs: list[SyncStatus] = []
+    while not runs or runs[-1].stopped:
+        assert len(runs) < 40, "the sync never finished"
+        # A deadline that passes after this many ServiceNow requests: a stop between any two of its writes.
+        sync.deadline = Deadline(requests_per_run, clock=lambda: servicenow.stats["requests"])
+        runs.append(sync.run())
+        assert runs[-1].error == ""
+        assert is_due(sync.state.last_sync(), 60, datetime.now(UTC)) == bool(runs[-1].stopped)  # resumes next tick
+    assert len(runs) > 2 and {r.stopped for r in runs[:-1]} >= {"devices"}
+    assert "stopped at the run's deadline (" in runs[0].notes[-1]
+    assert (snapshot(servicenow), vulnerable_items(servicenow)) == reference  # nothing lost
+    assert writes() == written  # each device, connection and vulnerable item written once, as in one run
+    assert sum(r.counts.created for r in runs) == 40 + 4 and sum(r.counts.updated for r in runs) == 0
 
 
 def test_status_is_recorded_and_due_follows_the_frequency(make_sync: Callable[..., DeviceSync]) -> None:

@@ -17,6 +17,7 @@ from shared.alerting.forwarder import Result
 from shared.alerting.groups import Header, group_correlation_id, group_id
 from shared.alerting.messages import parse_message
 from shared.app.groups import build_group_notes
+from shared.platform.times import Deadline
 from tests.support.forwarding import Stack, alert, body, rules
 
 pytestmark = pytest.mark.integration
@@ -61,6 +62,27 @@ def test_a_storm_of_related_alerts_becomes_one_record_and_batched_notes(make_sta
     assert stack.servicenow.stats["requests"] == 2
     assert header_of(stack).count == 30
     assert stack.notes().notes == 0  # nothing new: no note
+
+
+def test_a_pass_stopped_at_its_deadline_lists_the_rest_next_time_each_alert_once(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = grouped(make_stack)
+    for i in range(30):
+        stack.handle(alert(alert_id=1000 + i))
+    timer = build_group_notes(stack.settings)
+    timer.per_note = 10
+    reports = []
+    for _ in range(4):
+        # A deadline that passes once one more ServiceNow request is made: one note per pass.
+        reports.append(timer.run(Deadline(1, clock=lambda: stack.servicenow.stats["requests"])))
+    assert [(r.notes, r.alerts, r.stopped) for r in reports] == [
+        (1, 10, True),
+        (1, 10, True),
+        (1, 9, False),
+        (0, 0, False),
+    ]
+    assert sorted(listed(stack)) == sorted(str(1000 + i) for i in range(30))  # each alert listed once
 
 
 def test_other_keys_make_other_records(make_stack: Callable[..., Stack]) -> None:

@@ -6,6 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,9 +19,13 @@ from typing import Any
 
 import pytest
 
+from shared.alerting.ledger import Ledger
 from shared.alerting.writeback import UNSUPPORTED, WritebackResult
 from shared.app.intake import run_intake
 from shared.app.writeback import run_writeback, writeback_state
+from shared.platform.storage import table_service
+from shared.platform.times import Deadline
+from tests.conftest import ROOT
 from tests.support.forwarding import Stack, rules
 from tools.emulators.console import Inventory, generate, handle_alert, raise_alert
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -152,6 +161,60 @@ def test_a_write_back_during_a_resource_manager_outage_is_done_after_it_exactly_
     loop.graph.faults.clear()
     assert loop.writeback()[0].written == 1
     assert loop.writeback()[0].written == 0 and len(loop.graph.writes) == 1
+
+
+def test_a_write_back_killed_between_the_close_and_its_mark_is_finished_with_one_harmless_repeat(
+    make_loop: Callable[..., Loop],
+) -> None:
+    loop = make_loop()
+    loop.resolve_in_servicenow()
+    # The close takes effect at the source, its answer is held back: the process is killed meanwhile.
+    loop.graph.faults.configure({"fail_next": [{"kind": "slow_response", "seconds": 60}]})
+    script = "from shared.app.writeback import run_writeback\nfrom shared.platform.settings import load_settings\n"
+    script += "run_writeback(load_settings())"
+    environ = {**loop.stack.environ, "PATH": os.environ.get("PATH", "")}
+    environ["SERVICENOW_DEFAULT_PASSWORD"] = os.environ["SERVICENOW_DEFAULT_PASSWORD"]
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, env=environ)  # noqa: S603 - our script
+    try:
+        waited = time.monotonic() + 60
+        while not loop.graph.writes and child.poll() is None and time.monotonic() < waited:
+            time.sleep(0.05)
+        os.kill(child.pid, signal.SIGKILL)
+    finally:
+        child.wait()
+    (close,) = loop.graph.writes
+    settings = loop.stack.settings
+    ledger = Ledger(table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table))
+    entry = ledger.by_correlation(loop.record()["correlation_id"])
+    assert entry is not None and entry.written_back == "closing"  # killed after the close, before its mark
+    loop.graph.faults.clear()
+    (result,) = loop.writeback()
+    assert (result.written, result.repeated, result.failed) == (1, 1, [])  # counted
+    assert loop.graph.writes == [close, close]  # the same close again: the alert was Closed and stays Closed
+    assert loop.graph.get(close[1])["properties"]["status"] == "Closed"  # type: ignore[index]
+    entry = ledger.by_correlation(loop.record()["correlation_id"])
+    assert entry is not None and entry.written_back == "closed"
+    assert loop.writeback()[0].skipped == {"written back already": 1} and len(loop.graph.writes) == 2
+    assert loop.intake() == [] and len(loop.graph.writes) == 2  # the intake sees it closed: nothing echoes
+
+
+def test_a_write_back_stopped_at_its_deadline_closes_the_rest_next_cycle_each_once(
+    make_loop: Callable[..., Loop],
+) -> None:
+    loop = make_loop()
+    raise_alert(loop.world, "sensor-2", "Illegal MODBUS Operation", "Major")
+    loop.graph.load_world(loop.world)
+    assert loop.intake() == ["created"]
+    for record in loop.stack.records("incident"):
+        values = {"state": "6", "close_code": "Solved (Permanently)", "close_notes": "Fixed by the analyst"}
+        loop.stack.servicenow.store.update("incident", record["sys_id"], values, "analyst")
+    # A deadline that passes once one alert is closed: the cycle stops before the second record.
+    (first,) = run_writeback(loop.stack.settings, Deadline(1, clock=lambda: len(loop.graph.writes)))
+    assert (first.written, first.stopped, first.failed) == (1, True, [])
+    (second,) = loop.writeback()
+    assert (second.written, second.stopped, second.skipped) == (1, False, {"written back already": 1})
+    assert sorted(alert for _, alert, _ in loop.graph.writes) == sorted({alert for _, alert, _ in loop.graph.writes})
+    assert len(loop.graph.writes) == 2  # each alert closed once
 
 
 def test_a_close_code_can_mean_learn(make_loop: Callable[..., Loop]) -> None:

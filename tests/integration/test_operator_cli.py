@@ -144,6 +144,22 @@ def test_rules_validate_apply_list_and_dry_run(
     assert "skipped major: raised before the rule was created" in capsys.readouterr().out
 
 
+def test_rules_apply_says_when_the_rules_take_effect(
+    settings_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rules.json"
+    path.write_text(json.dumps(RULES))
+    for check, expected in ((None, "in force within 30 s"), ("45", "in force within 45 s")):
+        if check is None:
+            monkeypatch.delenv("FORWARDING_RULES_CHECK_SECONDS")  # the default
+        else:
+            monkeypatch.setenv("FORWARDING_RULES_CHECK_SECONDS", check)
+        get_settings.cache_clear()
+        assert main(["rules", "apply", str(path)]) == 0
+        out = capsys.readouterr().out
+        assert expected in out and "alerts forwarded before then meet the previous rules" in out, out
+
+
 def test_rules_apply_keeps_creation_times_and_refuses_bad_documents(
     settings_env: dict[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -153,6 +169,8 @@ def test_rules_apply_keeps_creation_times_and_refuses_bad_documents(
     first = stored_rules()
     assert main(["rules", "apply", str(path)]) == 0
     assert stored_rules() == first  # re-applying keeps each rule's created_at
+    assert "applied 1 rules to " in (out := capsys.readouterr().out)
+    assert "in force from the next alert (FORWARDING_RULES_CHECK_SECONDS=0" in out  # the tests' setting
     path.write_text(json.dumps({"actions": [], "rules": [{"name": "x", "actions": ["nope"]}]}))
     assert main(["rules", "apply", str(path)]) == 1
     assert "rules[0].actions: 'nope' is not defined under 'actions'" in capsys.readouterr().err

@@ -291,3 +291,42 @@ def test_a_console_described_twice_is_refused() -> None:
 def test_the_worked_examples_placeholder_hosts_are_refused(name: str, value: str, expected: str) -> None:
     (problem,) = problems(env(**{name: value}))
     assert problem.startswith(expected), problem
+
+
+def test_the_run_time_is_host_json_function_timeout_less_twice_one_calls_longest() -> None:
+    settings = load_settings(env())  # the repository's host.json: functionTimeout 00:10:00
+    assert settings.run_seconds == 600 - 2 * (30 + 5 + 30)
+    slower = load_settings(env(SERVICENOW_READ_TIMEOUT_SECONDS="60"))
+    assert slower.run_seconds == 600 - 2 * (30 + 5 + 60)
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ({"functionTimeout": "01:00:00"}, 3600 - 130),
+        ({"functionTimeout": "1.00:00:00"}, 86400 - 130),
+        ({"functionTimeout": "-1"}, float("inf")),
+        ({}, 1800 - 130),  # the host's default
+    ],
+)
+def test_function_timeout_forms(tmp_path: Path, document: dict[str, str], expected: float) -> None:
+    from shared.platform.settings import _Reader, run_seconds
+
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps(document))
+    reader = _Reader({})
+    assert run_seconds(reader, host_json, 65) == expected and reader.problems == []
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("10 minutes", "host.json functionTimeout='10 minutes' is invalid"), ("00:02:00", "leaves -10 s of work")],
+)
+def test_a_function_timeout_that_cannot_bound_the_runs_is_named(tmp_path: Path, value: str, problem: str) -> None:
+    from shared.platform.settings import _Reader, run_seconds
+
+    host_json = tmp_path / "host.json"
+    host_json.write_text(json.dumps({"functionTimeout": value}))
+    reader = _Reader({})
+    run_seconds(reader, host_json, 65)
+    assert len(reader.problems) == 1 and problem in reader.problems[0]

@@ -186,6 +186,10 @@ class ResourceGraphEmulator(TlsEmulator):
             self.stats["faults"] += 1
             if fault.kind == "reset":
                 return None
+            if fault.kind == "slow_response" and ALERT_PATH.match(url.path) and method in ("PATCH", "POST"):
+                reply = self.write_alert(method, url.path, url.query, body)
+                time.sleep(fault.seconds)  # the write took effect; its answer comes too late (a lost response)
+                return reply
             if fault.status == 429:
                 return self.throttled(fault.retry_after or "1")
             return azure_error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")

@@ -80,6 +80,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.batch_max_serviced = batch_max_serviced
         self.queries: deque[dict[str, Any]] = deque(maxlen=10_000)
         self.stats: Counter[str] = Counter()
+        self.ire_items: Counter[tuple[str, str]] = Counter()  # (className, correlation_id) of every IRE item sent
         self.sessions: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.roles: dict[str, set[str]] = {user: set(DEFAULT_ROLES) for user in self.oauth.users}
@@ -114,6 +115,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.queries.clear()
         with self.lock:
             self.stats.clear()
+            self.ire_items.clear()
         self.oauth.grants.clear()
         self.clock_offset = 0.0
         self.max_transactions = None
@@ -505,6 +507,12 @@ class ServiceNowEmulator(TlsEmulator):
             return envelope(400, "Exception while reading request", "The payload is not valid JSON.")
         if not isinstance(payload, dict):
             return envelope(400, "Exception while reading request", "The payload is not a JSON object.")
+        with self.lock:
+            self.ire_items.update(
+                (str(item.get("className")), str((item.get("values") or {}).get("correlation_id")))
+                for item in payload.get("items") or []
+                if isinstance(item, dict)
+            )
         try:
             return Reply(200, {"result": self.ire.reconcile(payload, user, source)})
         except StoreError as exc:
