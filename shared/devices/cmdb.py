@@ -1,22 +1,34 @@
 """The ServiceNow OT data model for what a Defender source reports: IRE items and relations.
 
-Sensors → ``cmdb_ci_nids``; devices → ``cmdb_ci_ot`` or the subclass for their device type (a
-configurable map); confident MAC addresses → ``cmdb_ci_network_adapter`` lookups and IPs →
-``cmdb_ci_ip_address`` lookups, owned by the device (a guessed MAC is never a lookup, so never an
-identifier); Purdue level, zone and site → ``cmdb_ot_entity``; sensor ``Detects::Detected by`` device;
-device traffic ``Connects to::Connected by``; a deleted device is retired (``install_status`` 7),
-never deleted. Every CI carries a ``correlation_id`` derived from the Defender id, the first
-identifier the IRE tries, so re-runs update instead of duplicating; and its source (IRE
-``sys_object_source_info``: the data source and the Defender id as the native key), the key
-ServiceNow's own Defender for IoT connector and OT Vulnerability Response match CIs by.
+As ServiceNow publishes it (ServiceNow/ServiceNowDocs: the OT class model
+``cmdb-ci-class-models-operation-technology.md``, ``class-hardware.md``, the IRE reference
+``c_IdentifyReconcileAPI.md``, and its own Defender for IoT connector's classes and mappings
+``sgc-microsoft-d4iot-azure-classes.md``, ``attribute-mapping-sgc-msft-d4iot-azure.md``):
+
+- Sensors → ``cmdb_ci_nids``; devices → ``cmdb_ci_ot`` or the subclass for their device type (a configurable
+  map). Every CI names its source (``sys_object_source_info``: the source's data source and the Defender
+  id as native key): the IRE identifies by it first, so a re-run updates instead of duplicating.
+- The OT identification rule's lookups: a confident MAC → ``cmdb_ci_network_adapter`` (its name is the MAC,
+  as the OT model asks), a serial number → ``cmdb_serial_number`` (type ``system``). A guessed MAC is never
+  a lookup, so never an identifier.
+- Purdue level, zone, criticality and the site → the device's ``cmdb_ot_entity``, a *related* entry of the OT
+  rule (identified by its IRE criterion attribute, the Defender id), which references the device.
+- IP addresses → ``cmdb_ci_ip_address`` CIs the device owns (``Owns::Owned by``); the OT model says not to keep
+  IP or MAC addresses on the OT CI itself.
+- Reference fields take sys_ids: the manufacturer (``core_company``) and the site (``cmdb_ci_ot_isa_entity``)
+  are resolved by :class:`~shared.devices.references.References` first, and left out when they cannot be; the
+  model is sent as ``model_number`` (text), not ``model_id`` (a reference to a product model).
+- Sensor ``Detects::Detected by`` device; device traffic ``Connects to::Connected by``; a deleted device is
+  retired (``install_status`` 7), never deleted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import json
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from shared.defender.model import Device, Sensor
 
@@ -33,7 +45,38 @@ DEFAULT_CLASS_MAP = {
 }
 DETECTS = "Detects::Detected by"
 CONNECTS = "Connects to::Connected by"
+OWNS = "Owns::Owned by"
 RETIRED = "7"
+
+
+class Resolver(Protocol):
+    """Names → the sys_ids of the records reference fields point at (None: not resolvable)."""
+
+    def company(self, name: str) -> str | None: ...
+
+    def site(self, name: str) -> str | None: ...
+
+
+class Unresolved:
+    """Resolves nothing: the items as Defender describes the device, for its content hash (names are resolved
+    only for the devices that changed, when they are written)."""
+
+    def company(self, name: str) -> str | None:
+        return None
+
+    def site(self, name: str) -> str | None:
+        return None
+
+
+UNRESOLVED = Unresolved()
+
+
+def device_hash(device: Device, class_map: Mapping[str, str], data_source: str) -> str:
+    """What a device's CIs are made from: unchanged, they need no write."""
+    items = device_items(device, class_map, data_source, UNRESOLVED)
+    return content_hash(
+        {"items": items, "vendor": device.vendor, "site": device.site, "sensors": sorted(device.sensor_ids)}
+    )
 
 
 def device_correlation(device_id: str) -> str:
@@ -69,54 +112,83 @@ def sensor_item(sensor: Sensor, data_source: str) -> dict[str, Any]:
             "connection_state": sensor.connection_state,
             "firmware_version": sensor.version,
             "zone": sensor.zone,
-            "learning_mode": "true" if sensor.learning_mode else "false",
         },
     }
 
 
-def device_item(device: Device, class_map: Mapping[str, str], data_source: str) -> dict[str, Any]:
+def device_items(
+    device: Device, class_map: Mapping[str, str], data_source: str, resolve: Resolver
+) -> list[dict[str, Any]]:
+    """The device's IRE items: the device first, then the IP addresses it owns (relations: :func:`owned`)."""
     firmware = device.firmware[0] if device.firmware else None
+    serial = firmware.serial if firmware else ""
     values = {
         "name": device.name,
         "correlation_id": device_correlation(device.id),
-        "manufacturer": device.vendor,
-        "ip_address": device.ips[0] if device.ips else "",
-        "mac_address": device.macs[0] if device.macs else "",
-        "serial_number": firmware.serial if firmware else "",
-        "model_id": firmware.model if firmware else "",
+        "serial_number": serial,
+        "model_number": firmware.model if firmware else "",
         "firmware_version": firmware.version if firmware else "",
         "install_status": "1",
     }
+    if device.vendor and (company := resolve.company(device.vendor)):
+        values["manufacturer"] = company
     lookup = [
-        {"className": "cmdb_ci_network_adapter", "values": {"name": mac, "mac_address": mac}} for mac in device.macs
+        {"className": "cmdb_ci_network_adapter", "values": {"name": mac.lower(), "mac_address": mac.lower()}}
+        for mac in device.macs
     ]
-    lookup += [{"className": "cmdb_ci_ip_address", "values": {"name": ip, "ip_address": ip}} for ip in device.ips]
-    lookup.append(
-        {
-            "className": "cmdb_ot_entity",
-            "values": {
-                "ot_correlation_id": device_correlation(device.id),
-                "purdue_level": device.purdue_level,
-                "zone": device.zone,
-                "site": device.site,
-            },
-        }
-    )
-    return {
+    if serial:
+        lookup.append(
+            {
+                "className": "cmdb_serial_number",
+                "values": {"serial_number": serial, "serial_number_type": "system", "valid": "true"},
+            }
+        )
+    entity = {
+        "ire_criterion_attribute": device.id,
+        "ot_correlation_id": device.id,
+        "purdue_level": device.purdue_level,
+        "zone": device.zone,
+    }
+    if device.site and (site := resolve.site(device.site)):
+        entity["isa_entity_site"] = site
+    item = {
         "className": class_for(device, class_map),
         "sys_object_source_info": source_info(data_source, device.id),
         "values": values,
         "lookup": lookup,
+        "related": [{"className": "cmdb_ot_entity", "values": entity}],
     }
+    addresses = [
+        {
+            "className": "cmdb_ci_ip_address",
+            "sys_object_source_info": source_info(data_source, f"ip:{device.id}:{ip}"),
+            "values": {"name": ip, "ip_address": ip, "ip_version": _version(ip)},
+        }
+        for ip in dict.fromkeys(device.ips)
+    ]
+    return [item, *addresses]
 
 
-def identity_item(device_id: str) -> dict[str, Any]:
-    """Just enough for the IRE to find an existing device (for relations and retirement)."""
-    return {"className": "cmdb_ci_ot", "values": {"correlation_id": device_correlation(device_id)}}
+def owned(first: int, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The device at ``first`` owns the IP addresses after it (``device_items``' order)."""
+    return [{"parent": first, "child": first + i, "type": OWNS} for i in range(1, len(items))]
 
 
-def retire_item(device_id: str) -> dict[str, Any]:
+def identity_item(device_id: str, class_name: str, data_source: str) -> dict[str, Any]:
+    """Just enough for the IRE to find an existing device (for relations): its class and its source key."""
+    return {"className": class_name, "sys_object_source_info": source_info(data_source, device_id), "values": {}}
+
+
+def retire_item(device_id: str, class_name: str, data_source: str) -> dict[str, Any]:
     return {
-        "className": "cmdb_ci_ot",
-        "values": {"correlation_id": device_correlation(device_id), "install_status": RETIRED},
+        "className": class_name,
+        "sys_object_source_info": source_info(data_source, device_id),
+        "values": {"install_status": RETIRED},
     }
+
+
+def _version(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address).version)
+    except ValueError:
+        return ""

@@ -19,30 +19,34 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from opentelemetry import metrics
 
-from shared.defender.model import Cve, Device, DeviceCves, DeviceSource, Sensor
+from shared.defender.model import Connection, Cve, Device, DeviceCves, DeviceSource, Sensor
 from shared.defender.rest import DefenderApiError
 from shared.devices.cmdb import (
     CONNECTS,
     DETECTS,
     content_hash,
-    device_item,
+    device_hash,
+    device_items,
     identity_item,
+    owned,
     retire_item,
     sensor_item,
 )
+from shared.devices.references import References
 from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.devices.vulnerabilities import CveChange, write_vulnerable_items
 from shared.http.errors import HttpError
 from shared.platform.settings import DeviceSyncSettings
 from shared.platform.times import NO_DEADLINE, Deadline, parse_iso
 from shared.servicenow import ServiceNowClient
+from shared.servicenow.ire import IreResult, results
 
 logger = logging.getLogger("shared.devices.sync")
 _meter = metrics.get_meter("defender_iot_servicenow")
@@ -96,6 +100,7 @@ class DeviceSync:
         self.data_source = data_source or settings.data_source
         self.deadline = deadline
         self.sensors: dict[str, Sensor] = {}
+        self.references = References(servicenow)
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}
         self._addresses: dict[str, str] = {}  # IP address → device id, from a whole read (CVEs by address)
@@ -108,6 +113,7 @@ class DeviceSync:
         calls_before = self._calls_before = self.servicenow.stats.calls
         self._read = {}
         self._addresses = {}
+        self.references = References(self.servicenow)  # names resolved once per run
         try:
             self.state.ensure()
             last = self.state.last_sync()
@@ -138,6 +144,11 @@ class DeviceSync:
         status.duration_seconds = round((finished - started).total_seconds(), 3)
         status.servicenow_calls = self.servicenow.stats.calls - calls_before
         status.notes += self.source.skipped_reasons()
+        if self.references.unresolved:
+            status.notes.append(
+                f"{len(self.references.unresolved)} manufacturer or site name(s) have no ServiceNow record "
+                f"(sent without them): {', '.join(sorted(self.references.unresolved)[:5])}"
+            )
         if status.counts.cves_unmatched:
             status.notes.append(
                 f"{status.counts.cves_unmatched} CVE report(s) name an IP address no device of this source has"
@@ -165,20 +176,25 @@ class DeviceSync:
             calls = self.servicenow.stats.calls - self._calls_before
             self.progress(SyncProgress(stream, pages + 1, total + items, calls))
 
-    def _reconcile(self, items: list[dict[str, Any]], relations: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        payload = {"items": items, "relations": relations}
-        result = self.servicenow.identify_reconcile(payload, data_source=self.settings.data_source)
-        return list(result.get("items") or [])
+    def _reconcile(
+        self, items: list[dict[str, Any]], relations: list[dict[str, Any]]
+    ) -> tuple[list[IreResult], list[IreResult]]:
+        """The items' and the relations' results, each in input order (paired by the answer's inputIndices).
+        The data source is this source's, the one its items name in sys_object_source_info."""
+        answer = self.servicenow.identify_reconcile(
+            {"items": items, "relations": relations}, data_source=self.data_source
+        )
+        return results(answer, len(items)), results({"items": answer.get("relations") or []}, len(relations))
 
-    def _count(self, counts: SyncCounts, result: dict[str, Any]) -> bool:
-        if result.get("errorCount"):
+    def _count(self, counts: SyncCounts, result: IreResult) -> bool:
+        kind = result.kind
+        if kind == "failed":
             counts.errors += 1
-            logger.warning("IRE refused an item: %s", (result.get("errors") or [{}])[0].get("message", "?"))
+            logger.warning("IRE refused an item (%s): %s", result.class_name or "?", result.problem)
             return False
-        operation = result.get("operation")
-        if operation == "INSERT":
+        if kind == "created":
             counts.created += 1
-        elif operation == "UPDATE":
+        elif kind == "updated":
             counts.updated += 1
         else:
             counts.unchanged += 1
@@ -197,10 +213,10 @@ class DeviceSync:
                 counts.unchanged += 1
         if not changed:
             return
-        results = self._reconcile([item for _, item in changed], [])
+        answers, _ = self._reconcile([item for _, item in changed], [])
         rows = [
-            {"RowKey": str(sensor.id), "hash": content_hash(item), "sys_id": result.get("sysId", "")}
-            for (sensor, item), result in zip(changed, results, strict=False)
+            {"RowKey": str(sensor.id), "hash": content_hash(item), "sys_id": result.sys_id}
+            for (sensor, item), result in zip(changed, answers, strict=True)
             if self._count(counts, result)
         ]
         self.state.put("sensor", rows)
@@ -229,9 +245,11 @@ class DeviceSync:
         new_mark: int | None = None
         blocked = False  # once an item fails, the watermark stays before it for the rest of the run
         seen: set[str] = set()
-        for page in self.source.device_pages(watermark):
-            items = {d.id: device_item(d, self.settings.class_map, self.data_source) for d in page}
-            hashes = {d.id: content_hash({**items[d.id], "sensors": sorted(d.sensor_ids)}) for d in page}
+        for read in self.source.device_pages(watermark):
+            # A device listed twice (a page boundary, a source that repeats itself) is one CI: a payload with
+            # the same CI twice is refused whole (DUPLICATE_PAYLOAD_RECORDS).
+            page = list({d.id: d for d in read}.values())
+            hashes = {d.id: device_hash(d, self.settings.class_map, self.data_source) for d in page}
             stored = self.state.get_many("device", [d.id for d in page])
             changed = [d for d in page if (stored[d.id] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page) - len(changed)
@@ -241,7 +259,7 @@ class DeviceSync:
                 if self.deadline.passed():
                     unwritten = changed[start:]
                     break
-                failed += self._write_devices(changed[start : start + self.settings.batch_size], items, hashes, counts)
+                failed += self._write_devices(changed[start : start + self.settings.batch_size], hashes, counts)
             if failed or unwritten:
                 mark = min(d.last_update for d in failed + unwritten) - 1
                 new_mark = mark if new_mark is None else min(new_mark, mark)
@@ -264,13 +282,18 @@ class DeviceSync:
         self.state.set_watermark("whole-read", int(self.clock().timestamp() * 1000))
         return seen
 
-    def _write_devices(
-        self, chunk: Sequence[Device], items: dict[str, dict[str, Any]], hashes: dict[str, str], counts: SyncCounts
-    ) -> list[Device]:
-        payload: list[dict[str, Any]] = [items[d.id] for d in chunk]
-        relations = []
+    def _write_devices(self, chunk: Sequence[Device], hashes: dict[str, str], counts: SyncCounts) -> list[Device]:
+        items = {d.id: device_items(d, self.settings.class_map, self.data_source, self.references) for d in chunk}
+        payload: list[dict[str, Any]] = []
+        relations: list[dict[str, Any]] = []
+        spans: dict[str, range] = {}  # device id → its items' positions (the device first, then its IPs)
+        for device in chunk:
+            start = len(payload)
+            payload += items[device.id]
+            relations += owned(start, items[device.id])
+            spans[device.id] = range(start, len(payload))
         sensor_index: dict[str, int] = {}
-        for position, device in enumerate(chunk):
+        for device in chunk:
             for sensor_id in device.sensor_ids:
                 sensor = self.sensors.get(sensor_id)
                 if sensor is None:
@@ -278,23 +301,28 @@ class DeviceSync:
                 if sensor_id not in sensor_index:
                     sensor_index[sensor_id] = len(payload)
                     payload.append(sensor_item(sensor, self.data_source))
-                relations.append({"parent": sensor_index[sensor_id], "child": position, "type": DETECTS})
-        results = self._reconcile(payload, relations)
+                relations.append({"parent": sensor_index[sensor_id], "child": spans[device.id][0], "type": DETECTS})
+        answers, _ = self._reconcile(payload, relations)
         counts.relations += len(relations)
         rows, failed = [], []
-        for device, result in zip(chunk, results, strict=False):
-            if self._count(counts, result):
+        for device in chunk:
+            device_result, *addresses = (answers[i] for i in spans[device.id])
+            refused = [a for a in addresses if not a.ok]
+            for address in refused:
+                logger.warning("IRE refused an IP address of device %s: %s", device.id, address.problem)
+            if self._count(counts, device_result) and not refused:
                 rows.append(
                     {
                         "RowKey": device.id,
                         "hash": hashes[device.id],
-                        "sys_id": result.get("sysId", ""),
-                        "class_name": items[device.id]["className"],
+                        "sys_id": device_result.sys_id,
+                        "class_name": items[device.id][0]["className"],
                         "retired": False,
                         "missing_since": "",
                     }
                 )
             else:
+                counts.errors += 1 if device_result.ok else 0  # the device counted above when it failed itself
                 failed.append(device)
         self.state.put("device", rows)
         return failed
@@ -308,19 +336,38 @@ class DeviceSync:
         for page in self.source.connection_pages(since):
             known = self.state.get_many("connection", [f"{c.source}-{c.target}" for c in page])
             new = [c for c in page if known[f"{c.source}-{c.target}"] is None]
-            for chunk in _chunks(new, max(1, self.settings.batch_size // 2)):
+            devices = self.state.get_many("device", sorted({d for c in new for d in (c.source, c.target)}))
+            # A connection to a device not in the CMDB yet waits: its key is not stored, so it is read again.
+            writable = [c for c in new if devices[c.source] and devices[c.target] and c.source != c.target]
+            for chunk in _chunks(writable, max(1, self.settings.batch_size // 2)):
                 if self.deadline.passed():  # the stored keys make this page's written ones free next time
                     raise _OutOfTimeError("connections")
-                items: list[dict[str, Any]] = []
-                relations: list[dict[str, Any]] = []
-                for connection in chunk:
-                    relations.append({"parent": len(items), "child": len(items) + 1, "type": CONNECTS})
-                    items += [identity_item(connection.source), identity_item(connection.target)]
-                self._reconcile(items, relations)
-                counts.relations += len(chunk)
-                self.state.put("connection", [{"RowKey": f"{c.source}-{c.target}", "kind": c.kind} for c in chunk])
+                self._write_connections(chunk, devices, counts)
             self._page_read("connections", len(page))
         self.state.set_watermark("connections", next_since)
+
+    def _write_connections(
+        self, chunk: Sequence[Connection], devices: Mapping[str, dict[str, Any] | None], counts: SyncCounts
+    ) -> None:
+        items: list[dict[str, Any]] = []
+        index: dict[str, int] = {}  # each device once: the same CI twice is a refused payload
+        for device_id in dict.fromkeys(d for c in chunk for d in (c.source, c.target)):
+            index[device_id] = len(items)
+            row = devices[device_id] or {}
+            items.append(identity_item(device_id, str(row.get("class_name") or "cmdb_ci_ot"), self.data_source))
+        relations = [{"parent": index[c.source], "child": index[c.target], "type": CONNECTS} for c in chunk]
+        _, answers = self._reconcile(items, relations)
+        written = []
+        for connection, answer in zip(chunk, answers, strict=True):
+            if answer.errors:
+                counts.errors += 1
+                logger.warning(
+                    "IRE refused the connection %s → %s: %s", connection.source, connection.target, answer.problem
+                )
+            else:
+                written.append(connection)
+        counts.relations += len(written)
+        self.state.put("connection", [{"RowKey": f"{c.source}-{c.target}", "kind": c.kind} for c in written])
 
     def _deleted(self, counts: SyncCounts) -> None:
         since = self.state.watermark("deleted")
@@ -337,10 +384,15 @@ class DeviceSync:
         for chunk in _chunks(device_ids, self.settings.batch_size):
             if self.deadline.passed():  # the retired ones are marked; the rest are found again
                 raise _OutOfTimeError("retirements")
-            results = self._reconcile([retire_item(i) for i in chunk], [])
+            devices = self.state.get_many("device", list(chunk))
+            items = [
+                retire_item(i, str((devices[i] or {}).get("class_name") or "cmdb_ci_ot"), self.data_source)
+                for i in chunk
+            ]
+            answers, _ = self._reconcile(items, [])
             rows = []
-            for device_id, result in zip(chunk, results, strict=False):
-                if not result.get("errorCount"):
+            for device_id, result in zip(chunk, answers, strict=True):
+                if result.ok:
                     counts.retired += 1
                     rows.append({"RowKey": device_id, "retired": True, "hash": "", "missing_since": ""})
                 else:

@@ -9,11 +9,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from shared.devices.state import SyncCounts
+from shared.http.errors import HttpError
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import BatchItem, EncodedQuery, ServiceNowClient
 
 logger = logging.getLogger("shared.devices.vulnerabilities")
 TABLE = "sn_vul_vulnerable_item"
+# The vulnerability entries a vulnerable item may reference (both extend sn_vul_entry): NVD's, and the
+# third-party ones integrations create.
+NVD_ENTRIES = "sn_vul_nvd_entry"
+THIRD_PARTY_ENTRIES = "sn_vul_third_party_entry"
 
 
 @dataclass(frozen=True)
@@ -30,13 +35,17 @@ class CveChange:
     def correlation_id(self) -> str:
         return f"dfiot-cve:{self.device_id}:{self.cve_id}"
 
-    def request(self, existing: dict[str, Any] | None, item_id: str) -> BatchItem | None:
-        """The Batch API request that brings the vulnerable item to this change, or None if it is there."""
+    def request(
+        self, existing: dict[str, Any] | None, item_id: str, vulnerability: str | None = None
+    ) -> BatchItem | None:
+        """The Batch API request that brings the vulnerable item to this change, or None if it is there.
+        ``vulnerability``: the sys_id of the CVE's vulnerability entry (a reference takes a sys_id, not the
+        CVE id); None leaves the field empty."""
         table = f"/api/now/table/{TABLE}"
         if self.opening and existing is None:
             values = {
                 "cmdb_ci": self.sys_id,
-                "vulnerability": self.cve_id,
+                **({"vulnerability": vulnerability} if vulnerability else {}),
                 "risk_score": self.score,
                 "state": "1",
                 "correlation_id": self.correlation_id,
@@ -49,6 +58,37 @@ class CveChange:
             body = {"state": "3", "close_notes": "No longer reported by Defender for IoT"}
             return BatchItem(item_id, "PATCH", f"{table}/{existing['sys_id']}", body)
         return None
+
+
+def vulnerability_entries(servicenow: ServiceNowClient, cve_ids: Sequence[str]) -> dict[str, str]:
+    """CVE id → the sys_id of its vulnerability entry (NVD's, else a third-party one), creating a
+    third-party entry for a CVE the instance does not know, as scanner integrations do. A CVE whose entry
+    cannot be made (the user may not) is left out: its vulnerable item goes without the reference, and says
+    so in the log."""
+    wanted = sorted(set(cve_ids))
+    if not wanted:
+        return {}
+    query = EncodedQuery().in_("id", wanted)
+    found: dict[str, str] = {}
+    for table in (THIRD_PARTY_ENTRIES, NVD_ENTRIES):  # NVD's entry wins where both exist
+        rows = servicenow.query(table, query, fields=["sys_id", "id"], limit=len(wanted))
+        found |= {r["id"]: r["sys_id"] for r in rows}
+    for cve_id in wanted:
+        if cve_id in found:
+            continue
+        try:
+            created = servicenow.create_record(
+                THIRD_PARTY_ENTRIES, {"id": cve_id, "name": cve_id, "source": "Microsoft Defender for IoT"}
+            )
+        except HttpError as exc:
+            if exc.status not in (401, 403):
+                raise
+            logger.warning(
+                "cannot create the vulnerability entry %s (HTTP %s); its items go without it", cve_id, exc.status
+            )
+            break
+        found[cve_id] = created["sys_id"]
+    return found
 
 
 def write_vulnerable_items(
@@ -75,22 +115,31 @@ def write_vulnerable_items(
             r["correlation_id"]: r
             for r in servicenow.query(TABLE, query, fields=["sys_id", "state", "correlation_id"], limit=len(chunk))
         }
-        items: list[BatchItem] = []
-        pending: dict[str, CveChange] = {}
-        for number, change in enumerate(chunk):
-            item = change.request(existing.get(change.correlation_id), str(number))
-            if item is not None:
-                items.append(item)
-                pending[item.id] = change
+        due: list[CveChange] = []  # the changes that need a write
+        for change in chunk:
+            if change.request(existing.get(change.correlation_id), "") is not None:
+                due.append(change)
             elif change.opening:
                 counts.cves_opened += 1  # already open (a crash after the write): nothing to send
             else:
                 counts.cves_closed += 1
-        for first in range(0, len(items), batch_size):
+        for first in range(0, len(due), batch_size):
             if deadline.passed():  # one call at most after the deadline: the lookup above
-                failed |= {pending[item.id].device_id for item in items[first:]}
+                failed |= {change.device_id for change in due[first:]}
                 break
-            for result in servicenow.batch(items[first : first + batch_size]).values():
+            batch = due[first : first + batch_size]
+            # The CVEs' vulnerability entries, for this batch's new items only (so a stopped run makes none ahead).
+            entries = vulnerability_entries(
+                servicenow, [c.cve_id for c in batch if c.opening and c.correlation_id not in existing]
+            )
+            items: list[BatchItem] = []
+            pending: dict[str, CveChange] = {}
+            for number, change in enumerate(batch):
+                item = change.request(existing.get(change.correlation_id), str(number), entries.get(change.cve_id))
+                if item is not None:
+                    items.append(item)
+                    pending[item.id] = change
+            for result in servicenow.batch(items).values():
                 change = pending[result.id]
                 if result.ok:
                     if change.opening:

@@ -94,7 +94,7 @@ def test_identify_reconcile_reports_missing_identifiers(
 ) -> None:
     client, _ = make_client()
     result = client.identify_reconcile(
-        {"items": [{"className": "cmdb_ci_ot", "values": {"vendor": "Siemens"}}]}, data_source="ServiceNow"
+        {"items": [{"className": "cmdb_ci_ot", "values": {"firmware_version": "4.2"}}]}, data_source="ServiceNow"
     )
     assert result["items"][0]["errors"][0]["error"] == "MISSING_MATCHING_ATTRIBUTES"
     assert servicenow.store.all("cmdb_ci_ot") == []

@@ -110,7 +110,13 @@ def make_sync(servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[...,
 
 
 def cis(servicenow: ServiceNowEmulator) -> dict[str, dict[str, str]]:
-    return {r["correlation_id"]: r for t in OT_CLASSES for r in servicenow.store.all(t)}
+    """The OT CIs by correlation id, each manufacturer (a core_company reference) read as the company's name."""
+    companies = {r["sys_id"]: r["name"] for r in servicenow.store.all("core_company")}
+    return {
+        r["correlation_id"]: {**r, "manufacturer": companies.get(r.get("manufacturer", ""), "")}
+        for t in OT_CLASSES
+        for r in servicenow.store.all(t)
+    }
 
 
 def vulnerable(servicenow: ServiceNowEmulator) -> dict[str, str]:
@@ -204,6 +210,7 @@ def test_sensor_sync_reads_its_devices_connections_and_cves_by_address(
     make_sync: Callable[..., DeviceSync], world: Inventory, sensor: SensorEmulator, servicenow: ServiceNowEmulator
 ) -> None:
     sensor.extra_cves.append({"cveId": "CVE-2024-0001", "ipAddress": "192.0.2.99", "score": "7.5"})
+    plant = servicenow.store.insert("cmdb_ci_ot_isa_entity", {"name": "Plant A"}, "admin")
     status = make_sync(local_sensor(sensor)).run()
     mine = [d for d in world.devices.values() if d["u_appliance"] == "sensor-1"]
     assert status.error == "" and status.counts.created == len(mine) + 1, status
@@ -211,7 +218,8 @@ def test_sensor_sync_reads_its_devices_connections_and_cves_by_address(
     nids = servicenow.store.all("cmdb_ci_nids")
     assert [(n["name"], n["zone"]) for n in nids] == [("line-1", "Line 1")]
     entities = {r["ot_correlation_id"]: r for r in servicenow.store.all("cmdb_ot_entity")}
-    assert {e["site"] for e in entities.values()} == {"Plant A"}  # where the sensor is, from its settings
+    # Where the sensor is, from its settings: the ISA entity site of that name, by reference.
+    assert {e["isa_entity_site"] for e in entities.values()} == {plant["sys_id"]}
     ids = {d["u_id"] for d in mine}
     links = {(c["u_src_device_id"], c["u_dest_device_id"]) for c in world.connections}
     assert status.counts.relations >= len(mine) + len({(a, b) for a, b in links if a in ids and b in ids})

@@ -66,6 +66,7 @@ def snapshot(servicenow: ServiceNowEmulator) -> dict[str, Any]:
     """The CMDB as a comparable value: CIs by correlation id, lookups, relations."""
     rel_types = {r["sys_id"]: r["name"] for r in servicenow.store.all("cmdb_rel_type")}
     by_sys = {r["sys_id"]: r["correlation_id"] for t in (*OT_TABLES, "cmdb_ci_nids") for r in servicenow.store.all(t)}
+    by_sys |= {r["sys_id"]: f"ip:{r['ip_address']}" for r in servicenow.store.all("cmdb_ci_ip_address")}
     return {
         "cis": sorted(
             (r.get("sys_class_name", t), r["correlation_id"], r.get("name"), r.get("install_status"))
@@ -77,6 +78,12 @@ def snapshot(servicenow: ServiceNowEmulator) -> dict[str, Any]:
         ),
         "relations": sorted(
             (by_sys[r["parent"]], rel_types[r["type"]], by_sys[r["child"]]) for r in servicenow.store.all("cmdb_rel_ci")
+        ),
+        "addresses": sorted(
+            (by_sys[r["owned_by_cmdb_ci"]], r["ip_address"]) for r in servicenow.store.all("cmdb_ci_ip_address")
+        ),
+        "entities": sorted(
+            (by_sys[r["ot_device"]], r.get("purdue_level")) for r in servicenow.store.all("cmdb_ot_entity")
         ),
     }
 
@@ -122,7 +129,8 @@ def test_an_update_changes_exactly_the_changed_cis(
     touched = mutate(console.inventory, updates=3, new=2)
     status = sync.run()
     assert (status.counts.updated, status.counts.created) == (3, 2)
-    vendors = {r["correlation_id"]: r["manufacturer"] for r in cis(servicenow)}
+    companies = {r["sys_id"]: r["name"] for r in servicenow.store.all("core_company")}
+    vendors = {r["correlation_id"]: companies.get(r.get("manufacturer", "")) for r in cis(servicenow)}
     for device_id in touched["updated"]:
         assert vendors[f"dfiot-device:{device_id}"] == console.inventory.devices[device_id]["u_vendor"]
 
@@ -200,7 +208,8 @@ def test_a_crash_mid_run_resumes_to_the_same_cmdb(
     reference = snapshot(servicenow)
     servicenow.reset()
     sync = make_sync()
-    servicenow.faults.configure({"fail_next": [{"kind": "pass", "count": 4}, {"status": 503, "count": 100}]})
+    # Past the first batch's company and site look-ups and its IRE call: a crash between two device writes.
+    servicenow.faults.configure({"fail_next": [{"kind": "pass", "count": 20}, {"status": 503, "count": 100}]})
     crashed = sync.run()
     assert crashed.error and 0 < len(cis(servicenow)) < 40
     servicenow.faults.clear()
@@ -225,14 +234,14 @@ def test_a_run_stopped_at_its_deadline_resumes_with_every_write_made_once(
     sync = make_sync()
     runs: list[SyncStatus] = []
     while not runs or runs[-1].stopped:
-        assert len(runs) < 40, "the sync never finished"
+        assert len(runs) < 100, "the sync never finished"
         # A deadline that passes after this many ServiceNow requests: a stop between any two of its writes.
         sync.deadline = Deadline(requests_per_run, clock=lambda: servicenow.stats["requests"])
         runs.append(sync.run())
         assert runs[-1].error == ""
         assert is_due(sync.state.last_sync(), 60, datetime.now(UTC)) == bool(runs[-1].stopped)  # resumes next tick
     assert len(runs) > 2 and {r.stopped for r in runs[:-1]} >= {"devices"}
-    assert "stopped at the run's deadline (" in runs[0].notes[-1]
+    assert any("stopped at the run's deadline (" in note for note in runs[0].notes)
     assert (snapshot(servicenow), vulnerable_items(servicenow)) == reference  # nothing lost
     assert writes() == written  # each device, connection and vulnerable item written once, as in one run
     assert sum(r.counts.created for r in runs) == 40 + 4 and sum(r.counts.updated for r in runs) == 0
@@ -337,3 +346,85 @@ print(json.dumps([m for m in sdks if m in sys.modules]))
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
     assert "device sync tick was past due; the last sync is recent enough, so nothing to do" in done.stdout
+
+
+def test_the_payloads_are_ones_servicenows_ire_accepts(
+    make_sync: Callable[..., DeviceSync], console: ConsoleEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    """No lookup the OT rule lacks, no correlation-id identity, no name in a reference field, no CI twice in
+    a payload (a device in several connections): the emulator refuses each as ServiceNow documents."""
+    site = servicenow.store.insert("cmdb_ci_ot_isa_entity", {"name": "Plant A"}, "admin")
+    status = make_sync().run()
+    assert status.error == "" and status.counts.errors == 0
+    inventory = console.inventory
+    by_sys = {r["sys_id"]: r for r in cis(servicenow)}
+    # IP addresses are CIs their device owns, not lookups or fields of the OT CI.
+    addresses = {
+        (by_sys[r["owned_by_cmdb_ci"]]["correlation_id"], r["ip_address"])
+        for r in servicenow.store.all("cmdb_ci_ip_address")
+    }
+    expected = {
+        (f"dfiot-device:{d['u_id']}", o["u_ip_address"])
+        for d in inventory.devices.values()
+        for o in d["u_ip_address_objects"]
+    }
+    assert addresses == expected
+    assert not any(r.get("ip_address") or r.get("mac_address") for r in cis(servicenow))
+    # The OT entity references its device; a site known in ServiceNow is referenced by its sys_id.
+    entities = servicenow.store.all("cmdb_ot_entity")
+    assert {e["ot_device"] for e in entities} == set(by_sys)
+    plant_a = {d["u_id"] for d in inventory.devices.values() if d.get("u_site_name") == "Plant A"}
+    assert {e["isa_entity_site"] for e in entities if e["ire_criterion_attribute"] in {str(i) for i in plant_a}} <= {
+        site["sys_id"]
+    }
+    # The manufacturer is a core_company record.
+    companies = {r["sys_id"] for r in servicenow.store.all("core_company")}
+    assert {r["manufacturer"] for r in cis(servicenow) if r.get("manufacturer")} <= companies
+    assert all(r["discovery_source"] == "MicrosoftDefenderForIoT" and r["last_discovered"] for r in cis(servicenow))
+
+
+def test_results_are_paired_by_input_index_whatever_their_order(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    make_sync().run()
+    reference = snapshot(servicenow)
+    servicenow.reset()
+    servicenow.ire.shuffle = True
+    sync = make_sync()
+    assert sync.run().counts.errors == 0
+    assert snapshot(servicenow) == reference
+    assert {r["RowKey"]: r["sys_id"] for r in sync.state.rows("device")} == {
+        r["correlation_id"].split(":", 1)[1]: r["sys_id"] for r in cis(servicenow)
+    }
+
+
+def test_each_source_writes_under_its_own_data_source(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    """sysparm_data_source is the source's own, the one its CIs name as their source (the IRE refuses a CI
+    whose source_name is not the payload's data source)."""
+    servicenow.store.insert(
+        "sys_choice", {"name": "cmdb_ci", "element": "discovery_source", "value": "PlantConsole", "label": "x"}, "admin"
+    )
+    sync = make_sync()
+    sync.data_source = "PlantConsole"
+    status = sync.run()
+    assert status.error == "" and status.counts.errors == 0
+    assert {r["discovery_source"] for r in cis(servicenow)} == {"PlantConsole"}
+    assert {r["name"] for r in servicenow.store.all("sys_object_source")} == {"PlantConsole"}
+
+
+def test_a_vulnerable_item_references_its_cves_entry_by_sys_id(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator
+) -> None:
+    """The vulnerability is a reference: an NVD entry where the instance has one, else a third-party entry."""
+    known = servicenow.store.insert("sn_vul_nvd_entry", {"id": "CVE-2016-30171", "name": "CVE-2016-30171"}, "admin")
+    sync = make_sync()
+    assert sync.run().counts.errors == 0
+    entries = {
+        r["sys_id"]: r["id"] for t in ("sn_vul_nvd_entry", "sn_vul_third_party_entry") for r in servicenow.store.all(t)
+    }
+    items = servicenow.store.all("sn_vul_vulnerable_item")
+    assert items and all(entries[i["vulnerability"]] == i["correlation_id"].rsplit(":", 1)[1] for i in items)
+    assert known["sys_id"] in {i["vulnerability"] for i in items}
+    assert len(entries) == len({i["correlation_id"].rsplit(":", 1)[1] for i in items})  # one entry per CVE

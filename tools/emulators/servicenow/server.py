@@ -121,6 +121,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.max_transactions = None
         self.rate_limit_per_hour = None
         self.rate_windows.clear()
+        self.ire.shuffle = False
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -140,8 +141,19 @@ class ServiceNowEmulator(TlsEmulator):
             user_id = store.insert("sys_user", {"user_name": user, "active": "true"}, "system")["sys_id"]
             for role in sorted(self.roles.get(user, set(DEFAULT_ROLES))):
                 store.insert("sys_user_has_role", {"user": user_id, "role": role_ids[role]}, "system")
-        choice = {"name": "cmdb_ci", "element": "discovery_source", "value": "MicrosoftDefenderForIoT"}
-        store.insert("sys_choice", {**choice, "label": "Microsoft Defender for IoT"}, "system")
+        # Some of the base system's discovery sources, and the product's (docs/servicenow-setup.md adds it).
+        for value, label in (
+            ("ServiceNow", "ServiceNow"),
+            ("Manual Entry", "Manual Entry"),
+            ("Other Automated", "Other Automated"),
+            ("ImportSet", "ImportSet"),
+            ("MicrosoftDefenderForIoT", "Microsoft Defender for IoT"),
+        ):
+            choice = {"name": "cmdb_ci", "element": "discovery_source", "value": value, "label": label}
+            store.insert("sys_choice", choice, "system")
+        with store.lock:
+            store.data.pop("cmdb_rel_type", None)
+        self.ire.seed()
 
     def count_by(self, key: str, amount: int) -> None:
         with self.lock:
@@ -498,9 +510,7 @@ class ServiceNowEmulator(TlsEmulator):
 
     # -- IRE -------------------------------------------------------------------------------
     def identify_reconcile(self, query: str, headers: dict[str, str], body: bytes, user: str) -> Reply:
-        source = parse_qs(query).get("sysparm_data_source", [""])[0]
-        if not source:
-            return envelope(400, "Missing sysparm_data_source", "The data source is mandatory")
+        source = parse_qs(query).get("sysparm_data_source", [""])[0]  # none: an incomplete payload
         try:
             payload = json.loads(body)
         except ValueError:
@@ -535,6 +545,8 @@ class ServiceNowEmulator(TlsEmulator):
             return Reply(200, page, content_type="text/html; charset=utf-8")
         if name == "faults":
             return Reply(200, self.faults.admin(method, spec))
+        if name == "ire":
+            return Reply(200, self.ire.admin(spec))
         if name == "reset" and method == "POST":
             self.reset()
             return Reply(200, {"status": "reset"})

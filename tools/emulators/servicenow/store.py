@@ -19,16 +19,32 @@ from typing import Any
 
 from tools.emulators.servicenow.query import ParsedQuery, matches, sort
 
+# The OT classes (ServiceNow's OT class model: cmdb_ci_ot, its control and supervisory systems and theirs).
 OT_CLASSES = (
     "cmdb_ci_ot",
-    "cmdb_ci_ot_plc",
-    "cmdb_ci_ot_hmi",
-    "cmdb_ci_ot_rtu",
-    "cmdb_ci_ot_dcs",
-    "cmdb_ci_ot_scada_server",
-    "cmdb_ci_ot_ews",
-    "cmdb_ci_ot_historian",
-    "cmdb_ci_ot_control_module",
+    "cmdb_ci_ot_control",
+    "cmdb_ci_ot_supervisory",
+    *(
+        f"cmdb_ci_ot_{name}"
+        for name in (
+            "plc",
+            "dcs",
+            "rtu",
+            "ied",
+            "cnc",
+            "dpu",
+            "opc_server",
+            "scada_server",
+            "industrial_3d_printer",
+            "control_module",
+            "qics",
+            "ews",
+            "historian",
+            "hmi",
+            "opc_client",
+            "scada_client",
+        )
+    ),
 )
 DEFAULT_TABLES = (
     "incident",
@@ -39,14 +55,23 @@ DEFAULT_TABLES = (
     "sys_journal_field",
     "cmdb_ci",
     "cmdb_ci_hardware",
+    "cmdb_ci_ids_network",
     "cmdb_ci_nids",
     "cmdb_ci_network_adapter",
     "cmdb_ci_ip_address",
+    "cmdb_serial_number",
     "cmdb_ot_entity",
+    "cmdb_ci_ot_isa_entity",
+    "cmdb_firmware_install",
+    "cmdb_ire_incomplete_payloads",
+    "core_company",
+    "cmdb_model",
     "cmdb_rel_ci",
     "cmdb_rel_type",
     "sn_vul_vulnerable_item",
     "sn_vul_entry",
+    "sn_vul_nvd_entry",
+    "sn_vul_third_party_entry",
     "sys_object_source",
     "sys_user_role",
     "sys_user_has_role",
