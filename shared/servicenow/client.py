@@ -19,7 +19,6 @@ import requests
 from shared.http.errors import (
     HttpError,
     PermanentError,
-    TransientError,
     error_from_parts,
     error_from_response,
 )
@@ -27,7 +26,7 @@ from shared.http.policies import AuthPolicy, CallStats, Credential, Pipeline, bu
 from shared.http.transport import HttpRequest
 from shared.platform.settings import HttpSettings, ServiceNowConnection
 from shared.servicenow.budget import Budget, BudgetPolicy
-from shared.servicenow.errors import BatchIncompleteError
+from shared.servicenow.errors import BatchIncompleteError, json_answer
 from shared.servicenow.query import SYS_ID_PATTERN, TABLE_PATTERN, EncodedQuery
 
 Record = dict[str, Any]
@@ -109,24 +108,14 @@ class ServiceNowClient:
         )
         response = self.pipeline.send(request)
         if response.status_code not in expected:
+            if 200 <= response.status_code < 300:
+                json_answer(response, method=method, path=path)  # a hibernating instance answers 200 to a POST too
             raise error_from_response(response, method=method, path=path, now=time.time())
         return response
 
-    def _result(self, response: requests.Response, method: str, path: str) -> Any:
-        try:
-            document = response.json()
-        except ValueError:
-            # Hibernating developer instances and captive proxies answer 200 with an HTML page.
-            raise TransientError(
-                "expected JSON, got another body (a hibernating instance or a proxy page?)",
-                status=response.status_code,
-                detail=error_from_parts(
-                    response.status_code, response.headers, response.text, method=method, path=path, now=0
-                ).detail,
-                transaction_id=response.headers.get("X-Transaction-ID"),
-                method=method,
-                path=path,
-            ) from None
+    @staticmethod
+    def _result(response: requests.Response, method: str, path: str) -> Any:
+        document = json_answer(response, method=method, path=path)
         if not isinstance(document, dict) or "result" not in document:
             raise PermanentError("response has no 'result'", status=response.status_code, method=method, path=path)
         return document["result"]
@@ -269,10 +258,9 @@ class ServiceNowClient:
         body = {"batch_request_id": str(round_number), "rest_requests": rest_requests}
         safe = all(item.method.upper() != "POST" for item in items)
         response = self.call("POST", "/api/now/v1/batch", body=body, retry_safe=safe)
-        try:
-            document: dict[str, Any] = response.json()
-        except ValueError:
-            raise TransientError("batch response is not JSON", status=response.status_code) from None
+        document = json_answer(response, method="POST", path="/api/now/v1/batch")
+        if not isinstance(document, dict):
+            raise PermanentError("batch response is not a JSON object", status=response.status_code)
         return document
 
     @staticmethod

@@ -16,6 +16,8 @@ from shared.http.errors import (
 )
 from shared.platform.settings import HttpSettings
 from shared.servicenow import EncodedQuery
+from shared.servicenow.client import BatchItem
+from shared.servicenow.errors import InstanceHibernatingError
 from tests.conftest import SN_PASSWORD, ClientFactory
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.stack.azurite import free_port
@@ -217,13 +219,38 @@ def test_invalid_table_is_a_permanent_error(servicenow: ServiceNowEmulator, make
         client.create_record("no_such_table", {"a": "b"})
 
 
-def test_html_200_page_is_a_typed_transient_error(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
-    """Hibernating developer instances answer 200 with an HTML page; that must not crash a decoder."""
+def test_a_hibernating_instance_is_named_on_every_json_call(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """A hibernating developer instance answers 200 with an HTML page: the Table, Batch and IRE calls say so."""
+    client, _ = make_client(
+        http=HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=1)
+    )
+    servicenow.hibernating = True
+    calls = [
+        lambda: client.get_record("incident", "0" * 32),
+        lambda: list(client.query("incident")),
+        lambda: client.create_record("incident", {"short_description": "x"}, retry_safe=True),
+        lambda: client.batch([BatchItem("1", "GET", "/api/now/table/incident")]),
+        lambda: client.identify_reconcile({"items": []}, data_source="MicrosoftDefenderForIoT"),
+    ]
+    for call in calls:
+        with pytest.raises(InstanceHibernatingError, match="the instance is hibernating"):
+            call()
+    servicenow.hibernating = False
+    assert list(client.query("incident")) == []
+
+
+def test_another_html_200_page_is_a_typed_transient_error(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """A proxy's or login page answering 200 is not JSON either: a transient error with an excerpt, no traceback."""
     client, _ = make_client()
-    client.instance_url = servicenow.url + "/_emulator/hibernating"
+    client.instance_url = servicenow.url + "/_emulator/login-page"
     with pytest.raises(TransientError, match="expected JSON") as info:
         client.get_record("incident", "0" * 32)
-    assert info.value.detail and "Instance Hibernating" in info.value.detail
+    assert not isinstance(info.value, InstanceHibernatingError)
+    assert info.value.detail and "Sign in" in info.value.detail
 
 
 def test_session_cookie_is_never_sent_back(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:

@@ -41,6 +41,23 @@ def envelope(status: int, message: str, detail: str | None = None, headers: dict
     return Reply(status, {"error": {"message": message, "detail": detail}, "status": "failure"}, headers or {})
 
 
+# What a hibernating developer instance answers to every call, the token endpoint included: 200 and an HTML
+# page. ServiceNow does not publish the page; what clients detect is its title, "Instance Hibernating page"
+# (Cortex XSOAR's and Itential's ServiceNow clients look for it in the body, one alert script matches
+# ``<title>\s+Instance Hibernating page\s+</title>``), and that the body is no JSON with a ``result``
+# (Kibana's checkInstance). The rest of the page here is a stand-in.
+HIBERNATION_PAGE = b"""<!DOCTYPE html>
+<html>
+<head>
+<title>
+Instance Hibernating page
+</title>
+</head>
+<body><h1>Your instance is hibernating</h1><p>Sign in to the developer portal to wake it up.</p></body>
+</html>
+"""
+
+
 def html_page(status: int) -> Reply:
     phrase = HTTPStatus(status).phrase
     body = (
@@ -89,6 +106,7 @@ class ServiceNowEmulator(TlsEmulator):
         # An hourly rate-limit rule per user (None: none); the hour counts from each user's first request.
         self.rate_limit_per_hour: int | None = None
         self.rate_windows: dict[str, tuple[float, int]] = {}
+        self.hibernating = False  # every call, the token endpoint's too, gets the hibernation page
         super().__init__(host, port, tls_dir)
         self.seed_directory()
 
@@ -119,6 +137,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.max_transactions = None
         self.rate_limit_per_hour = None
         self.rate_windows.clear()
+        self.hibernating = False
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -156,6 +175,8 @@ class ServiceNowEmulator(TlsEmulator):
         if url.path.startswith("/_emulator/"):
             return self.admin(method, url.path, body)
         self.count("requests", f"method:{method}")
+        if self.hibernating:
+            return Reply(200, HIBERNATION_PAGE, content_type="text/html; charset=utf-8")
         if "jsessionid" in headers.get("cookie", "").lower():
             self.count("requests_with_session_cookie")
         session = self.session_of(headers)
@@ -519,12 +540,13 @@ class ServiceNowEmulator(TlsEmulator):
         name = path[len("/_emulator/") :]
         if name == "health":
             return Reply(200, {"status": "ok"})
-        if name.startswith("hibernating/"):
-            # What a hibernating developer instance answers to any API call: 200 and an HTML page.
-            page = (
-                b"<html><head><title>Instance Hibernating page</title></head><body>Instance Hibernating</body></html>"
-            )
+        if name.startswith("login-page/"):
+            # What a single sign-on proxy in front of an instance answers: 200 and its own sign-in page.
+            page = b"<html><head><title>Sign in</title></head><body><form>Sign in to continue</form></body></html>"
             return Reply(200, page, content_type="text/html; charset=utf-8")
+        if name == "hibernate" and method == "POST":
+            self.hibernating = bool(spec.get("hibernating", True))
+            return Reply(200, {"hibernating": self.hibernating})
         if name == "faults":
             return Reply(200, self.faults.admin(method, spec))
         if name == "reset" and method == "POST":
