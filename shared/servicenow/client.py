@@ -54,6 +54,18 @@ class BatchResult:
         return self.error is None
 
 
+def _more_after(response: requests.Response, offset: int, *, short: bool) -> bool:
+    """Whether rows follow ``offset``: the ``Link`` header's ``rel="next"`` when it is there, else
+    ``X-Total-Count``; with neither (a proxy stripped them), only a full page says more may follow."""
+    links = response.headers.get("Link")
+    if links is not None:
+        return 'rel="next"' in links
+    total = response.headers.get("X-Total-Count", "")
+    if total.isdigit():
+        return offset < int(total)
+    return not short
+
+
 @dataclass
 class ServiceNowClient:
     """Calls against one ServiceNow instance through one pipeline and one pooled session."""
@@ -158,9 +170,13 @@ class ServiceNowClient:
         limit: int | None = None,
         display_value: str | None = None,
     ) -> Iterator[Record]:
-        """Yield matching records page by page, following ``X-Total-Count``.
+        """Yield matching records page by page, until neither ``Link`` (``rel="next"``) nor ``X-Total-Count``
+        says more follow.
 
-        Without an explicit order the query is ordered by ``sys_id`` so that offset paging is stable.
+        ServiceNow applies ``sysparm_limit`` before ACL evaluation (Table API doc, ``sysparm_limit``): a page can
+        be short, even empty, with more rows after it, so the offset moves by the page asked for, not by the rows
+        that came back. Without an explicit order the query is ordered by ``sys_id`` so that offset paging is
+        stable.
         """
         path = self._table_path(table)
         query = query or EncodedQuery()
@@ -169,18 +185,15 @@ class ServiceNowClient:
         params = self._read_params(fields, display_value)
         params["sysparm_query"] = str(query)
         offset = returned = 0
-        while True:
+        while limit is None or returned < limit:
             size = page_size if limit is None else min(page_size, limit - returned)
             params.update(sysparm_limit=str(size), sysparm_offset=str(offset))
             response = self.call("GET", path, params=params)
             page = self._result(response, "GET", path)
             yield from page
             returned += len(page)
-            offset += len(page)
-            total = response.headers.get("X-Total-Count", "")
-            if len(page) < size or (limit is not None and returned >= limit):
-                return
-            if total.isdigit() and offset >= int(total):
+            offset += size
+            if not _more_after(response, offset, short=len(page) < size):
                 return
 
     def create_record(self, table: str, values: Mapping[str, Any], *, retry_safe: bool = False) -> Record:

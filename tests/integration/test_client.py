@@ -51,9 +51,24 @@ def test_query_pages_through_every_record_once(servicenow: ServiceNowEmulator, m
     )
     assert sorted(r["short_description"] for r in found) == [f"alert {i:02d}" for i in range(25)]
     pages = [q for q in servicenow.queries if q["table"] == "incident"]
-    assert len(pages) == 3  # 10 + 10 + 5: the short page ends it, no extra empty call
+    assert len(pages) == 3  # 10 + 10 + 5: the Link header has no rel="next" after the last, no extra empty call
     assert all(q["sysparm_query"] == "category=ot^ORDERBYsys_id" for q in pages)
     assert len(list(client.query("incident", limit=7, page_size=5))) == 7
+
+
+def test_a_page_an_acl_shortened_is_not_the_end(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    """ServiceNow applies sysparm_limit before ACL evaluation: a short (even empty) page mid-way, more after it."""
+    client, _ = make_client()
+    ids = sorted(
+        servicenow.store.insert("incident", {"short_description": str(i)}, "seed")["sys_id"] for i in range(12)
+    )
+    servicenow.acl_hidden |= set(ids[1:4]) | set(ids[4:8])  # the first page keeps one row, the second none
+    found = [r["sys_id"] for r in client.query("incident", page_size=4, fields=["sys_id"])]
+    assert found == [ids[0], *ids[8:]]
+    assert [int(q["offset"]) for q in servicenow.queries if q["table"] == "incident"] == [0, 4, 8]
+    assert [r["sys_id"] for r in client.query("incident", page_size=4, limit=2, fields=["sys_id"])] == ids[:1] + ids[
+        8:9
+    ]
 
 
 def test_query_stops_at_total_count(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:

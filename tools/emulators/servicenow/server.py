@@ -107,6 +107,9 @@ class ServiceNowEmulator(TlsEmulator):
         self.rate_limit_per_hour: int | None = None
         self.rate_windows: dict[str, tuple[float, int]] = {}
         self.hibernating = False  # every call, the token endpoint's too, gets the hibernation page
+        # Records a row-level ACL hides from the API's users. ServiceNow applies sysparm_limit before ACL
+        # evaluation (Table API doc), so a page that holds hidden rows comes back short while more follow.
+        self.acl_hidden: set[str] = set()
         super().__init__(host, port, tls_dir)
         self.seed_directory()
 
@@ -138,6 +141,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.rate_limit_per_hour = None
         self.rate_windows.clear()
         self.hibernating = False
+        self.acl_hidden.clear()
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -414,16 +418,16 @@ class ServiceNowEmulator(TlsEmulator):
                 groups=[g + extra.groups[0] for g in parsed.groups] if parsed.groups else extra.groups,
                 order=parsed.order,
             )
-        self.queries.append({"table": table, "sysparm_query": raw_query, "parsed": parsed.as_json()})
         try:
             limit = int(params.get("sysparm_limit", "10000"))
             offset = int(params.get("sysparm_offset", "0"))
         except ValueError:
             return envelope(400, "Invalid sysparm_limit or sysparm_offset")
+        self.queries.append({"table": table, "sysparm_query": raw_query, "parsed": parsed.as_json(), "offset": offset})
         if offset < 0 or limit < 1:
             return envelope(400, "sysparm_offset must be non-negative and sysparm_limit positive")
         found = self.store.query(table, parsed)
-        page = found[offset : offset + limit]
+        page = [r for r in found[offset : offset + limit] if r["sys_id"] not in self.acl_hidden]
         if not page and version == "v1":
             return envelope(
                 404, "No Record found", "Records matching query not found. Check query parameter or offset parameter"
