@@ -70,6 +70,10 @@ def html_page(status: int) -> Reply:
 # The roles an integration user is given (docs/servicenow-setup.md): incidents, security incidents, the CMDB
 # through the IRE, vulnerable items.
 DEFAULT_ROLES = ("itil", "sn_si.analyst", "sn_vul.vulnerability_write")
+# Tables only these roles (and admin) may read. "audit_viewer: provides read access to the sys_audit,
+# sys_journal_field, and sys_history_set tables" (ServiceNow docs, platform security, granular admin roles for
+# Audit tables). A table-level block answers 403 (KB2971488); the envelope's words are not published.
+READ_ROLES = {"sys_journal_field": ("audit_viewer", "admin")}
 
 
 class ServiceNowEmulator(TlsEmulator):
@@ -159,10 +163,13 @@ class ServiceNowEmulator(TlsEmulator):
         }
         for user in sorted(set(self.oauth.users) | set(self.roles)):
             user_id = store.insert("sys_user", {"user_name": user, "active": "true"}, "system")["sys_id"]
-            for role in sorted(self.roles.get(user, set(DEFAULT_ROLES))):
+            for role in sorted(self.roles_of(user)):
                 store.insert("sys_user_has_role", {"user": user_id, "role": role_ids[role]}, "system")
         choice = {"name": "cmdb_ci", "element": "discovery_source", "value": "MicrosoftDefenderForIoT"}
         store.insert("sys_choice", {**choice, "label": "Microsoft Defender for IoT"}, "system")
+
+    def roles_of(self, user: str) -> set[str]:
+        return self.roles.get(user, set(DEFAULT_ROLES))
 
     def count_by(self, key: str, amount: int) -> None:
         with self.lock:
@@ -391,6 +398,8 @@ class ServiceNowEmulator(TlsEmulator):
                 return envelope(400, "Exception while reading request", "The payload is not a JSON object.")
         else:
             values = {}
+        if method == "GET" and table in READ_ROLES and not self.roles_of(user) & set(READ_ROLES[table]):
+            return envelope(403, "Operation Failed", f"ACL restricts the retrieval of {table} records")
         if method == "GET" and sys_id is None:
             return self.table_list(table, version, params)
         if sys_id is None:
