@@ -274,3 +274,17 @@ def test_session_cookie_is_never_sent_back(servicenow: ServiceNowEmulator, make_
         list(client.query("incident"))
     assert servicenow.stats["requests"] == 5
     assert servicenow.stats["requests_with_session_cookie"] == 0
+
+
+def test_a_field_the_table_does_not_have_is_dropped_without_a_word(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """As on an instance: the write succeeds, the unknown field is gone, so only a dictionary check can find it."""
+    client, _ = make_client()
+    created = client.create_record("incident", {"short_description": "x", "short_descriptoin": "typo"})
+    assert "short_descriptoin" not in created and created["short_description"] == "x"
+    updated = client.update_record("incident", created["sys_id"], {"assignment_grop": "OT", "category": "network"})
+    assert "assignment_grop" not in updated and updated["category"] == "network"
+    elements = {r["element"] for r in client.query("sys_dictionary", EncodedQuery().in_("name", ["incident", "task"]))}
+    assert {"short_description", "correlation_display", "work_notes", "category"} <= elements
+    assert "short_descriptoin" not in elements

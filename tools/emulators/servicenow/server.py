@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
+from tools.emulators.servicenow import dictionary
 from tools.emulators.servicenow.ire import Ire
 from tools.emulators.servicenow.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.emulators.servicenow.query import ParsedQuery, QuerySyntaxError, parse
@@ -154,7 +155,14 @@ class ServiceNowEmulator(TlsEmulator):
         among ``cmdb_ci``'s choices. A test removes a role or the choice to see the product notice."""
         store = self.store
         with store.lock:
-            for table in ("sys_user", "sys_user_role", "sys_user_has_role", "sys_choice"):
+            for table in (
+                "sys_user",
+                "sys_user_role",
+                "sys_user_has_role",
+                "sys_choice",
+                "sys_db_object",
+                "sys_dictionary",
+            ):
                 store.data.pop(table, None)
             store.indexes.clear()
         role_ids = {
@@ -165,6 +173,12 @@ class ServiceNowEmulator(TlsEmulator):
             user_id = store.insert("sys_user", {"user_name": user, "active": "true"}, "system")["sys_id"]
             for role in sorted(self.roles_of(user)):
                 store.insert("sys_user_has_role", {"user": user_id, "role": role_ids[role]}, "system")
+        objects: dict[str, str] = {}
+        for row in dictionary.table_rows():  # parents first; super_class is a reference, the parent's sys_id
+            parent = objects.get(row["super_class"], "")
+            objects[row["name"]] = store.insert("sys_db_object", {**row, "super_class": parent}, "system")["sys_id"]
+        for row in dictionary.dictionary_rows():
+            store.insert("sys_dictionary", row, "system")
         choice = {"name": "cmdb_ci", "element": "discovery_source", "value": "MicrosoftDefenderForIoT"}
         store.insert("sys_choice", {**choice, "label": "Microsoft Defender for IoT"}, "system")
 
@@ -396,6 +410,9 @@ class ServiceNowEmulator(TlsEmulator):
                 values = values[0] if values else {}
             if not isinstance(values, dict):
                 return envelope(400, "Exception while reading request", "The payload is not a JSON object.")
+            keep = dictionary.known(table)
+            if keep is not None:  # a field the table does not have is dropped without a word, as an instance does
+                values = {k: v for k, v in values.items() if k in keep}
         else:
             values = {}
         if method == "GET" and table in READ_ROLES and not self.roles_of(user) & set(READ_ROLES[table]):
