@@ -8,7 +8,12 @@ One run looks at every open group generation (:mod:`shared.alerting.groups`):
 - new members are listed ``per_note`` at a time. Before the note is sent its number and members are kept
   on the header; after, the members are marked and the count raised. A note whose fate is unknown (a lost
   answer, a crash) is looked for in the record's journal before it is written again, so a member is never
-  listed twice and the count stays exact;
+  listed twice and the count stays exact. The note's own PATCH also sets the record's
+  ``correlation_display`` to :func:`note_display` of its number, and that is what the recovery reads back:
+  the record itself, which the integration user may read, rather than ``sys_journal_field``, which needs the
+  admin-level ``audit_viewer`` role (ServiceNow docs, granular admin roles for auditing). A journal field's
+  value comes back empty through the Table API (``"work_notes": ""`` in the Table API doc's examples), and
+  what its display value holds is not published, so the journal is not read at all;
 - a generation whose window is over by ``grace`` and whose members are all listed is retired.
 """
 
@@ -23,6 +28,7 @@ from shared.alerting.failures import classify
 from shared.alerting.forwarder import CLOSED_STATES
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
 from shared.alerting.messages import InvalidMessageError, Severity, parse_message
+from shared.alerting.records import CORRELATION_DISPLAY
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
 from shared.platform.times import NO_DEADLINE, Deadline
@@ -45,8 +51,14 @@ class NotesReport:
 
 
 def marker(seq: int) -> str:
-    """The first words of a group's work note number ``seq``: what a recovery looks for in the journal."""
+    """The first words of a group's work note number ``seq``, for the analyst reading the journal."""
     return f"[Defender for IoT group note {seq}]"
+
+
+def note_display(seq: int) -> str:
+    """The record's ``correlation_display`` once note ``seq`` is written: one PATCH carries both, so finding it
+    means the note is in the journal."""
+    return f"{CORRELATION_DISPLAY} group note {seq}"
 
 
 class GroupNotes:
@@ -179,10 +191,13 @@ class GroupNotes:
         client = self.clients[header.connection]
         try:
             record = client.update_record(
-                header.table, header.sys_id, {"work_notes": "\n".join(lines)}, retry_safe=False
+                header.table,
+                header.sys_id,
+                {"work_notes": "\n".join(lines), "correlation_display": note_display(header.note_seq)},
+                retry_safe=False,
             )
         except Exception:
-            self.book.hand_over_note(header)  # the next run looks in the journal first, without waiting
+            self.book.hand_over_note(header)  # the next run reads the record back first, without waiting
             raise
         closed = record.get("state", "") in CLOSED_STATES.get(header.table, set())
         return self._finish(header, members, report, closed=closed)
@@ -197,19 +212,14 @@ class GroupNotes:
         return finished
 
     def _recover_note(self, header: Header, report: NotesReport) -> Header | None:
-        """A note whose fate is unknown: finish it if the journal has it, else send it again."""
+        """A note whose fate is unknown: finish it if the record carries its number, else send it again."""
         taken = self.book.take_note(header)
         if taken is None:
             return None
         members = list(self.book.members(taken, taken.note_members))
-        query = (
-            EncodedQuery()
-            .eq("element_id", taken.sys_id)
-            .eq("element", "work_notes")
-            .where("value", "STARTSWITH", marker(taken.note_seq))
-        )
         client = self.clients[taken.connection]
-        if next(iter(client.query("sys_journal_field", query, fields=["sys_id"], limit=1)), None) is not None:
+        record = client.get_record(taken.table, taken.sys_id, fields=["correlation_display"])
+        if record.get("correlation_display") == note_display(taken.note_seq):
             logger.info("alert group %r: note %d was written; finishing it", taken.value, taken.note_seq)
             return self._finish(taken, members, report, closed=False)
         return self._send(taken, members, report)

@@ -149,6 +149,7 @@ class Writeback:
             .in_("state", done)
             .where("sys_updated_on", ">=", mark)
             .order_by("sys_updated_on")
+            .order_by("sys_id")  # a unique tie-breaker: rows updated in the same second keep their place across pages
         )
         skipped: Counter[str] = Counter()
         new_mark, blocked = mark, False

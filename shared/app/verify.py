@@ -20,7 +20,7 @@ from shared.alerting.enqueue import send, validate
 from shared.alerting.forwarder import RESOLVED_STATE
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
-from shared.alerting.records import correlation_id
+from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import Action, RuleSet, evaluate
 from shared.alerting.rules_store import RulesSource, RulesUnavailableError
 from shared.app import secret_store, servicenow_client
@@ -42,6 +42,26 @@ TABLE_ROLES = {
 }
 IRE_ROLES = ("itil", "asset")  # the Identification and Reconciliation API's documented roles
 SECRET_ROLES = {"oauth": ("client-secret", "refresh-token"), "client_credentials": ("client-secret",)}
+# What the app writes on every table besides an action's values: the notes (repeats, group notes) and the
+# resolution (the forwarder's, and the test alert's).
+WRITTEN_ALWAYS = ("work_notes", "state", "close_code", "close_notes")
+
+
+def sample_alert(run: str, now: datetime) -> dict[str, Any]:
+    """The synthetic test alert (``verify``'s end to end, and the sample whose field values are checked)."""
+    return {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "verify", "site": "verify"},
+        "alert": {
+            "id": f"verify-{run}",
+            "time": int(now.timestamp() * 1000),
+            "title": f"[TEST] Defender for IoT to ServiceNow verification {run}",
+            "severity": "Critical",
+            "engine": "Policy Violation",
+            "message": "A synthetic test alert sent by `python -m shared verify`; it is resolved at once.",
+        },
+    }
 
 
 @dataclass(frozen=True)
@@ -172,7 +192,10 @@ class Verifier:
             yield self._refresh_token(connection, self.secrets)
         roles = self._roles(client, user)
         for table in sorted({a.table for a in actions}):
-            yield self._table(client, connection, table, roles)
+            check = self._table(client, connection, table, roles)
+            yield check
+            if check.ok:
+                yield self._fields(client, connection, table, [a for a in actions if a.table == table])
         if self.settings.device_sync.enabled and self.settings.device_sync.connection == connection.name:
             if roles is not None and not roles & set(IRE_ROLES):
                 fix = f"give {connection.username} itil or asset (the IRE API's roles)"
@@ -242,6 +265,43 @@ class Verifier:
             )
         return Check(name, True, f"present; role {sorted(roles & set(needed_roles))[0]}")
 
+    def _fields(
+        self, client: ServiceNowClient, connection: ServiceNowConnection, table: str, actions: list[Action]
+    ) -> Check:
+        """Every field the actions write is in the table's dictionary: an instance drops an unknown field from a
+        write without a word, so a typo in a field map would otherwise only show as an empty field."""
+        name = f"ServiceNow '{connection.name}' fields of {table}"
+        message = parse_message(validate(sample_alert("fields", datetime.now(UTC))))
+        written = set(WRITTEN_ALWAYS)
+        for action in actions:
+            written |= set(record_values(message, action))
+        try:
+            defined = self._dictionary(client, table)
+        except HttpError as exc:
+            detail = f"not checked: the integration user may not read sys_db_object or sys_dictionary ({exc.status})"
+            return Check(name, True, detail + "; check the field maps by hand")
+        unknown = sorted(written - defined)
+        if unknown:
+            fix = "correct the field map (rules apply), or add the field to the table"
+            return Check(name, False, f"{table} has no field {', '.join(unknown)} (ServiceNow would drop it)", fix)
+        return Check(name, True, f"the {len(written)} field(s) the rules write are all in its dictionary")
+
+    @staticmethod
+    def _dictionary(client: ServiceNowClient, table: str) -> set[str]:
+        """The fields of ``table`` and of the tables it extends (``sys_db_object.super_class``), from
+        ``sys_dictionary``, where each field is listed under the table that defines it."""
+        found = next(iter(client.query("sys_db_object", EncodedQuery().eq("name", table),
+                                       fields=["name", "super_class"], limit=1)), None)  # fmt: skip
+        lineage: list[str] = []
+        while found is not None and len(lineage) < 20:  # a class hierarchy is a few levels deep
+            lineage.append(str(found["name"]))
+            parent = str(found.get("super_class") or "")
+            found = client.get_record("sys_db_object", parent, fields=["name", "super_class"]) if parent else None
+        if not lineage:
+            return set()
+        rows = client.query("sys_dictionary", EncodedQuery().in_("name", lineage), fields=["element"])
+        return {str(row.get("element", "")) for row in rows}
+
     def _data_source(self, client: ServiceNowClient) -> Check:
         source = self.settings.device_sync.data_source
         name = f"IRE data source {source}"
@@ -278,20 +338,7 @@ class Verifier:
     def end_to_end(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Iterator[Check]:
         if self.rules is None:
             return
-        run = uuid.uuid4().hex[:8]
-        document = {
-            "schema": SCHEMA,
-            "kind": "alert",
-            "sensor": {"name": "verify", "site": "verify"},
-            "alert": {
-                "id": f"verify-{run}",
-                "time": int(now().timestamp() * 1000),
-                "title": f"[TEST] Defender for IoT to ServiceNow verification {run}",
-                "severity": "Critical",
-                "engine": "Policy Violation",
-                "message": "A synthetic test alert sent by `python -m shared verify`; it is resolved at once.",
-            },
-        }
+        document = sample_alert(uuid.uuid4().hex[:8], now())
         message = parse_message(validate(document))
         decision = evaluate(self.rules, message)
         if not decision.actions:

@@ -19,7 +19,6 @@ import requests
 from shared.http.errors import (
     HttpError,
     PermanentError,
-    TransientError,
     error_from_parts,
     error_from_response,
 )
@@ -27,7 +26,7 @@ from shared.http.policies import AuthPolicy, CallStats, Credential, Pipeline, bu
 from shared.http.transport import HttpRequest
 from shared.platform.settings import HttpSettings, ServiceNowConnection
 from shared.servicenow.budget import Budget, BudgetPolicy
-from shared.servicenow.errors import BatchIncompleteError
+from shared.servicenow.errors import BatchIncompleteError, json_answer
 from shared.servicenow.query import SYS_ID_PATTERN, TABLE_PATTERN, EncodedQuery
 
 Record = dict[str, Any]
@@ -53,6 +52,18 @@ class BatchResult:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+def _more_after(response: requests.Response, offset: int, *, short: bool) -> bool:
+    """Whether rows follow ``offset``: the ``Link`` header's ``rel="next"`` when it is there, else
+    ``X-Total-Count``; with neither (a proxy stripped them), only a full page says more may follow."""
+    links = response.headers.get("Link")
+    if links is not None:
+        return 'rel="next"' in links
+    total = response.headers.get("X-Total-Count", "")
+    if total.isdigit():
+        return offset < int(total)
+    return not short
 
 
 @dataclass
@@ -109,24 +120,14 @@ class ServiceNowClient:
         )
         response = self.pipeline.send(request)
         if response.status_code not in expected:
+            if 200 <= response.status_code < 300:
+                json_answer(response, method=method, path=path)  # a hibernating instance answers 200 to a POST too
             raise error_from_response(response, method=method, path=path, now=time.time())
         return response
 
-    def _result(self, response: requests.Response, method: str, path: str) -> Any:
-        try:
-            document = response.json()
-        except ValueError:
-            # Hibernating developer instances and captive proxies answer 200 with an HTML page.
-            raise TransientError(
-                "expected JSON, got another body (a hibernating instance or a proxy page?)",
-                status=response.status_code,
-                detail=error_from_parts(
-                    response.status_code, response.headers, response.text, method=method, path=path, now=0
-                ).detail,
-                transaction_id=response.headers.get("X-Transaction-ID"),
-                method=method,
-                path=path,
-            ) from None
+    @staticmethod
+    def _result(response: requests.Response, method: str, path: str) -> Any:
+        document = json_answer(response, method=method, path=path)
         if not isinstance(document, dict) or "result" not in document:
             raise PermanentError("response has no 'result'", status=response.status_code, method=method, path=path)
         return document["result"]
@@ -169,9 +170,13 @@ class ServiceNowClient:
         limit: int | None = None,
         display_value: str | None = None,
     ) -> Iterator[Record]:
-        """Yield matching records page by page, following ``X-Total-Count``.
+        """Yield matching records page by page, until neither ``Link`` (``rel="next"``) nor ``X-Total-Count``
+        says more follow.
 
-        Without an explicit order the query is ordered by ``sys_id`` so that offset paging is stable.
+        ServiceNow applies ``sysparm_limit`` before ACL evaluation (Table API doc, ``sysparm_limit``): a page can
+        be short, even empty, with more rows after it, so the offset moves by the page asked for, not by the rows
+        that came back. Without an explicit order the query is ordered by ``sys_id`` so that offset paging is
+        stable.
         """
         path = self._table_path(table)
         query = query or EncodedQuery()
@@ -180,18 +185,15 @@ class ServiceNowClient:
         params = self._read_params(fields, display_value)
         params["sysparm_query"] = str(query)
         offset = returned = 0
-        while True:
+        while limit is None or returned < limit:
             size = page_size if limit is None else min(page_size, limit - returned)
             params.update(sysparm_limit=str(size), sysparm_offset=str(offset))
             response = self.call("GET", path, params=params)
             page = self._result(response, "GET", path)
             yield from page
             returned += len(page)
-            offset += len(page)
-            total = response.headers.get("X-Total-Count", "")
-            if len(page) < size or (limit is not None and returned >= limit):
-                return
-            if total.isdigit() and offset >= int(total):
+            offset += size
+            if not _more_after(response, offset, short=len(page) < size):
                 return
 
     def create_record(self, table: str, values: Mapping[str, Any], *, retry_safe: bool = False) -> Record:
@@ -269,10 +271,9 @@ class ServiceNowClient:
         body = {"batch_request_id": str(round_number), "rest_requests": rest_requests}
         safe = all(item.method.upper() != "POST" for item in items)
         response = self.call("POST", "/api/now/v1/batch", body=body, retry_safe=safe)
-        try:
-            document: dict[str, Any] = response.json()
-        except ValueError:
-            raise TransientError("batch response is not JSON", status=response.status_code) from None
+        document = json_answer(response, method="POST", path="/api/now/v1/batch")
+        if not isinstance(document, dict):
+            raise PermanentError("batch response is not a JSON object", status=response.status_code)
         return document
 
     @staticmethod

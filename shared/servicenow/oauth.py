@@ -14,7 +14,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 from urllib.parse import urlencode
 
 from shared.http.errors import error_from_response
@@ -22,6 +21,7 @@ from shared.http.policies import build_pipeline
 from shared.http.transport import HttpRequest
 from shared.platform.secrets import KeyVaultSecretStore, Secret, SecretNotFoundError, SecretStore
 from shared.platform.settings import HttpSettings, ServiceNowConnection
+from shared.servicenow.errors import json_answer
 
 EXPIRY_MARGIN = timedelta(seconds=60)  # an access token this close to expiry is treated as expired
 
@@ -77,7 +77,9 @@ class TokenEndpoint:
             if response.status_code == 401:
                 raise TokenError(self._refused(form, error.message, error.detail)) from None
             raise TokenError(f"token request for connection '{self.connection.name}' failed: {error}") from None
-        document: dict[str, Any] = response.json()
+        document = json_answer(response, method="POST", path="/oauth_token.do")
+        if not isinstance(document, dict) or not document.get("access_token"):
+            raise TokenError(f"token answer for connection '{self.connection.name}' carries no access_token")
         refresh = document.get("refresh_token")
         return Grant(
             Secret(str(document["access_token"])),

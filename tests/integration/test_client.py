@@ -16,6 +16,8 @@ from shared.http.errors import (
 )
 from shared.platform.settings import HttpSettings
 from shared.servicenow import EncodedQuery
+from shared.servicenow.client import BatchItem
+from shared.servicenow.errors import InstanceHibernatingError
 from tests.conftest import SN_PASSWORD, ClientFactory
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.stack.azurite import free_port
@@ -49,9 +51,24 @@ def test_query_pages_through_every_record_once(servicenow: ServiceNowEmulator, m
     )
     assert sorted(r["short_description"] for r in found) == [f"alert {i:02d}" for i in range(25)]
     pages = [q for q in servicenow.queries if q["table"] == "incident"]
-    assert len(pages) == 3  # 10 + 10 + 5: the short page ends it, no extra empty call
+    assert len(pages) == 3  # 10 + 10 + 5: the Link header has no rel="next" after the last, no extra empty call
     assert all(q["sysparm_query"] == "category=ot^ORDERBYsys_id" for q in pages)
     assert len(list(client.query("incident", limit=7, page_size=5))) == 7
+
+
+def test_a_page_an_acl_shortened_is_not_the_end(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
+    """ServiceNow applies sysparm_limit before ACL evaluation: a short (even empty) page mid-way, more after it."""
+    client, _ = make_client()
+    ids = sorted(
+        servicenow.store.insert("incident", {"short_description": str(i)}, "seed")["sys_id"] for i in range(12)
+    )
+    servicenow.acl_hidden |= set(ids[1:4]) | set(ids[4:8])  # the first page keeps one row, the second none
+    found = [r["sys_id"] for r in client.query("incident", page_size=4, fields=["sys_id"])]
+    assert found == [ids[0], *ids[8:]]
+    assert [int(q["offset"]) for q in servicenow.queries if q["table"] == "incident"] == [0, 4, 8]
+    assert [r["sys_id"] for r in client.query("incident", page_size=4, limit=2, fields=["sys_id"])] == ids[:1] + ids[
+        8:9
+    ]
 
 
 def test_query_stops_at_total_count(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
@@ -217,13 +234,38 @@ def test_invalid_table_is_a_permanent_error(servicenow: ServiceNowEmulator, make
         client.create_record("no_such_table", {"a": "b"})
 
 
-def test_html_200_page_is_a_typed_transient_error(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
-    """Hibernating developer instances answer 200 with an HTML page; that must not crash a decoder."""
+def test_a_hibernating_instance_is_named_on_every_json_call(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """A hibernating developer instance answers 200 with an HTML page: the Table, Batch and IRE calls say so."""
+    client, _ = make_client(
+        http=HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=1)
+    )
+    servicenow.hibernating = True
+    calls = [
+        lambda: client.get_record("incident", "0" * 32),
+        lambda: list(client.query("incident")),
+        lambda: client.create_record("incident", {"short_description": "x"}, retry_safe=True),
+        lambda: client.batch([BatchItem("1", "GET", "/api/now/table/incident")]),
+        lambda: client.identify_reconcile({"items": []}, data_source="MicrosoftDefenderForIoT"),
+    ]
+    for call in calls:
+        with pytest.raises(InstanceHibernatingError, match="the instance is hibernating"):
+            call()
+    servicenow.hibernating = False
+    assert list(client.query("incident")) == []
+
+
+def test_another_html_200_page_is_a_typed_transient_error(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """A proxy's or login page answering 200 is not JSON either: a transient error with an excerpt, no traceback."""
     client, _ = make_client()
-    client.instance_url = servicenow.url + "/_emulator/hibernating"
+    client.instance_url = servicenow.url + "/_emulator/login-page"
     with pytest.raises(TransientError, match="expected JSON") as info:
         client.get_record("incident", "0" * 32)
-    assert info.value.detail and "Instance Hibernating" in info.value.detail
+    assert not isinstance(info.value, InstanceHibernatingError)
+    assert info.value.detail and "Sign in" in info.value.detail
 
 
 def test_session_cookie_is_never_sent_back(servicenow: ServiceNowEmulator, make_client: ClientFactory) -> None:
@@ -232,3 +274,17 @@ def test_session_cookie_is_never_sent_back(servicenow: ServiceNowEmulator, make_
         list(client.query("incident"))
     assert servicenow.stats["requests"] == 5
     assert servicenow.stats["requests_with_session_cookie"] == 0
+
+
+def test_a_field_the_table_does_not_have_is_dropped_without_a_word(
+    servicenow: ServiceNowEmulator, make_client: ClientFactory
+) -> None:
+    """As on an instance: the write succeeds, the unknown field is gone, so only a dictionary check can find it."""
+    client, _ = make_client()
+    created = client.create_record("incident", {"short_description": "x", "short_descriptoin": "typo"})
+    assert "short_descriptoin" not in created and created["short_description"] == "x"
+    updated = client.update_record("incident", created["sys_id"], {"assignment_grop": "OT", "category": "network"})
+    assert "assignment_grop" not in updated and updated["category"] == "network"
+    elements = {r["element"] for r in client.query("sys_dictionary", EncodedQuery().in_("name", ["incident", "task"]))}
+    assert {"short_description", "correlation_display", "work_notes", "category"} <= elements
+    assert "short_descriptoin" not in elements

@@ -17,7 +17,11 @@ from shared.alerting.forwarder import Result
 from shared.alerting.groups import Header, group_correlation_id, group_id
 from shared.alerting.messages import parse_message
 from shared.app.groups import build_group_notes
+<<<<<<< HEAD
 from shared.platform.times import Deadline
+=======
+from shared.http.errors import PermanentError
+>>>>>>> snow
 from tests.support.forwarding import Stack, alert, body, rules
 
 pytestmark = pytest.mark.integration
@@ -242,3 +246,22 @@ def test_a_group_is_retired_after_its_window(make_stack: Callable[..., Stack]) -
     assert timer.book.open_headers() == []
     for client in timer.clients.values():
         client.close()
+
+
+def test_the_note_recovery_needs_no_audit_viewer_role(make_stack: Callable[..., Stack]) -> None:
+    """sys_journal_field is readable only with audit_viewer, which the integration user lacks (as the emulator's
+    users do): a lost note is found again from the record itself, whose correlation_display names the note."""
+    stack = grouped(make_stack)
+    client = stack.forwarder.clients["default"]
+    with pytest.raises(PermanentError) as refused:
+        list(client.query("sys_journal_field", fields=["sys_id"]))
+    assert refused.value.status == 403
+    for number in range(3):
+        stack.handle(alert(alert_id=number))
+    stack.servicenow.faults.configure({"fail_next": [{"kind": "slow_response", "seconds": 2}]})
+    assert stack.notes().notes == 0 and len(notes(stack)) == 1  # written, its answer lost
+    (record,) = stack.records()
+    assert record["correlation_display"] == "Defender for IoT group note 1"
+    report = stack.notes()
+    assert (report.notes, report.alerts, report.failed) == (1, 2, []) and len(notes(stack)) == 1
+    assert not [q for q in stack.servicenow.queries if q["table"] == "sys_journal_field"]

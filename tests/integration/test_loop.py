@@ -119,6 +119,16 @@ def test_an_analyst_resolving_the_record_closes_the_alert_in_the_cloud_once(make
     assert loop.graph.writes == [write]
 
 
+def test_the_write_back_query_breaks_order_ties_by_sys_id(make_loop: Callable[..., Loop]) -> None:
+    """Rows updated in the same second tie on sys_updated_on; offset pages keep a stable order only with a unique
+    last key, so the query ends with ORDERBYsys_id (the order among ties is not guaranteed)."""
+    loop = make_loop()
+    loop.resolve_in_servicenow()
+    loop.writeback()
+    queries = [q["sysparm_query"] for q in loop.stack.servicenow.queries if "sys_updated_on>=" in q["sysparm_query"]]
+    assert queries and all(q.endswith("^ORDERBYsys_updated_on^ORDERBYsys_id") for q in queries)
+
+
 def test_an_alert_closed_at_the_source_resolves_its_record_once_and_is_not_written_back(
     make_loop: Callable[..., Loop],
 ) -> None:

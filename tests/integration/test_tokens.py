@@ -115,6 +115,28 @@ def test_wrong_password_fails_clearly(
     assert f"client_id {SN_CLIENT_ID!r} and the secret in Key Vault secret 'servicenow-default-client-secret'" in err
 
 
+def test_a_hibernating_instance_is_named_by_connect_and_defers_alerts(
+    environment: Callable[..., dict[str, str]],
+    make_stack: Callable[..., Stack],
+    servicenow: ServiceNowEmulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The token endpoint of a hibernating instance answers 200 with HTML too: one line, never a JSONDecodeError."""
+    environ = environment()
+    servicenow.hibernating = True
+    assert run_connect(monkeypatch) == 1
+    err = capsys.readouterr().err
+    assert "connect failed:" in err and "the instance is hibernating" in err and "Traceback" not in err
+    servicenow.hibernating = False
+    assert run_connect(monkeypatch) == 0
+    stack = stack_on(environ, make_stack)
+    servicenow.hibernating = True
+    result = stack.handle(alert(alert_id=1), "m-1")
+    assert result.status == "deferred" and "the instance is hibernating" in result.reason
+    assert stack.poisoned() == []
+
+
 def test_forwarding_on_oauth_tokens_survives_expiry(
     environment: Callable[..., dict[str, str]],
     make_stack: Callable[..., Stack],

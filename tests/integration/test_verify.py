@@ -99,6 +99,26 @@ def test_a_missing_role_and_a_missing_table_are_named(stack: AppStack, tmp_path:
     assert table.line().startswith("FAIL ServiceNow 'default' table sn_no_such_table: does not exist on the instance")
 
 
+def test_a_field_the_table_does_not_have_is_named(stack: AppStack, tmp_path: Path) -> None:
+    """An instance drops an unknown field from a write without a word: verify reads sys_dictionary instead."""
+    from shared.alerting.rules_store import read_rules
+    from shared.platform.storage import blob_service
+
+    assert not failing(stack.settings)
+    rules = tmp_path / "rules.json"
+    document = read_rules(stack.settings.forwarding.rules_location, blob_service(stack.settings.alerts_storage))
+    document["actions"][0]["fields"] = {"assignment_grop": "OT security"}
+    rules.write_text(json.dumps(document))
+    location = replace(stack.settings.forwarding.rules_location, text=f"file:{rules}", path=rules)
+    (problem,) = failing(
+        replace(stack.settings, forwarding=replace(stack.settings.forwarding, rules_location=location))
+    )
+    table = document["actions"][0].get("table", "incident")
+    assert problem.line().startswith(
+        f"FAIL ServiceNow 'default' fields of {table}: {table} has no field assignment_grop (ServiceNow would drop it)"
+    )
+
+
 @pytest.mark.timeout(300)
 def test_the_after_provision_steps_sign_in_apply_the_starter_rules_and_verify_then_repeat_nothing(
     stack: AppStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

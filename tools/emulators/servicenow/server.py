@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
+from tools.emulators.servicenow import dictionary
 from tools.emulators.servicenow.ire import Ire
 from tools.emulators.servicenow.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.emulators.servicenow.query import ParsedQuery, QuerySyntaxError, parse
@@ -41,6 +42,23 @@ def envelope(status: int, message: str, detail: str | None = None, headers: dict
     return Reply(status, {"error": {"message": message, "detail": detail}, "status": "failure"}, headers or {})
 
 
+# What a hibernating developer instance answers to every call, the token endpoint included: 200 and an HTML
+# page. ServiceNow does not publish the page; what clients detect is its title, "Instance Hibernating page"
+# (Cortex XSOAR's and Itential's ServiceNow clients look for it in the body, one alert script matches
+# ``<title>\s+Instance Hibernating page\s+</title>``), and that the body is no JSON with a ``result``
+# (Kibana's checkInstance). The rest of the page here is a stand-in.
+HIBERNATION_PAGE = b"""<!DOCTYPE html>
+<html>
+<head>
+<title>
+Instance Hibernating page
+</title>
+</head>
+<body><h1>Your instance is hibernating</h1><p>Sign in to the developer portal to wake it up.</p></body>
+</html>
+"""
+
+
 def html_page(status: int) -> Reply:
     phrase = HTTPStatus(status).phrase
     body = (
@@ -53,6 +71,10 @@ def html_page(status: int) -> Reply:
 # The roles an integration user is given (docs/servicenow-setup.md): incidents, security incidents, the CMDB
 # through the IRE, vulnerable items.
 DEFAULT_ROLES = ("itil", "sn_si.analyst", "sn_vul.vulnerability_write")
+# Tables only these roles (and admin) may read. "audit_viewer: provides read access to the sys_audit,
+# sys_journal_field, and sys_history_set tables" (ServiceNow docs, platform security, granular admin roles for
+# Audit tables). A table-level block answers 403 (KB2971488); the envelope's words are not published.
+READ_ROLES = {"sys_journal_field": ("audit_viewer", "admin")}
 
 
 class ServiceNowEmulator(TlsEmulator):
@@ -90,6 +112,10 @@ class ServiceNowEmulator(TlsEmulator):
         # An hourly rate-limit rule per user (None: none); the hour counts from each user's first request.
         self.rate_limit_per_hour: int | None = None
         self.rate_windows: dict[str, tuple[float, int]] = {}
+        self.hibernating = False  # every call, the token endpoint's too, gets the hibernation page
+        # Records a row-level ACL hides from the API's users. ServiceNow applies sysparm_limit before ACL
+        # evaluation (Table API doc), so a page that holds hidden rows comes back short while more follow.
+        self.acl_hidden: set[str] = set()
         super().__init__(host, port, tls_dir)
         self.seed_directory()
 
@@ -122,6 +148,8 @@ class ServiceNowEmulator(TlsEmulator):
         self.rate_limit_per_hour = None
         self.rate_windows.clear()
         self.ire.shuffle = False
+        self.hibernating = False
+        self.acl_hidden.clear()
         self.seed_directory()
 
     def seed_directory(self) -> None:
@@ -130,7 +158,14 @@ class ServiceNowEmulator(TlsEmulator):
         among ``cmdb_ci``'s choices. A test removes a role or the choice to see the product notice."""
         store = self.store
         with store.lock:
-            for table in ("sys_user", "sys_user_role", "sys_user_has_role", "sys_choice"):
+            for table in (
+                "sys_user",
+                "sys_user_role",
+                "sys_user_has_role",
+                "sys_choice",
+                "sys_db_object",
+                "sys_dictionary",
+            ):
                 store.data.pop(table, None)
             store.indexes.clear()
         role_ids = {
@@ -139,8 +174,14 @@ class ServiceNowEmulator(TlsEmulator):
         }
         for user in sorted(set(self.oauth.users) | set(self.roles)):
             user_id = store.insert("sys_user", {"user_name": user, "active": "true"}, "system")["sys_id"]
-            for role in sorted(self.roles.get(user, set(DEFAULT_ROLES))):
+            for role in sorted(self.roles_of(user)):
                 store.insert("sys_user_has_role", {"user": user_id, "role": role_ids[role]}, "system")
+        objects: dict[str, str] = {}
+        for row in dictionary.table_rows():  # parents first; super_class is a reference, the parent's sys_id
+            parent = objects.get(row["super_class"], "")
+            objects[row["name"]] = store.insert("sys_db_object", {**row, "super_class": parent}, "system")["sys_id"]
+        for row in dictionary.dictionary_rows():
+            store.insert("sys_dictionary", row, "system")
         # Some of the base system's discovery sources, and the product's (docs/servicenow-setup.md adds it).
         for value, label in (
             ("ServiceNow", "ServiceNow"),
@@ -154,6 +195,9 @@ class ServiceNowEmulator(TlsEmulator):
         with store.lock:
             store.data.pop("cmdb_rel_type", None)
         self.ire.seed()
+
+    def roles_of(self, user: str) -> set[str]:
+        return self.roles.get(user, set(DEFAULT_ROLES))
 
     def count_by(self, key: str, amount: int) -> None:
         with self.lock:
@@ -170,6 +214,8 @@ class ServiceNowEmulator(TlsEmulator):
         if url.path.startswith("/_emulator/"):
             return self.admin(method, url.path, body)
         self.count("requests", f"method:{method}")
+        if self.hibernating:
+            return Reply(200, HIBERNATION_PAGE, content_type="text/html; charset=utf-8")
         if "jsessionid" in headers.get("cookie", "").lower():
             self.count("requests_with_session_cookie")
         session = self.session_of(headers)
@@ -378,8 +424,13 @@ class ServiceNowEmulator(TlsEmulator):
                 values = values[0] if values else {}
             if not isinstance(values, dict):
                 return envelope(400, "Exception while reading request", "The payload is not a JSON object.")
+            keep = dictionary.known(table)
+            if keep is not None:  # a field the table does not have is dropped without a word, as an instance does
+                values = {k: v for k, v in values.items() if k in keep}
         else:
             values = {}
+        if method == "GET" and table in READ_ROLES and not self.roles_of(user) & set(READ_ROLES[table]):
+            return envelope(403, "Operation Failed", f"ACL restricts the retrieval of {table} records")
         if method == "GET" and sys_id is None:
             return self.table_list(table, version, params)
         if sys_id is None:
@@ -407,16 +458,16 @@ class ServiceNowEmulator(TlsEmulator):
                 groups=[g + extra.groups[0] for g in parsed.groups] if parsed.groups else extra.groups,
                 order=parsed.order,
             )
-        self.queries.append({"table": table, "sysparm_query": raw_query, "parsed": parsed.as_json()})
         try:
             limit = int(params.get("sysparm_limit", "10000"))
             offset = int(params.get("sysparm_offset", "0"))
         except ValueError:
             return envelope(400, "Invalid sysparm_limit or sysparm_offset")
+        self.queries.append({"table": table, "sysparm_query": raw_query, "parsed": parsed.as_json(), "offset": offset})
         if offset < 0 or limit < 1:
             return envelope(400, "sysparm_offset must be non-negative and sysparm_limit positive")
         found = self.store.query(table, parsed)
-        page = found[offset : offset + limit]
+        page = [r for r in found[offset : offset + limit] if r["sys_id"] not in self.acl_hidden]
         if not page and version == "v1":
             return envelope(
                 404, "No Record found", "Records matching query not found. Check query parameter or offset parameter"
@@ -537,12 +588,13 @@ class ServiceNowEmulator(TlsEmulator):
         name = path[len("/_emulator/") :]
         if name == "health":
             return Reply(200, {"status": "ok"})
-        if name.startswith("hibernating/"):
-            # What a hibernating developer instance answers to any API call: 200 and an HTML page.
-            page = (
-                b"<html><head><title>Instance Hibernating page</title></head><body>Instance Hibernating</body></html>"
-            )
+        if name.startswith("login-page/"):
+            # What a single sign-on proxy in front of an instance answers: 200 and its own sign-in page.
+            page = b"<html><head><title>Sign in</title></head><body><form>Sign in to continue</form></body></html>"
             return Reply(200, page, content_type="text/html; charset=utf-8")
+        if name == "hibernate" and method == "POST":
+            self.hibernating = bool(spec.get("hibernating", True))
+            return Reply(200, {"hibernating": self.hibernating})
         if name == "faults":
             return Reply(200, self.faults.admin(method, spec))
         if name == "ire":

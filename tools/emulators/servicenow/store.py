@@ -76,6 +76,10 @@ DEFAULT_TABLES = (
     "sys_user_role",
     "sys_user_has_role",
     "sys_choice",
+    "task",
+    "task_ci",
+    "sys_dictionary",
+    "sys_db_object",
     *OT_CLASSES,
 )
 NUMBER_PREFIXES = {"incident": "INC", "sn_si_incident": "SIR", "problem": "PRB", "change_request": "CHG"}
