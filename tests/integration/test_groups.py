@@ -17,11 +17,8 @@ from shared.alerting.forwarder import Result
 from shared.alerting.groups import Header, group_correlation_id, group_id
 from shared.alerting.messages import parse_message
 from shared.app.groups import build_group_notes
-<<<<<<< HEAD
-from shared.platform.times import Deadline
-=======
 from shared.http.errors import PermanentError
->>>>>>> snow
+from shared.platform.times import Deadline
 from tests.support.forwarding import Stack, alert, body, rules
 
 pytestmark = pytest.mark.integration
