@@ -84,9 +84,10 @@ class Entry:
     claimed_at: datetime | None = None
     origin_source: str = ""  # the intake's source of the alert, and that source's id of it (write-back)
     origin_ref: str = ""
-    # "" | closing (a close was sent, its answer not yet recorded) | closed | gone | unsupported: the alert's
-    # closing at its source for the record
+    # "" | closing (a close was sent, its answer not yet recorded) | closed | gone | unsupported | refused: the
+    # alert's closing at its source for the record
     written_back: str = ""
+    written_back_reason: str = ""  # why the source refused it, or why the write-back gave up
 
     @classmethod
     def from_entity(cls, entity: Any) -> Entry:
@@ -107,6 +108,7 @@ class Entry:
             origin_source=entity.get("origin_source", ""),
             origin_ref=entity.get("origin_ref", ""),
             written_back=entity.get("written_back", ""),
+            written_back_reason=entity.get("written_back_reason", ""),
         )
 
 
@@ -114,7 +116,7 @@ def _fields(values: dict[str, Any]) -> dict[str, Any]:
     """Ledger columns as Entry fields (deliveries are stored as JSON text)."""
     known = {
         "state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at",
-        "origin_source", "origin_ref", "written_back",
+        "origin_source", "origin_ref", "written_back", "written_back_reason",
     }  # fmt: skip
     fields = {k: v for k, v in values.items() if k in known}
     if "deliveries" in values:
@@ -252,10 +254,11 @@ class Ledger:
         entry = self._get(index["alert_key"], index["action"])
         return entry if entry is not None and entry.correlation_id == correlation_id else None
 
-    def written_back(self, entry: Entry, result: str) -> Entry | None:
+    def written_back(self, entry: Entry, result: str, reason: str = "") -> Entry | None:
         """The record's resolution is being (``closing``) or was carried to the alert's source (``result``:
-        closed, gone, unsupported); None when another writer changed the row first."""
-        return self._merge(entry, {"written_back": result})
+        closed, gone, unsupported), or will not be (refused, with the ``reason``); None when another writer
+        changed the row first."""
+        return self._merge(entry, {"written_back": result, "written_back_reason": reason})
 
     def uncertain(self, entry: Entry) -> None:
         """The write may or may not have reached ServiceNow: recover by lookup next time, without waiting."""

@@ -11,13 +11,20 @@ where each status change came from:
 - otherwise the alert is closed at its source (or learned, for the action's learn close codes), and the
   row says so; when the intake then sees the alert closed, the forwarder resolves nothing again.
 
-The watermark advances only past records dealt with: a source that fails (an outage, a throttle, a
-refused identity) holds it at the first record that failed, and the next cycle tries again. The row is
-marked ``closing`` before the source is called, so a crash between the call and its record is known: the
-next cycle closes the alert again (closing a closed alert changes nothing) and counts it as ``repeated``.
-An alert the source no longer has is recorded as gone, not retried.
+The watermark advances only past records dealt with, and no one alert holds it for long:
 
-A cycle stops at its deadline between two records, with the watermark at the last one dealt with.
+- a source that refuses one alert for good (the console's "no alert was found for this UUID" or "Invalid
+  action", Resource Manager's 4xx) is recorded on the row as refused, with the source's reason, and the
+  watermark moves past it; ``writeback status`` shows it;
+- a source that answers an alert with a server error is tried again the next cycle, up to ``max_cycles``
+  cycles (counted per record), then recorded as refused ("gave up after …") so the watermark moves on;
+- a source that cannot be reached, throttles or refuses the app's identity holds the watermark at the first
+  record it failed, uncounted: that is about the source, not the alert, and the next cycle tries again.
+
+The row is marked ``closing`` before the source is called, so a crash between the call and its record is
+known: the next cycle closes the alert again (closing a closed alert changes nothing) and counts it as
+``repeated``. An alert the source no longer has is recorded as gone, not retried. A cycle stops at its
+deadline between two records, with the watermark at the last one dealt with.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
 from opentelemetry import metrics
 
-from shared.alerting.ledger import Ledger
+from shared.alerting.ledger import Entry, Ledger
 from shared.alerting.rules import Action
 from shared.defender.rest import DefenderApiError
 from shared.defender.writeback import AlertWriter, WriteBackUnsupportedError
@@ -50,6 +57,9 @@ PREFIX = "dfiot:"
 FIELDS = ["sys_id", "number", "correlation_id", "state", "close_code", "sys_updated_on"]
 SN_TIME = "%Y-%m-%d %H:%M:%S"
 UNSUPPORTED = "the source cannot close alerts (a locally managed sensor: close it on the sensor)"
+REFUSED = "refused by its source earlier (writeback status showed why)"
+MAX_CYCLES = 10
+SOURCE_WIDE = (401, 403, 408, 429)  # identity, timeout and throttle answers are about the source, not the alert
 
 
 @dataclass
@@ -62,6 +72,7 @@ class WritebackResult:
     written: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     failed: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)  # recorded, never retried: the source's reason
     records: int = 0
     watermark: str = ""
     repeated: int = 0  # closes sent again: the last cycle stopped between its close and the row's mark
@@ -87,6 +98,23 @@ class WritebackState:
     def set_watermark(self, connection: str, table: str, value: str) -> None:
         self.table.upsert_entity({"PartitionKey": "writeback", "RowKey": f"{connection}:{table}", "value": value})
 
+    def _attempts_key(self, connection: str, table: str, record: str) -> tuple[str, str]:
+        return f"writeback-attempts:{connection}:{table}", record
+
+    def attempts(self, connection: str, table: str, record: str) -> int:
+        """Cycles in which the record's source answered with a server error."""
+        try:
+            return int(self.table.get_entity(*self._attempts_key(connection, table, record))["count"])
+        except ResourceNotFoundError:
+            return 0
+
+    def set_attempts(self, connection: str, table: str, record: str, count: int) -> None:
+        partition, row = self._attempts_key(connection, table, record)
+        if count:
+            self.table.upsert_entity({"PartitionKey": partition, "RowKey": row, "count": count})
+            return
+        self.table.delete_entity(partition, row)  # the SDK takes a missing entity as deleted
+
     def record(self, result: WritebackResult) -> None:
         key = f"last:{result.connection}:{result.table}"
         self.table.upsert_entity({"PartitionKey": "writeback", "RowKey": key, "json": json.dumps(asdict(result))})
@@ -108,6 +136,7 @@ class Writeback:
         *,
         first_look: timedelta = timedelta(days=1),
         deadline: Deadline = NO_DEADLINE,
+        max_cycles: int = MAX_CYCLES,
     ) -> None:
         self.connection = connection
         self.client = client
@@ -117,6 +146,7 @@ class Writeback:
         self.actions = {a.name: a for a in actions if a.connection == connection and a.write_back}
         self.first_look = first_look
         self.deadline = deadline
+        self.max_cycles = max_cycles
 
     def run(self, now: datetime | None = None) -> list[WritebackResult]:
         now = now or datetime.now(UTC)
@@ -136,6 +166,8 @@ class Writeback:
                 WRITEBACK.add(len(result.failed), {"result": "failed", "connection": self.connection})
             if result.repeated:
                 WRITEBACK.add(result.repeated, {"result": "repeated", "connection": self.connection})
+            if result.refused:
+                WRITEBACK.add(len(result.refused), {"result": "refused", "connection": self.connection})
             results.append(result)
         return results
 
@@ -159,10 +191,13 @@ class Writeback:
                 logger.warning("write-back from %s/%s stopped at %s", self.connection, table, self.deadline)
                 break
             result.records += 1
-            outcome = self._record(record, result)
+            outcome = self._record(table, record, result)
+            name = record.get("number", record.get("sys_id"))
             if outcome.startswith("failed:"):
-                result.failed.append(f"{record.get('number', record.get('sys_id'))}: {outcome[7:]}")
+                result.failed.append(f"{name}: {outcome[7:]}")
                 blocked = True
+            elif outcome.startswith("refused:"):
+                result.refused.append(f"{name}: {outcome[8:]}")
             elif outcome == "written":
                 result.written += 1
             else:
@@ -179,8 +214,9 @@ class Writeback:
             )
         return result
 
-    def _record(self, record: Mapping[str, str], result: WritebackResult) -> str:
-        """What became of one resolved record: ``written``, ``failed: <why>`` or the reason it was skipped."""
+    def _record(self, table: str, record: Mapping[str, str], result: WritebackResult) -> str:
+        """What became of one resolved record: ``written``, ``failed: <why>`` (tried again next cycle),
+        ``refused: <why>`` (recorded, not tried again) or the reason it was skipped."""
         entry = self.ledger.by_correlation(str(record.get("correlation_id", "")))
         if entry is None:
             return "not a record this app wrote"
@@ -193,6 +229,8 @@ class Writeback:
             return "the alert was closed at its source first"
         if entry.written_back == "unsupported":
             return UNSUPPORTED
+        if entry.written_back == "refused":
+            return REFUSED
         if entry.written_back and entry.written_back != "closing":
             return "written back already"
         if not entry.origin_source:
@@ -211,8 +249,9 @@ class Writeback:
             self.ledger.written_back(marked, "unsupported")
             return UNSUPPORTED
         except DefenderApiError as exc:
-            return f"failed: {exc}"
+            return self._failure(table, record, marked, exc)
         result.repeated += repeat
+        self.state.set_attempts(self.connection, table, str(record.get("sys_id", "")), 0)
         self.ledger.written_back(marked, closed)
         if closed == "gone":
             return "the alert is gone from its source"
@@ -224,3 +263,21 @@ class Writeback:
             entry.origin_source,
         )
         return "written"
+
+    def _failure(self, table: str, record: Mapping[str, str], entry: Entry, exc: DefenderApiError) -> str:
+        """A permanent refusal is recorded at once; a server error for the alert is counted, and recorded as
+        refused at ``max_cycles``; a failure of the source as a whole holds the watermark, uncounted."""
+        sys_id = str(record.get("sys_id", ""))
+        reason = str(exc)
+        if exc.retryable:
+            if exc.status is None or exc.status in SOURCE_WIDE:
+                return f"failed: {reason}"
+            cycles = self.state.attempts(self.connection, table, sys_id) + 1
+            if cycles < self.max_cycles:
+                self.state.set_attempts(self.connection, table, sys_id, cycles)
+                return f"failed: {reason} (cycle {cycles} of {self.max_cycles})"
+            reason = f"gave up after {cycles} cycles: {reason}"
+        self.ledger.written_back(entry, "refused", reason)
+        self.state.set_attempts(self.connection, table, sys_id, 0)
+        logger.warning("write-back: %s refused, not retried: %s", record.get("number", sys_id), reason)
+        return f"refused: {reason}"

@@ -8,6 +8,13 @@ from shared.alerting.writeback import WritebackResult
 from shared.app.writeback import run_writeback, write_back_tables, writeback_state
 from shared.cli.context import Operator, pass_operator
 
+CONSOLE_NOTE = (
+    "note: source '{name}' (console): the console's alert action takes a UUID that its documented alert lists "
+    "do not carry; the app sends <sensorId>-<time>, the form of Microsoft's one example, which only a real "
+    "console can confirm. A console that refuses it answers 500 'no alert was found for this UUID', and the "
+    "record shows below as refused: handle that alert on the console."
+)
+
 
 @click.group()
 def writeback() -> None:
@@ -20,7 +27,9 @@ def _show(result: WritebackResult) -> None:
     for reason, count in sorted(result.skipped.items()):
         click.echo(f"  skipped {count}: {reason}")
     for failure in result.failed:
-        click.echo(f"  failed: {failure}")
+        click.echo(f"  failed (tried again next cycle): {failure}")
+    for refusal in result.refused:
+        click.echo(f"  refused (recorded, not tried again): {refusal}")
     if result.repeated:
         click.echo(f"  closed again: {result.repeated} (a cycle stopped between the close and its record)")
     if result.stopped:
@@ -38,6 +47,9 @@ def status(operator: Operator) -> int:
     if not tables:
         click.echo("write-back: no action writes back (or no DEFENDER_SOURCES): nothing to show")
         return 0
+    for source in settings.intake.sources:
+        if source.kind == "console":
+            click.echo(CONSOLE_NOTE.format(name=source.name))
     state = writeback_state(settings)
     worst = 0
     for connection, table in tables:

@@ -1,5 +1,9 @@
 """Alerts as a sensor's and the console's REST APIs send them (``/api/v1|v2/alerts``,
-``/external/v1/alerts``): the alert message contract's own fields, so they pass through as they are."""
+``/external/v1|v2/alerts``): the alert message contract's own fields, so they pass through as they are.
+
+Field names are matched case-insensitively and written in the contract's spelling: Microsoft's own sensor
+example spells ``additionalinformation`` in lower case where its field table says ``additionalInformation``
+(learn.microsoft.com, defender-for-iot/organizations/api/sensor-alert-apis)."""
 
 from __future__ import annotations
 
@@ -14,26 +18,38 @@ FIELDS = (
 )  # fmt: skip
 
 
-def parse_api_alert(record: dict[str, Any], *, closed: bool, sensor: dict[str, str]) -> SourceAlert:
+def fields(record: dict[str, Any]) -> dict[str, Any]:
+    """The record's non-null values by lower-cased name (the exact spelling wins over another casing)."""
+    found: dict[str, Any] = {}
+    for key, value in record.items():
+        folded = str(key).lower()
+        if value is not None and (folded not in found or key in FIELDS):
+            found[folded] = value
+    return found
+
+
+def parse_api_alert(
+    record: dict[str, Any], *, closed: bool, sensor: dict[str, str], reference: str = ""
+) -> SourceAlert:
     """One API alert; ``sensor`` says where it was seen when the record does not (the record's own
-    ``sensorName``, ``siteName`` and ``zoneName`` fill what ``sensor`` leaves empty). ValueError says what
-    is missing."""
-    alert_id = record.get("id")
-    when = record.get("time")
+    ``sensorName``, ``siteName`` and ``zoneName`` fill what ``sensor`` leaves empty); ``reference`` is the
+    source's handle for writing it back, when that is not its id. ValueError says what is missing."""
+    found = fields(record)
+    alert_id, when = found.get("id"), found.get("time")
     if isinstance(alert_id, bool) or not isinstance(alert_id, int | str) or not str(alert_id).strip():
         raise ValueError("no id")
     if isinstance(when, bool) or not isinstance(when, int):
         raise ValueError("no time (epoch milliseconds)")
     where = {
-        "name": sensor.get("name") or text(record.get("sensorName")),
-        "site": sensor.get("site") or text(record.get("siteName")),
-        "zone": sensor.get("zone") or text(record.get("zoneName")),
+        "name": sensor.get("name") or text(found.get("sensorname")),
+        "site": sensor.get("site") or text(found.get("sitename")),
+        "zone": sensor.get("zone") or text(found.get("zonename")),
     }
     return SourceAlert(
         id=str(alert_id),
-        resource_id="",
+        resource_id=reference,
         started=datetime.fromtimestamp(when / 1000, UTC),
         status="Closed" if closed else "Active",
-        alert={k: record[k] for k in FIELDS if record.get(k) is not None},
+        alert={k: found[k.lower()] for k in FIELDS if k.lower() in found},
         sensor={k: v for k, v in where.items() if v},
     )

@@ -1,4 +1,5 @@
-"""The on-premises management console's integration API v3: devices, connections, sensors, CVEs.
+"""The on-premises management console: integration API v3 (devices, connections, sensors, CVEs) and the
+alert API (``/external/v2/alerts``, and the alert action ``PUT /external/v1/alerts/<UUID>``).
 
 Tolerant of what real consoles send: optional fields may be missing or null, lists may be absent,
 and a record without an id is skipped (and counted) rather than failing the page. MAC addresses
@@ -39,7 +40,8 @@ from shared.platform.settings import HttpSettings
 
 logger = logging.getLogger("shared.defender.console")
 API = "/external/v3/integration"
-ALERTS_API = "/external/v1"
+# v2 lists what v1 leaves out: the sensor's, zone's and site's names and the device addresses.
+ALERTS_API = "/external/v2"
 
 
 class ConsoleError(DefenderApiError):
@@ -101,6 +103,16 @@ def parse_device(record: dict[str, Any]) -> Device | None:
         first_discovered=_int(record.get("u_first_discovered")),
         url=_text(record, "u_cm_device_url"),
     )
+
+
+def alert_uuid(record: dict[str, Any]) -> str:
+    """The UUID ``PUT /external/v1/alerts/<UUID>`` takes, which no documented alert list carries: built as
+    ``<sensorId>-<time>``, the form of Microsoft's only example of one (``1-1594550943000``; whether its ``1``
+    is the sensor's id or another is not said). Unconfirmed: a console that knows no such UUID refuses it, and
+    the write-back records the refusal. Empty when the record lacks either number."""
+    sensor_id, when = record.get("sensorId"), record.get("time")
+    numbers = [v for v in (sensor_id, when) if isinstance(v, int) and not isinstance(v, bool)]
+    return f"{sensor_id}-{when}" if len(numbers) == 2 else ""
 
 
 @dataclass
@@ -242,7 +254,8 @@ class ConsoleClient:
             if not isinstance(record, dict):
                 continue
             try:
-                found.append(parse_api_alert(record, closed=record.get("handled") is True, sensor={}))
+                handled = record.get("handled") is True
+                found.append(parse_api_alert(record, closed=handled, sensor={}, reference=alert_uuid(record)))
             except ValueError as exc:
                 report.skipped.append(f"alert {record.get('id', '?')}: {exc}")
         return found
@@ -272,7 +285,8 @@ class ConsoleClient:
         ]
 
     def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:
-        """Handle (and, with ``learn``, learn) an alert by its UUID; ``gone`` when the console has no such alert."""
+        """Handle (and, with ``learn``, learn) an alert by its UUID (:func:`alert_uuid`); a console that knows no
+        alert by it refuses, permanently (DefenderApiError, not retryable)."""
         return console_close(self.pipeline, self.stats, self.base_url, self.name, reference, learn)
 
     def close(self) -> None:

@@ -127,7 +127,7 @@ class SourceAlert:
     """One alert as a source reports it, in the terms of the alert message contract."""
 
     id: str  # stable across the alert's updates (the cloud's resource name; a sensor's alert id)
-    resource_id: str
+    resource_id: str  # the source's handle for writing it back when not its id (an ARM id, the console's UUID)
     started: datetime
     status: str  # New | Active | Closed (InProgress too)
     alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)

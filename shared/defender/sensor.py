@@ -42,6 +42,9 @@ from shared.platform.settings import HttpSettings, SensorSourceSettings
 
 logger = logging.getLogger("shared.defender.sensor")
 SEVERITIES = ("Warning", "Minor", "Major", "Critical")
+# The reference's table spells the vectors Network | Adjacent Network | Local | Physical, its example NETWORK:
+# either reads as the table's spelling.
+ATTACK_VECTORS = {v.upper().replace(" ", "_"): v for v in ("Network", "Adjacent Network", "Local", "Physical")}
 
 
 class SensorError(DefenderApiError):
@@ -172,8 +175,12 @@ class SensorSource:
             if not address or not cve_id:
                 self._skipped.append("CVE record without ipAddress or cveId")
                 continue
+            vector = text(record.get("attackVector"))
             cve = Cve(
-                cve_id, text(record.get("score")), text(record.get("attackVector")), text(record.get("description"))
+                cve_id,
+                text(record.get("score")),
+                ATTACK_VECTORS.get(vector.upper().replace(" ", "_"), vector),
+                text(record.get("description")),
             )
             by_address.setdefault(address, {})[cve_id] = cve
         return [AddressCves(address, tuple(cves.values())) for address, cves in sorted(by_address.items())]
@@ -188,9 +195,9 @@ class SensorSource:
         return f"/api/{self.settings.alerts_api}/alerts"
 
     def _alert(self, record: dict[str, Any], closed: bool) -> SourceAlert:
-        # The sensor's name as it reports it (v2), else the source's; where it is, from the settings first.
-        where = {"name": text(record.get("sensorName")) or self.name, "site": self.settings.site}
-        return parse_api_alert(record, closed=closed, sensor={**where, "zone": self.settings.zone})
+        # A sensor's alerts (v1 or v2) name no sensor, zone or site: the source's settings say them.
+        where = {"name": self.name, "site": self.settings.site, "zone": self.settings.zone}
+        return parse_api_alert(record, closed=closed, sensor=where)
 
     def _read_alerts(
         self, params: dict[str, str], report: ReadReport, closed: Callable[[str], bool]

@@ -122,10 +122,17 @@ class CloudAlertWriter:
         self.pipeline.close()
 
 
+# The console's documented 500 answers that no repeat can change (management-alert-apis, "UUID"); its third,
+# "Unexpected error occurred", may pass.
+CONSOLE_REFUSALS = ("Invalid action", "Couldn't execute request because no alert was found for this UUID")
+
+
 def console_close(
     pipeline: Pipeline, stats: CallStats, base_url: str, source: str, reference: str, learn: bool
 ) -> WriteResult:
-    """``PUT /external/v1/alerts/<UUID>`` with ``handle`` or ``handleAndLearn``."""
+    """``PUT /external/v1/alerts/<UUID>`` with ``handle`` or ``handleAndLearn``: 200 with a ``content``
+    message (done, or handled already), or 500 with an ``error`` message. A refusal for the alert (no alert
+    for the UUID, invalid action) is permanent, not retryable."""
     path = f"/external/v1/alerts/{reference}"
     body = json.dumps({"action": "handleAndLearn" if learn else "handle"}).encode()
     request = HttpRequest("PUT", f"{base_url}{path}", headers={"Content-Type": "application/json"}, body=body)
@@ -134,4 +141,12 @@ def console_close(
         response = pipeline.send(request)
     except HttpError as exc:
         raise DefenderApiError(f"source '{source}': PUT failed: {exc}", retryable=exc.retryable) from None
+    if response.status_code == 500:
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        error = str(answer.get("error", "")) if isinstance(answer, dict) else ""
+        if error.rstrip(".") in CONSOLE_REFUSALS:
+            raise DefenderApiError(f"source '{source}': the console refused {reference!r}: {error}", status=500)
     return _outcome(response, "PUT", path, f"source '{source}'")

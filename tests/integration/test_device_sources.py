@@ -263,7 +263,8 @@ def test_sensor_alerts_come_in_once_and_a_handled_one_resolves(sensor: SensorEmu
     messages = drain(queue)
     assert result.queued == {"alert": 2, "alert_status": 0, "system": 0}, result
     assert [m["alert"]["title"] for m in messages] == ["Unauthorized PLC Programming", "Illegal MODBUS Operation"]
-    assert messages[0]["sensor"] == {"name": "sensor-1", "site": "Plant A", "zone": "Line 1"}
+    # A sensor's alerts name no sensor, zone or site (its v2 adds only addresses and steps): the source's settings.
+    assert messages[0]["sensor"] == {"name": "line-1", "site": "Plant A", "zone": "Line 1"}
     assert intake.run().queued == {"alert": 0, "alert_status": 0, "system": 0} and drain(queue) == []
     sensor.handle_alert(first["id"])
     assert intake.run().queued["alert_status"] == 1
@@ -305,7 +306,7 @@ def test_the_relay_sends_a_sensors_alerts_once_and_stops_on_sigterm(
     raised = sensor.raise_alert("Unauthorized PLC Programming", "Critical")
     (message,) = once()
     assert message["alert"]["title"] == "Unauthorized PLC Programming"
-    assert message["sensor"] == {"name": "sensor-1", "site": "Plant A", "zone": "Line 1"}
+    assert message["sensor"] == {"name": "line-1", "zone": "Line 1"}  # the source's settings: the alert says none
     assert once() == []  # its memory is the state file: nothing is sent twice across restarts
     sensor.handle_alert(raised["id"])
     (closing,) = once()

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,14 @@ from typing import Any
 import pytest
 
 from shared.alerting.ledger import Ledger
-from shared.alerting.writeback import UNSUPPORTED, WritebackResult
+from shared.alerting.writeback import MAX_CYCLES, REFUSED, UNSUPPORTED, WritebackResult
 from shared.app.intake import run_intake
 from shared.app.writeback import run_writeback, writeback_state
 from shared.platform.storage import table_service
 from shared.platform.times import Deadline
 from tests.conftest import ROOT
 from tests.support.forwarding import Stack, rules
-from tools.emulators.console import Inventory, generate, handle_alert, raise_alert
+from tools.emulators.console import ConsoleEmulator, Inventory, generate, handle_alert, raise_alert
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.sensor import SensorEmulator
 from tools.emulators.servicenow import ServiceNowEmulator
@@ -311,11 +311,11 @@ def test_the_operator_sees_the_last_write_back_cycle(make_loop: Callable[..., Lo
     assert "1 resolved record(s) read; 1 alert(s) closed at their source" in shown.output
 
 
-def test_a_console_alert_is_handled_on_the_console_when_its_record_is_resolved(
+@pytest.fixture
+def console_loop(
     make_stack: Callable[..., Stack], graph: ResourceGraphEmulator, tls_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from tools.emulators.console import ConsoleEmulator
-
+) -> Iterator[tuple[Loop, ConsoleEmulator]]:
+    """An alert of sensor-2 taken in from a console and recorded in ServiceNow, with write-back on."""
     world = generate(5, seed=9)
     console = ConsoleEmulator(world, token="Console-Token-5", tls_dir=tls_dir).start()
     try:
@@ -331,11 +331,72 @@ def test_a_console_alert_is_handled_on_the_console_when_its_record_is_resolved(
         raised = raise_alert(world, "sensor-2", TITLE, "Critical")
         loop = Loop(stack, world, graph, raised["id"])
         assert loop.intake() == ["created"]
-        loop.resolve_in_servicenow(close_code="Not an issue")
-        assert loop.writeback()[0].written == 1
-        assert console.actions == [(f"2-{raised['time']}", "handleAndLearn")]  # the console's UUID of the alert
-        patches = loop.record_writes()
-        assert loop.intake() == [] and loop.record_writes() == patches  # handled there: nothing resolved again
-        assert loop.writeback()[0].written == 0 and len(console.actions) == 1
+        yield loop, console
     finally:
         console.stop()
+
+
+def test_a_console_alert_is_handled_on_the_console_when_its_record_is_resolved(
+    console_loop: tuple[Loop, ConsoleEmulator],
+) -> None:
+    loop, console = console_loop
+    loop.resolve_in_servicenow(close_code="Not an issue")
+    assert loop.writeback()[0].written == 1
+    assert console.actions == [(f"2-{loop.world.alerts[0]['time']}", "handleAndLearn")]  # <sensorId>-<time>
+    patches = loop.record_writes()
+    assert loop.intake() == [] and loop.record_writes() == patches  # handled there: nothing resolved again
+    assert loop.writeback()[0].written == 0 and len(console.actions) == 1
+
+
+def test_a_console_refusal_is_recorded_with_its_reason_and_holds_nothing(
+    console_loop: tuple[Loop, ConsoleEmulator],
+) -> None:
+    """The console knows no alert by the UUID (here: gone from it): 500, recorded as refused, never retried,
+    and the watermark moves past it; the status says so, and says why a console's UUID may not be known."""
+    from click.testing import CliRunner
+
+    from shared.cli.context import Operator
+    from shared.cli.writeback import writeback
+
+    loop, console = console_loop
+    loop.world.alerts.clear()
+    loop.resolve_in_servicenow()
+    (result,) = loop.writeback()  # no RuntimeError: nothing is left to retry
+    assert result.written == 0 and result.failed == []
+    (refusal,) = result.refused
+    assert "no alert was found for this UUID" in refusal
+    assert result.watermark == loop.record()["sys_updated_on"]
+    (again,) = loop.writeback()
+    assert again.refused == [] and again.skipped == {REFUSED: 1} and console.stats["alert_actions"] == 0
+    shown = CliRunner().invoke(writeback, ["status"], obj=Operator(loop.stack.settings))
+    assert "note: source 'cm' (console): the console's alert action takes a UUID" in shown.output
+    assert "skipped 1: " + REFUSED in shown.output
+
+
+def test_a_console_error_for_one_alert_is_retried_a_bounded_number_of_cycles(
+    console_loop: tuple[Loop, ConsoleEmulator],
+) -> None:
+    loop, console = console_loop
+    loop.resolve_in_servicenow()
+    console.faults.configure({"fail_next": [{"status": 500, "count": MAX_CYCLES}]})
+    for cycle in range(1, MAX_CYCLES):
+        with pytest.raises(RuntimeError, match="write-back failed"):
+            loop.writeback()
+        last = writeback_state(loop.stack.settings).last("default", "incident")
+        assert last is not None and f"(cycle {cycle} of {MAX_CYCLES})" in last.failed[0]
+    (result,) = loop.writeback()
+    assert result.failed == [] and f"gave up after {MAX_CYCLES} cycles" in result.refused[0]
+    assert result.watermark == loop.record()["sys_updated_on"] and console.actions == []
+
+
+def test_a_console_that_cannot_be_reached_holds_the_watermark_without_counting(
+    console_loop: tuple[Loop, ConsoleEmulator],
+) -> None:
+    loop, console = console_loop
+    loop.resolve_in_servicenow()
+    console.faults.configure({"fail_next": [{"status": 429, "count": 100}]})
+    for _ in range(MAX_CYCLES + 1):
+        with pytest.raises(RuntimeError, match="write-back failed"):
+            loop.writeback()
+    console.faults.clear()
+    assert loop.writeback()[0].written == 1  # the throttle was the console's, not the alert's: nothing given up

@@ -94,15 +94,33 @@ def test_resource_manager_failures_are_retried_and_its_write_limit_defers(
 
 def test_a_console_alert_is_handled_or_handled_and_learned(world: Inventory, console: ConsoleEmulator) -> None:
     reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-9"), HTTP, ca_bundle=console.ca_pem)
-    uuids = {a.alert["title"]: a.id for a in reader.open_alerts(ReadReport())}
+    alerts = {a.alert["title"]: a for a in reader.open_alerts(ReadReport())}
+    uuids = {title: a.resource_id for title, a in alerts.items()}
+    assert {a.id for a in alerts.values()} == {"1", "2"}  # the console's own numbers, not its UUIDs
+    assert uuids["Unauthorized PLC Programming"] == f"1-{world.alerts[0]['time']}"  # <sensorId>-<time>
     assert reader.close_alert(uuids["Unauthorized PLC Programming"]) == "closed"
     assert reader.close_alert(uuids["Illegal MODBUS Operation"], learn=True) == "closed"
+    assert reader.close_alert(uuids["Illegal MODBUS Operation"]) == "closed"  # 200 "already handled and learned"
     assert console.actions == [
         (uuids["Unauthorized PLC Programming"], "handle"),
         (uuids["Illegal MODBUS Operation"], "handleAndLearn"),
+        (uuids["Illegal MODBUS Operation"], "handle"),
     ]
     assert list(reader.open_alerts(ReadReport())) == [] and all(a["handled"] for a in world.alerts)
-    assert reader.close_alert("9-1") == "gone"
+
+
+def test_a_console_refusal_is_permanent_and_its_unexpected_error_is_not(
+    world: Inventory, console: ConsoleEmulator
+) -> None:
+    """The console answers 500 for an unknown UUID as for a passing fault: only its message tells them apart."""
+    reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-9"), HTTP, ca_bundle=console.ca_pem)
+    with pytest.raises(DefenderApiError, match="no alert was found for this UUID") as refused:
+        reader.close_alert("9-1")
+    assert refused.value.status == 500 and not refused.value.retryable
+    console.faults.configure({"fail_next": [{"status": 500, "count": 1}]})
+    with pytest.raises(DefenderApiError) as passing:
+        reader.close_alert(next(a.resource_id for a in reader.open_alerts(ReadReport())))
+    assert passing.value.status == 500 and passing.value.retryable
 
 
 def test_a_locally_managed_sensor_cannot_be_written_back_to_and_says_so(world: Inventory, tls_dir: Path) -> None:

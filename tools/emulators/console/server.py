@@ -2,7 +2,11 @@
 
 ``Authorization: <api token>`` (no scheme, as the console expects); ``page`` from 0 and ``size``
 (default 50) with a total ``u_count``; ``{timestamp_ms}`` selects what changed after it. Results are
-ordered by update time, then id, so paging is stable. Faults as in the other emulators.
+ordered by update time, then id, so paging is stable. The alert API as Microsoft's reference shows it
+(tests/fixtures/console): ``/external/v1/alerts`` without the names and addresses, ``/external/v2/alerts``
+with them, numeric console ids and no UUID in either; ``PUT /external/v1/alerts/<UUID>`` takes
+``<sensorId>-<time>`` (the form of the reference's one example, which it does not explain) and answers 200
+``content`` or 500 ``error`` with the reference's messages. Faults as in the other emulators.
 """
 
 from __future__ import annotations
@@ -21,6 +25,23 @@ from tools.emulators.tokenapi import token_gate
 
 PREFIX = "/external/v3/integration/"
 ALERTS = "/external/v1/alerts"
+ALERTS_V2 = "/external/v2/alerts"
+# What v2 adds to v1 (management-alert-apis, "Added for V2"); remediationSteps becomes a list there.
+V2_FIELDS = (
+    "sourceDeviceAddress",
+    "destinationDeviceAddress",
+    "remediationSteps",
+    "sensorName",
+    "zoneName",
+    "siteName",
+)
+# v1's alert fields as its published example shows them: the table's remediationSteps (a string) is in no
+# example, so the emulator leaves it out rather than guess its form.
+V1_FIELDS = (
+    "id", "sensorId", "zoneId", "siteId", "time", "title", "message", "severity", "engine", "sourceDevice",
+    "destinationDevice", "additionalInformation", "handled",
+)  # fmt: skip
+NO_SUCH_ALERT = "Couldn't execute request because no alert was found for this UUID"
 DEFAULT_TOKEN = "console-api-token"  # noqa: S105 - the local emulator's fixed token, documented in the README  # nosec B105
 
 
@@ -45,6 +66,7 @@ class ConsoleEmulator(TlsEmulator):
         self.faults = FaultPlan(time.time)
         self.stats: Counter[str] = Counter()
         self.actions: list[tuple[str, str]] = []  # (alert UUID, action), in order
+        self.learned: set[str] = set()  # UUIDs handled and learned
         super().__init__(host, port, tls_dir)
         self._listing: tuple[tuple[int, int, int, int], list[dict[str, Any]]] | None = None
 
@@ -58,8 +80,9 @@ class ConsoleEmulator(TlsEmulator):
         serve, answer = token_gate(headers, self.token, self.faults, self.stats)
         if not serve:
             return answer
-        if method == "GET" and url.path == ALERTS:
-            return Reply(200, self.alerts({k: v[0] for k, v in parse_qs(url.query).items()}))
+        if method == "GET" and url.path.rstrip("/") in (ALERTS, ALERTS_V2):
+            query = {k: v[0] for k, v in parse_qs(url.query).items()}
+            return Reply(200, self.alerts(query, v2=url.path.startswith(ALERTS_V2)))
         if method == "PUT" and url.path.startswith(ALERTS + "/"):
             return self.act_on_alert(url.path[len(ALERTS) + 1 :], body)
         if method != "GET" or not url.path.startswith(PREFIX):
@@ -128,51 +151,60 @@ class ConsoleEmulator(TlsEmulator):
             return paged(rows, "u_device_cves")
         return Reply(404, {"error": "Not Found"})
 
-    def alerts(self, query: dict[str, str]) -> list[dict[str, Any]]:
-        """The world's alerts as the console lists them (every sensor's; ``state``, ``fromTime``, ``toTime``):
-        ids of sensor id and time, the sensor's, zone's and site's ids and names, and ``handled``."""
-        state = query.get("state")
+    def _numbers(self) -> dict[str, tuple[int, int]]:
+        """Each sensor's (id, zone id), by name."""
+        return {sensor["u_name"]: (sensor["u_id"], sensor["u_zone_id"]) for sensor in self.inventory.sensors}
+
+    def alerts(self, query: dict[str, str], *, v2: bool) -> list[dict[str, Any]]:
+        """The world's alerts as the console lists them (every sensor's), numbered by the console; ``state``
+        (other values ignored, as documented), ``fromTime``, ``toTime``, ``sensorId``, ``zoneId``, ``siteId``."""
+        state = query.get("state") if query.get("state") in ("handled", "unhandled") else None
         low, high = int(query.get("fromTime", "0")), int(query.get("toTime", str(2**62)))
-        sensors = {s["u_name"]: s for s in self.inventory.sensors}
+        numbers = self._numbers()
+        listed = []
         with self.inventory.lock:
-            chosen = [
-                a
-                for a in self.inventory.alerts
-                if low <= a["time"] <= high and (state is None or a["handled"] == (state == "handled"))
-            ]
-            listed = []
-            for alert in chosen:
-                sensor = sensors.get(alert["sensorName"], {"u_id": 0, "u_zone_id": 0})
-                steps = alert.get("remediationSteps") or []
-                listed.append(
-                    {
-                        **{k: v for k, v in alert.items() if k != "remediationSteps"},
-                        "id": f"{sensor['u_id']}-{alert['time']}",
-                        "remediationSteps": " ".join(steps) if isinstance(steps, list) else steps,
-                        "sensorId": sensor["u_id"],
-                        "zoneId": sensor["u_zone_id"],
-                        "siteId": 1,
-                    }
-                )
+            for number, alert in enumerate(self.inventory.alerts, 1):
+                sensor_id, zone_id = numbers.get(alert["sensorName"], (0, 0))
+                record = {**alert, "id": number, "sensorId": sensor_id, "zoneId": zone_id, "siteId": 1}
+                wanted = {"sensorId": sensor_id, "zoneId": zone_id, "siteId": 1}
+                if not low <= alert["time"] <= high or (state is not None and alert["handled"] != (state == "handled")):
+                    continue
+                if any(key in query and query[key] != str(value) for key, value in wanted.items()):
+                    continue
+                fields = V1_FIELDS + V2_FIELDS if v2 else V1_FIELDS
+                listed.append({key: record[key] for key in fields if key in record})
         return listed
 
     def act_on_alert(self, uuid: str, body: bytes) -> Reply:
-        """``PUT /external/v1/alerts/<UUID>`` with ``{"action": "handle" | "handleAndLearn"}``."""
+        """``PUT /external/v1/alerts/<UUID>`` with ``{"action": "handle" | "handleAndLearn"}``: 200 and a
+        ``content`` message, or 500 and an ``error`` one, as the reference lists them. Which the console checks
+        first, the action or the UUID, is not documented: the action here."""
         try:
-            action = json.loads(body)["action"]
-        except (ValueError, KeyError, TypeError):
-            return Reply(400, {"error": "expected {'action': 'handle' | 'handleAndLearn'}"})
+            action = json.loads(body).get("action")
+        except (ValueError, AttributeError):
+            action = None
         if action not in ("handle", "handleAndLearn"):
-            return Reply(400, {"error": f"unknown action {action!r}"})
-        sensors = {s["u_name"]: s["u_id"] for s in self.inventory.sensors}
+            return Reply(500, {"error": "Invalid action"})
+        numbers = self._numbers()
         with self.inventory.lock:
             for alert in self.inventory.alerts:
-                if f"{sensors.get(alert['sensorName'], 0)}-{alert['time']}" == uuid:
-                    alert["handled"] = True
-                    self.stats["alert_actions"] += 1
-                    self.actions.append((uuid, action))
-                    return Reply(200, {"content": f"Alert {action} done"})
-        return Reply(404, {"error": f"no alert {uuid}"})
+                if f"{numbers.get(alert['sensorName'], (0, 0))[0]}-{alert['time']}" != uuid:
+                    continue
+                learn, handled, learned = action == "handleAndLearn", alert["handled"], uuid in self.learned
+                if handled and learned:
+                    answer = "Alert was already handled and learned" + ("" if learn else ". Ignored handle request")
+                elif handled:
+                    answer = "Alert was already handled. Handle and learn was performed on the alert"
+                    answer = answer if learn else "Alert was already handled"
+                else:
+                    answer = "Alert update request finished successfully"
+                alert["handled"] = True
+                if learn:
+                    self.learned.add(uuid)
+                self.stats["alert_actions"] += 1
+                self.actions.append((uuid, action))
+                return Reply(200, {"content": answer})
+        return Reply(500, {"error": NO_SUCH_ALERT})
 
     def _changed_devices(self, since: int) -> list[dict[str, Any]]:
         """Devices updated after ``since``, oldest first; cached until the inventory changes, because a

@@ -4,9 +4,11 @@ The same world the console and Resource Graph emulators show (:mod:`tools.emulat
 as the sensor that sees part of it: its devices (``GET /api/v1/devices``), their connections
 (``/api/v1/devices/connections`` with ``discoveredAfter``), the CVEs it found, keyed by IP address
 (``/api/v1/devices/cves``), and its alerts (``/api/v1/alerts`` and ``/api/v2/alerts``, which adds the
-device addresses, remediation steps and the sensor's names, with ``state=handled|unhandled`` and
-``fromTime``/``toTime`` in epoch milliseconds). ``Authorization: <API token>``, as the sensor expects.
-No paging: the sensor has none. Faults as in the other emulators.
+device addresses and remediation steps as a list, with ``state=handled|unhandled`` and ``fromTime``/``toTime``
+in epoch milliseconds). ``Authorization: <API token>``, as the sensor expects. No paging: the sensor has none.
+Only the fields and values Microsoft's sensor API reference shows (tests/fixtures/sensor): no sensor, zone or
+site names in any alert (the console's v2 has those), protocols as ``{id, name, ipAddresses}``, device types
+and attack vectors from the reference's lists. Faults as in the other emulators.
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ from tools.emulators.httpserver import Reply, TlsEmulator
 from tools.emulators.tokenapi import token_gate
 
 DEFAULT_TOKEN = "sensor-api-token"  # noqa: S105 - the local emulator's fixed token  # nosec B105
-V2_ONLY = ("sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps", "sensorName", "zoneName", "siteName")
+V2_ONLY = ("sourceDeviceAddress", "destinationDeviceAddress", "remediationSteps")
+NOT_ON_THE_SENSOR = ("handled", "sensorName", "zoneName", "siteName")  # the world's; the console's v2 lists them
+ATTACK_VECTORS = {"NETWORK": "Network", "ADJACENT_NETWORK": "Adjacent Network", "LOCAL": "Local"}
+SENSOR_TYPES = {"SCADA Server": "Server"}  # the world's one type the sensor's type list has not
+# The world's protocol names in the sensor reference's spelling of them.
+SENSOR_PROTOCOLS = {"S7": "Siemens S7", "BACnet": "BACNet", "IEC-104": "IEC-60870", "Profinet": "Profinet Real-Time"}
 
 
 class SensorEmulator(TlsEmulator):
@@ -96,7 +103,7 @@ class SensorEmulator(TlsEmulator):
                         "lastSeen": c["_updated"],
                         "discovered": c["_updated"],
                         "ports": [502],
-                        "protocols": [{"name": "MODBUS", "commands": ["Read Coils"]}],
+                        "protocols": [{"name": "modbus", "commands": ["Read Coils"]}],
                     }
                     for c in self.inventory.connections
                     if c["_updated"] > after and c["u_src_device_id"] in ids and c["u_dest_device_id"] in ids
@@ -116,7 +123,7 @@ class SensorEmulator(TlsEmulator):
                                 "cveId": c["u_cve_id"],
                                 "ipAddress": ip,
                                 "score": c["u_score"],
-                                "attackVector": c["u_attack_vector"],
+                                "attackVector": ATTACK_VECTORS[c["u_attack_vector"]],
                                 "description": c["u_description"],
                             }
                             for c in entry["cves"][:top]
@@ -138,25 +145,30 @@ class SensorEmulator(TlsEmulator):
                 and (state is None or a["handled"] == (state == "handled"))
             ]
         for alert in alerts:
-            alert.pop("handled")  # the sensor's alert lists say it by the state filter, not in the record
-            if not v2:
-                for key in V2_ONLY:
-                    alert.pop(key, None)
+            for key in NOT_ON_THE_SENSOR + (() if v2 else V2_ONLY):  # handled: said by the state filter only
+                alert.pop(key, None)
         return alerts
 
     def _device(self, device: dict[str, Any]) -> dict[str, Any]:
         return {
             "id": device["u_id"],
             "name": device["u_name"],
-            "type": device["u_device_type"],
+            "type": SENSOR_TYPES.get(device["u_device_type"], device["u_device_type"]),
             "vendor": device["u_vendor"],
             "ipAddresses": [o["u_ip_address"] for o in device["u_ip_address_objects"]],
             "macAddresses": [o["u_mac_address"] for o in device["u_mac_address_objects"]],
-            "operatingSystem": "",
+            "operatingSystem": None,
             "engineeringStation": device["u_device_type"] == "Engineering Station",
             "scanner": False,
             "authorized": True,
-            "protocols": [{"name": p["u_protocol"], "addresses": []} for p in device["u_protocol_objects"]],
+            "protocols": [
+                {
+                    "id": number,
+                    "name": SENSOR_PROTOCOLS.get(p["u_protocol"], p["u_protocol"]),
+                    "ipAddresses": [o["u_ip_address"] for o in device["u_ip_address_objects"]],
+                }
+                for number, p in enumerate(device["u_protocol_objects"], 1)
+            ],
             "firmware": [
                 {"serial": f["u_serial"], "model": f["u_model"], "firmwareVersion": f["u_version"]}
                 for f in device["u_firmwares"]
