@@ -59,6 +59,7 @@ KNOWN_SETTINGS = frozenset(
         "DEVICE_SYNC_PAGE_SIZE",
         "DEVICE_SYNC_CLASS_MAP",
         "DEVICE_SYNC_ABSENCE_HOURS",
+        "DEVICE_SYNC_CLOUD_DATA_SOURCES",
         "CONSOLE_URL",
         "CONSOLE_CA_BUNDLE",
         "CONSOLE_PROXY_URL",
@@ -191,6 +192,9 @@ class CloudSourceSettings:
     devices: bool = True  # the device sync reads it
     alerts: bool = True  # the alert intake reads it
     data_source: str | None = None  # the CIs' source name; DEVICE_SYNC_DATA_SOURCE when not set
+    # Write-back by the alert's learn action: no public contract documents it, so only on request (and a
+    # refusal closes the alert with PATCH status=Closed, the documented write, instead).
+    learn: bool = False
     kind: Literal["cloud"] = "cloud"
 
 
@@ -262,6 +266,13 @@ class DeviceSyncSettings:
     absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
     sources: tuple[SourceSettings, ...] = ()  # every source the sync reads (DEFENDER_SOURCES, CONSOLE_URL)
     overlap_minutes: float = 10.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
+    # The cloud's deviceDataSource values that become CIs: OT sensors' devices only, as Microsoft's own samples
+    # and ServiceNow's connector read them (Defender for Endpoint's or enterprise sensors' are not OT assets).
+    cloud_data_sources: tuple[str, ...] = ("OtSensor",)
+
+
+# deviceDataSource as the REST spec (devices.json) and later Microsoft material name it.
+CLOUD_DATA_SOURCES = ("OtSensor", "CorpSensor", "Mde", "MicroAgent", "Other")
 
 
 @dataclass(frozen=True)
@@ -671,13 +682,30 @@ def _check_device_sync(
         absence_hours=reader.number("DEVICE_SYNC_ABSENCE_HOURS", 24.0, 1, 24 * 90),
         sources=sources,
         overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+        cloud_data_sources=_check_cloud_data_sources(reader),
     )
+
+
+def _check_cloud_data_sources(reader: _Reader) -> tuple[str, ...]:
+    raw = reader.raw("DEVICE_SYNC_CLOUD_DATA_SOURCES")
+    if raw is None:
+        return DeviceSyncSettings.cloud_data_sources
+    by_name = {name.lower(): name for name in CLOUD_DATA_SOURCES}
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [name for name in names if name.lower() not in by_name]
+    if unknown or not names:
+        reader.fail(
+            f"DEVICE_SYNC_CLOUD_DATA_SOURCES={raw!r} is invalid; expected a comma-separated list of "
+            f"{', '.join(CLOUD_DATA_SOURCES)} (Resource Graph's deviceDataSource values)"
+        )
+        return DeviceSyncSettings.cloud_data_sources
+    return tuple(dict.fromkeys(by_name[name.lower()] for name in names))
 
 
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 COMMON_FIELDS = {"name", "kind", "devices", "alerts", "data_source"}
 SOURCE_FIELDS = {
-    "cloud": COMMON_FIELDS | {"subscriptions", "resource_graph_url", "credential", "ca_bundle"},
+    "cloud": COMMON_FIELDS | {"subscriptions", "resource_graph_url", "credential", "ca_bundle", "learn"},
     "sensor": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url", "site", "zone", "alerts_api"},
     "console": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url"},
 }
@@ -790,7 +818,16 @@ def _parse_cloud(
         raise ValueError(f"{where}.credential 'emulator' is for a localhost Resource Graph emulator only")
     alerts = _flag(raw, "alerts", True, where)
     return CloudSourceSettings(
-        name, tuple(subscriptions), url, credential, ca_bundle, client_id, devices, alerts, data_source
+        name,
+        tuple(subscriptions),
+        url,
+        credential,
+        ca_bundle,
+        client_id,
+        devices,
+        alerts,
+        data_source,
+        _flag(raw, "learn", False, where),
     )
 
 
