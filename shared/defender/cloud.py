@@ -16,6 +16,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -305,6 +306,8 @@ class CloudSource:
         self.page_size = page_size
         self.sleep = sleep
         self.clock = clock
+        # Each sensor's site and zone, from its latest read: a cloud alert names its sensor only.
+        self.places: dict[str, dict[str, str]] | None = None
 
     def rows(self, kql: str, report: ReadReport) -> Iterator[dict[str, Any]]:
         token: str | None = None
@@ -340,11 +343,17 @@ class CloudSource:
                 return
 
     def _alerts(self, kql: str, report: ReadReport) -> Iterator[CloudAlert]:
+        if self.places is None:
+            self.sensor_statuses(report)
+        places = self.places or {}
         for row in self.rows(kql, report):
             try:
-                yield parse_alert(row, self.name)
+                alert = parse_alert(row, self.name)
             except ValueError as exc:
                 report.skipped.append(f"alert {row.get('name', '?')}: {exc}")
+                continue
+            place = places.get(alert.sensor["name"], {})
+            yield replace(alert, sensor={**alert.sensor, **place}) if place else alert
 
     def open_alerts(self, report: ReadReport) -> Iterator[CloudAlert]:
         """Every alert not closed: the snapshot a closing is seen against (an alert's status changes keep
@@ -368,6 +377,7 @@ class CloudSource:
                 continue
             if sensor.name not in found or text(row.get("type")).lower() == SITE_SENSORS:
                 found[sensor.name] = sensor
+        self.places = {s.name: {k: v for k, v in (("site", s.site), ("zone", s.zone)) if v} for s in found.values()}
         return sorted(found.values(), key=lambda s: s.name)
 
     def close(self) -> None:
