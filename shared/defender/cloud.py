@@ -398,7 +398,7 @@ class CloudInventory:
     )
 
     def __init__(
-        self, source: CloudSource, overlap_minutes: float = 10.0, data_sources: tuple[str, ...] = ("OtSensor",)
+        self, source: CloudSource, overlap_minutes: float = 60.0, data_sources: tuple[str, ...] = ("OtSensor",)
     ) -> None:
         self.source = source
         self.name = source.name

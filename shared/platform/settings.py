@@ -87,6 +87,10 @@ PREFIXES = (
     "TOKEN_",
 )
 
+# How far the intake and the cloud device reads reach back behind their watermarks: Microsoft documents that
+# Defender's data can show up to an hour late, and an alert that opens and closes inside a shorter reach-back
+# is never seen (docs/platform-checks.md).
+OVERLAP_MINUTES = 60.0
 SECRET_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault's secret names
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -244,7 +248,7 @@ SourceSettings = CloudSourceSettings | SensorSourceSettings | ConsoleSourceSetti
 class IntakeSettings:
     sources: tuple[SourceSettings, ...] = ()
     state_table: str = "alertintake"
-    overlap_minutes: float = 10.0  # how far each read reaches back (Resource Graph shows changes late)
+    overlap_minutes: float = 60.0  # how far each read reaches back (Resource Graph shows changes late)
 
 
 @dataclass(frozen=True)
@@ -265,7 +269,7 @@ class DeviceSyncSettings:
     class_map: Mapping[str, str] = field(default_factory=dict)
     absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
     sources: tuple[SourceSettings, ...] = ()  # every source the sync reads (DEFENDER_SOURCES, CONSOLE_URL)
-    overlap_minutes: float = 10.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
+    overlap_minutes: float = 60.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
     # The cloud's deviceDataSource values that become CIs: OT sensors' devices only, as Microsoft's own samples
     # and ServiceNow's connector read them (Defender for Endpoint's or enterprise sensors' are not OT assets).
     cloud_data_sources: tuple[str, ...] = ("OtSensor",)
@@ -681,7 +685,7 @@ def _check_device_sync(
         class_map=class_map,
         absence_hours=reader.number("DEVICE_SYNC_ABSENCE_HOURS", 24.0, 1, 24 * 90),
         sources=sources,
-        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60),
         cloud_data_sources=_check_cloud_data_sources(reader),
     )
 
@@ -860,7 +864,7 @@ def _check_intake(reader: _Reader, sources: tuple[SourceSettings, ...]) -> Intak
     return IntakeSettings(
         sources=tuple(s for s in sources if s.alerts),
         state_table=table,
-        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60),
     )
 
 
@@ -999,7 +1003,7 @@ class RelaySettings:
     source: SensorSourceSettings
     http: HttpSettings = HttpSettings()
     key_vault: KeyVaultSettings | None = None
-    overlap_minutes: float = 10.0
+    overlap_minutes: float = 60.0
 
 
 def load_relay_settings(source_name: str, environ: Mapping[str, str] | None = None) -> RelaySettings:
@@ -1023,7 +1027,7 @@ def load_relay_settings(source_name: str, environ: Mapping[str, str] | None = No
         read_timeout=reader.number("SERVICENOW_READ_TIMEOUT_SECONDS", 30.0, 0.1, 300),
     )
     key_vault = _check_key_vault(reader)
-    overlap = reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60)
+    overlap = reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60)
     if reader.problems:
         raise SettingsError(reader.problems)
     assert isinstance(source, SensorSourceSettings)

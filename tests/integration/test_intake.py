@@ -23,8 +23,9 @@ from shared.alerting.messages import parse_message
 from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS, CloudSource, query
 from shared.defender.model import ReadReport
-from shared.platform.settings import CloudSourceSettings
+from shared.platform.settings import CloudSourceSettings, load_settings
 from tests.support.forwarding import Stack, rules
+from tests.support.settings import app_settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.stack.azurite import Azurite, free_port
 
@@ -198,6 +199,21 @@ def test_an_alert_that_appears_late_behind_the_watermark_is_taken_in(
     # read that reaches back behind the watermark can see it.
     graph.put(cloud_alert(graph, 1, started=NOW - timedelta(minutes=3), status="Closed"))
     late = Intake(source(graph), queue, state, overlap=timedelta(minutes=10)).run(NOW + timedelta(minutes=1))
+    assert late.queued == {"alert": 1, "alert_status": 1, "system": 0}
+
+
+def test_the_default_reach_back_covers_the_hour_microsoft_says_data_can_lag(
+    graph: ResourceGraphEmulator, intake_parts: Callable[[], tuple[QueueClient, IntakeState]]
+) -> None:
+    queue, state = intake_parts()
+    overlap = timedelta(minutes=load_settings(app_settings("UseDevelopmentStorage=true")).intake.overlap_minutes)
+    graph.put(cloud_alert(graph, 2, started=NOW))
+    Intake(source(graph), queue, state, overlap).run(NOW)
+    drain(queue)
+    # Opened and closed 50 minutes before the newest alert taken in, and shown only now: a 10-minute
+    # reach-back never sees it.
+    graph.put(cloud_alert(graph, 1, started=NOW - timedelta(minutes=50), status="Closed"))
+    late = Intake(source(graph), queue, state, overlap).run(NOW + timedelta(minutes=1))
     assert late.queued == {"alert": 1, "alert_status": 1, "system": 0}
 
 
