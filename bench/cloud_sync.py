@@ -108,7 +108,7 @@ def main() -> None:
                     "Resource Graph through `azure-mgmt-resourcegraph` with the documented per-user quota (15 "
                     "queries per 5 s, honoured from the quota headers), pages of 1,000; IRE batches of 100; state "
                     "in Azurite. The first sync is a whole read (it also starts the absence clock); the re-sync "
-                    "reads devices changed since the watermark less the 10-minute overlap, the sensors and the "
+                    "reads devices changed since the watermark less the 60-minute overlap, the sensors and the "
                     "vulnerability snapshot.",
                     "",
                     *rows,

@@ -51,7 +51,8 @@ def cloud_alert(stack: AppStack, number: int) -> dict[str, Any]:
             "startTimeUtc": started,
             "endTimeUtc": started,
             "alertType": "PolicyViolation",
-            "extendedProperties": {"SensorId": "sensor-bench", "AlertEngine": "Policy Violation"},
+            "productComponentName": "POLICY_VIOLATION",
+            "extendedProperties": {"SensorId": "sensor-bench"},
         },
     }
 

@@ -66,8 +66,10 @@ param alertIntakeSchedule string = '0 */1 * * * *'
 @description('JSON list of Defender for IoT sources, e.g. [{"name": "cloud", "kind": "cloud", "subscriptions": ["<id>"]}] (empty list: no intake). The identity needs read access to Defender for IoT in each subscription: see README.')
 param defenderSources string = '[]'
 param alertIntakeStateTableName string = 'alertintake'
-@description('Minutes each intake read reaches back (Resource Graph shows changes after a delay).')
-param alertIntakeOverlapMinutes int = 10
+@description('Minutes each intake read reaches back (Microsoft documents Defender data up to an hour late).')
+param alertIntakeOverlapMinutes int = 60
+@description('Comma-separated deviceDataSource values whose cloud devices become CIs (OtSensor, CorpSensor, Mde, MicroAgent, Other).')
+param deviceSyncCloudDataSources string = 'OtSensor'
 
 @description('Resource id of an action group notified by the alert rules (empty: rules fire without notifying).')
 param actionGroupId string = ''
@@ -265,6 +267,7 @@ module app 'modules/app.bicep' = {
       DEFENDER_SOURCES: defenderSources
       ALERT_INTAKE_STATE_TABLE: alertIntakeStateTableName
       ALERT_INTAKE_OVERLAP_MINUTES: alertIntakeOverlapMinutes
+      DEVICE_SYNC_CLOUD_DATA_SOURCES: deviceSyncCloudDataSources
     }
   }
 }

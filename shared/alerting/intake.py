@@ -207,7 +207,7 @@ class Intake:
     lag); what was already taken in is recognised and skipped."""
 
     def __init__(
-        self, source: AlertSource, queue: QueueClient, state: IntakeStore, overlap: timedelta = timedelta(minutes=10)
+        self, source: AlertSource, queue: QueueClient, state: IntakeStore, overlap: timedelta = timedelta(minutes=60)
     ) -> None:
         self.source = source
         self.queue = queue

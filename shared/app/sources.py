@@ -65,7 +65,12 @@ def alert_writer(source: SourceSettings, settings: Settings, secrets: SecretStor
     """Where the write-back closes a source's alerts: Resource Manager for a cloud source, else its API."""
     if isinstance(source, CloudSourceSettings):
         return CloudAlertWriter.connect(
-            source.name, source.resource_graph_url, cloud_credential(source), settings.http, source.ca_bundle
+            source.name,
+            source.resource_graph_url,
+            cloud_credential(source),
+            settings.http,
+            source.ca_bundle,
+            learn=source.learn,
         )
     if isinstance(source, SensorSourceSettings):
         return sensor_source(source, settings, secrets)
@@ -76,7 +81,11 @@ def device_source(source: SourceSettings, settings: Settings, secrets: SecretSto
     if isinstance(source, CloudSourceSettings):
         from shared.defender.cloud import CloudInventory  # noqa: PLC0415 - as in cloud_source
 
-        return CloudInventory(cloud_source(source, settings.http), overlap_minutes=settings.device_sync.overlap_minutes)
+        return CloudInventory(
+            cloud_source(source, settings.http),
+            overlap_minutes=settings.device_sync.overlap_minutes,
+            data_sources=settings.device_sync.cloud_data_sources,
+        )
     if isinstance(source, SensorSourceSettings):
         return sensor_source(source, settings, secrets)
     return console_source(source, settings, secrets)

@@ -10,11 +10,14 @@ A record that cannot be read is skipped and counted with its reason, never the w
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,10 +54,18 @@ logger = logging.getLogger("shared.defender.cloud")
 ALERTS = "microsoft.iotsecurity/locations/devicegroups/alerts"
 DEVICES = "microsoft.iotsecurity/locations/devicegroups/devices"
 VULNERABILITIES = "microsoft.iotsecurity/locations/devicegroups/vulnerabilities"
+# Sensors: Microsoft's sensor-health query reads a site's sensors; the older type is read too, for sensors
+# not (yet) listed under a site. One query asks for both.
+SITE_SENSORS = "microsoft.iotsecurity/locations/sites/sensors"
 SENSORS = "microsoft.iotsecurity/sensors"
 PAGE_SIZE = 1000
 # Cloud severities as the alert message contract names them.
 SEVERITIES = {"informational": "Warning", "low": "Minor", "medium": "Major", "high": "Critical"}
+ALERT_STATUSES = {"new": "New", "inprogress": "InProgress", "closed": "Closed"}  # the spec's AlertStatus
+# Microsoft's sensor-health rule: no contact for 5 minutes is Disconnected, whatever sensorStatus says (it
+# can take 15 minutes to change).
+CONNECTIVITY_LIMIT = timedelta(minutes=5)
+GONE_STATUSES = {"removed", "deleted"}  # deviceStatus of a device Defender no longer holds
 TIMESPAN = re.compile(r"^(?:(\d+)\.)?(\d+):(\d{2}):(\d{2})(?:\.\d+)?$")
 
 
@@ -68,11 +79,14 @@ CloudSensor = SensorStatus
 
 
 def query(
-    resource_type: str, *, open_only: bool = False, updated_field: str | None = None, since: datetime | None = None
+    *resource_types: str, open_only: bool = False, updated_field: str | None = None, since: datetime | None = None
 ) -> str:
-    """One of the fixed query shapes: the records of a type (not closed ones, with ``open_only``), all or
-    those whose ``updated_field`` is at or after ``since``, in a stable order."""
-    lines = ["iotsecurityresources", f"| where type =~ '{resource_type}'"]
+    """One of the fixed query shapes: the records of a type or types (not closed ones, with ``open_only``),
+    all or those whose ``updated_field`` is at or after ``since``, in a stable order."""
+    if len(resource_types) == 1:
+        lines = ["iotsecurityresources", f"| where type =~ '{resource_types[0]}'"]
+    else:
+        lines = ["iotsecurityresources", f"| where type in~ ({', '.join(repr(t) for t in resource_types)})"]
     if open_only:
         lines.append("| where properties.status !~ 'Closed'")
     if updated_field is not None:
@@ -94,8 +108,26 @@ def _seconds(timespan: str | None) -> float:
     return days * 86400 + hours * 3600 + minutes * 60 + seconds
 
 
+def _resource_ids(value: Any) -> list[str]:
+    """DeviceResourceIds as a list: Microsoft's queries apply tostring() to it and no source says whether it
+    is one id, a list of ids, or a list in a JSON string, so all three are read."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return [value.strip()]
+    items = value if isinstance(value, list) else [value]
+    return [item.strip() for item in items if isinstance(item, str) and item.strip()]
+
+
 def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
-    """An ARG alert row as a :class:`CloudAlert`; ValueError says what is missing or malformed."""
+    """An ARG alert row as a :class:`CloudAlert`; ValueError says what is missing or malformed.
+
+    The keys are where Microsoft publishes them: ``productComponentName`` (the engine), ``status`` and
+    ``severity`` in ``properties`` (the spec's alert model); ``SensorId`` (the sensor's name), the device
+    addresses, ``Protocol``, ``DeviceResourceIds`` and ``AlertManagementUri`` in ``extendedProperties``
+    (Microsoft's Sentinel rules and playbooks). The spec's alert model has no display name: the title is
+    ``displayName`` (or ``alertDisplayName``) where a row has one, else the alert type."""
     name = text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
@@ -108,41 +140,50 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
     severity = SEVERITIES.get(text(properties.get("severity")).lower())
     if severity is None:
         raise ValueError(f"severity {properties.get('severity')!r} is not Informational, Low, Medium or High")
+    status = ALERT_STATUSES.get(text(properties.get("status") or "New").lower())
+    if status is None:
+        raise ValueError(f"status {properties.get('status')!r} is not New, InProgress or Closed")
     title = text(properties.get("displayName") or properties.get("alertDisplayName") or properties.get("alertType"))
     if not title:
-        raise ValueError("no displayName")
+        raise ValueError("no displayName and no alertType")
     remediation = properties.get("remediationSteps")
     alert: dict[str, Any] = {
         "id": name,
         "time": int(started.timestamp() * 1000),
         "title": title,
         "severity": severity,
-        "engine": text(extended.get("AlertEngine") or extended.get("Engine") or properties.get("alertType"))
-        or "Unknown",
+        "engine": text(properties.get("productComponentName")) or "Unknown",
         "message": text(properties.get("description")),
         "sourceDeviceAddress": text(extended.get("SourceDeviceAddress")) or None,
         "destinationDeviceAddress": text(extended.get("DestinationDeviceAddress")) or None,
         "remediationSteps": remediation if isinstance(remediation, list | str) else None,
         "additionalInformation": {"description": "Cloud alert", "information": [row.get("id", "")]},
+        "deviceResourceIds": _resource_ids(extended.get("DeviceResourceIds")) or None,
+        "alertManagementUri": text(extended.get("AlertManagementUri")) or None,
     }
-    sensor = {
-        "name": text(extended.get("SensorName") or extended.get("SensorId")) or source,
-        "site": text(extended.get("SiteName") or extended.get("Site")) or None,
-        "zone": text(extended.get("ZoneName") or extended.get("Zone")) or None,
-    }
-    protocol = text(extended.get("Protocol") or extended.get("ProtocolName")) or None
+    protocol = text(extended.get("Protocol")) or None
     return SourceAlert(
         protocol=protocol,
         id=name,
         resource_id=text(row.get("id")),
         started=started,
-        status=text(properties.get("status")) or "New",
+        status=status,
         alert={k: v for k, v in alert.items() if v is not None},
-        sensor={k: v for k, v in sensor.items() if v},
+        # Resource Graph's alert names its sensor only; site and zone are the sensor's, not the alert's.
+        sensor={"name": text(extended.get("SensorId")) or source},
     )
 
 
-def parse_sensor(row: dict[str, Any]) -> SensorStatus:
+def _site(resource_id: str) -> str:
+    """The site of a sensor listed under one: ``…/sites/{site}/sensors/{name}``."""
+    parts = resource_id.split("/")
+    lowered = [part.lower() for part in parts]
+    return parts[lowered.index("sites") + 1] if "sites" in lowered[:-1] else ""
+
+
+def parse_sensor(row: dict[str, Any], now: datetime) -> SensorStatus:
+    """A sensor row; offline when its status is not ``Ok`` or it has not been in contact for
+    :data:`CONNECTIVITY_LIMIT` (Microsoft's own rule, since ``sensorStatus`` changes late)."""
     name = text(row.get("name"))
     properties = row.get("properties")
     if not name or not isinstance(properties, dict):
@@ -150,15 +191,21 @@ def parse_sensor(row: dict[str, Any]) -> SensorStatus:
     status = text(properties.get("sensorStatus"))
     if not status:
         raise ValueError("no sensorStatus")
+    contact = parse_iso(properties.get("connectivityTime"))
+    silent = contact is None or now - contact > CONNECTIVITY_LIMIT
+    if status.lower() == "ok" and silent:
+        status = "Disconnected (no contact for 5 minutes)"
+    resource_id = text(row.get("id"))
     return SensorStatus(
-        id=text(row.get("id")) or name,
+        id=resource_id or name,
         name=name,
         status=status,
-        connectivity_time=parse_iso(properties.get("connectivityTime")),
+        connectivity_time=contact,
         online=status.lower() == "ok",
         zone=text(properties.get("zone")),
-        site=text(properties.get("site") or properties.get("siteName")),
+        site=_site(resource_id),
         version=text(properties.get("sensorVersion")),
+        learning_mode=properties.get("learningMode") is True,
     )
 
 
@@ -188,10 +235,6 @@ def parse_device(row: dict[str, Any]) -> Device:
             (macs if text(nic.get("macCertainty")).lower() == "certain" else guessed).append(mac)
     hardware = properties.get("hardware")
     hardware = hardware if isinstance(hardware, dict) else {}
-    firmware = tuple(
-        Firmware(text(f.get("model") or hardware.get("model")), text(f.get("version")), text(f.get("serial")))
-        for f in objects(properties.get("firmware"))
-    )
     sensor_name = text(sensor.get("name"))
     return Device(
         id=name,
@@ -208,27 +251,47 @@ def parse_device(row: dict[str, Any]) -> Device:
         guessed_macs=tuple(sorted(set(guessed) - set(macs))),
         ips=tuple(ips),
         protocols=tuple(text(p.get("name")) for p in objects(properties.get("protocols")) if p.get("name")),
-        firmware=firmware,
+        firmware=_firmware(properties, hardware),
         first_discovered=_epoch_ms(properties.get("firstSeen")) or None,
     )
 
 
+def _firmware(properties: dict[str, Any], hardware: dict[str, Any]) -> tuple[Firmware, ...]:
+    """The device itself first (``hardware`` model and serial, the first of ``firmwares`` for the version),
+    then each backplane slot: the first entry is the one the CI is identified by, so a module's serial number
+    never stands for the device's."""
+    versions = [text(f.get("version")) for f in objects(properties.get("firmwares")) if f.get("version")]
+    slots = [
+        Firmware(text(s.get("model")), text(s.get("firmwareVersion")), text(s.get("serialNumber")))
+        for s in objects(properties.get("slots"))
+    ]
+    device = Firmware(text(hardware.get("model")), versions[0] if versions else "", text(hardware.get("serialNumber")))
+    return (device, *slots) if device != Firmware() or slots else ()
+
+
 def parse_vulnerability(row: dict[str, Any]) -> tuple[str, Cve]:
-    """An ARG vulnerability row: (the device's resource name, the CVE). Microsoft's public specs do not
-    describe this type's properties; the ones read are ``deviceId`` (a name or an ARM id) and ``cveId``,
-    with ``cvssScore``, ``attackVector`` and ``description`` when present."""
+    """A vulnerability row: (the device's resource name, the CVE).
+
+    Resource Graph's rows carry ``deviceId`` (the device resource's name), ``vulnerabilityId`` (the CVE id),
+    ``severityScore`` (a category: Critical, High, Medium, Low, None) and ``description``, as Microsoft's
+    CVEAutoWorkflow playbook reads them. The REST API lists the same as a device's children
+    (``…/devices/{id}/vulnerabilities/{CVE}``, ``severity`` and a numeric ``score``): read too."""
     properties = row.get("properties")
     if not isinstance(properties, dict):
         raise ValueError("no properties")
-    device = text(properties.get("deviceId")).rstrip("/").rsplit("/", 1)[-1]
-    cve = text(properties.get("cveId"))
+    resource_id = text(row.get("id")).split("/")
+    lowered = [part.lower() for part in resource_id]
+    parent = resource_id[lowered.index("devices") + 1] if "devices" in lowered[:-1] else ""
+    device = text(properties.get("deviceId")).rstrip("/").rsplit("/", 1)[-1] or parent
+    cve = text(properties.get("vulnerabilityId") or (row.get("name") if parent else ""))
     if not device or not cve.upper().startswith("CVE-"):
-        raise ValueError("no deviceId or no cveId")
+        raise ValueError("no deviceId or no vulnerabilityId (a CVE id)")
+    score = properties.get("score")
     return device, Cve(
         cve,
-        text(properties.get("cvssScore")),
-        text(properties.get("attackVector")),
-        text(properties.get("description")),
+        score=str(score) if isinstance(score, int | float) and not isinstance(score, bool) else "",
+        description=text(properties.get("description")),
+        severity=text(properties.get("severityScore") or properties.get("severity")),
     )
 
 
@@ -243,12 +306,16 @@ class CloudSource:
         *,
         page_size: int = PAGE_SIZE,
         sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = name
         self.client = client
         self.subscriptions = subscriptions
         self.page_size = page_size
         self.sleep = sleep
+        self.clock = clock
+        # Each sensor's site and zone, from its latest read: a cloud alert names its sensor only.
+        self.places: dict[str, dict[str, str]] | None = None
 
     @classmethod
     def connect(
@@ -309,11 +376,17 @@ class CloudSource:
                 return
 
     def _alerts(self, kql: str, report: ReadReport) -> Iterator[CloudAlert]:
+        if self.places is None:
+            self.sensor_statuses(report)
+        places = self.places or {}
         for row in self.rows(kql, report):
             try:
-                yield parse_alert(row, self.name)
+                alert = parse_alert(row, self.name)
             except ValueError as exc:
                 report.skipped.append(f"alert {row.get('name', '?')}: {exc}")
+                continue
+            place = places.get(alert.sensor["name"], {})
+            yield replace(alert, sensor={**alert.sensor, **place}) if place else alert
 
     def open_alerts(self, report: ReadReport) -> Iterator[CloudAlert]:
         """Every alert not closed: the snapshot a closing is seen against (an alert's status changes keep
@@ -326,13 +399,19 @@ class CloudSource:
         return self._alerts(query(ALERTS, updated_field="startTimeUtc", since=since), report)
 
     def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
-        found = []
-        for row in self.rows(query(SENSORS), report):
+        """Every sensor once: one listed under a site and by the older type too is the site's."""
+        found: dict[str, SensorStatus] = {}
+        now = self.clock()
+        for row in self.rows(query(SITE_SENSORS, SENSORS), report):
             try:
-                found.append(parse_sensor(row))
+                sensor = parse_sensor(row, now)
             except ValueError as exc:
                 report.skipped.append(f"sensor {row.get('name', '?')}: {exc}")
-        return found
+                continue
+            if sensor.name not in found or text(row.get("type")).lower() == SITE_SENSORS:
+                found[sensor.name] = sensor
+        self.places = {s.name: {k: v for k, v in (("site", s.site), ("zone", s.zone)) if v} for s in found.values()}
+        return sorted(found.values(), key=lambda s: s.name)
 
     def close(self) -> None:
         self.client.close()
@@ -351,24 +430,53 @@ class CloudInventory:
         missing=("connections: Resource Graph has no device connections",),
     )
 
-    def __init__(self, source: CloudSource, overlap_minutes: float = 10.0) -> None:
+    def __init__(
+        self, source: CloudSource, overlap_minutes: float = 60.0, data_sources: tuple[str, ...] = ("OtSensor",)
+    ) -> None:
         self.source = source
         self.name = source.name
         self.report = ReadReport()
         self.overlap_ms = int(overlap_minutes * 60_000)
+        self.data_sources = {d.lower() for d in data_sources}
+        self.data_sources_setting = ",".join(data_sources)
+        self.learning: set[str] | None = None  # sensors in learning mode, from this run's sensor read
+        self.left_out: Counter[str] = Counter()
 
     def sensors(self) -> list[Sensor]:
+        statuses = self.source.sensor_statuses(self.report)
+        self.learning = {s.name for s in statuses if s.learning_mode}
         return [
-            Sensor(s.name, s.name, s.status, s.version, interface_address="", zone=s.zone, site=s.site)
-            for s in self.source.sensor_statuses(self.report)
+            Sensor(s.name, s.name, s.status, s.version, s.learning_mode, interface_address="", zone=s.zone, site=s.site)
+            for s in statuses
         ]
+
+    def _left_out(self, row: dict[str, Any]) -> str | None:
+        """Why a device row does not become a CI, or None: not an OT sensor's device (by default), gone at the
+        source, or seen by a sensor in learning mode (its baseline is not settled: ServiceNow's own connector
+        skips those sensors too)."""
+        properties = row.get("properties")
+        properties = properties if isinstance(properties, dict) else {}
+        origin = text(properties.get("deviceDataSource"))
+        if origin.lower() not in self.data_sources:
+            return f"deviceDataSource {origin or '(none)'} (DEVICE_SYNC_CLOUD_DATA_SOURCES={self.data_sources_setting})"
+        if text(properties.get("deviceStatus")).lower() in GONE_STATUSES:
+            return "deviceStatus Removed or Deleted (treated as gone)"
+        sensor = properties.get("sensor")
+        if isinstance(sensor, dict) and text(sensor.get("name")) in (self.learning or set()):
+            return "its sensor is in learning mode"
+        return None
 
     def device_pages(self, since_ms: int) -> Iterator[list[Device]]:
         """Devices updated at or after ``since_ms`` less the overlap: Resource Graph shows a change a while
         after its ``lastUpdated``, so the read reaches back; the sync's hashes make the repeats free."""
         since = datetime.fromtimestamp(max(0, since_ms - self.overlap_ms) / 1000, UTC) if since_ms > 0 else None
+        if self.learning is None:
+            self.sensors()
         page: list[Device] = []
         for row in self.source.rows(query(DEVICES, updated_field="lastUpdated", since=since), self.report):
+            if (reason := self._left_out(row)) is not None:
+                self.left_out[reason] += 1
+                continue
             try:
                 page.append(parse_device(row))
             except ValueError as exc:
@@ -404,7 +512,10 @@ class CloudInventory:
 
     def skipped_reasons(self) -> list[str]:
         reasons, self.report.skipped = self.report.skipped, []
-        return [f"skipped {reason}" for reason in reasons]
+        left_out, self.left_out = self.left_out, Counter()
+        return [f"skipped {reason}" for reason in reasons] + [
+            f"left out {count} device(s): {reason}" for reason, count in sorted(left_out.items())
+        ]
 
     @property
     def queries(self) -> int:

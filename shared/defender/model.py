@@ -87,6 +87,7 @@ class Cve:
     score: str = ""
     attack_vector: str = ""
     description: str = ""
+    severity: str = ""  # a category where the source gives one (the cloud: Critical, High, Medium, Low, None)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class SourceAlert:
     id: str  # stable across the alert's updates (the cloud's resource name; a sensor's alert id)
     resource_id: str  # the source's handle for writing it back when not its id (an ARM id, the console's UUID)
     started: datetime
-    status: str  # New | Active | Closed (InProgress too)
+    status: str  # the cloud's New | InProgress | Closed; a sensor's or console's handled state as Active | Closed
     alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)
     sensor: dict[str, Any]  # name, and site / zone when the source says them
     protocol: str | None = None
@@ -149,6 +150,7 @@ class SensorStatus:
     zone: str = ""
     site: str = ""
     version: str = ""
+    learning_mode: bool = False
 
 
 @dataclass

@@ -10,6 +10,7 @@ aged out) is an outcome, ``gone``, not an error to retry forever.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -21,7 +22,10 @@ from shared.http.transport import HttpRequest
 from shared.platform.secrets import Secret
 from shared.platform.settings import HttpSettings
 
+logger = logging.getLogger("shared.defender.writeback")
 WriteResult = Literal["closed", "gone"]
+# What Resource Manager answers a learn action it does not take (no public contract documents the action).
+LEARN_REFUSED = (400, 403, 404, 405, 501)
 ARM_SCOPE = "https://management.azure.com/.default"
 ALERTS_API_VERSION = "2021-07-01-preview"
 
@@ -73,18 +77,28 @@ def _outcome(response: Any, method: str, path: str, source: str) -> WriteResult:
 
 
 class CloudAlertWriter:
-    """Closes cloud alerts through Azure Resource Manager: ``PATCH <alert id>`` with status ``Closed``, or
-    its ``learn`` action (close, and learn the traffic as authorised)."""
+    """Closes cloud alerts through Azure Resource Manager with ``PATCH <alert id>`` and status ``Closed``
+    (spec operation ``IotAlerts_Patch``). The alert's ``learn`` action (close, and learn the traffic as
+    authorised) exists only as an RBAC operation with no published request, so it is used only when the
+    source opts in (``learn``), and a refusal falls back to the documented close with a warning."""
 
-    def __init__(self, name: str, base_url: str, pipeline: Pipeline, stats: CallStats) -> None:
+    def __init__(self, name: str, base_url: str, pipeline: Pipeline, stats: CallStats, *, learn: bool = False) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
         self.pipeline = pipeline
         self.stats = stats
+        self.learn = learn
 
     @classmethod
     def connect(
-        cls, name: str, base_url: str, credential: Any, http: HttpSettings, ca_bundle: Any = None
+        cls,
+        name: str,
+        base_url: str,
+        credential: Any,
+        http: HttpSettings,
+        ca_bundle: Any = None,
+        *,
+        learn: bool = False,
     ) -> CloudAlertWriter:
         stats = CallStats()
         pipeline = build_pipeline(
@@ -95,14 +109,25 @@ class CloudAlertWriter:
             ca_bundle=ca_bundle,
             ca_setting=f"DEFENDER_SOURCES[{name}].ca_bundle",
         )
-        return cls(name, base_url, pipeline, stats)
+        return cls(name, base_url, pipeline, stats, learn=learn)
 
     def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:
         if not reference.lower().startswith("/subscriptions/") or "/alerts/" not in reference.lower():
             raise DefenderApiError(f"source '{self.name}': {reference!r} is not an alert's resource id")
-        path = f"{reference}/learn" if learn else reference
-        method = "POST" if learn else "PATCH"
-        body = None if learn else json.dumps({"properties": {"status": "Closed"}}).encode()
+        if learn and self.learn:
+            response = self._send("POST", f"{reference}/learn", None)
+            if response.status_code not in LEARN_REFUSED:
+                return _outcome(response, "POST", f"{reference}/learn", f"source '{self.name}'")
+            logger.warning(
+                "source '%s': the learn action was refused (HTTP %s); closing alert %s with status Closed instead",
+                self.name,
+                response.status_code,
+                reference,
+            )
+        body = json.dumps({"properties": {"status": "Closed"}}).encode()
+        return _outcome(self._send("PATCH", reference, body), "PATCH", reference, f"source '{self.name}'")
+
+    def _send(self, method: str, path: str, body: bytes | None) -> Any:
         request = HttpRequest(
             method,
             f"{self.base_url}{path}",
@@ -113,10 +138,9 @@ class CloudAlertWriter:
         )
         self.stats.calls += 1
         try:
-            response = self.pipeline.send(request)
+            return self.pipeline.send(request)
         except HttpError as exc:
             raise DefenderApiError(f"source '{self.name}': {method} failed: {exc}", retryable=exc.retryable) from None
-        return _outcome(response, method, path, f"source '{self.name}'")
 
     def close(self) -> None:
         self.pipeline.close()

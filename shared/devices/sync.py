@@ -449,7 +449,11 @@ class DeviceSync:
                 del now_open[row.device_id]  # nothing then, nothing now: no row to write
                 continue
             sys_id = device["sys_id"]
-            changes += [CveChange(row.device_id, sys_id, c.id, c.score, True) for c in row.cves if c.id not in was_open]
+            changes += [
+                CveChange(row.device_id, sys_id, c.id, c.score, True, c.severity, c.description)
+                for c in row.cves
+                if c.id not in was_open
+            ]
             changes += [
                 CveChange(row.device_id, device["sys_id"], cve_id, "", False)
                 for cve_id in sorted(was_open - set(now_open[row.device_id]))

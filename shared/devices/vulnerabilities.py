@@ -30,6 +30,8 @@ class CveChange:
     cve_id: str
     score: str
     opening: bool
+    severity: str = ""  # the source's category (the cloud's Critical … None), when it gives one
+    description: str = ""
 
     @property
     def correlation_id(self) -> str:
@@ -51,6 +53,12 @@ class CveChange:
                 "correlation_id": self.correlation_id,
                 "source": "Microsoft Defender for IoT",
             }
+            # A vulnerable item is a task: its summary and description carry what Defender says of the CVE
+            # (the item's own risk rating is ServiceNow's calculators' to set).
+            if self.severity:
+                values["short_description"] = f"{self.cve_id}: severity {self.severity} (Defender for IoT)"
+            if self.description:
+                values["description"] = self.description
             return BatchItem(item_id, "POST", table, values)
         if self.opening and existing is not None and existing.get("state") != "1":
             return BatchItem(item_id, "PATCH", f"{table}/{existing['sys_id']}", {"state": "1"})

@@ -61,6 +61,7 @@ KNOWN_SETTINGS = frozenset(
         "DEVICE_SYNC_PAGE_SIZE",
         "DEVICE_SYNC_CLASS_MAP",
         "DEVICE_SYNC_ABSENCE_HOURS",
+        "DEVICE_SYNC_CLOUD_DATA_SOURCES",
         "CONSOLE_URL",
         "CONSOLE_CA_BUNDLE",
         "CONSOLE_PROXY_URL",
@@ -88,6 +89,10 @@ PREFIXES = (
     "TOKEN_",
 )
 
+# How far the intake and the cloud device reads reach back behind their watermarks: Microsoft documents that
+# Defender's data can show up to an hour late, and an alert that opens and closes inside a shorter reach-back
+# is never seen (docs/platform-checks.md).
+OVERLAP_MINUTES = 60.0
 SECRET_NAME_PATTERN = re.compile(r"^[0-9A-Za-z-]{1,127}$")  # Key Vault's secret names
 QUEUE_NAME_PATTERN = re.compile(r"^(?!.*--)[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
 CONNECTION_NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -192,6 +197,9 @@ class CloudSourceSettings:
     devices: bool = True  # the device sync reads it
     alerts: bool = True  # the alert intake reads it
     data_source: str | None = None  # the CIs' source name; DEVICE_SYNC_DATA_SOURCE when not set
+    # Write-back by the alert's learn action: no public contract documents it, so only on request (and a
+    # refusal closes the alert with PATCH status=Closed, the documented write, instead).
+    learn: bool = False
     kind: Literal["cloud"] = "cloud"
 
 
@@ -241,7 +249,7 @@ SourceSettings = CloudSourceSettings | SensorSourceSettings | ConsoleSourceSetti
 class IntakeSettings:
     sources: tuple[SourceSettings, ...] = ()
     state_table: str = "alertintake"
-    overlap_minutes: float = 10.0  # how far each read reaches back (Resource Graph shows changes late)
+    overlap_minutes: float = 60.0  # how far each read reaches back (Resource Graph shows changes late)
 
 
 @dataclass(frozen=True)
@@ -262,7 +270,14 @@ class DeviceSyncSettings:
     class_map: Mapping[str, str] = field(default_factory=dict)
     absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
     sources: tuple[SourceSettings, ...] = ()  # every source the sync reads (DEFENDER_SOURCES, CONSOLE_URL)
-    overlap_minutes: float = 10.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
+    overlap_minutes: float = 60.0  # incremental cloud reads reach back this far (Resource Graph shows changes late)
+    # The cloud's deviceDataSource values that become CIs: OT sensors' devices only, as Microsoft's own samples
+    # and ServiceNow's connector read them (Defender for Endpoint's or enterprise sensors' are not OT assets).
+    cloud_data_sources: tuple[str, ...] = ("OtSensor",)
+
+
+# deviceDataSource as the REST spec (devices.json) and later Microsoft material name it.
+CLOUD_DATA_SOURCES = ("OtSensor", "CorpSensor", "Mde", "MicroAgent", "Other")
 
 
 @dataclass(frozen=True)
@@ -671,14 +686,31 @@ def _check_device_sync(
         class_map=class_map,
         absence_hours=reader.number("DEVICE_SYNC_ABSENCE_HOURS", 24.0, 1, 24 * 90),
         sources=sources,
-        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60),
+        cloud_data_sources=_check_cloud_data_sources(reader),
     )
+
+
+def _check_cloud_data_sources(reader: _Reader) -> tuple[str, ...]:
+    raw = reader.raw("DEVICE_SYNC_CLOUD_DATA_SOURCES")
+    if raw is None:
+        return DeviceSyncSettings.cloud_data_sources
+    by_name = {name.lower(): name for name in CLOUD_DATA_SOURCES}
+    names = [part.strip() for part in raw.split(",") if part.strip()]
+    unknown = [name for name in names if name.lower() not in by_name]
+    if unknown or not names:
+        reader.fail(
+            f"DEVICE_SYNC_CLOUD_DATA_SOURCES={raw!r} is invalid; expected a comma-separated list of "
+            f"{', '.join(CLOUD_DATA_SOURCES)} (Resource Graph's deviceDataSource values)"
+        )
+        return DeviceSyncSettings.cloud_data_sources
+    return tuple(dict.fromkeys(by_name[name.lower()] for name in names))
 
 
 SUBSCRIPTION_PATTERN = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 COMMON_FIELDS = {"name", "kind", "devices", "alerts", "data_source"}
 SOURCE_FIELDS = {
-    "cloud": COMMON_FIELDS | {"subscriptions", "resource_graph_url", "credential", "ca_bundle"},
+    "cloud": COMMON_FIELDS | {"subscriptions", "resource_graph_url", "credential", "ca_bundle", "learn"},
     "sensor": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url", "site", "zone", "alerts_api"},
     "console": COMMON_FIELDS | {"url", "token_secret", "ca_bundle", "proxy_url"},
 }
@@ -791,7 +823,16 @@ def _parse_cloud(
         raise ValueError(f"{where}.credential 'emulator' is for a localhost Resource Graph emulator only")
     alerts = _flag(raw, "alerts", True, where)
     return CloudSourceSettings(
-        name, tuple(subscriptions), url, credential, ca_bundle, client_id, devices, alerts, data_source
+        name,
+        tuple(subscriptions),
+        url,
+        credential,
+        ca_bundle,
+        client_id,
+        devices,
+        alerts,
+        data_source,
+        _flag(raw, "learn", False, where),
     )
 
 
@@ -824,7 +865,7 @@ def _check_intake(reader: _Reader, sources: tuple[SourceSettings, ...]) -> Intak
     return IntakeSettings(
         sources=tuple(s for s in sources if s.alerts),
         state_table=table,
-        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60),
+        overlap_minutes=reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60),
     )
 
 
@@ -1001,7 +1042,7 @@ class RelaySettings:
     source: SensorSourceSettings
     http: HttpSettings = HttpSettings()
     key_vault: KeyVaultSettings | None = None
-    overlap_minutes: float = 10.0
+    overlap_minutes: float = 60.0
 
 
 def load_relay_settings(source_name: str, environ: Mapping[str, str] | None = None) -> RelaySettings:
@@ -1025,7 +1066,7 @@ def load_relay_settings(source_name: str, environ: Mapping[str, str] | None = No
         read_timeout=reader.number("SERVICENOW_READ_TIMEOUT_SECONDS", 30.0, 0.1, 300),
     )
     key_vault = _check_key_vault(reader)
-    overlap = reader.number("ALERT_INTAKE_OVERLAP_MINUTES", 10.0, 0, 24 * 60)
+    overlap = reader.number("ALERT_INTAKE_OVERLAP_MINUTES", OVERLAP_MINUTES, 0, 24 * 60)
     if reader.problems:
         raise SettingsError(reader.problems)
     assert isinstance(source, SensorSourceSettings)

@@ -461,7 +461,9 @@ def test_one_alert_stream_seen_by_the_cloud_the_sensor_and_the_console_alike(
         (message,) = drain(queue)
         seen.append((message["kind"], message["alert"]["title"], message["alert"]["severity"], message["sensor"]))
     assert seen[0][:3] == seen[1][:3] == seen[2][:3] == ("alert", "Unauthorized PLC Programming", "Critical")
-    assert seen[0][3]["name"] == seen[2][3]["name"] == "sensor-1" and seen[0][3]["zone"] == "Line 1"
+    assert seen[0][3]["name"] == seen[2][3]["name"] == "sensor-1" and seen[2][3]["zone"] == "Line 1"
+    # Resource Graph's alert names its sensor only: site and zone are the sensor's own.
+    assert {k: seen[0][3][k] for k in ("site", "zone")} == {"site": "Plant-B", "zone": "Utilities"}
     handle_alert(world, "sensor-1", raised["id"])
     graph.load_world(world)
     for each, queue in views:

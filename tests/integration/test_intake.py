@@ -23,8 +23,9 @@ from shared.alerting.messages import parse_message
 from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS, CloudSource, query
 from shared.defender.model import ReadReport
-from shared.platform.settings import CloudSourceSettings
+from shared.platform.settings import CloudSourceSettings, load_settings
 from tests.support.forwarding import Stack, rules
+from tests.support.settings import app_settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.stack.azurite import Azurite, free_port
 
@@ -63,13 +64,13 @@ def cloud_alert(
             "status": status,
             "startTimeUtc": started.isoformat().replace("+00:00", "Z"),
             "endTimeUtc": started.isoformat().replace("+00:00", "Z"),
-            "alertType": "PolicyViolation",
+            "alertType": "IoT_PolicyViolation",
+            "productComponentName": "POLICY_VIOLATION",
             "remediationSteps": ["Check the engineering station"],
             "extendedProperties": {
                 "SensorId": sensor,
                 "SourceDeviceAddress": "10.1.0.5",
                 "DestinationDeviceAddress": "10.1.0.9",
-                "AlertEngine": "Policy Violation",
             },
         },
     }
@@ -77,9 +78,10 @@ def cloud_alert(
 
 def cloud_sensor(graph: ResourceGraphEmulator, name: str, status: str) -> dict[str, Any]:
     return {
-        "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/sensors/{name}",
+        "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/locations/westeurope/sites/"
+        f"plant/sensors/{name}",
         "name": name,
-        "type": "microsoft.iotsecurity/sensors",
+        "type": "microsoft.iotsecurity/locations/sites/sensors",
         "properties": {"sensorStatus": status, "connectivityTime": "2026-11-22T11:59:00Z", "zone": "Line 1"},
     }
 
@@ -113,7 +115,7 @@ def test_the_sdk_pages_through_with_skip_tokens(graph: ResourceGraphEmulator) ->
     report = ReadReport()
     alerts = list(source(graph).alerts_started_since(NOW, report))
     assert [a.id for a in alerts] == [f"00000000-0000-0000-0000-{n:012d}" for n in range(2500)]  # oldest first, once
-    assert report.queries == 3  # pages of 1,000
+    assert report.queries == 1 + 3  # the sensors once (an alert names its sensor only), then pages of 1,000
 
 
 def test_a_spent_quota_is_waited_out_before_a_429(graph: ResourceGraphEmulator) -> None:
@@ -180,7 +182,7 @@ def test_an_alert_closed_at_the_source_becomes_one_status_message(
         "sensor-cloud-1",
     )
     assert Intake(source(graph), queue, state).run(NOW + timedelta(minutes=2)).queued["alert_status"] == 0
-    graph.put(cloud_alert(graph, 1, status="Active"))  # raised again in Defender after it was closed
+    graph.put(cloud_alert(graph, 1, status="New"))  # raised again in Defender after it was closed
     again = Intake(source(graph), queue, state).run(NOW + timedelta(minutes=3))
     assert again.queued == {"alert": 1, "alert_status": 0, "system": 0}
     assert [m["alert"]["id"] for m in drain(queue)] == ["00000000-0000-0000-0000-000000000001"]
@@ -200,20 +202,43 @@ def test_an_alert_that_appears_late_behind_the_watermark_is_taken_in(
     assert late.queued == {"alert": 1, "alert_status": 1, "system": 0}
 
 
+def test_the_default_reach_back_covers_the_hour_microsoft_says_data_can_lag(
+    graph: ResourceGraphEmulator, intake_parts: Callable[[], tuple[QueueClient, IntakeState]]
+) -> None:
+    queue, state = intake_parts()
+    overlap = timedelta(minutes=load_settings(app_settings("UseDevelopmentStorage=true")).intake.overlap_minutes)
+    graph.put(cloud_alert(graph, 2, started=NOW))
+    Intake(source(graph), queue, state, overlap).run(NOW)
+    drain(queue)
+    # Opened and closed 50 minutes before the newest alert taken in, and shown only now: a 10-minute
+    # reach-back never sees it.
+    graph.put(cloud_alert(graph, 1, started=NOW - timedelta(minutes=50), status="Closed"))
+    late = Intake(source(graph), queue, state, overlap).run(NOW + timedelta(minutes=1))
+    assert late.queued == {"alert": 1, "alert_status": 1, "system": 0}
+
+
 def test_sensors_going_offline_and_back_become_system_messages(
     graph: ResourceGraphEmulator, intake_parts: Callable[[], tuple[QueueClient, IntakeState]]
 ) -> None:
     queue, state = intake_parts()
     graph.put(cloud_sensor(graph, "sensor-a", "Ok"), cloud_sensor(graph, "sensor-b", "Disconnected"))
-    assert Intake(source(graph), queue, state).run(NOW).queued["system"] == 1  # b was down already
+
+    def at(moment: datetime) -> CloudSource:
+        return source(graph, clock=lambda: moment)
+
+    assert Intake(at(NOW), queue, state).run(NOW).queued["system"] == 1  # b was down already
     assert [(m["sensor"]["name"], m["system"]["status"]) for m in drain(queue)] == [("sensor-b", "offline")]
     graph.put(cloud_sensor(graph, "sensor-a", "Disconnected"), cloud_sensor(graph, "sensor-b", "Ok"))
-    Intake(source(graph), queue, state).run(NOW + timedelta(minutes=1))
+    Intake(at(NOW + timedelta(minutes=1)), queue, state).run(NOW + timedelta(minutes=1))
     assert sorted((m["sensor"]["name"], m["system"]["status"]) for m in drain(queue)) == [
         ("sensor-a", "offline"),
         ("sensor-b", "online"),
     ]
-    assert Intake(source(graph), queue, state).run(NOW + timedelta(minutes=2)).queued["system"] == 0
+    assert Intake(at(NOW + timedelta(minutes=2)), queue, state).run(NOW + timedelta(minutes=2)).queued["system"] == 0
+    # Still "Ok", but no contact for more than 5 minutes: offline now, not when sensorStatus changes.
+    later = NOW + timedelta(minutes=5, seconds=30)
+    Intake(at(later), queue, state).run(later)
+    assert [(m["sensor"]["name"], m["system"]["status"]) for m in drain(queue)] == [("sensor-b", "offline")]
 
 
 def test_a_malformed_or_hostile_record_is_skipped_with_its_reason(

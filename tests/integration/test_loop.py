@@ -76,7 +76,7 @@ class Loop:
 
 @pytest.fixture
 def make_loop(make_stack: Callable[..., Stack], graph: ResourceGraphEmulator) -> Callable[..., Loop]:
-    def make(**action: Any) -> Loop:
+    def make(*, learn: bool = False, **action: Any) -> Loop:
         world = generate(5, seed=9)
         graph.quota.per_window = 1000
         raised = raise_alert(world, "sensor-1", TITLE, "Critical")
@@ -88,6 +88,7 @@ def make_loop(make_stack: Callable[..., Stack], graph: ResourceGraphEmulator) ->
             "resource_graph_url": graph.url,
             "credential": "emulator",
             "ca_bundle": str(graph.ca_pem),
+            "learn": learn,
         }
         document = rules("incident")
         document["actions"] = [{**a, **action} for a in document["actions"] if a["name"] == "incident"]
@@ -227,11 +228,15 @@ def test_a_write_back_stopped_at_its_deadline_closes_the_rest_next_cycle_each_on
     assert len(loop.graph.writes) == 2  # each alert closed once
 
 
-def test_a_close_code_can_mean_learn(make_loop: Callable[..., Loop]) -> None:
-    loop = make_loop(learn_close_codes=["Not an issue (authorized traffic)"])
+@pytest.mark.parametrize(("learn", "method"), [(True, "POST"), (False, "PATCH")])
+def test_a_close_code_can_mean_learn_where_the_cloud_source_opts_in(
+    make_loop: Callable[..., Loop], learn: bool, method: str
+) -> None:
+    loop = make_loop(learn=learn, learn_close_codes=["Not an issue (authorized traffic)"])
     loop.resolve_in_servicenow(close_code="Not an issue (authorized traffic)")
     assert loop.writeback()[0].written == 1
-    assert loop.graph.writes[0][0] == "POST"  # the alert's learn action
+    # The learn action has no published contract: without the opt-in the alert is closed as documented.
+    assert loop.graph.writes[0][0] == method
 
 
 def test_write_back_can_be_turned_off_per_action(make_loop: Callable[..., Loop]) -> None:

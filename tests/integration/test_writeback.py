@@ -44,8 +44,8 @@ def console(world: Inventory, tls_dir: Path) -> Iterator[ConsoleEmulator]:
     emulator.stop()
 
 
-def writer(graph: ResourceGraphEmulator) -> CloudAlertWriter:
-    return CloudAlertWriter.connect("cloud", graph.url, LocalEmulatorCredential(), HTTP, graph.ca_pem)
+def writer(graph: ResourceGraphEmulator, *, learn: bool = False) -> CloudAlertWriter:
+    return CloudAlertWriter.connect("cloud", graph.url, LocalEmulatorCredential(), HTTP, graph.ca_pem, learn=learn)
 
 
 def open_cloud_alerts(graph: ResourceGraphEmulator) -> dict[str, str]:
@@ -65,13 +65,21 @@ def test_a_cloud_alert_is_closed_through_resource_manager_and_shows_closed_after
     assert set(open_cloud_alerts(graph)) == {"Illegal MODBUS Operation"}
 
 
-def test_learning_closes_too_and_an_alert_the_cloud_no_longer_has_is_gone(
-    world: Inventory, graph: ResourceGraphEmulator
+def test_learning_is_opt_in_falls_back_to_closing_and_an_alert_the_cloud_no_longer_has_is_gone(
+    world: Inventory, graph: ResourceGraphEmulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     alerts = open_cloud_alerts(graph)
+    # Learn has no published contract: without the source's opt-in, the documented close is used.
     cloud = writer(graph)
     assert cloud.close_alert(alerts["Illegal MODBUS Operation"], learn=True) == "closed"
-    assert graph.writes[-1][0] == "POST" and graph.writes[-1][2] == "Closed"
+    assert graph.writes[-1][:1] == ("PATCH",) and graph.writes[-1][2] == "Closed"
+    learner = writer(graph, learn=True)
+    assert learner.close_alert(alerts["Unauthorized PLC Programming"], learn=True) == "closed"
+    assert graph.writes[-1][0] == "POST"
+    # Refused: closed with PATCH status=Closed instead, and said so.
+    graph.faults.configure({"fail_next": [{"status": 400, "count": 1}]})
+    assert learner.close_alert(alerts["Unauthorized PLC Programming"], learn=True) == "closed"
+    assert graph.writes[-1][0] == "PATCH" and "closing alert" in caplog.text and "HTTP 400" in caplog.text
     missing = alerts["Illegal MODBUS Operation"].rsplit("/", 1)[0] + "/00000000-0000-0000-0000-000000000000"
     assert cloud.close_alert(missing) == "gone"  # recorded as such, never retried forever
     with pytest.raises(DefenderApiError, match="is not an alert's resource id"):

@@ -22,7 +22,7 @@ def test_a_cloud_device_keeps_certain_macs_apart_from_guesses() -> None:
                 "hardware": {"vendor": "Siemens"},
                 "nics": [
                     {"ipv4Address": "10.1.4.7", "macAddress": "00-1D-9C-AA-BB-CC", "macCertainty": "Certain"},
-                    {"ipv4Address": "10.1.4.8", "macAddress": "aabb.ccdd.eeff", "macCertainty": "Uncertain"},
+                    {"ipv4Address": "10.1.4.8", "macAddress": "aabb.ccdd.eeff", "macCertainty": "Guess"},
                     {"macAddress": "not a mac"},
                     "hostile",
                 ],
@@ -55,7 +55,7 @@ def test_a_cloud_device_with_nothing_but_a_name_reads_as_blanks() -> None:
 
 def test_a_cloud_vulnerability_names_its_device_by_id_or_arm_path() -> None:
     arm = "/subscriptions/s/providers/Microsoft.IoTSecurity/locations/l/deviceGroups/g/devices/d-7"
-    assert parse_vulnerability({"properties": {"deviceId": arm, "cveId": "CVE-2024-1"}})[0] == "d-7"
-    for bad in ({}, {"properties": {"deviceId": "d"}}, {"properties": {"deviceId": "d", "cveId": "nope"}}):
+    assert parse_vulnerability({"properties": {"deviceId": arm, "vulnerabilityId": "CVE-2024-1"}})[0] == "d-7"
+    for bad in ({}, {"properties": {"deviceId": "d"}}, {"properties": {"deviceId": "d", "vulnerabilityId": "nope"}}):
         with pytest.raises(ValueError, match=r"^no "):
             parse_vulnerability(bad)

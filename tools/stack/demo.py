@@ -25,7 +25,7 @@ from shared.alerting.rules_store import read_rules, write_rules
 from shared.app.devices import build_sync
 from shared.app.intake import run_intake
 from shared.app.writeback import run_writeback
-from shared.defender.cloud import ALERTS, parse_alert, parse_sensor
+from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -153,21 +153,22 @@ def cloud_world(graph: ResourceGraphEmulator, now_ms: int) -> list[dict[str, Any
                 "status": "New",
                 "startTimeUtc": started,
                 "endTimeUtc": started,
-                "alertType": "PolicyViolation",
+                "alertType": "IoT_PolicyViolation",
+                "productComponentName": "POLICY_VIOLATION",
                 "extendedProperties": {
                     "SensorId": "sensor-plant-c-1",
                     "SourceDeviceAddress": source,
                     "DestinationDeviceAddress": "10.30.0.2",
-                    "AlertEngine": "Policy Violation",
                 },
             },
         }
 
     def sensor(name: str, status: str) -> dict[str, Any]:
         return {
-            "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/sensors/{name}",
+            "id": f"/subscriptions/{graph.subscription}/providers/Microsoft.IoTSecurity/locations/westeurope/"
+            f"sites/plant-c/sensors/{name}",
             "name": name,
-            "type": "microsoft.iotsecurity/sensors",
+            "type": SITE_SENSORS,
             "properties": {"sensorStatus": status, "connectivityTime": started, "zone": "Utilities"},
         }
 
@@ -212,9 +213,11 @@ def run_demo(
     # The cloud path: what Defender raised in Azure, taken in by the intake (its timer runs it every minute).
     world = cloud_world(graph, now_ms)
     graph.put(*world)
+    # The connected sensor keeps in contact while the stack runs (an hour-long `make run` included).
+    graph.heartbeats |= {str(d["id"]).lower() for d in world if d["properties"].get("sensorStatus") == "Ok"}
     intake_cycle(settings)
     documents += [alert_message(parse_alert(row, "cloud"), "cloud") for row in world if row["type"] == ALERTS]
-    documents.append(system_message(parse_sensor(world[-1]), now))
+    documents.append(system_message(parse_sensor(world[-1], now), now))
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
     lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))

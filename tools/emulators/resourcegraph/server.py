@@ -16,7 +16,7 @@ Only the KQL shapes the product sends are evaluated, honestly — anything else 
 ``InvalidQuery`` error ARG gives, so a query the product changes cannot pass here and fail in Azure:
 
     iotsecurityresources
-    | where type =~ '<resource type>'
+    | where type =~ '<resource type>'   (or: type in~ ('<type>', '<type>'))
     [| where properties.status !~ 'Closed']
     [| extend updated = todatetime(properties.<field>)]
     [| where updated >= datetime(<ISO 8601>)]
@@ -54,13 +54,14 @@ ALERT_PATH = re.compile(
 PROVIDER_PATH = re.compile(
     r"^/subscriptions/(?P<subscription>[^/]+)/providers/(?P<namespace>[A-Za-z.]+)(?P<register>/register)?$"
 )
-ALERT_STATUSES = ("Active", "New", "InProgress", "Closed")
+ALERT_STATUSES = ("New", "InProgress", "Closed")  # the spec's AlertStatus: there is no Active
 WRITES_PER_HOUR = 1200  # Resource Manager's documented default per subscription and principal
 QUERY_PATH = "/providers/microsoft.resourcegraph/resources"
 MAX_TOP = 1000
 SHAPE = re.compile(
     r"^\s*iotsecurityresources\s*"
-    r"\|\s*where\s+type\s*=~\s*'(?P<type>[a-z0-9./]+)'\s*"
+    r"\|\s*where\s+type\s*"
+    r"(?:=~\s*'(?P<type>[a-z0-9./]+)'|in~\s*\((?P<types>\s*'[a-z0-9./]+'(?:\s*,\s*'[a-z0-9./]+')*\s*)\))\s*"
     r"(?:\|\s*where\s+properties\.status\s*!~\s*'(?P<not_status>[A-Za-z]+)'\s*)?"
     r"(?:\|\s*extend\s+updated\s*=\s*todatetime\(properties\.(?P<field>[A-Za-z]+)\)\s*)?"
     r"(?:\|\s*where\s+updated\s*>=\s*datetime\((?P<since>[0-9T:.\-+Z]+)\)\s*)?"
@@ -109,6 +110,8 @@ class ResourceGraphEmulator(TlsEmulator):
         self.writes: list[tuple[str, str, str]] = []  # (method, alert id, status), in order
         self.write_window = [0.0, 0]
         self.providers: dict[str, str] = {}  # namespace → registrationState, as Resource Manager shows it
+        # Sensors in contact: queries show their connectivityTime as now, as a connected sensor keeps it.
+        self.heartbeats: set[str] = set()
         super().__init__(host, port, tls_dir)
 
     # -- the world -------------------------------------------------------------------------
@@ -149,9 +152,13 @@ class ResourceGraphEmulator(TlsEmulator):
         """Show a generated inventory (devices, sensors, vulnerabilities) as the cloud would."""
         from tools.emulators.resourcegraph import world  # noqa: PLC0415 - only worlds need the console's inventory
 
-        self.replace(
-            {world.DEVICES, world.SENSORS, world.VULNERABILITIES}, world.documents(inventory, self.subscription)
-        )
+        documents = world.documents(inventory, self.subscription)
+        self.replace({world.DEVICES, world.SENSORS, world.VULNERABILITIES}, documents)
+        self.heartbeats = {
+            str(d["id"]).lower()
+            for d in documents
+            if d["type"] == world.SENSORS and d["properties"]["sensorStatus"] == "Ok"
+        }
 
     def get(self, resource_id: str) -> dict[str, Any] | None:
         with self.lock:
@@ -171,6 +178,7 @@ class ResourceGraphEmulator(TlsEmulator):
         self.writes.clear()
         self.write_window = [0.0, 0]
         self.providers.clear()
+        self.heartbeats.clear()
 
     # -- the wire --------------------------------------------------------------------------
     def handle(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Reply | None:
@@ -261,6 +269,10 @@ class ResourceGraphEmulator(TlsEmulator):
         columns = ["id", "name", "type", "properties"] + (["updated"] if shape["with_updated"] else [])
         start = _offset(options.get("$skipToken"))
         page = [json.loads(json.dumps({k: r.get(k) for k in columns})) for r in rows[start : start + top]]
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        for row in page:
+            if str(row["id"]).lower() in self.heartbeats:
+                row["properties"]["connectivityTime"] = now
         document: dict[str, Any] = {
             "totalRecords": len(rows),
             "count": len(page),
@@ -282,7 +294,8 @@ class ResourceGraphEmulator(TlsEmulator):
             if self._cache is not None and self._cache[0] == key and now < self._cache_until:
                 return self._cache[1]
             wanted = set(key[1])
-            candidates = list(self.by_type.get(shape["type"], {}).values())
+            types = [shape["type"]] if shape["type"] else re.findall(r"'([^']+)'", shape["types"])
+            candidates = [r for t in types for r in self.by_type.get(t, {}).values()]
             pending = [r.visible_at for r in candidates if r.visible_at > now]
             documents = [
                 document

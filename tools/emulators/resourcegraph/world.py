@@ -9,14 +9,22 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from tools.emulators.console.inventory import ZONES, Inventory
+from tools.emulators.console.inventory import SITES, ZONES, Inventory
 
 DEVICES = "microsoft.iotsecurity/locations/devicegroups/devices"
 VULNERABILITIES = "microsoft.iotsecurity/locations/devicegroups/vulnerabilities"
-SENSORS = "microsoft.iotsecurity/sensors"
+SENSORS = "microsoft.iotsecurity/locations/sites/sensors"
 ALERTS = "microsoft.iotsecurity/locations/devicegroups/alerts"
 # The sensor's severities as the cloud names them (the product maps them back).
 CLOUD_SEVERITY = {"Critical": "High", "Major": "Medium", "Minor": "Low", "Warning": "Informational"}
+# The sensor's engines as the cloud's productComponentName names them.
+COMPONENT = {
+    "Malware": "MALWARE",
+    "Anomaly": "ANOMALY",
+    "Protocol Violation": "PROTOCOL_VIOLATION",
+    "Policy Violation": "POLICY_VIOLATION",
+    "Operational": "OPERATIONAL",
+}
 PURDUE = {"Level 0": "ProcessControl", "Level 1": "ProcessControl", "Level 2": "Supervisory", "Level 3": "Enterprise"}
 WORLD = uuid.UUID("6b1d2c55-8a52-4bde-9b36-2f1b0b3d5a10")
 
@@ -47,7 +55,7 @@ def device_document(inventory: Inventory, device: dict[str, Any], subscription: 
             {
                 "ipv4Address": o["u_ip_address"],
                 "macAddress": (o["u_guessed_mac_address"] or [None])[0],
-                "macCertainty": "Uncertain",
+                "macCertainty": "Guess",
             }
             for o in device["u_ip_address_objects"]
         ]
@@ -67,15 +75,27 @@ def device_document(inventory: Inventory, device: dict[str, Any], subscription: 
             "lastSeen": _iso(device["u_last_activity"]),
             "lastUpdated": _iso(device["u_last_update"]),
             "deviceStatus": "Active",
-            "hardware": {"vendor": device["u_vendor"], "model": ""},
+            "hardware": _hardware(device),
             "nics": nics,
             "protocols": [{"name": p["u_protocol"]} for p in device["u_protocol_objects"]],
-            "firmware": [
-                {"model": f["u_model"], "version": f["u_version"], "serial": f["u_serial"]}
-                for f in device["u_firmwares"]
-            ],
+            "firmwares": [{"name": "firmware", "version": f["u_version"]} for f in device["u_firmwares"]],
         },
     }
+
+
+def _hardware(device: dict[str, Any]) -> dict[str, Any]:
+    """The spec's hardware {vendor, model, serialNumber}: a controller's model and serial are its firmware's."""
+    firmware = (device["u_firmwares"] or [{}])[0]
+    hardware = {"vendor": device["u_vendor"], "model": firmware.get("u_model", "")}
+    return {**hardware, "serialNumber": firmware["u_serial"]} if firmware.get("u_serial") else hardware
+
+
+def severity_score(score: str) -> str:
+    """A CVSS score as the cloud's severityScore category (CVSS v3's qualitative ratings)."""
+    value = float(score or 0)
+    return (
+        "Critical" if value >= 9 else "High" if value >= 7 else "Medium" if value >= 4 else "Low" if value else "None"
+    )
 
 
 def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
@@ -84,15 +104,19 @@ def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
         devices = [device_document(inventory, d, subscription) for d in inventory.devices.values()]
         sensors = [
             {
-                "id": f"/subscriptions/{subscription}/providers/Microsoft.IoTSecurity/sensors/{s['u_name']}",
+                "id": f"/subscriptions/{subscription}/providers/Microsoft.IoTSecurity/locations/westeurope/sites/"
+                f"{SITES[s['u_id'] % len(SITES)].replace(' ', '-')}/sensors/{s['u_name']}",
                 "name": s["u_name"],
                 "type": SENSORS,
                 "subscriptionId": subscription,
                 "properties": {
                     "sensorStatus": "Ok" if s["u_connection_state"] == "SYNCED" else "Disconnected",
+                    # A connected sensor's contact time is kept current by the emulator (its heartbeat).
                     "connectivityTime": _iso(inventory.now_ms),
                     "sensorVersion": s["u_version"],
                     "zone": ZONES[s["u_zone_id"] % len(ZONES)],
+                    "learningMode": bool(s["u_is_in_learning_mode"]),
+                    "sensorType": "Ot",
                 },
             }
             for s in inventory.sensors
@@ -104,10 +128,9 @@ def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
                 "type": VULNERABILITIES,
                 "subscriptionId": subscription,
                 "properties": {
-                    "deviceId": f"{_group(subscription)}/devices/{device_name(inventory, device_id)}",
-                    "cveId": cve["u_cve_id"],
-                    "cvssScore": cve["u_score"],
-                    "attackVector": cve["u_attack_vector"],
+                    "deviceId": device_name(inventory, device_id),
+                    "vulnerabilityId": cve["u_cve_id"],
+                    "severityScore": severity_score(cve["u_score"]),
                     "description": cve["u_description"],
                 },
             }
@@ -121,8 +144,16 @@ def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
 def alert_document(alert: dict[str, Any], subscription: str) -> dict[str, Any]:
     """A world alert as the cloud lists it: named by a GUID of its sensor and number, closed when handled."""
     name = str(uuid.uuid5(WORLD, f"alert:{alert['sensorName']}:{alert['id']}"))
+    resource_id = f"{_group(subscription)}/alerts/{name}"
+    component = COMPONENT.get(alert["engine"], "POLICY_VIOLATION")
+    extended = {
+        "SensorId": alert["sensorName"],
+        "SourceDeviceAddress": alert.get("sourceDeviceAddress"),
+        "DestinationDeviceAddress": alert.get("destinationDeviceAddress"),
+        "AlertManagementUri": f"https://management.azure.com{resource_id}?api-version=2021-07-01-preview",
+    }
     return {
-        "id": f"{_group(subscription)}/alerts/{name}",
+        "id": resource_id,
         "name": name,
         "type": ALERTS,
         "subscriptionId": subscription,
@@ -134,15 +165,9 @@ def alert_document(alert: dict[str, Any], subscription: str) -> dict[str, Any]:
             "status": "Closed" if alert["handled"] else "New",
             "startTimeUtc": _iso(alert["time"]),
             "endTimeUtc": _iso(alert["time"]),
-            "alertType": alert["engine"],
+            "alertType": f"IoT_{component.title().replace('_', '')}",
+            "productComponentName": component,
             "remediationSteps": alert.get("remediationSteps"),
-            "extendedProperties": {
-                "SensorName": alert["sensorName"],
-                "ZoneName": alert.get("zoneName"),
-                "SiteName": alert.get("siteName"),
-                "SourceDeviceAddress": alert.get("sourceDeviceAddress"),
-                "DestinationDeviceAddress": alert.get("destinationDeviceAddress"),
-                "AlertEngine": alert["engine"],
-            },
+            "extendedProperties": {k: v for k, v in extended.items() if v is not None},
         },
     }
