@@ -246,6 +246,7 @@ def test_stop_waits_up_to_function_timeout_and_releases_nothing_that_finishes(ru
     # Failed at the timeout: visible again at once (visibilityTimeout 0), long before its 60 s lease lapses.
     wait_until(lambda: len(runner.queue.peek_messages()) == 1, timeout=5)
     assert runner.queue.peek_messages()[0].dequeue_count == 1
+    wait_until(lambda: len(runner.calls()) == 1)  # the abandoned invocation ends here, not in the next test
 
 
 def test_one_worker_pool_of_python_threadpool_thread_count(runner: HostRunner) -> None:
