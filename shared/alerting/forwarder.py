@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from shared.alerting.templates import render
 from shared.http.errors import NotFoundError
 from shared.platform import telemetry
 from shared.platform.settings import ForwardingSettings
-from shared.platform.times import parse_iso
+from shared.platform.times import Deadline, parse_iso
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.budget import priority as budget_priority
 
@@ -89,8 +90,12 @@ class Forwarder:
         clients: Mapping[str, ServiceNowClient],
         groups: GroupBook | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        run_seconds: float = math.inf,
     ) -> None:
+        """``run_seconds``: how long one message may work (``Settings.run_seconds``, under host.json's
+        functionTimeout); past it, the actions not yet written follow in a redelivery."""
         self.settings = settings
+        self.run_seconds = run_seconds
         self.rules = rules
         self.ledger = ledger
         self.groups = groups or GroupBook(ledger.table, ledger.claim_seconds, clock)
@@ -132,7 +137,7 @@ class Forwarder:
         level = int(message.alert.severity) if message.alert is not None else int(Severity.MAJOR)
         try:
             with budget_priority(level):
-                result = self._route(message, delivery_id)
+                result = self._route(message, delivery_id, Deadline(self.run_seconds))
         except Exception as exc:
             failure = classify(exc)
             if failure is None:
@@ -157,19 +162,27 @@ class Forwarder:
             logger.info("alert %s filtered: %s", context["alert"], result.reason, extra=context)
         return result
 
-    def _route(self, message: AlertMessage, delivery_id: str) -> Result:
+    def _route(self, message: AlertMessage, delivery_id: str, deadline: Deadline) -> Result:
         if message.kind == "alert_status":
             return self._resolve(message, delivery_id)
         decision = evaluate(self.rules.current(), message)
         if not decision.actions:
             reasons = "; ".join(f"{rule}: {why}" for rule, why in decision.skipped.items()) or "no rules"
             return Result("filtered", rules=(), reason=reasons)
-        outcomes = [
-            self._join_group(message, action)
-            if action.group is not None
-            else self._ensure_record(message, action, delivery_id)
-            for action in decision.actions
-        ]
+        outcomes: list[Outcome] = []
+        for action in decision.actions:
+            # At least one action is worked per delivery; the ones written are in the ledger under this delivery
+            # id, so the redelivery skips them (as duplicates, at no ServiceNow call) and goes on from here.
+            if any(o.operation != "duplicate" for o in outcomes) and deadline.passed():
+                raise DeferError(
+                    f"the invocation's run time is spent after {len(outcomes)} of {len(decision.actions)} actions; "
+                    "the rest follow in a redelivery",
+                    retry_after=BUSY_RETRY_SECONDS,
+                )
+            if action.group is not None:
+                outcomes.append(self._join_group(message, action))
+            else:
+                outcomes.append(self._ensure_record(message, action, delivery_id))
         return Result("forwarded", outcomes, decision.rules)
 
     # -- one record per group of related alerts ----------------------------------------------

@@ -33,6 +33,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
         clients={
             c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections
         },
+        run_seconds=settings.run_seconds,
     )
 
 

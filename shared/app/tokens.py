@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
 from shared.app import key_vault, servicenow_client
 from shared.connections import ConnectReport, RefreshOutcome, connect, refresh_connection, report
 from shared.platform.secrets import Secret
 from shared.platform.settings import OAUTH_MODES, ServiceNowConnection, Settings, get_settings
+from shared.platform.times import Deadline
 from shared.servicenow.oauth import TokenEndpoint
+
+logger = logging.getLogger("shared.app.tokens")
 
 
 def connect_connection(
@@ -28,8 +33,13 @@ def refresh_tokens(settings: Settings | None = None) -> list[RefreshOutcome]:
     if not oauth:
         return []
     store = key_vault(settings)  # settings require Key Vault for OAuth connections
-    outcomes = []
+    deadline = Deadline(settings.run_seconds)  # the invocation's run time: never the host's functionTimeout
+    outcomes: list[RefreshOutcome] = []
     for connection in oauth:
+        if outcomes and deadline.passed():
+            left = [c.name for c in oauth[len(outcomes) :]]
+            logger.warning("token refresh stopped at %s; the next tick renews %s", deadline, ", ".join(left))
+            break
         try:
             outcome = refresh_connection(connection, store, TokenEndpoint(connection, settings.http), settings.tokens)
         except Exception as exc:  # one connection's failure must not stop the others' renewal

@@ -388,3 +388,20 @@ def test_a_records_correlation_id_leads_back_to_its_ledger_row(make_stack: Calla
     assert entry.correlation_id == "dfiot:alert:7:1:incident:1" and ledger.by_correlation(entry.correlation_id) == entry
     assert ledger.by_correlation("dfiot:alert:7:1:incident") is None  # the closed generation's row moved on
     assert ledger.by_correlation("dfiot:group:abc:0") is None and ledger.by_correlation("elsewhere") is None
+
+
+def test_an_alert_with_more_actions_than_its_run_time_allows_finishes_in_redeliveries_each_once(
+    make_stack: Callable[..., Stack],
+) -> None:
+    """No invocation reaches functionTimeout: past the run time, the actions not yet written follow in a
+    redelivery, which skips the written ones (the ledger) — each record written once."""
+    stack = make_stack(rules("incident", "soc"))
+    stack.forwarder.run_seconds = 0  # spent at once: one action per delivery
+    first = stack.handle(alert())
+    assert first.status == "deferred" and "run time is spent after 1 of 2 actions" in first.reason
+    assert len(stack.records("incident")) == 1 and stack.records("sn_si_incident") == []
+    ((_, redelivered),) = stack.deferred(wait=5)
+    second = stack.handle(redelivered)
+    assert second.status == "forwarded"
+    assert [o.operation for o in second.outcomes] == ["duplicate", "created"]
+    assert len(stack.records("incident")) == 1 and len(stack.records("sn_si_incident")) == 1

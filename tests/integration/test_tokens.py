@@ -319,3 +319,23 @@ def test_oauth_without_key_vault_is_a_settings_error(servicenow: ServiceNowEmula
         SettingsError, match="uses auth 'oauth', which keeps its tokens in Key Vault; set KEY_VAULT_URL"
     ):
         load_settings(app_settings("UseDevelopmentStorage=true", SERVICENOW_CONNECTIONS=json.dumps(connection)))
+
+
+def test_token_refresh_stops_between_connections_at_its_run_time(
+    environment: Callable[..., dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """No invocation reaches functionTimeout: past the run time the connections left wait for the next tick."""
+    import dataclasses
+
+    environment(TOKEN_RENEW_BEFORE_MINUTES="45")
+    assert run_connect(monkeypatch) == 0
+    settings = get_settings()
+    connection = settings.connection("default")
+    spent = dataclasses.replace(settings, connections=(connection, connection), run_seconds=0)
+    with caplog.at_level(logging.WARNING, logger="shared.app.tokens"):
+        outcomes = refresh_tokens(spent)
+    assert [o.connection for o in outcomes] == ["default"]  # one worked, the other left for the next tick
+    assert "the next tick renews default" in caplog.text
+    assert len(refresh_tokens(dataclasses.replace(settings, connections=(connection, connection)))) == 2
