@@ -294,20 +294,16 @@ class Ire:
         rule = rule_for(class_name)
         if rule is None:
             raise ItemError("IDENTIFICATION_RULE_MISSING", f"Identity Rule Missing for table [{class_name}]")
-        for lookup in item.get("lookup") or []:
-            name = str(lookup.get("className", "")) if isinstance(lookup, dict) else ""
-            if name not in rule.lookups:
-                raise ItemError(
-                    "IDENTIFICATION_RULE_FOR_LOOKUP_MISSING",
-                    f"Identity Rule for table [{rule.table}] missing Lookup Rule for class [{name}]",
-                )
-        for related in item.get("related") or []:
-            name = str(related.get("className", "")) if isinstance(related, dict) else ""
-            if name not in rule.related:
-                raise ItemError(
-                    "IDENTIFICATION_RULE_FOR_RELATED_ITEM_MISSING",
-                    f"Identity Rule for table [{rule.table}] missing Related Rule for class [{name}]",
-                )
+        for key, allowed, code, kind in (
+            ("lookup", rule.lookups, "IDENTIFICATION_RULE_FOR_LOOKUP_MISSING", "Lookup"),
+            ("related", set(rule.related), "IDENTIFICATION_RULE_FOR_RELATED_ITEM_MISSING", "Related"),
+        ):
+            for entry in item.get(key) or []:
+                name = str(entry.get("className", "")) if isinstance(entry, dict) else ""
+                if name not in allowed:
+                    raise ItemError(
+                        code, f"Identity Rule for table [{rule.table}] missing {kind} Rule for class [{name}]"
+                    )
         self._check_references(_strings(item.get("values")))
         for related in item.get("related") or []:
             self._check_references(_strings(related.get("values")))
