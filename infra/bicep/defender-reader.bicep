@@ -1,10 +1,10 @@
 // Read access to Defender for IoT's data in one subscription, for the app's managed identity: what the
 // alert intake needs to query Azure Resource Graph (a cloud source in defenderSources). A resource-group
-// deployment cannot assign roles at subscription scope, so this is deployed per subscription:
-//   az deployment sub create -l <location> -f infra/bicep/defender-reader.bicep \
-//     -p principalId=<the identity's principalId output by main.bicep>
-// A custom role with only Microsoft.IoTSecurity/*/read, rather than Reader, which would show the app every
-// resource in the subscription. With writeBack (the loop: a record resolved in ServiceNow closes its alert),
+// deployment cannot assign roles at subscription scope, so this is deployed per subscription, by
+//   infra/grant-defender-reader.sh <subscription id> <location> <identityPrincipalId output by main.bicep> [true]
+// which tries again while the new role definitions replicate (RoleDefinitionDoesNotExist on a first run).
+// A custom role with only Microsoft.IoTSecurity/*/read and the Resource Graph query, rather than Reader, which
+// would show the app every resource in the subscription. With writeBack (the loop: a record resolved in ServiceNow closes its alert),
 // a second custom role adds the alert write and learn actions, and nothing else.
 targetScope = 'subscription'
 
