@@ -22,7 +22,8 @@ The watermark advances only past records dealt with, and no one alert holds it f
   record it failed, uncounted: that is about the source, not the alert, and the next cycle tries again.
 
 The row is marked ``closing`` before the source is called, so a crash between the call and its record is
-known: the next cycle closes the alert again (closing a closed alert changes nothing) and counts it as
+known: the next cycle asks the source whether the alert is closed (the cloud: ``IotAlerts_Get``) and closes it
+only if not — where the source cannot say, it closes it again, which changes nothing — and counts it as
 ``repeated``. An alert the source no longer has is recorded as gone, not retried. A cycle stops at its
 deadline between two records, with the watermark at the last one dealt with.
 """
@@ -43,7 +44,7 @@ from opentelemetry import metrics
 from shared.alerting.ledger import Entry, Ledger
 from shared.alerting.rules import Action
 from shared.defender.rest import DefenderApiError
-from shared.defender.writeback import AlertWriter, WriteBackUnsupportedError
+from shared.defender.writeback import AlertWriter, StatusReader, WriteBackUnsupportedError
 from shared.http.errors import HttpError
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import EncodedQuery, ServiceNowClient
@@ -244,7 +245,10 @@ class Writeback:
         if marked is None:
             return "failed: its ledger row changed meanwhile"
         try:
-            closed = writer.close_alert(entry.origin_ref, learn=learn)
+            # A close sent before its record was written (a crash, a timeout): where the source can say, ask
+            # it first, so an alert is closed once; where it cannot, closing again changes nothing.
+            found = writer.is_closed(entry.origin_ref) if repeat and isinstance(writer, StatusReader) else None
+            closed = "closed" if found else writer.close_alert(entry.origin_ref, learn=learn)
         except WriteBackUnsupportedError:
             self.ledger.written_back(marked, "unsupported")
             return UNSUPPORTED

@@ -31,7 +31,10 @@ def _show(result: WritebackResult) -> None:
     for refusal in result.refused:
         click.echo(f"  refused (recorded, not tried again): {refusal}")
     if result.repeated:
-        click.echo(f"  closed again: {result.repeated} (a cycle stopped between the close and its record)")
+        click.echo(
+            f"  finished after a stop between the close and its record: {result.repeated} "
+            "(found closed at the source, or closed again where the source cannot say)"
+        )
     if result.stopped:
         click.echo("  stopped at its deadline; the next cycle carries on from the watermark")
     if result.watermark:

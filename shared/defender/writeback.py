@@ -13,7 +13,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import HttpError, error_from_response
@@ -36,6 +36,13 @@ class AlertWriter(Protocol):
     name: str
 
     def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult: ...
+
+
+@runtime_checkable
+class StatusReader(Protocol):
+    """A source that can say whether an alert is closed already (None: it cannot tell)."""
+
+    def is_closed(self, reference: str) -> bool | None: ...
 
 
 class WriteBackUnsupportedError(DefenderApiError):
@@ -126,6 +133,19 @@ class CloudAlertWriter:
             )
         body = json.dumps({"properties": {"status": "Closed"}}).encode()
         return _outcome(self._send("PATCH", reference, body), "PATCH", reference, f"source '{self.name}'")
+
+    def is_closed(self, reference: str) -> bool | None:
+        """``GET <alert id>`` (spec operation ``IotAlerts_Get``): whether its status is ``Closed``; None when
+        the answer does not say (the caller then closes it again, which changes nothing)."""
+        response = self._send("GET", reference, None)
+        if response.status_code == 404:
+            return True  # gone from the source: nothing left to close
+        if response.status_code != 200:
+            return None
+        try:
+            return str(response.json()["properties"]["status"]) == "Closed"
+        except (ValueError, KeyError, TypeError):
+            return None
 
     def _send(self, method: str, path: str, body: bytes | None) -> Any:
         request = HttpRequest(

@@ -203,6 +203,13 @@ class ResourceGraphEmulator(TlsEmulator):
             return azure_error(fault.status, "ServiceUnavailable", "The service is temporarily unavailable.")
         if ALERT_PATH.match(url.path) and method in ("PATCH", "POST"):
             return self.write_alert(method, url.path, url.query, body)
+        if (alert := ALERT_PATH.match(url.path)) and method == "GET" and not alert["learn"]:
+            # IotAlerts_Get: Resource Manager reads the resource itself, at once (no query lag).
+            document = self.get(alert["id"])
+            if document is None:
+                return azure_error(404, "ResourceNotFound", f"The alert '{alert['id']}' was not found.")
+            self.stats["alert_reads"] += 1
+            return Reply(200, document)
         if (provider := PROVIDER_PATH.match(url.path)) and method in ("GET", "POST"):
             return self.provider(method, provider)
         if method != "POST" or url.path.lower() != QUERY_PATH:
