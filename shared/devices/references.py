@@ -25,6 +25,7 @@ class References:
         self._companies: dict[str, str | None] = {}
         self._sites: dict[str, str | None] = {}
         self.unresolved: set[str] = set()  # "company:<name>", "site:<name>"
+        self._unreadable: set[str] = set()
 
     def company(self, name: str) -> str | None:
         key = name.strip()
@@ -43,17 +44,26 @@ class References:
         return self._sites[key]
 
     def _find(self, table: str, name: str) -> str | None:
-        found = next(
-            iter(self.servicenow.query(table, EncodedQuery().eq("name", name), fields=["sys_id"], limit=1)), None
-        )
+        if table in self._unreadable:
+            return None
+        query = EncodedQuery().eq("name", name)
+        try:
+            found = next(iter(self.servicenow.query(table, query, fields=["sys_id"], limit=1)), None)
+        except HttpError as exc:
+            if exc.status not in (401, 403):
+                raise
+            # The integration user may not read the table: its references are left out (docs/servicenow-setup.md).
+            logger.warning("cannot read %s in ServiceNow (HTTP %s); its references are left out", table, exc.status)
+            self._unreadable.add(table)
+            return None
         return str(found["sys_id"]) if found else None
 
     def _company(self, name: str) -> str | None:
         if not name:
             return None
         found = self._find("core_company", name)
-        if found or not self.create_companies:
-            return found
+        if found or not self.create_companies or "core_company" in self._unreadable:
+            return found  # a company the user may not look up is not created (it would be, every run)
         try:
             created = self.servicenow.create_record("core_company", {"name": name, "manufacturer": "true"})
         except HttpError as exc:

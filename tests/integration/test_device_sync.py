@@ -428,3 +428,15 @@ def test_a_vulnerable_item_references_its_cves_entry_by_sys_id(
     assert items and all(entries[i["vulnerability"]] == i["correlation_id"].rsplit(":", 1)[1] for i in items)
     assert known["sys_id"] in {i["vulnerability"] for i in items}
     assert len(entries) == len({i["correlation_id"].rsplit(":", 1)[1] for i in items})  # one entry per CVE
+
+
+def test_a_user_who_may_not_read_companies_syncs_devices_without_their_manufacturer(
+    make_sync: Callable[..., DeviceSync], servicenow: ServiceNowEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.emulators.servicenow import server
+
+    monkeypatch.setitem(server.READ_ROLES, "core_company", ("admin",))  # an ACL on the table, as an instance may have
+    status = make_sync().run()
+    assert status.error == "" and status.counts.errors == 0 and status.counts.created == 44
+    assert not any(r.get("manufacturer") for r in cis(servicenow))
+    assert any("manufacturer or site name(s) have no ServiceNow record" in note for note in status.notes)
