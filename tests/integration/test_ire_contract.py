@@ -181,3 +181,12 @@ def test_answers_are_paired_by_their_input_indices_not_their_order(ire: Any, ser
     paired = results(answer, 20)
     names = {r["sys_id"]: r["name"] for r in servicenow.store.all("cmdb_ci_ot_plc")}
     assert [names[r.sys_id] for r in paired] == [f"PLC-{i}" for i in range(20)]
+
+
+def test_the_emulators_class_tree_and_the_class_map_are_servicenows_ot_model() -> None:
+    from shared.devices.cmdb import DEFAULT_CLASS_MAP
+    from tools.emulators.servicenow.ire import PARENT
+
+    published = {d["class"]: d["extends"] for d in load("servicenow", "ot-class-model").documents}
+    assert {name: PARENT.get(name) for name in published} == published
+    assert set(DEFAULT_CLASS_MAP.values()) <= set(published)  # the sync writes only classes ServiceNow has
