@@ -36,6 +36,11 @@ ALERTS_POISONED = _meter.create_counter(
 DUPLICATES_AVOIDED = _meter.create_counter(
     "alerts.duplicates_avoided", unit="{message}", description="Redeliveries and repeats that wrote no new record"
 )
+# Application Insights keeps a histogram's sum, count, min and max per export, not its buckets: the workbook's
+# percentiles are of those per-minute means (docs/operations.md).
+ALERTS_LATENCY = _meter.create_histogram(
+    "alerts.latency", unit="s", description="From the alert's time in Defender to its new record in ServiceNow"
+)
 
 
 def configure() -> bool:
