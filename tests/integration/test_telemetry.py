@@ -1,5 +1,5 @@
 """Forwarding metrics reach OpenTelemetry: received, filtered, forwarded, deferred, poisoned, duplicates avoided,
-and the latency of each new record."""
+the latency of each new record, and the queues' depths."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from opentelemetry.sdk.metrics.export import NumberDataPoint
 
+from shared.app.groups import observe_queues
 from tests.support.forwarding import Stack, alert, rules
 from tests.support.metrics import points
 from tests.support.secret_scan import METRICS
@@ -66,3 +67,17 @@ def test_the_latency_of_each_new_record_is_recorded_from_the_alerts_time(make_st
     after = points("alerts.latency")[(("action", "incident"),)]
     assert after.count - count == 1
     assert 30 <= after.sum - total < 90
+
+
+def test_the_group_notes_tick_reads_both_queues_depths_and_the_oldest_alerts_age(
+    make_stack: Callable[..., Stack],
+) -> None:
+    stack = make_stack(rules())
+    stack.poison.create_queue()
+    for queue, count in ((stack.queue, 2), (stack.poison, 1)):
+        for _ in range(count):
+            queue.send_message("e30=")
+    observe_queues(stack.settings)
+    depth = points("queue.depth")
+    assert (depth[(("queue", "alerts"),)].value, depth[(("queue", "poison"),)].value) == (2, 1)
+    assert 0 <= points("queue.oldest_age_seconds")[(("queue", "alerts"),)].value < 60

@@ -21,6 +21,7 @@ ALLOWED_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88",  # Storage Queue Data Contributor (the trigger's Update Message)
     "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",  # Storage Queue Data Message Sender
+    "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader (the poison queue's depth)
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
     "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
@@ -98,7 +99,7 @@ def test_every_role_assignment_is_allowed_and_scoped_to_a_resource() -> None:
     assignments = {
         s: r for s, r in document["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"
     }
-    assert len(assignments) == 8
+    assert len(assignments) == 9
     declared = set(document["resources"])
     for symbol, assignment in assignments.items():
         scope = assignment["config"]["scope"]
