@@ -36,6 +36,21 @@ var rules = [
     threshold: 0
   }
   {
+    // The host poisons messages itself (maxDequeueCount, undecodable bodies) with a log line only, which
+    // alerts.poisoned never counts: the poison queue's depth (alert_groups reads it every 30 s) sees them all,
+    // and keeps firing until the queue is replayed or cleared.
+    key: 'poison-depth'
+    enabled: true
+    severity: 1
+    window: 'PT15M'
+    frequency: 'PT5M'
+    title: 'Messages are waiting in the poison queue'
+    description: 'The poison queue holds messages (the app\'s, or the Functions host\'s after maxDequeueCount or an undecodable body). List them with `python -m shared poison list`; replay with `poison replay`.'
+    query: 'customMetrics | where name == "queue.depth" and tostring(customDimensions.queue) == "poison" | summarize value = max(value) | union (print value = 0.0) | summarize value = max(value)'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
     key: 'deferred'
     enabled: true
     severity: 2
