@@ -45,7 +45,7 @@ var rules = [
     window: 'PT15M'
     frequency: 'PT5M'
     title: 'Messages are waiting in the poison queue'
-    description: 'The poison queue holds messages (the app\'s, or the Functions host\'s after maxDequeueCount or an undecodable body). List them with `python -m shared poison list`; replay with `poison replay`.'
+    description: 'The poison queue holds messages, put there by the app or by the Functions host (after maxDequeueCount, or an undecodable body). List them with `python -m shared poison list`; replay with `poison replay`.'
     query: 'customMetrics | where name == "queue.depth" and tostring(customDimensions.queue) == "poison" | summarize value = max(value) | union (print value = 0.0) | summarize value = max(value)'
     operator: 'GreaterThan'
     threshold: 0
