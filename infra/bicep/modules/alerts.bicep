@@ -11,6 +11,8 @@ param deviceSyncFrequencyMinutes int
 param deferredThreshold int
 param refreshTokenWarningDays int
 param authFailureThreshold int
+@description('The operations workbook\'s display name, named in every rule\'s description (empty: none).')
+param workbookName string = ''
 
 // The stale-sync rule looks back over twice the sync's frequency, rounded up to a window the service accepts
 // (PT5M … P2D: docs/platform-checks.md); its evaluation frequency is never longer than its window.
@@ -106,7 +108,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
   tags: tags
   properties: {
     displayName: rule.title
-    description: rule.description
+    description: empty(workbookName) ? rule.description : '${rule.description} Workbook: "${workbookName}" (Application Insights, Workbooks).'
     severity: rule.severity
     enabled: rule.enabled
     scopes: [
