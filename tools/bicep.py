@@ -442,6 +442,8 @@ class Deployment:
         args = [self.evaluate(value, local) for value in (function.get("parameters") or {}).values()]
         if kind in _CONTEXT:
             return _CONTEXT[kind]()
+        if kind == "load_text_content":  # compiled in: a path relative to the template, read as it is
+            return (self.path.parent / args[0]).read_text(encoding="utf-8")
         if any(isinstance(a, Unknown) for a in args) and kind not in ("empty", "union"):
             return Unknown(f"{kind}({', '.join(map(str, args))})")
         if kind not in _FUNCTIONS:

@@ -314,6 +314,7 @@ module alerts 'modules/alerts.bicep' = {
     deferredThreshold: deferredAlertThreshold
     refreshTokenWarningDays: refreshTokenWarningDays
     authFailureThreshold: authFailureThreshold
+    workbookName: monitoring.outputs.workbookName
   }
 }
 
@@ -325,6 +326,8 @@ output keyVaultUri string = keyVault.outputs.uri
 output identityClientId string = identity.properties.clientId
 output identityPrincipalId string = identity.properties.principalId
 output applicationInsightsName string = monitoring.outputs.applicationInsightsName
+output workbookId string = monitoring.outputs.workbookId
+output workbookName string = monitoring.outputs.workbookName
 output AZURE_FUNCTION_APP_NAME string = app.outputs.name
 // What the operator commands read after provisioning (azd exports outputs to its hooks by these names).
 output KEY_VAULT_URL string = keyVault.outputs.uri

@@ -221,6 +221,7 @@ class Forwarder:
             logger.warning("alert group %r: record left to the group notes timer: %s", value, failure.reason)
             return Outcome(action.name, "grouped")
         self.groups.created(opened, record["sys_id"], record.get("number", ""))
+        self._latency(message, action)
         return Outcome(action.name, "group_opened", record["sys_id"], record.get("number", ""))
 
     # -- exactly one record per (alert, action) --------------------------------------------
@@ -281,7 +282,14 @@ class Forwarder:
             generation=generation,
             origin=(message.origin.source, message.origin.ref) if message.origin else None,
         )
+        if operation != "recovered":  # a recovered record was written by an earlier attempt, at a time unknown
+            self._latency(message, action)
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
+
+    def _latency(self, message: AlertMessage, action: Action) -> None:
+        seconds = (self.clock() - message.raised_at).total_seconds()
+        # Below zero only when a sensor's clock runs ahead of ours: no latency worth a negative sample.
+        telemetry.ALERTS_LATENCY.record(max(seconds, 0.0), {"action": action.name})
 
     def _find(self, action: Action, correlation: str) -> dict[str, Any] | None:
         query = EncodedQuery().eq("correlation_id", correlation)

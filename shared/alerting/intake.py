@@ -43,6 +43,9 @@ INTAKE_SKIPPED = _meter.create_counter(
     "intake.skipped", unit="{record}", description="Source records skipped: unreadable, or not a valid message"
 )
 INTAKE_RUNS = _meter.create_counter("intake.runs", unit="{run}")
+INTAKE_LAG = _meter.create_gauge(
+    "intake.lag_seconds", unit="s", description="Now minus the source's watermark (the newest alert start taken in)"
+)
 AlertState = Literal["open", "closed"]
 
 
@@ -258,6 +261,9 @@ class Intake:
         newest = max((a.started for a in seen.values()), default=None)
         if newest is not None and (watermark is None or newest > watermark):
             self.state.set_watermark(name, newest)
+            watermark = newest
+        if watermark is not None:  # a source that never raised an alert has no lag to tell
+            INTAKE_LAG.set((now - watermark).total_seconds(), {"source": name})
         result.queries = report.queries
         for reason in result.skipped:
             logger.warning("alert intake from source '%s' skipped %s", name, reason)

@@ -159,7 +159,7 @@ class DeviceSync:
         SYNC_RUNS.add(1, {"result": result, "source": self.source.name})
         for name, value in asdict(status.counts).items():
             if value:
-                SYNC_ITEMS.add(value, {"kind": name})
+                SYNC_ITEMS.add(value, {"kind": name, "source": self.source.name})
         logger.info(
             "device sync of source '%s' %s in %.1f s: %s",
             self.source.name,

@@ -3,17 +3,23 @@
 With ``APPLICATIONINSIGHTS_CONNECTION_STRING`` set (and, with local auth disabled,
 ``APPLICATIONINSIGHTS_AUTHENTICATION_STRING``), ``configure()`` installs the Azure Monitor
 distro; otherwise the instruments are OpenTelemetry's no-ops and the structured log lines remain.
-Metric names are the ones the Bicep alert rules query.
+Metric names are the ones the Bicep alert rules and the workbook query (docs/operations.md lists them all).
+
+With the worker's OpenTelemetry capability on (``PYTHON_ENABLE_OPENTELEMETRY``, host.json ``telemetryMode``),
+the Python worker installs the distro itself before the app is imported and the host stops forwarding the
+worker's log records: ``configure()`` then leaves it as it is, so each record is exported once.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+from types import FrameType
 from typing import Any
 
-from opentelemetry import metrics
+from opentelemetry import _logs, metrics, trace
 
 from shared.platform.identity import azure_credential
 
@@ -36,6 +42,11 @@ ALERTS_POISONED = _meter.create_counter(
 DUPLICATES_AVOIDED = _meter.create_counter(
     "alerts.duplicates_avoided", unit="{message}", description="Redeliveries and repeats that wrote no new record"
 )
+# Application Insights keeps a histogram's sum, count, min and max per export, not its buckets: the workbook's
+# percentiles are of those per-minute means (docs/operations.md).
+ALERTS_LATENCY = _meter.create_histogram(
+    "alerts.latency", unit="s", description="From the alert's time in Defender to its new record in ServiceNow"
+)
 
 
 def configure() -> bool:
@@ -44,13 +55,52 @@ def configure() -> bool:
     with _lock:
         if _configured or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
             return _configured
-        from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - heavy, only when used
+        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - heavy, only when used
 
-        options: dict[str, Any] = {"logger_name": "shared"}
-        client_id = os.environ.get("AZURE_CLIENT_ID")
-        if "Authorization=AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
-            options["credential"] = azure_credential(client_id, managed_identity=True)
-        configure_azure_monitor(**options)
+        if isinstance(metrics.get_meter_provider(), MeterProvider):
+            logger.info("telemetry exported by the Python worker's OpenTelemetry distro")
+        else:
+            from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - as above
+
+            options: dict[str, Any] = {"logger_name": "shared"}
+            client_id = os.environ.get("AZURE_CLIENT_ID")
+            if "Authorization=AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
+                options["credential"] = azure_credential(client_id, managed_identity=True)
+            configure_azure_monitor(**options)
+            logger.info("telemetry exported to Application Insights")
+        install_flush_on_stop()
         _configured = True
-        logger.info("telemetry exported to Application Insights")
         return True
+
+
+def flush(timeout_millis: int = 5_000) -> None:
+    """Export what the meter, tracer and logger providers hold now (the distro's metrics go every 60 s)."""
+    for provider in (metrics.get_meter_provider(), trace.get_tracer_provider(), _logs.get_logger_provider()):
+        force_flush = getattr(provider, "force_flush", None)  # the API's no-op providers have none
+        if force_flush is not None:
+            try:
+                force_flush(timeout_millis=timeout_millis)
+            except Exception as exc:  # stopping goes on; what could not be sent is lost either way
+                logger.warning("telemetry not flushed: %s", exc)
+
+
+def install_flush_on_stop() -> bool:
+    """Flush on SIGTERM, then stop as before. The SDK's providers flush at interpreter exit (atexit), but the
+    Python worker handles no signal, so a SIGTERM (an instance stopped or scaled in) ends it without atexit and
+    the last minute of metrics with it. False where no handler can be set (not the main thread)."""
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def flush_then_stop(signum: int, frame: FrameType | None) -> None:
+        flush()
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    try:
+        signal.signal(signal.SIGTERM, flush_then_stop)
+    except ValueError:  # only the main thread may set handlers: atexit is what is left
+        logger.info("no SIGTERM flush: telemetry is configured outside the main thread")
+        return False
+    return True

@@ -36,12 +36,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import requests
+from opentelemetry import metrics
 
 from shared.http.errors import RateLimitedError
 from shared.http.transport import HttpRequest
 from shared.platform.budget_board import BoardView, hour_of
 
 logger = logging.getLogger("shared.servicenow.budget")
+_meter = metrics.get_meter("defender_iot_servicenow")
+THROTTLED = _meter.create_counter("servicenow.throttled", unit="{answer}", description="ServiceNow's 429 answers")
+PAUSES = _meter.create_counter(
+    "servicenow.budget.pauses", unit="{pause}", description="Pauses of every instance until a rate-limit window resets"
+)
 
 # What the calls in this context are for: an alert's severity (1 Warning … 4 Critical); 0 for the rest
 # (device sync, write-back, checks), which yield to alerts.
@@ -188,6 +194,7 @@ class Budget:
                 self.used += 1
             if status == 429:
                 self.stats.rejections += 1
+                THROTTLED.add(1, {"connection": self.connection})
                 self._last_sync = float("-inf")  # the share may be stale (another instance started): look again
                 # One halving per episode: a burst of 429s from one overload is one signal, not ten.
                 if now - self._last_decrease >= 1.0:
@@ -213,6 +220,7 @@ class Budget:
         if reset <= max(self.paused_until, self.wall_clock()):
             return
         self.paused_until = reset
+        PAUSES.add(1, {"connection": self.connection})
         logger.warning(
             "ServiceNow connection '%s': its rate limit of %d requests an hour is reached; every instance pauses "
             "until the window resets in %.0f s",

@@ -25,6 +25,7 @@ from shared.defender.cloud import ALERTS, CloudSource, query
 from shared.defender.model import ReadReport
 from shared.platform.settings import CloudSourceSettings, load_settings
 from tests.support.forwarding import Stack, rules
+from tests.support.metrics import points
 from tests.support.settings import app_settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.stack.azurite import Azurite, free_port
@@ -163,6 +164,18 @@ def test_new_alerts_become_alert_messages_once(
     }
     again = Intake(source(graph), queue, state).run(NOW + timedelta(minutes=1))
     assert again.queued == {"alert": 0, "alert_status": 0, "system": 0} and drain(queue) == []
+
+
+def test_the_lag_is_the_age_of_the_newest_alert_taken_in_each_cycle(
+    graph: ResourceGraphEmulator, intake_parts: Callable[[], tuple[QueueClient, IntakeState]]
+) -> None:
+    queue, state = intake_parts()
+    cloud = source(graph)
+    graph.put(cloud_alert(graph, 1, started=NOW - timedelta(minutes=5)))
+    Intake(cloud, queue, state).run(NOW)
+    assert points("intake.lag_seconds")[(("source", cloud.name),)].value == 300
+    Intake(cloud, queue, state).run(NOW + timedelta(minutes=1))  # nothing new: the lag grows
+    assert points("intake.lag_seconds")[(("source", cloud.name),)].value == 360
 
 
 def test_an_alert_closed_at_the_source_becomes_one_status_message(

@@ -57,6 +57,7 @@ NAME_RULES: dict[str, NameRule] = {
     "Microsoft.ManagedIdentity/userAssignedIdentities": NameRule(r"[A-Za-z0-9][A-Za-z0-9_-]*", 3, 128),
     "Microsoft.OperationalInsights/workspaces": NameRule(ALNUM_DASH, 4, 63),
     "Microsoft.Insights/components": NameRule(r"[^%&\\?/\x00-\x1f]*[^%&\\?/\x00-\x1f .]", 1, 260),
+    "Microsoft.Insights/workbooks": NameRule(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", 36, 36),
     "Microsoft.Insights/scheduledQueryRules": NameRule(
         r"[^*#&+:<>?@%{}\\/\x00-\x1f]*[^*#&+:<>?@%{}\\/\x00-\x1f .]", 1, 260
     ),

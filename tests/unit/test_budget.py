@@ -12,6 +12,7 @@ import requests
 from shared.http.errors import RateLimitedError
 from shared.platform.budget_board import BoardView
 from shared.servicenow.budget import Budget
+from tests.support.metrics import count
 
 
 class Board:
@@ -149,3 +150,20 @@ def test_an_instance_without_a_share_sends_nothing_and_its_alert_is_deferred() -
     with pytest.raises(RateLimitedError, match="0 of 0 in use"):
         budget.acquire(3)
     assert budget.in_flight == 0
+
+
+def test_429s_and_the_pauses_they_start_are_counted_per_connection() -> None:
+    def counts() -> tuple[float, float]:
+        names = ("servicenow.throttled", "servicenow.budget.pauses")
+        return count(names[0], connection="metered"), count(names[1], connection="metered")
+
+    before = counts()
+    budget = Budget("metered", 8, board=Board())
+    limited = {"X-RateLimit-Limit": "100", "X-RateLimit-Reset": str(int(time.time() + 600))}
+    for _ in range(3):
+        budget.acquire(3)
+    budget.release(answer(429))  # a full semaphore's: the concurrency adapts, no pause
+    budget.release(answer(429, **limited))
+    budget.release(answer(429, **limited))  # the same window's answer to a request already in flight
+    after = counts()
+    assert (after[0] - before[0], after[1] - before[1]) == (3, 1)

@@ -14,6 +14,7 @@ import pytest
 from pycep import BicepParser
 
 from tests.conftest import ROOT
+from tools.bicep import Deployment
 
 BICEP = ROOT / "infra" / "bicep"
 FILES = sorted(BICEP.rglob("*.bicep"))
@@ -21,6 +22,7 @@ ALLOWED_ROLES = {
     "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
     "974c5e8b-45b9-4653-ba55-5f855dd0fb88",  # Storage Queue Data Contributor (the trigger's Update Message)
     "c6a89b2d-59bc-44d0-9896-0f6e12d7b80a",  # Storage Queue Data Message Sender
+    "19e7f393-937e-4f77-808e-94535e297925",  # Storage Queue Data Reader (the poison queue's depth)
     "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3",  # Storage Table Data Contributor
     "b86a8fe4-44ce-4948-aee5-eccb2c155cd7",  # Key Vault Secrets Officer
     "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
@@ -98,7 +100,7 @@ def test_every_role_assignment_is_allowed_and_scoped_to_a_resource() -> None:
     assignments = {
         s: r for s, r in document["resources"].items() if r["type"] == "Microsoft.Authorization/roleAssignments"
     }
-    assert len(assignments) == 8
+    assert len(assignments) == 9
     declared = set(document["resources"])
     for symbol, assignment in assignments.items():
         scope = assignment["config"]["scope"]
@@ -129,6 +131,13 @@ def _bicep_settings() -> set[str]:
     return set(app) | set(base)
 
 
+# Settings the host or the Python worker reads, not the code: each with why it is deployed.
+WORKER_OWNED = {
+    "PYTHON_ENABLE_OPENTELEMETRY": "the worker's OpenTelemetry capability: the host stops forwarding its log records",
+    "PYTHON_AZURE_MONITOR_LOGGER_NAME": "the logger the worker's distro exports: the app's, as telemetry.configure()",
+}
+
+
 def test_no_drift_between_the_code_and_the_deployment() -> None:
     read, required = _code_settings()
     provided = _bicep_settings()
@@ -136,7 +145,7 @@ def test_no_drift_between_the_code_and_the_deployment() -> None:
         s
         for s in provided
         if s.startswith(("AzureWebJobsStorage__", "ALERTS_STORAGE__", "AzureFunctionsJobHost__", "PYTHON_THREADPOOL_"))
-    }
+    } | (provided & set(WORKER_OWNED))
     # A host.json override names a key host.json has (the queue settings the ServiceNow budget derives).
     host_json = json.loads((ROOT / "host.json").read_text())
     for setting in sorted(s for s in host_owned if s.startswith("AzureFunctionsJobHost__")):
@@ -219,3 +228,25 @@ def test_the_az_path_passes_who_deploys_and_checks_first() -> None:
     assert 'deployerPrincipalType="$kind"' in script
     assert script.index("tools.deploy.before_provision") < script.index("az group create")
     assert "az ad signed-in-user" not in script  # a service principal has no signed-in user
+
+
+def test_logs_are_sent_once_the_host_and_the_worker_agree_on_the_opentelemetry_mode() -> None:
+    """host.json's telemetryMode and the worker's capability go together (learn: azure-functions
+    opentelemetry-howto; Azure/azure-functions-python-worker constants.py, dispatcher.py): with only the first,
+    the host still writes every record the worker forwards, and the app's distro sends it again."""
+    host_json = json.loads((ROOT / "host.json").read_text())
+    settings = app_settings()
+    assert host_json.get("telemetryMode") == "OpenTelemetry"
+    assert settings["PYTHON_ENABLE_OPENTELEMETRY"] == "true"
+    # The worker's distro exports the logger telemetry.configure() would have, with the identity (no key).
+    configured = re.search(r'"logger_name": "(\w+)"', (ROOT / "shared" / "platform" / "telemetry.py").read_text())
+    assert configured is not None and settings["PYTHON_AZURE_MONITOR_LOGGER_NAME"] == configured.group(1)
+    assert "Authorization=AAD" in str(settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"])
+    assert "APPLICATIONINSIGHTS_CONNECTION_STRING" in settings
+
+
+def app_settings() -> dict[str, Any]:
+    app = Deployment(BICEP / "main.bicep", {"serviceNowConnections": "[]", "name": "dfiot"}).module("app")
+    assert app is not None
+    site = next(r for r in app.resources() if r.type == "Microsoft.Web/sites")
+    return {entry["name"]: entry["value"] for entry in site.value("properties")["siteConfig"]["appSettings"]}

@@ -157,6 +157,10 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
     "shared/alerting/groups.py": [("app", "table:ledger")],
     "shared/alerting/intake.py": [("app", "table:intake")],
     "shared/alerting/ledger.py": [("app", "table:ledger"), ("deployer", "table:ledger")],  # writeback run
+    "shared/alerting/queue_depth.py": [
+        ("app", "queue:alerts", frozenset({"get_queue_properties", "peek_messages"})),
+        ("app", "queue:poison", frozenset({"get_queue_properties"})),
+    ],
     "shared/alerting/poison.py": [
         ("deployer", "queue:poison"),
         ("deployer", "queue:alerts", frozenset({"send_message"})),

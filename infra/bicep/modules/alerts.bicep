@@ -11,6 +11,8 @@ param deviceSyncFrequencyMinutes int
 param deferredThreshold int
 param refreshTokenWarningDays int
 param authFailureThreshold int
+@description('The operations workbook\'s display name, named in every rule\'s description (empty: none).')
+param workbookName string = ''
 
 // The stale-sync rule looks back over twice the sync's frequency, rounded up to a window the service accepts
 // (PT5M … P2D: docs/platform-checks.md); its evaluation frequency is never longer than its window.
@@ -32,6 +34,21 @@ var rules = [
     title: 'Defender for IoT alerts went to the poison queue'
     description: 'Alerts that can never be forwarded (invalid, refused by ServiceNow, or past their maximum age) are in the poison queue. List them with `python -m shared poison list`; replay with `poison replay`.'
     query: 'customMetrics | where name == "alerts.poisoned" | summarize value = sum(valueSum) | union (print value = 0.0) | summarize value = sum(value)'
+    operator: 'GreaterThan'
+    threshold: 0
+  }
+  {
+    // The host poisons messages itself (maxDequeueCount, undecodable bodies) with a log line only, which
+    // alerts.poisoned never counts: the poison queue's depth (alert_groups reads it every 30 s) sees them all,
+    // and keeps firing until the queue is replayed or cleared.
+    key: 'poison-depth'
+    enabled: true
+    severity: 1
+    window: 'PT15M'
+    frequency: 'PT5M'
+    title: 'Messages are waiting in the poison queue'
+    description: 'The poison queue holds messages, put there by the app or by the Functions host (after maxDequeueCount, or an undecodable body). List them with `python -m shared poison list`; replay with `poison replay`.'
+    query: 'customMetrics | where name == "queue.depth" and tostring(customDimensions.queue) == "poison" | summarize value = max(value) | union (print value = 0.0) | summarize value = max(value)'
     operator: 'GreaterThan'
     threshold: 0
   }
@@ -91,7 +108,7 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
   tags: tags
   properties: {
     displayName: rule.title
-    description: rule.description
+    description: empty(workbookName) ? rule.description : '${rule.description} Workbook: "${workbookName}" (Application Insights, Workbooks).'
     severity: rule.severity
     enabled: rule.enabled
     scopes: [

@@ -39,6 +39,11 @@ var baseSettings = {
   ALERTS_STORAGE__clientId: storageIdentity.clientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: applicationInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // The worker's OpenTelemetry capability (with host.json's telemetryMode): the worker installs the distro (its
+  // exporter takes the identity from the authentication string) for the app's loggers, and the host no longer
+  // forwards the worker's log records, so each reaches Application Insights once (docs/operations.md, Logs).
+  PYTHON_ENABLE_OPENTELEMETRY: 'true'
+  PYTHON_AZURE_MONITOR_LOGGER_NAME: 'shared'
   AZURE_CLIENT_ID: identityClientId
   KEY_VAULT_URL: keyVaultUri
   KEY_VAULT_CREDENTIAL: 'managed_identity'
