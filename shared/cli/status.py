@@ -27,12 +27,18 @@ def _verdict(status: Status) -> str:
     return f"status: {counts[Level.FAIL]} FAIL, {counts[Level.WARN]} WARN, {counts[Level.OK]} OK"
 
 
-def plain_line(finding: Finding) -> str:
+def plain_lines(status: Status) -> list[str]:
+    """The status as plain text (a log, a pipe, the demo): a line per finding, then the verdict."""
+    return [*(_plain(f) for f in status.findings), _verdict(status)]
+
+
+def _plain(finding: Finding) -> str:
     return f"{finding.level.name:<4} {finding.area} {finding.subject}: {finding.summary} [{finding.threshold}]"
 
 
 def _rich(status: Status) -> None:
     from rich.console import Console  # noqa: PLC0415 - terminal only
+    from rich.markup import escape  # noqa: PLC0415
     from rich.table import Table  # noqa: PLC0415
 
     table = Table(title=f"status at {status.at:%Y-%m-%d %H:%M:%S} UTC", show_lines=False, expand=True)
@@ -42,9 +48,9 @@ def _rich(status: Status) -> None:
         colour = COLOURS[finding.level]
         table.add_row(
             f"[{colour}]{finding.level.name}[/]",
-            f"{finding.area} {finding.subject}",
-            finding.summary,
-            f"[dim]{finding.threshold}[/]",
+            escape(f"{finding.area} {finding.subject}"),  # reasons quote settings such as rules[0]: not markup
+            escape(finding.summary),
+            f"[dim]{escape(finding.threshold)}[/]",
         )
     console = Console(highlight=False)
     console.print(table)
@@ -68,7 +74,5 @@ def status(operator: Operator, as_json: bool) -> int:
     elif sys.stdout.isatty():
         _rich(result)
     else:
-        for finding in result.findings:
-            click.echo(plain_line(finding))
-        click.echo(_verdict(result))
+        click.echo("\n".join(plain_lines(result)))
     return 1 if result.worst is Level.FAIL else 0
