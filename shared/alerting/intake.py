@@ -59,6 +59,48 @@ class IntakeResult:
     queries: int = 0
 
 
+@dataclass(frozen=True)
+class IntakeCycle:
+    """A source's last cycle as the intake records it (for ``status``): when, what it queued, what it skipped
+    and why (the first reason), or the error that stopped it."""
+
+    at: datetime
+    queued: dict[str, int] = field(default_factory=dict)
+    skipped: int = 0
+    first_skipped: str = ""
+    error: str = ""
+
+    def row(self) -> dict[str, Any]:
+        # Every field each time: the stores merge rows, and an error must not keep an older cycle's counts.
+        return {
+            "RowKey": "last",
+            "at": self.at.isoformat(),
+            "queued": json.dumps(self.queued),
+            "skipped": self.skipped,
+            "first_skipped": self.first_skipped[:500],
+            "error": self.error[:500],
+        }
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> IntakeCycle | None:
+        at = parse_iso(row.get("at"))
+        if at is None:
+            return None
+        queued = json.loads(str(row.get("queued") or "{}"))
+        return cls(
+            at, queued, int(row.get("skipped") or 0), str(row.get("first_skipped") or ""), str(row.get("error") or "")
+        )
+
+
+def record_cycle(state: IntakeStore, source: str, cycle: IntakeCycle) -> None:
+    state.put(source, "cycle", [cycle.row()])
+
+
+def last_cycle(state: IntakeStore, source: str) -> IntakeCycle | None:
+    row = state.get(source, "cycle", "last")
+    return IntakeCycle.from_row(row) if row else None
+
+
 class IntakeStore(Protocol):
     """Where the intake remembers each alert's state, each sensor's status and its watermark."""
 
@@ -265,6 +307,8 @@ class Intake:
         if watermark is not None:  # a source that never raised an alert has no lag to tell
             INTAKE_LAG.set((now - watermark).total_seconds(), {"source": name})
         result.queries = report.queries
+        first = result.skipped[0] if result.skipped else ""
+        record_cycle(self.state, name, IntakeCycle(now, dict(result.queued), len(result.skipped), first))
         for reason in result.skipped:
             logger.warning("alert intake from source '%s' skipped %s", name, reason)
         INTAKE_RUNS.add(1, {"source": name})

@@ -6,6 +6,8 @@ import functools
 import logging
 from collections.abc import Callable
 
+from azure.data.tables import TableServiceClient
+
 from shared.app import budget_for, secret_store, servicenow_client
 from shared.app.sources import device_source
 from shared.devices.state import SyncState, SyncStatus
@@ -17,10 +19,12 @@ from shared.platform.times import NO_DEADLINE, Deadline
 logger = logging.getLogger("shared.app.devices")
 
 
-def sync_state(settings: Settings, source: SourceSettings) -> SyncState:
-    """One source's sync state; the console of the ``CONSOLE_*`` settings keeps its unscoped rows."""
+def sync_state(settings: Settings, source: SourceSettings, tables: TableServiceClient | None = None) -> SyncState:
+    """One source's sync state; the console of the ``CONSOLE_*`` settings keeps its unscoped rows. ``tables``:
+    a client of the caller's (``status`` gives up on storage sooner than the timer does)."""
     scope = "" if getattr(source, "legacy", False) else source.name
-    return SyncState(table_service(settings.alerts_storage).get_table_client(settings.device_sync.state_table), scope)
+    tables = tables or table_service(settings.alerts_storage)
+    return SyncState(tables.get_table_client(settings.device_sync.state_table), scope)
 
 
 def source_named(settings: Settings, name: str | None) -> list[SourceSettings]:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from shared.alerting.intake import Intake, IntakeResult, IntakeState
+from shared.alerting.intake import Intake, IntakeCycle, IntakeResult, IntakeState, record_cycle
 from shared.app import secret_store
 from shared.app.sources import alert_source
 from shared.defender.rest import DefenderApiError
@@ -49,6 +49,7 @@ def run_intake(settings: Settings | None = None, deadline: Deadline = NO_DEADLIN
             # A refusal (no read access, say) will not pass by itself: say what to fix, not just "later".
             then = "the next cycle tries again" if exc.retryable else _fix(source_settings.kind)
             logger.error("alert intake from source '%s' failed; %s: %s", source.name, then, exc)
+            record_cycle(state, source.name, IntakeCycle(datetime.now(UTC), error=str(exc)))
             failed.append(source.name)
             continue
         finally:

@@ -17,6 +17,7 @@ from shared.cli.enqueue import enqueue
 from shared.cli.poison import poison
 from shared.cli.relay import relay
 from shared.cli.rules import rules
+from shared.cli.status import status
 from shared.cli.sync import sync
 from shared.cli.verify import verify
 from shared.cli.writeback import writeback
@@ -33,14 +34,15 @@ PROGRAM = "python -m shared"
 )
 @click.pass_context
 def cli(context: click.Context, settings: Path | None) -> None:
-    """Operate the Defender for IoT → ServiceNow app: rules, the alerts and poison queues, ServiceNow
-    sign-in, the device sync, the write-back to Defender, and the relay next to a locally managed sensor."""
+    """Operate the Defender for IoT → ServiceNow app: its status at a glance, rules, the alerts and poison
+    queues, ServiceNow sign-in, the device sync, the write-back to Defender, and the relay next to a locally
+    managed sensor."""
     if settings is not None:
         load_local_settings(settings)
     context.obj = Operator()
 
 
-for command in (enqueue, rules, poison, connect_command, sync, relay, writeback, verify):
+for command in (status, enqueue, rules, poison, connect_command, sync, relay, writeback, verify):
     cli.add_command(command)
 
 

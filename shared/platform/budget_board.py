@@ -68,16 +68,7 @@ class TableBudgetBoard:
             },
             mode=UpdateMode.REPLACE,
         )
-        live, paused, totals = {self.instance_id}, {}, dict.fromkeys(self.used, 0)
-        for row in self.table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
-            kind, _, name = row["RowKey"].partition("-")
-            if kind == "pause":
-                paused[name] = float(row.get("until", 0))
-            elif kind == "instance" and now - float(row.get("seen", 0)) < LIVE_SECONDS:
-                live.add(name)
-                if int(row.get("hour", -1)) == hour_of(now):
-                    for connection, count in _counts(row.get("used")).items():
-                        totals[connection] = totals.get(connection, 0) + count
+        live, paused, totals = _read(self.table, now, {self.instance_id}, dict.fromkeys(self.used, 0))
         return BoardView(len(live), sorted(live).index(self.instance_id), paused, totals)
 
     def pause(self, connection: str, until: float) -> None:
@@ -87,6 +78,29 @@ class TableBudgetBoard:
             {"PartitionKey": PARTITION, "RowKey": f"pause-{connection}", "until": math.ceil(until)},
             mode=UpdateMode.REPLACE,
         )
+
+
+def read_board(table: TableClient, now: float) -> BoardView:
+    """The board as every instance sees it, read without joining it (``status``): no row is written."""
+    live, paused, totals = _read(table, now, set(), {})
+    return BoardView(len(live), 0, paused, totals)
+
+
+def _read(
+    table: TableClient, now: float, live: set[str], totals: dict[str, int]
+) -> tuple[set[str], dict[str, float], dict[str, int]]:
+    """The live instances, the pauses and this hour's requests of the live instances, per connection."""
+    paused: dict[str, float] = {}
+    for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
+        kind, _, name = row["RowKey"].partition("-")
+        if kind == "pause":
+            paused[name] = float(row.get("until", 0))
+        elif kind == "instance" and now - float(row.get("seen", 0)) < LIVE_SECONDS:
+            live.add(name)
+            if int(row.get("hour", -1)) == hour_of(now):
+                for connection, count in _counts(row.get("used")).items():
+                    totals[connection] = totals.get(connection, 0) + count
+    return live, paused, totals
 
 
 def _counts(raw: Any) -> dict[str, int]:

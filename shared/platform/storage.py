@@ -70,13 +70,14 @@ def queue_service(connection: StorageConnection, **options: Any) -> QueueService
     return QueueServiceClient(connection.queue_uri, credential=_credential(connection), **options)
 
 
-def table_service(connection: StorageConnection, pool_size: int = 20) -> TableServiceClient:
-    session = pooled_session(pool_size)  # the device sync reads a page's rows in parallel
+def table_service(connection: StorageConnection, pool_size: int = 20, **options: Any) -> TableServiceClient:
+    """``options``: as for :func:`queue_service`."""
+    options.setdefault("session", pooled_session(pool_size))  # the device sync reads a page's rows in parallel
     if connection.connection_string:
-        return TableServiceClient.from_connection_string(connection.connection_string, session=session)
+        return TableServiceClient.from_connection_string(connection.connection_string, **options)
     if connection.table_uri is None:
         raise ValueError(f"{connection.name}__tableServiceUri is not set; the forwarding ledger needs table storage")
-    return TableServiceClient(connection.table_uri, credential=_credential(connection), session=session)
+    return TableServiceClient(connection.table_uri, credential=_credential(connection), **options)
 
 
 def blob_service(connection: StorageConnection, **options: Any) -> BlobServiceClient:

@@ -328,6 +328,13 @@ def test_the_function_entry_point_reads_every_source_and_reports_one_that_failed
         run_intake(settings)
     queue = QueueClient.from_connection_string(azurite.connection_string, settings.alerts_queue)
     assert [m["alert"]["id"] for m in drain(queue)] == ["00000000-0000-0000-0000-000000000001"]  # the other ran
+    # Each source's last cycle is recorded, for `status`: the failed one with its error, the other with its counts.
+    from shared.alerting.intake import last_cycle
+    from shared.app.intake import intake_state
+
+    down, ran = last_cycle(intake_state(settings), "down"), last_cycle(intake_state(settings), "cloud")
+    assert down is not None and down.error and down.queued == {}
+    assert ran is not None and not ran.error and ran.queued["alert"] == 1
 
 
 def test_a_refused_source_says_what_to_fix(

@@ -197,6 +197,9 @@ def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.P
     assert re.search(r"Device sync from source 'cloud' \(cloud\) finished in [\d.]+ s", text), text
     assert re.search(r"CMDB now: 2\d\d OT devices", text), text
     assert "note: connections: Resource Graph has no device connections" in text
+    # It ends with `status`, where the demo's poisoned message shows.
+    assert "Status (`python -m shared --settings local.settings.json status`):" in text, text
+    assert re.search(r"\n    WARN queue \S+-poison: [1-9]\d* message\(s\); the newest: ", text), text
     assert "Traceback" not in text, text
     # The one ERROR is the demo's malformed message, poisoned as it should be.
     errors = [line for line in text.splitlines() if " ERROR " in line]

@@ -155,7 +155,7 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
     "shared/alerting/enqueue.py": [("app", "queue:alerts"), ("deployer", "queue:alerts"), ("relay", "queue:alerts")],
     "shared/alerting/forwarder.py": [("app", "queue:alerts"), ("app", "queue:poison")],
     "shared/alerting/groups.py": [("app", "table:ledger")],
-    "shared/alerting/intake.py": [("app", "table:intake")],
+    "shared/alerting/intake.py": [("app", "table:intake"), ("deployer", "table:intake", READS)],  # status
     "shared/alerting/ledger.py": [("app", "table:ledger"), ("deployer", "table:ledger")],  # writeback run
     "shared/alerting/queue_depth.py": [
         ("app", "queue:alerts", frozenset({"get_queue_properties", "peek_messages"})),
@@ -178,7 +178,11 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
         ("deployer", "table:sync"),
     ],
     "shared/devices/state.py": [("app", "table:sync"), ("deployer", "table:sync")],  # sync run / sync status
-    "shared/platform/budget_board.py": [("app", "table:ledger")],
+    "shared/app/status.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
+    "shared/platform/budget_board.py": [
+        ("app", "table:ledger"),
+        ("deployer", "table:ledger", frozenset({"query_entities"})),  # status reads the board
+    ],
     "shared/platform/secrets.py": [("app", "vault"), ("deployer", "vault")],
     "shared/platform/storage.py": [
         *[("app", table) for table in ("table:ledger", "table:sync", "table:intake")],

@@ -3,7 +3,7 @@
 Applies demo forwarding rules, enqueues a realistic set of Defender for IoT alerts (several
 severities, engines and protocols, a sensor going offline, a duplicate, a malformed message), waits
 for the local host to process them, and prints which alerts became which ServiceNow records, which
-were filtered by which rule, and what went to the poison queue and why.
+were filtered by which rule, and what went to the poison queue and why; it ends with `status`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
@@ -24,7 +25,10 @@ from shared.alerting.rules import evaluate, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.app.devices import build_sync
 from shared.app.intake import run_intake
+from shared.app.status import gather_status
 from shared.app.writeback import run_writeback
+from shared.cli.context import QUICK_STORAGE, storage_problem
+from shared.cli.status import plain_lines
 from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
 from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
@@ -222,7 +226,20 @@ def run_demo(
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
     lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
     closing = close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
-    return lines + "\n" + closing + "\n" + resolve_in_servicenow(settings, emulator, graph, world[1])
+    resolved = resolve_in_servicenow(settings, emulator, graph, world[1])
+    return "\n".join([lines, closing, resolved, "", *status_report(settings)])
+
+
+def status_report(settings: Settings) -> list[str]:
+    """``status`` as the operator would run it next: the demo's poison message shows as WARN."""
+    try:
+        status = gather_status(settings, QUICK_STORAGE)
+    except AzureError as exc:
+        return [f"status: {storage_problem(exc)}"]
+    return [
+        "Status (`python -m shared --settings local.settings.json status`):",
+        *(f"    {line}" for line in plain_lines(status)),
+    ]
 
 
 def intake_cycle(settings: Settings) -> None:

@@ -1,0 +1,276 @@
+"""``status`` against Azurite and the Key Vault emulator: a seeded situation shown figure by figure, then cleared."""
+
+from __future__ import annotations
+
+import base64
+import functools
+import importlib
+import json
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from azure.data.tables import TableServiceClient
+from azure.storage.queue import QueueClient
+
+from shared.alerting.intake import IntakeCycle, IntakeState, record_cycle
+from shared.alerting.poison import wrap
+from shared.alerting.writeback import SN_TIME, WritebackResult, WritebackState
+from shared.app import status as app_status
+from shared.cli import main
+from shared.devices.state import SyncCounts, SyncState, SyncStatus
+from shared.platform.budget_board import PARTITION, TableBudgetBoard
+from shared.platform.identity import LocalEmulatorCredential
+from shared.platform.secrets import KeyVaultSecretStore, Secret
+from shared.platform.settings import get_settings
+from tests.conftest import SN_CLIENT_ID, SN_USER
+from tests.support.settings import app_settings
+from tools.emulators.keyvault import KeyVaultEmulator
+from tools.stack.azurite import Azurite, free_port
+
+pytestmark = pytest.mark.integration
+RULES = {
+    "actions": [{"name": "incident", "connection": "default", "report": "incident"}],
+    "rules": [
+        {"name": "major", "minimal_severity": "Major", "actions": ["incident"], "created_at": "2026-01-01T00:00:00Z"}
+    ],
+}
+
+
+class World:
+    """The seeded deployment: its settings in the environment, its clients, and the moment ``status`` runs at."""
+
+    def __init__(self, environ: dict[str, str], vault: KeyVaultSecretStore, now: datetime) -> None:
+        self.environ = environ
+        self.vault = vault
+        self.now = now
+        storage = environ["ALERTS_STORAGE"]
+        self.queue = QueueClient.from_connection_string(storage, environ["ALERTS_QUEUE"])
+        self.poison = QueueClient.from_connection_string(storage, environ["ALERTS_QUEUE"] + "-poison")
+        tables = TableServiceClient.from_connection_string(storage)
+        self.ledger = tables.create_table_if_not_exists(environ["FORWARDING_LEDGER_TABLE"])
+        self.intake = tables.create_table_if_not_exists(environ["ALERT_INTAKE_STATE_TABLE"])
+        self.sync = tables.create_table_if_not_exists(environ["DEVICE_SYNC_STATE_TABLE"])
+
+    def board(self, instance: str, used: int) -> TableBudgetBoard:
+        board = TableBudgetBoard(self.ledger, instance, clock=self.now.timestamp)
+        board.sync({"default": used})
+        return board
+
+    def refresh_token(self, days: float) -> None:
+        self.vault.write(
+            "servicenow-default-refresh-token",
+            Secret("refresh-token-value"),
+            content_type="application/vnd.servicenow.refresh-token",
+            expires_on=self.now + timedelta(days=days),
+        )
+
+    def device_sync(self, error: str, finished_ago: timedelta) -> None:
+        finished = self.now - finished_ago
+        started = finished - timedelta(minutes=1)
+        status = SyncStatus(started.isoformat(), finished.isoformat(), 60.0, SyncCounts(created=3, updated=2), error)
+        SyncState(self.sync, "cloud").record(status)
+
+    def intake_cycle(self, watermark_ago: timedelta, skipped: int, first_skipped: str = "") -> None:
+        state = IntakeState(self.intake)
+        state.set_watermark("cloud", self.now - watermark_ago)
+        queued = {"alert": 2, "alert_status": 1, "system": 0}
+        record_cycle(state, "cloud", IntakeCycle(self.now - timedelta(minutes=1), queued, skipped, first_skipped))
+
+    def writeback(self, watermark_ago: timedelta) -> None:
+        mark = (self.now - watermark_ago).strftime(SN_TIME)
+        result = WritebackResult(
+            "default", "incident", (self.now - timedelta(minutes=1)).isoformat(), written=1, records=2, watermark=mark
+        )
+        WritebackState(self.intake).record(result)
+
+
+@pytest.fixture
+def world(azurite: Azurite, keyvault: KeyVaultEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> World:
+    rules = tmp_path / "rules.json"
+    rules.write_text(json.dumps(RULES))
+    connection = {
+        "name": "default",
+        "instance_url": "https://x.service-now.com",
+        "auth": "oauth",
+        "client_id": SN_CLIENT_ID,
+        "username": SN_USER,
+        "concurrency": 8,
+        "hourly_requests": 1000,
+    }
+    cloud = {
+        "name": "cloud",
+        "kind": "cloud",
+        "subscriptions": ["00000000-0000-0000-0000-000000000001"],
+        "resource_graph_url": f"https://localhost:{free_port()}",  # never called: status reads only storage
+        "credential": "emulator",
+    }
+    environ = app_settings(
+        azurite.connection_string,
+        SERVICENOW_CONNECTIONS=json.dumps([connection]),
+        KEY_VAULT_URL=keyvault.url,
+        KEY_VAULT_CREDENTIAL="emulator",
+        KEY_VAULT_CA_BUNDLE=str(keyvault.ca_pem),
+        FORWARDING_RULES_LOCATION=f"file:{rules}",
+        DEFENDER_SOURCES=json.dumps([cloud]),
+        ALERT_INTAKE_STATE_TABLE=f"intake{uuid.uuid4().hex[:12]}",
+        DEVICE_SYNC_ENABLED="true",
+        DEVICE_SYNC_FREQUENCY_MINUTES="60",
+        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+    )
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    # The status is taken 40.5 minutes from now, so that what is queued now is 40 (whole) minutes old.
+    now = (datetime.now(UTC) + timedelta(minutes=40, seconds=30)).replace(microsecond=0)  # pauses are whole seconds
+    command = importlib.import_module("shared.cli.status")  # the module, which the package's `status` command hides
+    monkeypatch.setattr(command, "gather_status", functools.partial(app_status.gather_status, now=now))
+    vault = KeyVaultSecretStore.connect(keyvault.url, LocalEmulatorCredential(), keyvault.ca_pem, ttl=0)
+    world = World(environ, vault, now)
+    world.queue.create_queue()
+    world.poison.create_queue()
+    return world
+
+
+def seed_trouble(world: World) -> None:
+    for number in (1, 2, 3):
+        world.queue.send_message(base64.b64encode(json.dumps({"n": number}).encode()).decode())
+    envelope: dict[str, Any] = {
+        "kind": "alert",
+        "sensor": {"name": "sensor-1"},
+        "alert": {"id": 7, "title": "PLC stop"},
+    }
+    world.poison.send_message(wrap(b"", envelope, "ServiceNow refused it: HTTP 400", [], world.now))
+    time.sleep(1.1)  # queue times are whole seconds: the second poison message is the newer one
+    newest = {**envelope, "alert": {"id": 8, "title": "Unauthorized PLC Programming"}}
+    world.poison.send_message(wrap(b"", newest, "past its maximum age (24 h)", [], world.now))
+    world.board("a", 850).pause("default", world.now.timestamp() + 300)
+    world.board("b", 50)
+    world.refresh_token(days=5)
+    world.device_sync("IRE refused the batch: HTTP 403", finished_ago=timedelta(minutes=9))
+    world.intake_cycle(watermark_ago=timedelta(hours=3), skipped=1, first_skipped="record 'x': no alert id")
+    world.writeback(watermark_ago=timedelta(minutes=20))
+
+
+def lines(output: str) -> dict[str, str]:
+    """Each line by its level-less start (area and subject), with its level in front."""
+    found = {}
+    for line in output.splitlines():
+        level, _, rest = line.partition(" ")
+        found[rest.strip().split(":")[0]] = f"{level} {rest.strip()}"
+    return found
+
+
+def test_status_shows_each_figure_and_fails_until_cleared(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    seed_trouble(world)
+    started = time.perf_counter()
+    code = main(["status"])
+    elapsed = time.perf_counter() - started
+    out = capsys.readouterr().out
+    shown = lines(out)
+    queue = world.environ["ALERTS_QUEUE"]
+    assert code == 1, out
+    assert shown[f"queue {queue}"].startswith(
+        f"FAIL queue {queue}: 3 message(s) waiting (approximate), the oldest visible one queued 40 min ago "
+        "[WARN oldest > 5 min, FAIL > 30 min]"
+    )
+    assert shown[f"queue {queue}-poison"] == (
+        f"WARN queue {queue}-poison: 2 message(s); the newest: sensor sensor-1, alert 8: Unauthorized PLC "
+        "Programming — past its maximum age (24 h) [WARN when any]"
+    )
+    until = f"{datetime.fromtimestamp(world.now.timestamp() + 300, UTC):%Y-%m-%d %H:%M:%S}Z"
+    assert shown["budget default"] == (
+        f"WARN budget default: concurrency 8 across 2 live instance(s); paused until {until} (5 min left); "
+        "900 of 1,000 requests this hour (90%) [WARN paused or ≥ 80% of the hourly cap, FAIL at the cap]"
+    )
+    assert shown["connection default"].startswith(
+        "WARN connection default: signed in; refresh token expires in 5.0 day(s)"
+    )
+    assert "[WARN ≤ 14 days left, FAIL ≤ 3 or not signed in, WARN access expired]" in shown["connection default"]
+    assert shown["source cloud (cloud)"].startswith(
+        "WARN source cloud (cloud): last cycle 60 s ago queued 2 alert, 1 alert_status, 0 system; "
+        "skipped 1, the first: record 'x'"
+    )
+    assert "; lag 3 h 0 min (newest alert start seen" in shown["source cloud (cloud)"]
+    assert shown["device sync cloud (cloud)"] == (
+        "FAIL device sync cloud (cloud): last run 9 min ago failed: IRE refused the batch: HTTP 403; created 3, "
+        "updated 2, unchanged 0, retired 0, errors 0 "
+        "[FAIL older than 2× DEVICE_SYNC_FREQUENCY_MINUTES (2 h 0 min) or an error; WARN item errors]"
+    )
+    assert shown["write-back default/incident"].startswith(
+        "OK write-back default/incident: last cycle 60 s ago: 2 resolved record(s), 1 closed at their source; "
+        "lag 20 min"
+    )
+    assert out.splitlines()[-1] == "status: 2 FAIL, 4 WARN, 1 OK"
+    assert "refresh-token-value" not in out
+    # The whole command as an operator runs it, the interpreter's start included (at the real time: the
+    # failed device sync keeps it at exit 1).
+    started = time.perf_counter()
+    command = subprocess.run(
+        [sys.executable, "-m", "shared", "status"], capture_output=True, text=True, check=False, timeout=60
+    )
+    whole = time.perf_counter() - started
+    assert command.returncode == 1, command.stdout + command.stderr
+    with capsys.disabled():  # the run times, for docs/operations.md (figures to watch, not timed assertions)
+        print(f"\nstatus took {elapsed:.2f} s in process, {whole:.2f} s as a command, against Azurite and Key Vault")
+
+    # --json carries the same figures.
+    assert main(["status", "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    figures = {(f["area"], f["subject"]): f["figures"] for f in document["findings"]}
+    assert document["worst"] == "FAIL"
+    assert figures[("queue", queue)] == {"waiting": 3, "oldest_minutes": pytest.approx(40.5, abs=0.4)}
+    assert figures[("queue", f"{queue}-poison")]["poisoned"] == 2
+    assert figures[("queue", f"{queue}-poison")]["newest_reason"] == "past its maximum age (24 h)"
+    assert figures[("budget", "default")] == {
+        "concurrency": 8,
+        "instances": 2,
+        "paused_until": datetime.fromtimestamp(world.now.timestamp() + 300, UTC).isoformat(),
+        "used_this_hour": 900,
+        "hourly_requests": 1000,
+    }
+    assert figures[("connection", "default")]["refresh_days_left"] == 5.0
+    assert figures[("source", "cloud (cloud)")]["lag_minutes"] == 180.0
+    assert figures[("source", "cloud (cloud)")]["queued"] == 3
+    assert figures[("device sync", "cloud (cloud)")]["error"] == "IRE refused the batch: HTTP 403"
+    assert figures[("write-back", "default/incident")]["lag_minutes"] == 20.0
+
+    # Cleared: the queues drained, the pause over, a fresh token, a good sync, the intake caught up.
+    world.queue.clear_messages()
+    world.poison.clear_messages()
+    world.ledger.delete_entity(PARTITION, "pause-default")
+    world.board("a", 100)
+    world.refresh_token(days=60)
+    world.device_sync("", finished_ago=timedelta(minutes=5))
+    world.intake_cycle(watermark_ago=timedelta(minutes=10), skipped=0)
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[-1] == "status: everything OK (7 line(s))", out
+
+
+def test_status_when_storage_cannot_be_reached(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    account = "devstoreaccount1"
+    key = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="  # Azurite's
+    storage = (
+        f"DefaultEndpointsProtocol=http;AccountName={account};AccountKey={key};"
+        f"QueueEndpoint=http://127.0.0.1:{port}/{account};TableEndpoint=http://127.0.0.1:{port}/{account};"
+        f"BlobEndpoint=http://127.0.0.1:{port}/{account}"
+    )
+    for name, value in app_settings(storage).items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    assert main(["status"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"Error: cannot reach storage at 127.0.0.1:{port}: connection refused; is Azurite running? "
+        "(`make run` or `make emulators` starts it)"
+    ]
