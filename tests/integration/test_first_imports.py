@@ -11,6 +11,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 
 from tests.conftest import ROOT
+from tests.unit.test_function_app import APP_SETTINGS
 
 # Each thread does what its function's first invocation does up to its first Resource Graph query: import the
 # handler module (as functions/<name>/__init__.py does), then build the cloud source the handler builds. The
@@ -61,14 +62,7 @@ CLOUD = {
     "subscriptions": ["00000000-0000-0000-0000-000000000001"],
 }
 ENVIRONMENT = {
-    "ALERTS_QUEUE": "alerts",
-    "ALERTS_STORAGE": "UseDevelopmentStorage=true",
-    "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",
-    "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-    "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
-    "SERVICENOW_CONNECTIONS": json.dumps(
-        [{"name": "default", "instance_url": "https://dev1.service-now.com", "auth": "basic", "username": "u"}]
-    ),
+    **APP_SETTINGS,
     "DEFENDER_SOURCES": json.dumps([CLOUD]),
     "DEVICE_SYNC_ENABLED": "true",
     "AZURE_CLIENT_ID": "11111111-1111-1111-1111-111111111111",  # as deployed: the managed identity (not called)

@@ -141,19 +141,9 @@ class Worker:
             if inspect.isawaitable(result):
                 asyncio.run(_await(result))
         except Exception:
-            logger.exception(
-                "Executed 'Functions.%s' (Failed, Id=%s, Duration=%.0fms)",
-                invocation.name,
-                invocation.id,
-                (time.monotonic() - invocation.started) * 1000,
-            )
+            _executed(invocation, "Failed", logger.exception)
             return False
-        logger.info(
-            "Executed 'Functions.%s' (Succeeded, Id=%s, Duration=%.0fms)",
-            invocation.name,
-            invocation.id,
-            (time.monotonic() - invocation.started) * 1000,
-        )
+        _executed(invocation, "Succeeded", logger.info)
         return True
 
     def _watch(self) -> None:
@@ -190,6 +180,12 @@ class Worker:
         self.pool.shutdown(wait=False, cancel_futures=True)
         with self.lock:
             return self.active
+
+
+def _executed(invocation: Invocation, outcome: str, log: Callable[..., None]) -> None:
+    """The host's line for a finished invocation (``logger.exception`` adds the traceback of a failure)."""
+    duration = (time.monotonic() - invocation.started) * 1000
+    log("Executed 'Functions.%s' (%s, Id=%s, Duration=%.0fms)", invocation.name, outcome, invocation.id, duration)
 
 
 async def _await(awaitable: Any) -> None:
