@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import requests
@@ -198,3 +199,32 @@ def test_an_hourly_rate_limit_rule_answers_with_its_headers(
     assert third.json()["error"]["detail"] == "Rate limit of 2 requests per hour for Table API exceeded"
     servicenow.reset()  # limits are per test
     assert http.get(url, auth=(SN_USER, SN_PASSWORD)).status_code == 200
+
+
+def test_reference_fields_in_each_display_mode(servicenow: ServiceNowEmulator) -> None:
+    """The Table API doc's four renderings of a reference; a reference to a record that is not there keeps its
+    sys_id with an empty display value; a field that is not a reference is never rendered as one."""
+    ci = servicenow.store.insert("cmdb_ci_ot_hmi", {"name": "HMI-7"}, "seed")
+    missing = "0" * 32
+    record = servicenow.store.insert(
+        "incident", {"cmdb_ci": ci["sys_id"], "problem_id": missing, "correlation_id": ci["sys_id"]}, "seed"
+    )
+    path = f"/api/now/table/incident/{record['sys_id']}"
+    link = f"{servicenow.url}/api/now/table/cmdb_ci/{ci['sys_id']}"
+
+    def read(**params: str) -> dict[str, Any]:
+        query = {"sysparm_fields": "cmdb_ci,problem_id,correlation_id", **params}
+        response = requests.get(
+            servicenow.url + path, params=query, auth=(SN_USER, SN_PASSWORD), verify=str(servicenow.ca_pem), timeout=10
+        )
+        result: dict[str, Any] = response.json()["result"]
+        return result
+
+    assert read()["cmdb_ci"] == {"link": link, "value": ci["sys_id"]}
+    assert read(sysparm_exclude_reference_link="true")["cmdb_ci"] == ci["sys_id"]
+    assert read(sysparm_display_value="true")["cmdb_ci"] == {"display_value": "HMI-7", "link": link}
+    assert read(sysparm_display_value="true", sysparm_exclude_reference_link="true")["cmdb_ci"] == "HMI-7"
+    every = read(sysparm_display_value="all")
+    assert every["cmdb_ci"] == {"display_value": "HMI-7", "link": link, "value": ci["sys_id"]}
+    assert every["problem_id"]["value"] == missing and every["problem_id"]["display_value"] == ""
+    assert every["correlation_id"] == {"display_value": ci["sys_id"], "value": ci["sys_id"]}

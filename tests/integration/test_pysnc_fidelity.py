@@ -97,3 +97,36 @@ def test_batch_update_and_delete_multiple(servicenow: ServiceNowEmulator) -> Non
     gone.add_query("category", "ot")
     assert gone.delete_multiple()
     assert [r["short_description"] for r in servicenow.store.all("incident")] == ["kept"]
+
+
+def test_a_reference_reads_as_pysnc_expects_its_value_display_value_and_link(servicenow: ServiceNowEmulator) -> None:
+    """A task's Configuration item is a reference: a sys_id in, the sys_id out, and the CI's name as its display
+    value (PySNC asks for sysparm_display_value=all), found in the CI's own class (a PLC is a cmdb_ci)."""
+    plc = servicenow.store.insert("cmdb_ci_ot_plc", {"name": "PLC-Line-3"}, "seed")
+    client = pysnc_client(servicenow)
+    for table in ("incident", "sn_si_incident"):
+        gr = client.GlideRecord(table)
+        gr.initialize()
+        gr.short_description = "Unauthorized PLC Program Upload"
+        gr.cmdb_ci = plc["sys_id"]
+        sys_id = gr.insert()
+        assert servicenow.store.get(table, str(sys_id))["cmdb_ci"] == plc["sys_id"]
+        found = client.GlideRecord(table)
+        assert found.get(str(sys_id))
+        assert found.cmdb_ci.get_value() == plc["sys_id"]
+        assert found.cmdb_ci.get_display_value() == "PLC-Line-3"
+        assert found.get_display_value("short_description") == "Unauthorized PLC Program Upload"
+
+    linked = client.GlideRecord("task_ci")
+    linked.initialize()
+    linked.task = str(sys_id)
+    linked.ci_item = plc["sys_id"]
+    linked.insert()
+    rows = client.GlideRecord("task_ci")
+    rows.exclude_reference_link = False
+    rows.add_query("task", str(sys_id))
+    rows.query()
+    (row,) = list(rows)
+    assert row.ci_item.get_display_value() == "PLC-Line-3"
+    assert row.ci_item.get_link() == f"{servicenow.url}/api/now/table/cmdb_ci/{plc['sys_id']}"
+    assert row.task.get_display_value().startswith("SIR")  # a task reference shows the task's number

@@ -86,3 +86,21 @@ def test_the_hibernation_page_carries_what_clients_detect(servicenow: ServiceNow
     client = ServiceNowClient(servicenow.url, (SN_USER, SN_PASSWORD), verify=str(servicenow.ca_pem))
     with pytest.raises(requests.exceptions.JSONDecodeError):
         client.GlideRecord("incident").query()
+
+
+def test_a_record_written_with_the_published_references_reads_back_as_published(servicenow: ServiceNowEmulator) -> None:
+    """Every field the published incident shows as a reference comes back as one, to the same table, with the
+    link and value keys only; with sysparm_exclude_reference_link=true, as the bare sys_id."""
+    (published,) = load("servicenow", "table-list-incident").documents
+    record = published["result"][0]
+    references = {name: value for name, value in record.items() if isinstance(value, dict)}
+    created = servicenow.store.insert(
+        "incident", {"parent": "", **{name: ref["value"] for name, ref in references.items()}}, "seed"
+    )
+    answer = get(servicenow, f"/api/now/table/incident/{created['sys_id']}").json()["result"]
+    for name, ref in references.items():
+        table = ref["link"].split("/api/now/table/")[1].split("/")[0]
+        assert answer[name] == {"link": f"{servicenow.url}/api/now/table/{table}/{ref['value']}", "value": ref["value"]}
+    assert answer["parent"] == record["parent"] == ""  # an empty reference is an empty string
+    bare = get(servicenow, f"/api/now/table/incident/{created['sys_id']}", sysparm_exclude_reference_link="true")
+    assert all(bare.json()["result"][name] == ref["value"] for name, ref in references.items())

@@ -19,6 +19,13 @@ Sources, per table:
   ``markdown/api-reference/web-services/retrieving-journal-entries.md`` queries ``element`` and ``element_id``).
 
 The CMDB classes are written through the IRE, not the Table API, and are not listed here.
+
+Reference fields (:data:`REFERENCES`): those the Table API doc's example records show as references (an object
+with a ``link`` to ``/api/now/table/<table>/<sys_id>``): ``assigned_to``, ``caller_id`` and ``opened_by``
+(``sys_user``), ``assignment_group`` and ``sys_domain`` (``sys_user_group``), ``cmdb_ci`` (``cmdb_ci``),
+``company`` (``core_company``), ``location`` (``cmn_location``), ``problem_id`` (``problem``); and ``parent``
+(``task``: the examples show it empty, which is how an empty reference comes back). ``task_ci``'s ``task`` and
+``ci_item`` reference ``task`` and ``cmdb_ci`` (the Affected CIs list links a task to a CI).
 """
 
 from __future__ import annotations
@@ -124,6 +131,35 @@ TABLES: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "task_ci": (None, ("task", "ci_item")),
     "sys_journal_field": (None, ("name", "element", "element_id", "value")),
 }
+
+
+# field → the table it references, on the table that defines the field
+REFERENCES: dict[str, dict[str, str]] = {
+    "task": {
+        "assigned_to": "sys_user",
+        "assignment_group": "sys_user_group",
+        "cmdb_ci": "cmdb_ci",
+        "company": "core_company",
+        "location": "cmn_location",
+        "opened_by": "sys_user",
+        "parent": "task",
+        "sys_domain": "sys_user_group",
+    },
+    "incident": {"caller_id": "sys_user", "problem_id": "problem"},
+    "task_ci": {"task": "task", "ci_item": "cmdb_ci"},
+}
+# Task tables outside this dictionary (their fields are kept whole), for finding a ``task`` reference's record.
+EXTENDS = {"problem": "task", "change_request": "task"}
+
+
+def references(table: str) -> dict[str, str]:
+    """The reference fields of ``table`` (its own and inherited) and the table each references."""
+    if table not in TABLES:
+        return {}
+    found: dict[str, str] = {}
+    for name in reversed(list(lineage(table))):
+        found.update(REFERENCES.get(name, {}))
+    return found
 
 
 def lineage(table: str) -> Iterator[str]:

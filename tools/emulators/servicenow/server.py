@@ -28,6 +28,7 @@ from tools.emulators.servicenow import dictionary
 from tools.emulators.servicenow.ire import Ire
 from tools.emulators.servicenow.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.emulators.servicenow.query import ParsedQuery, QuerySyntaxError, parse
+from tools.emulators.servicenow.shape import Renderer
 from tools.emulators.servicenow.store import Record, Store, StoreError
 
 logger = logging.getLogger("servicenow_emulator")
@@ -98,6 +99,7 @@ class ServiceNowEmulator(TlsEmulator):
         self.oauth = OAuthServer(self.clock, users=dict(users or {}), clients={c.client_id: c for c in clients})
         self.faults = FaultPlan(self.clock)
         self.ire = Ire(self.store)
+        self.renderer = Renderer(self.store, lambda: self.url)
         self.session_queue_limit = session_queue_limit
         self.batch_max_serviced = batch_max_serviced
         self.queries: deque[dict[str, Any]] = deque(maxlen=10_000)
@@ -438,11 +440,11 @@ class ServiceNowEmulator(TlsEmulator):
                 return envelope(405, "Method not supported", f"{method} needs a sys_id")
             record = self.store.insert(table, values, user)
             location = f"{self.url}/api/now/table/{table}/{record['sys_id']}"
-            return self.record_reply(201, record, params, headers, {"Location": location})
+            return self.record_reply(201, table, record, params, headers, {"Location": location})
         if method == "GET":
-            return self.record_reply(200, self.store.get(table, sys_id), params, headers)
+            return self.record_reply(200, table, self.store.get(table, sys_id), params, headers)
         if method in ("PUT", "PATCH"):
-            return self.record_reply(200, self.store.update(table, sys_id, values, user), params, headers)
+            return self.record_reply(200, table, self.store.update(table, sys_id, values, user), params, headers)
         if method == "DELETE":
             self.store.delete(table, sys_id)
             return Reply(204, None)
@@ -477,7 +479,7 @@ class ServiceNowEmulator(TlsEmulator):
             headers["X-Total-Count"] = str(len(found))
         if params.get("sysparm_suppress_pagination_header", "false") != "true":
             headers["Link"] = self.link_header(table, params, offset, limit, len(found))
-        return Reply(200, {"result": [self.shape(r, params) for r in page]}, headers)
+        return Reply(200, {"result": [self.renderer.shape(table, r, params) for r in page]}, headers)
 
     def link_header(self, table: str, params: dict[str, str], offset: int, limit: int, total: int) -> str:
         def link(rel: str, at: int) -> str:
@@ -493,18 +495,10 @@ class ServiceNowEmulator(TlsEmulator):
         links.append(link("last", last))
         return ",".join(links)
 
-    @staticmethod
-    def shape(record: Record, params: dict[str, str]) -> dict[str, Any]:
-        fields = [f for f in params.get("sysparm_fields", "").split(",") if f]
-        if fields:
-            record = {f: record[f] for f in fields if f in record}  # unknown fields are silently ignored
-        if params.get("sysparm_display_value", "false") == "all":
-            return {k: {"display_value": v, "value": v} for k, v in record.items()}
-        return dict(record)
-
     def record_reply(
         self,
         status: int,
+        table: str,
         record: Record,
         params: dict[str, str],
         headers: dict[str, str],
@@ -512,7 +506,7 @@ class ServiceNowEmulator(TlsEmulator):
     ) -> Reply:
         if headers.get("x-no-response-body", "").lower() == "true":
             return Reply(status, None, extra or {})
-        return Reply(status, {"result": self.shape(record, params)}, extra or {})
+        return Reply(status, {"result": self.renderer.shape(table, record, params)}, extra or {})
 
     # -- Batch API -------------------------------------------------------------------------
     def batch(self, body: bytes, user: str) -> Reply:
