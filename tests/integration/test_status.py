@@ -397,3 +397,15 @@ def test_a_changed_tally_reaches_the_board_without_a_budget_sync(azurite: Azurit
     while not (view := read_board(table, time.time())).outcomes and time.monotonic() < deadline:
         time.sleep(0.1)
     assert view.outcomes == {"deferred": {"timeout": 1}}
+
+
+def test_a_sync_sweeps_the_rows_of_instances_gone_for_hours(azurite: Azurite) -> None:
+    table = TableServiceClient.from_connection_string(azurite.connection_string).create_table(
+        f"board{uuid.uuid4().hex[:10]}"
+    )
+    now = time.time()
+    TableBudgetBoard(table, "gone", clock=lambda: now - 3 * 3600).sync({"default": 5})
+    TableBudgetBoard(table, "recent", clock=lambda: now - 1800).sync({"default": 5})
+    TableBudgetBoard(table, "live", clock=lambda: now).sync({})
+    rows = {row["RowKey"] for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})}
+    assert rows == {"instance-recent", "instance-live"}  # the last hour's outcomes may still be on the recent one
