@@ -409,3 +409,30 @@ def test_a_sync_sweeps_the_rows_of_instances_gone_for_hours(azurite: Azurite) ->
     TableBudgetBoard(table, "live", clock=lambda: now).sync({})
     rows = {row["RowKey"] for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION})}
     assert rows == {"instance-recent", "instance-live"}  # the last hour's outcomes may still be on the recent one
+
+
+def test_only_check_servicenow_calls_servicenow(
+    make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = make_stack(rules())
+    for name, value in stack.environ.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    before = stack.servicenow.stats["requests"]
+    main(["status", "--json"])
+    plain = json.loads(capsys.readouterr().out)
+    assert stack.servicenow.stats["requests"] == before  # what the app keeps, nothing more
+    assert not [f for f in plain["findings"] if f["area"] == "servicenow"]
+
+    main(["status", "--json", "--check-servicenow"])
+    checked = {f["subject"]: f for f in json.loads(capsys.readouterr().out)["findings"] if f["area"] == "servicenow"}
+    assert stack.servicenow.stats["requests"] > before
+    assert checked["default"]["level"] == "OK", checked
+    assert checked["default"]["summary"].startswith(f"signed in at {stack.servicenow.url}; a read answered in ")
+
+    monkeypatch.setenv("SERVICENOW_DEFAULT_PASSWORD", "not-the-password")
+    get_settings.cache_clear()
+    assert main(["status", "--check-servicenow"]) == 1
+    refused = lines(capsys.readouterr().out)["servicenow default"]
+    assert refused.startswith("FAIL servicenow default: sign-in refused: "), refused
+    assert "not-the-password" not in refused
