@@ -30,7 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.forwarding import PASSWORD, RULES, USER, alerts
+from bench.forwarding import PASSWORD, RULES, USER, alerts, product_environ
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.machine import describe
 from tools.stack.azurite import start_azurite
@@ -145,20 +145,7 @@ def main() -> None:
             emulator = ServiceNowEmulator(tls_dir=Path(scratch) / "tls", users={USER: PASSWORD}).start()
             try:
                 emulator.faults.configure({"latency_ms": SERVICENOW_LATENCY_MS})
-                environ = {
-                    "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
-                    "ALERTS_STORAGE": azurite.connection_string,
-                    "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a password  # nosec B105
-                    "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-                    "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
-                    "SERVICENOW_CONNECTIONS": json.dumps(
-                        [{"name": "default", "instance_url": emulator.url, "auth": "basic", "username": USER}]
-                    ),
-                    "SERVICENOW_CA_BUNDLE": str(emulator.ca_pem),
-                    "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:10]}/forwarding-rules.json",
-                    "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
-                }
-                settings = load_settings(environ)
+                settings = load_settings(product_environ(emulator, azurite))
                 write_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage), RULES)
                 forwarder = build_forwarder(settings)
                 run_block(forwarder, telemetry.flush, alerts(5, "warm"), ingestion)  # connections, rules
