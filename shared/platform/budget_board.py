@@ -64,7 +64,7 @@ class TableBudgetBoard:
         self.instance_id = instance_id or uuid.uuid4().hex
         self.clock = clock
         self.tally = tally or outcomes.TALLY
-        self.used: dict[str, int] = {}  # this instance's requests this hour, per connection
+        self.used: dict[str, tuple[int, int]] = {}  # per connection: this instance's requests, and in which hour
         self._ensured = False
         self._lock = threading.Lock()  # the budgets of several connections share the row
         self._written = (float("-inf"), -1)  # when the row was last written, and the tally's version then
@@ -85,7 +85,8 @@ class TableBudgetBoard:
                 "RowKey": f"instance-{self.instance_id}",
                 "seen": now,
                 "hour": hour_of(now),
-                "used": json.dumps(self.used),
+                # Only this hour's: a connection whose budget has not synced since the hour turned counts nothing yet.
+                "used": json.dumps({c: n for c, (n, hour) in self.used.items() if hour == hour_of(now)}),
                 "outcomes": self.tally.encode(),
             }
         self.table.upsert_entity(row, mode=UpdateMode.REPLACE)
@@ -95,7 +96,8 @@ class TableBudgetBoard:
     def sync(self, used: Mapping[str, int]) -> BoardView:
         """Report this instance's requests this hour (for the connections given) and read everyone's."""
         with self._lock:
-            self.used.update(used)
+            hour = hour_of(self.clock())
+            self.used.update({connection: (count, hour) for connection, count in used.items()})
         now = self._write()
         live, paused, totals, stale = _read(self.table, now, {self.instance_id}, dict.fromkeys(self.used, 0))
         for key in stale[:SWEEP_AT_MOST]:

@@ -139,3 +139,17 @@ def test_the_budgets_of_two_connections_in_one_process_are_one_instance_on_the_b
     view = board.sync({"second": 4})
     assert view.instances == 1
     assert view.used_this_hour == {"first": 3, "second": 4}
+
+
+def test_a_connections_count_from_the_last_hour_is_not_carried_into_this_one(azurite: Azurite) -> None:
+    from azure.data.tables import TableClient
+
+    from shared.platform.budget_board import TableBudgetBoard
+
+    table = TableClient.from_connection_string(azurite.connection_string, f"board{uuid.uuid4().hex[:10]}")
+    moment = [3600.0 * 500_000 - 1]  # a second before an hour turns
+    board = TableBudgetBoard(table, "solo", clock=lambda: moment[0])
+    board.sync({"idle": 7})
+    moment[0] += 6
+    view = board.sync({"busy": 1})  # the idle connection's budget has not synced since the hour turned
+    assert view.used_this_hour == {"idle": 0, "busy": 1}
