@@ -101,6 +101,7 @@ bench: deps
 	$(PY) -m bench.writeback
 	$(PY) -m bench.overheads
 	$(PY) -m bench.storm
+	$(PY) -m bench.telemetry_flush --alerts 60
 	$(PY) -m tools.campaign --output bench/results/fault_campaign.md
 
 ## make fault-campaign: 10,000 alerts under every fault the product is built for; 0 lost, 0 duplicated or it fails

@@ -65,8 +65,9 @@ def alerts(count: int, run: str) -> list[bytes]:
     ]
 
 
-def product(emulator: ServiceNowEmulator, azurite: Any, bodies: list[bytes]) -> list[tuple[float, float]]:
-    environ = {
+def product_environ(emulator: ServiceNowEmulator, azurite: Any) -> dict[str, str]:
+    """The app settings of a forwarder on this Azurite and emulator, with its rules in blob storage (as deployed)."""
+    return {
         "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
         "ALERTS_STORAGE": azurite.connection_string,
         "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a password  # nosec B105
@@ -80,6 +81,10 @@ def product(emulator: ServiceNowEmulator, azurite: Any, bodies: list[bytes]) -> 
         "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:10]}/forwarding-rules.json",
         "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
     }
+
+
+def product(emulator: ServiceNowEmulator, azurite: Any, bodies: list[bytes]) -> list[tuple[float, float]]:
+    environ = product_environ(emulator, azurite)
     os.environ["SERVICENOW_DEFAULT_PASSWORD"] = PASSWORD
     settings = load_settings(environ)
     write_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage), RULES)

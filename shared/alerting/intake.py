@@ -101,6 +101,11 @@ def last_cycle(state: IntakeStore, source: str) -> IntakeCycle | None:
     return IntakeCycle.from_row(row) if row else None
 
 
+def sensor_health(state: IntakeStore, source: str) -> dict[str, bool]:
+    """Each sensor's last known health at a source, by name (True: online), as the intake's cycles recorded it."""
+    return {name: row.get("online") is True for name, row in state.rows(source, "sensor").items()}
+
+
 class IntakeStore(Protocol):
     """Where the intake remembers each alert's state, each sensor's status and its watermark."""
 

@@ -66,21 +66,31 @@ def servicenow_client(
 
 
 _budgets: dict[tuple[object, ...], Budget] = {}
+_boards: dict[tuple[object, ...], TableBudgetBoard] = {}
 _budgets_lock = threading.Lock()
+
+
+def board_for(settings: Settings) -> TableBudgetBoard:
+    """The process's one row on the budget board (in the ledger's table): every connection's budget reports on
+    it, and the outcome tally with them — one row per instance, so the board counts instances, not budgets."""
+    key = (settings.alerts_storage, settings.forwarding.ledger_table)
+    with _budgets_lock:
+        board = _boards.get(key)
+        if board is None:
+            table = table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
+            board = _boards[key] = TableBudgetBoard(table)
+        return board
 
 
 def budget_for(settings: Settings, connection: ServiceNowConnection) -> Budget:
     """The process's one budget for a connection, shared by every client of it and, through the board in the
     alerts storage account, with every other instance of the app."""
     key = (settings.alerts_storage, settings.forwarding.ledger_table, connection.name, connection.instance_url)
+    board = board_for(settings)
     with _budgets_lock:
         budget = _budgets.get(key)
         if budget is None:
-            table = table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
             budget = _budgets[key] = Budget(
-                connection.name,
-                connection.concurrency,
-                hourly_requests=connection.hourly_requests,
-                board=TableBudgetBoard(table),
+                connection.name, connection.concurrency, hourly_requests=connection.hourly_requests, board=board
             )
         return budget

@@ -8,7 +8,8 @@ from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import board_for, budget_for, secret_store, servicenow_client
+from shared.platform.budget_board import TableBudgetBoard
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, queue_service, table_service
 
@@ -38,6 +39,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
 
 
 _forwarder: Forwarder | None = None
+_board: TableBudgetBoard | None = None
 _lock = threading.Lock()
 
 
@@ -48,8 +50,12 @@ def handle_queue_message(body: bytes, *, message_id: str, dequeue_count: int) ->
     the queue) or poisoned (a wrapped copy is on the poison queue). Raises only when even deferring
     failed, so that the host's own retry keeps the message.
     """
-    global _forwarder  # noqa: PLW0603 - one forwarder per worker process, built on first use
+    global _forwarder, _board  # one forwarder (and board) per worker process, built on first use
     with _lock:
         if _forwarder is None:
-            _forwarder = build_forwarder(get_settings())
-    return _forwarder.handle(body, message_id)
+            settings = get_settings()
+            _forwarder, _board = build_forwarder(settings), board_for(settings)
+    result = _forwarder.handle(body, message_id)
+    if _board is not None:
+        _board.report_soon()  # the outcome just counted reaches `status` through the board
+    return result

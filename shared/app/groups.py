@@ -13,7 +13,7 @@ from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import board_for, budget_for, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, queue_service, table_service
 from shared.platform.times import Deadline
@@ -72,7 +72,10 @@ def run_group_notes(settings: Settings | None = None) -> NotesReport:
                 _notes = build_group_notes(get_settings())
                 _notes.book.ensure_table()
         notes = _notes
-    report = notes.run(Deadline((settings or get_settings()).run_seconds))
+    current = settings or get_settings()
+    report = notes.run(Deadline(current.run_seconds))
+    if report.notes:
+        board_for(current).report_soon()  # the work notes' count reaches `status` through the board
     if report.records or report.notes or report.retired:
         logger.info(
             "alert groups: %d record(s) written, %d alert(s) listed in %d work note(s), %d group(s) retired",

@@ -20,7 +20,11 @@ from types import FrameType
 from typing import Any
 
 from opentelemetry import _logs, metrics, trace
+from opentelemetry.context import Context
+from opentelemetry.metrics import Counter, Meter
+from opentelemetry.util.types import Attributes
 
+from shared.platform import outcomes
 from shared.platform.identity import azure_credential
 
 logger = logging.getLogger("shared.platform.telemetry")
@@ -28,16 +32,50 @@ _configured = False
 _lock = threading.Lock()
 _meter = metrics.get_meter("defender_iot_servicenow")
 
+
+class _TalliedCounter:
+    """An OpenTelemetry counter that also adds to the process's outcome tally, by one of its attributes: one
+    count feeds both Application Insights and the budget board (``status``'s last hour)."""
+
+    def __init__(self, counter: Counter, figure: str, by: str | None) -> None:
+        self.counter = counter
+        self.figure = figure
+        self.by = by
+
+    def add(self, amount: int, attributes: Attributes = None, context: Context | None = None) -> None:
+        self.counter.add(amount, attributes, context)
+        name = str((attributes or {}).get(self.by, "")) if self.by else ""
+        outcomes.TALLY.add(self.figure, name, amount)
+
+
+class _TalliedMeter:
+    def __init__(self, meter: Meter) -> None:
+        self.meter = meter
+
+    def create_counter(self, name: str, *, figure: str, by: str | None = None, **options: Any) -> _TalliedCounter:
+        return _TalliedCounter(self.meter.create_counter(name, **options), figure, by)
+
+
+_tallied = _TalliedMeter(_meter)
+
 ALERTS_RECEIVED = _meter.create_counter(
     "alerts.received", unit="{message}", description="Messages taken off the alerts queue"
 )
-ALERTS_FILTERED = _meter.create_counter("alerts.filtered", unit="{message}", description="Messages no rule selected")
-ALERTS_FORWARDED = _meter.create_counter(
-    "alerts.forwarded", unit="{record}", description="ServiceNow records written, by action and operation"
+ALERTS_FILTERED = _tallied.create_counter(
+    "alerts.filtered", figure="filtered", unit="{message}", description="Messages no rule selected"
 )
-ALERTS_DEFERRED = _meter.create_counter("alerts.deferred", unit="{message}", description="Messages deferred for later")
-ALERTS_POISONED = _meter.create_counter(
-    "alerts.poisoned", unit="{message}", description="Messages put on the poison queue"
+ALERTS_FORWARDED = _tallied.create_counter(
+    "alerts.forwarded",
+    figure="written",
+    by="action",
+    unit="{record}",
+    description="ServiceNow records written, by action and operation",
+)
+ALERTS_DEFERRED = _tallied.create_counter(
+    "alerts.deferred", figure="deferred", by="reason", unit="{message}", description="Messages deferred for later"
+)
+ALERTS_POISONED = _tallied.create_counter(
+    "alerts.poisoned", figure="poisoned", by="reason", unit="{message}", description="Messages put on the poison queue"
 )
 DUPLICATES_AVOIDED = _meter.create_counter(
     "alerts.duplicates_avoided", unit="{message}", description="Redeliveries and repeats that wrote no new record"

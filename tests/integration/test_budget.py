@@ -6,6 +6,7 @@ with X-RateLimit-Reset); one process finding the limit pauses another through th
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess  # the second process is this interpreter on the product's own entry point  # nosec B404
 import sys
@@ -117,3 +118,38 @@ def test_instances_sharing_a_board_take_every_place_once(azurite: Azurite) -> No
         budget.view = view
         shares.append(budget.share)
     assert sum(shares) == 16 and shares.count(0) == 4
+
+
+def test_the_budgets_of_two_connections_in_one_process_are_one_instance_on_the_board(azurite: Azurite) -> None:
+    """One row per process: with a row per connection, two connections would count each instance twice and
+    halve every share."""
+    from shared.app import board_for, budget_for
+    from shared.platform.settings import load_settings
+    from tests.support.settings import app_settings
+
+    connections = [
+        {"name": name, "instance_url": f"https://{name}.service-now.com", "auth": "basic", "username": "u"}
+        for name in ("first", "second")
+    ]
+    settings = load_settings(app_settings(azurite.connection_string, SERVICENOW_CONNECTIONS=json.dumps(connections)))
+    first, second = (budget_for(settings, c) for c in settings.connections)
+    board = board_for(settings)
+    assert first.board is board and second.board is board
+    board.sync({"first": 3})  # as each budget syncs its own connection's count
+    view = board.sync({"second": 4})
+    assert view.instances == 1
+    assert view.used_this_hour == {"first": 3, "second": 4}
+
+
+def test_a_connections_count_from_the_last_hour_is_not_carried_into_this_one(azurite: Azurite) -> None:
+    from azure.data.tables import TableClient
+
+    from shared.platform.budget_board import TableBudgetBoard
+
+    table = TableClient.from_connection_string(azurite.connection_string, f"board{uuid.uuid4().hex[:10]}")
+    moment = [3600.0 * 500_000 - 1]  # a second before an hour turns
+    board = TableBudgetBoard(table, "solo", clock=lambda: moment[0])
+    board.sync({"idle": 7})
+    moment[0] += 6
+    view = board.sync({"busy": 1})  # the idle connection's budget has not synced since the hour turned
+    assert view.used_this_hour == {"idle": 0, "busy": 1}

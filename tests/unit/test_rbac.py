@@ -178,7 +178,7 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
         ("deployer", "table:sync"),
     ],
     "shared/devices/state.py": [("app", "table:sync"), ("deployer", "table:sync")],  # sync run / sync status
-    "shared/app/status.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
+    "shared/app/status/forwarding.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
     "shared/platform/budget_board.py": [
         ("app", "table:ledger"),
         ("deployer", "table:ledger", frozenset({"query_entities"})),  # status reads the board
