@@ -243,6 +243,7 @@ def parse_device(row: dict[str, Any]) -> Device:
         device_type=text(properties.get("deviceSubTypeDisplayName") or properties.get("deviceTypeDisplayName")),
         vendor=text(hardware.get("vendor")),
         purdue_level=text(properties.get("purdueLevel")),
+        criticality=text(properties.get("criticality")),
         site=text(sensor.get("site")),
         zone=text(sensor.get("zone")),
         sensor=sensor_name,

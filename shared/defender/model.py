@@ -48,6 +48,7 @@ class Device:
     device_type: str = ""
     vendor: str = ""
     purdue_level: str = ""
+    criticality: str = ""  # Defender's (the cloud's Low, Normal, High …); empty where the source has none
     site: str = ""
     zone: str = ""
     sensor: str = ""

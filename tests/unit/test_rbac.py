@@ -178,6 +178,8 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
         ("deployer", "table:sync"),
     ],
     "shared/devices/state.py": [("app", "table:sync"), ("deployer", "table:sync")],  # sync run / sync status
+    # the asset index lives in the sync's table: the sync (timer or `sync run`) writes it, the forwarder reads it
+    "shared/assets/index.py": [("app", "table:sync"), ("deployer", "table:sync")],
     "shared/app/status.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
     "shared/platform/budget_board.py": [
         ("app", "table:ledger"),
