@@ -497,7 +497,9 @@ def test_each_source_names_an_alerts_devices_as_its_device_sync_names_them(
     reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-7"), HTTP, ca_bundle=console.ca_pem)
     addresses = [world.devices[d]["u_ip_address_objects"][0]["u_ip_address"] for d in between]
     cloud = cloud_source(settings)
-    for source, devices in ((cloud, CloudInventory(cloud)), (local_sensor(sensor), None), (reader, None)):
+    sensor_source = local_sensor(sensor)
+    views: list[tuple[Any, DeviceSource]] = [(cloud, CloudInventory(cloud)), (sensor_source, sensor_source)]
+    for source, devices in (*views, (reader, reader)):
         queue = QueueClient.from_connection_string(azurite.connection_string, f"ids{uuid.uuid4().hex[:12]}")
         queue.create_queue()
         state = IntakeState(
@@ -510,7 +512,7 @@ def test_each_source_names_an_alerts_devices_as_its_device_sync_names_them(
         (message,) = drain(queue)
         origin = parse_message(json.dumps(message).encode()).origin
         assert origin is not None
-        synced = {ip: d.id for page in (devices or source).device_pages(0) for d in page for ip in d.ips}
+        synced = {ip: d.id for page in devices.device_pages(0) for d in page for ip in d.ips}
         expected = [synced[ip] for ip in addresses]
         named = origin.devices
         if named.related:  # the cloud lists the devices' resources without saying which is which
