@@ -5,7 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from shared.defender.model import Cve, Device
@@ -83,10 +83,6 @@ class Asset:
             firmware=first.version if first else "",
         )
 
-    @property
-    def addresses(self) -> tuple[str, ...]:
-        return self.ips
-
     def to_json(self) -> str:
         document = asdict(self)
         for name in ("cves", "cve_count", "retired"):  # kept in their own columns, changed on their own
@@ -121,12 +117,3 @@ def top_cves(cves: Iterable[Cve]) -> tuple[tuple[Vulnerability, ...], int]:
 def cves_columns(cves: Sequence[Cve]) -> dict[str, Any]:
     shown, count = top_cves(cves)
     return {"cves": json.dumps([asdict(v) for v in shown], separators=(",", ":")), "cve_count": count}
-
-
-@dataclass(frozen=True)
-class Involved:
-    """The devices an alert concerns, as found: ``source`` and ``destination`` (None: not in the CMDB)."""
-
-    source: Asset | None = None
-    destination: Asset | None = None
-    missing: tuple[str, ...] = field(default=())  # which of them the alert names but the index lacks
