@@ -215,12 +215,15 @@ class IntakeState:
 
 
 def alert_message(alert: SourceAlert, source: str) -> dict[str, Any]:
+    origin: dict[str, Any] = {"source": source, "ref": alert.resource_id or alert.id}
+    if devices := alert.devices.document():  # the forwarder finds their CIs by these
+        origin["devices"] = devices
     message = {
         "schema": SCHEMA,
         "kind": "alert",
         "sensor": dict(alert.sensor),
         "alert": dict(alert.alert),
-        "origin": {"source": source, "ref": alert.resource_id or alert.id},
+        "origin": origin,
     }
     if alert.protocol:
         message["protocol"] = alert.protocol

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import IntEnum
 from typing import Any, Literal
 
+from shared.defender.model import AlertDevices
 from shared.platform.times import parse_iso
 
 SCHEMA = "defender-iot-servicenow/alert-message/v1"
@@ -31,6 +32,7 @@ KINDS = ("alert", "system", "alert_status")
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024  # Azure Storage queue limit, as stored (after base64)
 MAX_TEXT = 16_384
 MAX_ID = 256
+MAX_RELATED = 16  # devices of one alert whose CIs are looked up (a cloud alert lists its devices' resources)
 DELIVERY_FIELD = "_delivery"  # the forwarder's own attempt history, added when it defers a message
 
 Kind = Literal["alert", "system", "alert_status"]
@@ -206,10 +208,12 @@ class Resolution:
 class Origin:
     """Where the alert intake took the alert from: the source's name in DEFENDER_SOURCES and the source's own
     id of the alert (a cloud alert's resource id, a console alert's UUID), so that closing its record can
-    close the alert there. A sensor-side sender leaves it out."""
+    close the alert there; and the devices it concerns as the source's device sync names them, so that its
+    record can name their CIs. A sensor-side sender leaves it out."""
 
     source: str
     ref: str
+    devices: AlertDevices = field(default_factory=AlertDevices)
 
 
 @dataclass(frozen=True)
@@ -305,7 +309,21 @@ def _origin(envelope: _Object) -> Origin | None:
     source = origin.text("source", required=True, limit=64)
     ref = origin.text("ref", required=True, limit=1024)
     assert source is not None and ref is not None
-    return Origin(source, ref)
+    return Origin(source, ref, _devices(origin.child("devices", required=False)))
+
+
+def _devices(devices: _Object | None) -> AlertDevices:
+    if devices is None:
+        return AlertDevices()
+    related = devices.get("related")
+    if related is not None and not isinstance(related, list):
+        raise InvalidMessageError(f"{devices.path('related')}: expected a list of device ids")
+    items = _Object({str(i): v for i, v in enumerate(related or ())}, devices.path("related"))
+    return AlertDevices(
+        source=devices.identifier("source") if devices.get("source") is not None else None,
+        destination=devices.identifier("destination") if devices.get("destination") is not None else None,
+        related=tuple(items.identifier(str(i)) for i in range(len(related or ())))[:MAX_RELATED],
+    )
 
 
 def parse_message(body: bytes) -> AlertMessage:

@@ -7,10 +7,11 @@ example spells ``additionalinformation`` in lower case where its field table say
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.defender.model import SourceAlert, text
+from shared.defender.model import AlertDevices, SourceAlert, text
 
 FIELDS = (
     "id", "time", "title", "message", "severity", "engine", "sourceDevice", "destinationDevice",
@@ -28,12 +29,25 @@ def fields(record: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def device_number(value: Any) -> str | None:
+    """A device number of an alert as the console's device sync names the device: as it is."""
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip():
+        return None
+    return str(value).strip()
+
+
 def parse_api_alert(
-    record: dict[str, Any], *, closed: bool, sensor: dict[str, str], reference: str = ""
+    record: dict[str, Any],
+    *,
+    closed: bool,
+    sensor: dict[str, str],
+    reference: str = "",
+    device_id: Callable[[Any], str | None] = device_number,
 ) -> SourceAlert:
     """One API alert; ``sensor`` says where it was seen when the record does not (the record's own
     ``sensorName``, ``siteName`` and ``zoneName`` fill what ``sensor`` leaves empty); ``reference`` is the
-    source's handle for writing it back, when that is not its id. ValueError says what is missing."""
+    source's handle for writing it back, when that is not its id; ``device_id`` names a device number of the
+    alert as the source's device sync names the device. ValueError says what is missing."""
     found = fields(record)
     alert_id, when = found.get("id"), found.get("time")
     if isinstance(alert_id, bool) or not isinstance(alert_id, int | str) or not str(alert_id).strip():
@@ -52,4 +66,5 @@ def parse_api_alert(
         status="Closed" if closed else "Active",
         alert={k: found[k.lower()] for k in FIELDS if k.lower() in found},
         sensor={k: v for k, v in where.items() if v},
+        devices=AlertDevices(device_id(found.get("sourcedevice")), device_id(found.get("destinationdevice"))),
     )

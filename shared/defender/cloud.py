@@ -32,6 +32,7 @@ from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
 from shared.defender.model import (
     AddressCves,
+    AlertDevices,
     Capabilities,
     Connection,
     Cve,
@@ -162,6 +163,8 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
         "alertManagementUri": text(extended.get("AlertManagementUri")) or None,
     }
     protocol = text(extended.get("Protocol")) or None
+    # The device sync names a cloud device by its resource's name (the last segment of its id).
+    related = tuple(dict.fromkeys(r.rstrip("/").rsplit("/", 1)[-1] for r in alert.get("deviceResourceIds") or ()))
     return SourceAlert(
         protocol=protocol,
         id=name,
@@ -171,6 +174,7 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
         alert={k: v for k, v in alert.items() if v is not None},
         # Resource Graph's alert names its sensor only; site and zone are the sensor's, not the alert's.
         sensor={"name": text(extended.get("SensorId")) or source},
+        devices=AlertDevices(related=tuple(r for r in related if r)),
     )
 
 
@@ -243,6 +247,7 @@ def parse_device(row: dict[str, Any]) -> Device:
         device_type=text(properties.get("deviceSubTypeDisplayName") or properties.get("deviceTypeDisplayName")),
         vendor=text(hardware.get("vendor")),
         purdue_level=text(properties.get("purdueLevel")),
+        criticality=text(properties.get("criticality")),
         site=text(sensor.get("site")),
         zone=text(sensor.get("zone")),
         sensor=sensor_name,

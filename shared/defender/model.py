@@ -48,6 +48,7 @@ class Device:
     device_type: str = ""
     vendor: str = ""
     purdue_level: str = ""
+    criticality: str = ""  # Defender's (the cloud's Low, Normal, High …); empty where the source has none
     site: str = ""
     zone: str = ""
     sensor: str = ""
@@ -124,6 +125,21 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
+class AlertDevices:
+    """The devices an alert concerns, by the ids the source's device sync gives them (``Device.id``): the
+    sensors' and the console's alerts name a source and a destination device; a cloud alert lists its
+    devices' resources without saying which is which (``related``)."""
+
+    source: str | None = None
+    destination: str | None = None
+    related: tuple[str, ...] = ()
+
+    def document(self) -> dict[str, Any]:
+        found: dict[str, Any] = {"source": self.source, "destination": self.destination, "related": list(self.related)}
+        return {k: v for k, v in found.items() if v}
+
+
+@dataclass(frozen=True)
 class SourceAlert:
     """One alert as a source reports it, in the terms of the alert message contract."""
 
@@ -134,6 +150,7 @@ class SourceAlert:
     alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)
     sensor: dict[str, Any]  # name, and site / zone when the source says them
     protocol: str | None = None
+    devices: AlertDevices = field(default_factory=AlertDevices)
 
     @property
     def closed(self) -> bool:

@@ -197,7 +197,7 @@ class SensorSource:
     def _alert(self, record: dict[str, Any], closed: bool) -> SourceAlert:
         # A sensor's alerts (v1 or v2) name no sensor, zone or site: the source's settings say them.
         where = {"name": self.name, "site": self.settings.site, "zone": self.settings.zone}
-        return parse_api_alert(record, closed=closed, sensor=where)
+        return parse_api_alert(record, closed=closed, sensor=where, device_id=self._key)
 
     def _read_alerts(
         self, params: dict[str, str], report: ReadReport, closed: Callable[[str], bool]

@@ -3,6 +3,7 @@ through the real SDK and `requests` stack against the emulators, one generated w
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,7 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.alerting.intake import Intake, IntakeState
+from shared.alerting.messages import parse_message
 from shared.app import servicenow_client
 from shared.app.sources import cloud_source
 from shared.defender.cloud import CloudInventory
@@ -475,3 +477,45 @@ def test_one_alert_stream_seen_by_the_cloud_the_sensor_and_the_console_alike(
     (notification,) = drain(console_queue)
     assert notification["kind"] == "system" and notification["system"]["status"] == "offline"
     assert notification["sensor"]["name"] == "sensor-2"
+
+
+def test_each_source_names_an_alerts_devices_as_its_device_sync_names_them(
+    world: Inventory, graph: ResourceGraphEmulator, sensor: SensorEmulator, console: ConsoleEmulator, azurite: Azurite
+) -> None:
+    """The record of an alert can point at the CIs the device sync wrote only if the alert names its devices by
+    the ids the sync keys them by (their source native key): through each kind of source, both devices of an
+    alert between two of the world's devices are found among the devices that source's sync reads."""
+    from shared.defender.cloud import CloudInventory
+    from shared.defender.console import ConsoleClient
+    from tools.emulators.console import raise_alert
+
+    mine = sorted(d["u_id"] for d in world.devices.values() if d["u_appliance"] == "sensor-1")
+    between = (mine[0], mine[1])
+    raise_alert(world, "sensor-1", "Unauthorized PLC Program Upload", "Critical", between=between)
+    graph.load_world(world)
+    settings = CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem)
+    reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-7"), HTTP, ca_bundle=console.ca_pem)
+    addresses = [world.devices[d]["u_ip_address_objects"][0]["u_ip_address"] for d in between]
+    cloud = cloud_source(settings)
+    sensor_source = local_sensor(sensor)
+    views: list[tuple[Any, DeviceSource]] = [(cloud, CloudInventory(cloud)), (sensor_source, sensor_source)]
+    for source, devices in (*views, (reader, reader)):
+        queue = QueueClient.from_connection_string(azurite.connection_string, f"ids{uuid.uuid4().hex[:12]}")
+        queue.create_queue()
+        state = IntakeState(
+            TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(
+                f"ids{uuid.uuid4().hex[:12]}"
+            )
+        )
+        state.ensure()
+        Intake(source, queue, state).run()
+        (message,) = drain(queue)
+        origin = parse_message(json.dumps(message).encode()).origin
+        assert origin is not None
+        synced = {ip: d.id for page in devices.device_pages(0) for d in page for ip in d.ips}
+        expected = [synced[ip] for ip in addresses]
+        named = origin.devices
+        if named.related:  # the cloud lists the devices' resources without saying which is which
+            assert sorted(named.related) == sorted(expected), type(source).__name__
+        else:
+            assert [named.source, named.destination] == expected, type(source).__name__

@@ -3,6 +3,7 @@ published document reads, and each published field lands where the product uses 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 
 from shared.alerting.enqueue import validate
 from shared.alerting.intake import alert_message
+from shared.alerting.messages import parse_message
 from shared.defender.cloud import (
     SENSORS,
     SITE_SENSORS,
@@ -89,6 +91,10 @@ def test_a_published_ot_alert_keeps_its_engine_sensor_devices_and_management_uri
     assert alerts[0].alert["alertManagementUri"].startswith("https://management.azure.com/subscriptions/")
     assert alerts[0].protocol == "Modbus"
     validate(alert_message(alerts[0], "cloud"))  # still a valid message with the new fields
+    # The device sync names a cloud device by its resource's name: the alert names its devices so.
+    assert alerts[0].devices.related == ("0418f897-937b-4cb5-92dc-dd31d3da7911",)
+    message = parse_message(json.dumps(alert_message(alerts[0], "cloud")).encode())
+    assert message.origin is not None and message.origin.devices.related == alerts[0].devices.related
 
 
 def test_a_spec_alert_without_display_name_is_titled_by_its_type() -> None:

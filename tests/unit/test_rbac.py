@@ -179,6 +179,8 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
     ],
     "shared/devices/state.py": [("app", "table:sync"), ("deployer", "table:sync")],  # sync run / sync status
     "shared/app/status/forwarding.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
+    # the asset index lives in the sync's table: the sync (timer or `sync run`) writes it, the forwarder reads it
+    "shared/assets/index.py": [("app", "table:sync"), ("deployer", "table:sync")],
     "shared/platform/budget_board.py": [
         ("app", "table:ledger"),
         ("deployer", "table:ledger", frozenset({"query_entities"})),  # status reads the board

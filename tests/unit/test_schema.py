@@ -32,6 +32,13 @@ VALID = [
         "alert": {"id": 1, "handled": True},
         "resolution": {"action": "handleAndLearn"},
     },
+    {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "s"},
+        "alert": ALERT,
+        "origin": {"source": "plant", "ref": "1", "devices": {"source": "plant:7", "destination": 9, "related": []}},
+    },
 ]
 INVALID = [
     {"schema": SCHEMA, "kind": "alert", "sensor": {"name": "s"}, "alert": {**ALERT, "severity": "Severe"}},
@@ -45,6 +52,20 @@ INVALID = [
     {"schema": SCHEMA, "kind": "system", "sensor": {"name": "s"}, "system": {"status": "rebooting", "time": 1}},
     {"schema": "v0", "kind": "alert", "sensor": {"name": "s"}, "alert": ALERT},
     {"schema": SCHEMA, "kind": "alert_status", "sensor": {"name": "s"}, "alert": {"id": 1, "handled": False}},
+    {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "s"},
+        "alert": ALERT,
+        "origin": {"source": "cloud", "ref": "1", "devices": {"related": "dev-1"}},
+    },
+    {
+        "schema": SCHEMA,
+        "kind": "alert",
+        "sensor": {"name": "s"},
+        "alert": ALERT,
+        "origin": {"source": "cloud", "ref": "1", "devices": {"source": ""}},
+    },
 ]
 
 

@@ -199,10 +199,29 @@ def mutate(
 
 
 def raise_alert(
-    inventory: Inventory, sensor: str, title: str, severity: str = "Major", *, at_ms: int | None = None, **fields: Any
+    inventory: Inventory,
+    sensor: str,
+    title: str,
+    severity: str = "Major",
+    *,
+    at_ms: int | None = None,
+    between: tuple[int, int] | None = None,
+    **fields: Any,
 ) -> dict[str, Any]:
     """A new alert on ``sensor`` (now, unless ``at_ms``); ``fields`` add or override alert fields. Alert ids
-    count per sensor, as a sensor numbers its own."""
+    count per sensor, as a sensor numbers its own. ``between``: the world's source and destination device
+    (their ids and first addresses, and the destination's site and zone); else device 0, which no world has."""
+    if between is not None:
+        source, destination = (inventory.devices[d] for d in between)
+        fields = {
+            "sourceDevice": source["u_id"],
+            "destinationDevice": destination["u_id"],
+            "sourceDeviceAddress": source["u_ip_address_objects"][0]["u_ip_address"],
+            "destinationDeviceAddress": destination["u_ip_address_objects"][0]["u_ip_address"],
+            "zoneName": destination["u_zone"],
+            "siteName": destination["u_site"],
+            **fields,
+        }
     with inventory.lock:
         mine = [a for a in inventory.alerts if a["sensorName"] == sensor]
         when = at_ms if at_ms is not None else int(time.time() * 1000)

@@ -137,12 +137,13 @@ def documents(inventory: Inventory, subscription: str) -> list[dict[str, Any]]:
             for device_id, entry in inventory.cves.items()
             for cve in entry["cves"]
         ]
-        alerts = [alert_document(alert, subscription) for alert in inventory.alerts]
+        alerts = [alert_document(alert, subscription, inventory) for alert in inventory.alerts]
     return devices + sensors + vulnerabilities + alerts
 
 
-def alert_document(alert: dict[str, Any], subscription: str) -> dict[str, Any]:
-    """A world alert as the cloud lists it: named by a GUID of its sensor and number, closed when handled."""
+def alert_document(alert: dict[str, Any], subscription: str, inventory: Inventory | None = None) -> dict[str, Any]:
+    """A world alert as the cloud lists it: named by a GUID of its sensor and number, closed when handled; the
+    world's devices it concerns as ``DeviceResourceIds`` (a list, one of the shapes the sources leave open)."""
     name = str(uuid.uuid5(WORLD, f"alert:{alert['sensorName']}:{alert['id']}"))
     resource_id = f"{_group(subscription)}/alerts/{name}"
     component = COMPONENT.get(alert["engine"], "POLICY_VIOLATION")
@@ -152,6 +153,11 @@ def alert_document(alert: dict[str, Any], subscription: str) -> dict[str, Any]:
         "DestinationDeviceAddress": alert.get("destinationDeviceAddress"),
         "AlertManagementUri": f"https://management.azure.com{resource_id}?api-version=2021-07-01-preview",
     }
+    involved = [alert.get("sourceDevice"), alert.get("destinationDevice")]
+    if inventory is not None and any(d in inventory.devices for d in involved):
+        extended["DeviceResourceIds"] = [
+            f"{_group(subscription)}/devices/{device_name(inventory, d)}" for d in involved if d in inventory.devices
+        ]
     return {
         "id": resource_id,
         "name": name,

@@ -1,0 +1,161 @@
+"""The asset index: Table storage rows from what alerts carry to the CI of the device they concern.
+
+Two row families in the device sync's state table (the app may already read and write it; nothing new to
+grant), one partition each:
+
+- ``asset-device``: one row per device, keyed by its source and its id there (a sensor's or console's
+  device number as the source names it, a cloud device's resource name) — the asset's summary, its CI, its
+  open CVEs (merged on their own, as the sync reads them after the devices) and whether it is retired (a
+  record can point at a retired CI).
+- ``asset-address``: one row per IP address within its site and zone (the same private address in two zones
+  is two devices), pointing at the device row.
+
+A row key is the SHA-256 of the key's parts, so nothing an alert or a source says can reach storage as a
+key: hostile text is inert, and every key fits the Table service's rules. One partition per family keeps a
+device sync's page of 100 devices to a transaction or two (the Table service's scalability target of
+2,000 entities a second per partition is far above what a sync writes or alerts read).
+
+Writes are buffered and committed in transactions of 100 (:class:`IndexWriter`); reads are point reads,
+cached for a short time (:class:`AssetDirectory`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, Protocol
+
+from azure.core.exceptions import AzureError, ResourceNotFoundError
+from azure.data.tables import UpdateMode
+
+from shared.assets.model import Asset, cves_columns, normalise_address
+from shared.defender.model import Cve
+
+logger = logging.getLogger("shared.assets.index")
+DEVICES = "asset-device"
+ADDRESSES = "asset-address"
+TRANSACTION = 100  # the Table service's most operations in one transaction
+FOUND_SECONDS = 300.0  # a device's CI changes rarely: a record written within 5 min may show the old one
+MISSING_SECONDS = 60.0  # a device not yet synced is found within a minute of its sync
+CACHE_SIZE = 10_000
+
+
+class AssetLookupError(Exception):
+    """The index could not be read: the record is written without its CI, and the caller counts it."""
+
+
+class Table(Protocol):
+    def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any: ...
+
+    def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> Any: ...
+
+
+def row_key(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def device_row(scope: str, device_id: str) -> tuple[str, str]:
+    return DEVICES, row_key(scope, device_id)
+
+
+def address_row(site: str, zone: str, address: str) -> tuple[str, str] | None:
+    canonical = normalise_address(address)
+    return None if canonical is None else (ADDRESSES, row_key(site.casefold(), zone.casefold(), canonical))
+
+
+class IndexWriter:
+    """Buffers the rows of confirmed devices; :meth:`flush` commits them, a transaction per partition and 100
+    rows. The sync flushes where it saves its own state, so both say the same of what ServiceNow confirmed."""
+
+    def __init__(self, table: Table) -> None:
+        self.table = table
+        self.pending: dict[tuple[str, str], tuple[UpdateMode, dict[str, Any]]] = {}  # (pk, rk) → (mode, entity)
+        self.calls = 0
+
+    def _add(self, key: tuple[str, str], mode: UpdateMode, values: dict[str, Any]) -> None:
+        entity = {"PartitionKey": key[0], "RowKey": key[1], **values}
+        if key in self.pending and mode is UpdateMode.MERGE:  # one operation per entity in a transaction: combine
+            previous_mode, previous = self.pending[key]
+            self.pending[key] = (previous_mode, {**previous, **values})
+        else:
+            self.pending[key] = (mode, entity)
+        if sum(1 for k in self.pending if k[0] == key[0]) >= TRANSACTION:
+            self._commit(key[0])
+
+    def put(self, asset: Asset) -> None:
+        """The device's row (its CVEs, if known already, are kept: a merge) and a row per address."""
+        self._add(
+            device_row(asset.scope, asset.device_id),
+            UpdateMode.MERGE,
+            {"asset": asset.to_json(), "sys_id": asset.sys_id, "retired": asset.retired},
+        )
+        for address in asset.ips:
+            key = address_row(asset.site, asset.zone, address)
+            if key is not None:
+                self._add(key, UpdateMode.REPLACE, {"scope": asset.scope, "device": asset.device_id})
+
+    def cves(self, scope: str, device_id: str, cves: Sequence[Cve]) -> None:
+        self._add(device_row(scope, device_id), UpdateMode.MERGE, cves_columns(cves))
+
+    def retire(self, scope: str, device_id: str) -> None:
+        self._add(device_row(scope, device_id), UpdateMode.MERGE, {"retired": True})
+
+    def _commit(self, partition: str) -> None:
+        keys = [k for k in self.pending if k[0] == partition][:TRANSACTION]
+        operations = [("upsert", self.pending[k][1], {"mode": self.pending[k][0]}) for k in keys]
+        self.table.submit_transaction(operations)
+        self.calls += 1
+        for key in keys:
+            del self.pending[key]
+
+    def flush(self) -> None:
+        while self.pending:
+            self._commit(next(iter(self.pending))[0])
+
+
+class AssetDirectory:
+    """Point reads of the index, cached per process (found: FOUND_SECONDS, not found: MISSING_SECONDS)."""
+
+    def __init__(self, table: Table, clock: Callable[[], float] = time.monotonic) -> None:
+        self.table = table
+        self.clock = clock
+        self.cache: OrderedDict[tuple[str, str], tuple[float, Any]] = OrderedDict()
+        self.lock = threading.Lock()
+        self.reads = 0
+
+    def _row(self, key: tuple[str, str]) -> dict[str, Any] | None:
+        now = self.clock()
+        with self.lock:
+            hit = self.cache.get(key)
+            if hit is not None and hit[0] > now:
+                self.cache.move_to_end(key)
+                return hit[1]  # type: ignore[no-any-return]
+        try:
+            self.reads += 1
+            row: dict[str, Any] | None = dict(self.table.get_entity(*key))
+        except ResourceNotFoundError:
+            row = None
+        except AzureError as exc:
+            raise AssetLookupError(f"the asset index could not be read: {type(exc).__name__}") from None
+        with self.lock:
+            self.cache[key] = (now + (FOUND_SECONDS if row else MISSING_SECONDS), row)
+            while len(self.cache) > CACHE_SIZE:
+                self.cache.popitem(last=False)
+        return row
+
+    def device(self, scope: str, device_id: str) -> Asset | None:
+        row = self._row(device_row(scope, device_id))
+        return Asset.from_row(row) if row else None
+
+    def address(self, site: str, zone: str, address: str) -> Asset | None:
+        key = address_row(site, zone, address)
+        pointer = self._row(key) if key else None
+        if not pointer or not isinstance(pointer.get("device"), str):
+            return None
+        asset = self.device(str(pointer.get("scope") or ""), pointer["device"])
+        # A device whose address changed leaves its old address row behind until another device takes it.
+        return asset if asset is not None and normalise_address(address) in asset.ips else None
