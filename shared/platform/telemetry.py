@@ -100,7 +100,9 @@ def configure() -> bool:
         else:
             from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - as above
 
-            options: dict[str, Any] = {"logger_name": "shared"}
+            # Live Metrics stays on, as the distro's default, chosen here so it is a decision: the portal's live
+            # view of the app; unwatched, each instance only pings the service every 5 s.
+            options: dict[str, Any] = {"logger_name": "shared", "enable_live_metrics": True}
             client_id = os.environ.get("AZURE_CLIENT_ID")
             if "Authorization=AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
                 options["credential"] = azure_credential(client_id, managed_identity=True)
