@@ -27,8 +27,9 @@ from shared.app.writeback import write_back_tables
 from shared.platform.budget_board import BoardView, read_board
 from shared.platform.ncrontab import Schedule
 from shared.platform.secrets import KeyVaultSecretStore, SecretNotFoundError, SecretStoreUnavailableError
-from shared.platform.settings import OAUTH_MODES, ServiceNowConnection, Settings
 from shared.platform.storage import queue_service, table_service
+from shared.servicenow.settings import OAUTH_MODES, ServiceNowConnection
+from shared.settings import Settings
 
 # The thresholds. Queue age: the forwarder takes a message within seconds, and defers one (ServiceNow down)
 # for at most FORWARDING_RETRY_MAX_SECONDS (15 min by default) at a time; half an hour means it is stuck.

@@ -47,7 +47,7 @@ from shared.defender.model import (
     text,
 )
 from shared.defender.rest import DefenderApiError
-from shared.platform.settings import HttpSettings
+from shared.http.settings import HttpSettings
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.defender.cloud")

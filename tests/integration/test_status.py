@@ -27,7 +27,7 @@ from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.platform.budget_board import PARTITION, TableBudgetBoard
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import KeyVaultSecretStore, Secret
-from shared.platform.settings import get_settings
+from shared.settings import get_settings
 from tests.conftest import SN_CLIENT_ID, SN_USER
 from tests.support.settings import app_settings
 from tools.emulators.keyvault import KeyVaultEmulator
