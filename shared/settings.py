@@ -9,7 +9,6 @@ composition root and the domain packages: nothing below it takes the whole :clas
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import re
@@ -189,6 +188,8 @@ def unknown_settings(settings: Settings, environ: Mapping[str, str]) -> list[str
     for name in sorted(environ):
         if not name.startswith(PREFIXES) or is_declared(name) or name in secrets:
             continue
+        import difflib  # noqa: PLC0415 - only for a setting to warn about: start-up stays light
+
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""
         warnings.append(f"app setting {name} is not one this app reads, so it has no effect{hint}")

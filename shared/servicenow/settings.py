@@ -4,9 +4,9 @@ and when the OAuth tokens are renewed."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import urlsplit, urlunsplit
 
 from shared.platform.settings import (
@@ -76,16 +76,6 @@ class ServiceNowConnection:
 
 
 @dataclass(frozen=True)
-class ConnectionDefaults:
-    """What a connection takes from the SERVICENOW_* settings unless it says otherwise."""
-
-    proxy: ProxyUrl | None = None
-    ca_bundle: Path | None = None
-    concurrency: int = ServiceNowConnection.concurrency
-    hourly_requests: int | None = None
-
-
-@dataclass(frozen=True)
 class TokenSettings:
     renew_before_minutes: float = 20.0  # renew an access token that expires sooner than this
     warn_days: float = 14.0  # warn this long before a refresh token expires (a person must run `connect`)
@@ -103,6 +93,16 @@ def parse_instance_url(value: str, where: str) -> str:
     if parts.username or parts.password or parts.query or parts.fragment:
         raise ValueError(f"{where} must not carry credentials, a query or a fragment; expected 'https://host[:port]'")
     return urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
+
+
+class ConnectionDefaults(NamedTuple):
+    """What a connection takes from the SERVICENOW_* settings unless it says otherwise (a tuple, not a
+    dataclass: it is built at every start-up, and a dataclass costs more to define)."""
+
+    proxy: ProxyUrl | None
+    ca_bundle: Path | None
+    concurrency: int
+    hourly_requests: int | None
 
 
 def _connection_name(raw: Any, where: str) -> str:
@@ -191,21 +191,19 @@ def parse_connection(raw: Any, index: int, defaults: ConnectionDefaults) -> Serv
     )
 
 
-def read_network(reader: Reader) -> ConnectionDefaults:
+def read_network(reader: Reader) -> tuple[ProxyUrl | None, Path | None]:
     """The proxy and CA bundle every connection uses unless it names its own (read before the HTTP settings,
     so the problems keep their order)."""
-    return ConnectionDefaults(
-        reader.parsed("SERVICENOW_PROXY_URL", parse_proxy_url), reader.parsed("SERVICENOW_CA_BUNDLE", parse_ca_bundle)
-    )
+    proxy = reader.parsed("SERVICENOW_PROXY_URL", parse_proxy_url)
+    return proxy, reader.parsed("SERVICENOW_CA_BUNDLE", parse_ca_bundle)
 
 
-def check_connections(reader: Reader, network: ConnectionDefaults) -> tuple[ServiceNowConnection, ...]:
+def check_connections(reader: Reader, network: tuple[ProxyUrl | None, Path | None]) -> tuple[ServiceNowConnection, ...]:
     """SERVICENOW_CONNECTIONS, each connection with the SERVICENOW_* defaults it does not override."""
-    defaults = replace(
-        network,
-        concurrency=reader.integer("SERVICENOW_CONCURRENCY", ServiceNowConnection.concurrency, 1, 1000),
-        # 0: no cap of the app's own
-        hourly_requests=reader.integer("SERVICENOW_HOURLY_REQUESTS", 0, 0, 10_000_000) or None,
+    defaults = ConnectionDefaults(
+        *network,
+        reader.integer("SERVICENOW_CONCURRENCY", ServiceNowConnection.concurrency, 1, 1000),
+        reader.integer("SERVICENOW_HOURLY_REQUESTS", 0, 0, 10_000_000) or None,  # 0: no cap of the app's own
     )
     value = reader.required(
         "SERVICENOW_CONNECTIONS",
