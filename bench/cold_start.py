@@ -98,6 +98,9 @@ def main() -> None:
                 "CONSOLE_URL": console.url,
                 "CONSOLE_CA_BUNDLE": str(console.ca_pem),
                 "DEVICE_SYNC_STATE_TABLE": f"sync{uuid.uuid4().hex[:10]}",
+                # Every child is a new instance on the ServiceNow budget's board and stays live there for a while;
+                # past 16 of them (more than 5 runs, or a baseline) the last would get no share of the default 16.
+                "SERVICENOW_CONCURRENCY": "1000",
             }
             with AppStack(workdir, settings=overrides) as stack:
                 store = secret_store(stack.settings)
