@@ -14,12 +14,12 @@ from functions.alert_intake import bp as alert_intake
 from functions.device_sync_timer import bp as device_sync_timer
 from functions.token_refresh import bp as token_refresh
 from shared.platform import telemetry
-from shared.platform.settings import get_settings, start_up_warnings
+from shared.settings import get_settings, start_up_warnings
 
 settings = get_settings()  # a missing or malformed setting stops start-up here, naming it
 telemetry.configure()
 for warning in start_up_warnings(settings):
-    logging.getLogger("shared.platform.settings").warning(warning)
+    logging.getLogger("shared.settings").warning(warning)
 
 app = func.FunctionApp()
 app.register_functions(alert_forwarder)

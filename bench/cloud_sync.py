@@ -35,11 +35,14 @@ def child(spec: dict[str, Any]) -> None:
     from shared.app import servicenow_client
     from shared.app.sources import cloud_source
     from shared.defender.cloud import CloudInventory
+    from shared.defender.settings import CloudSourceSettings
+    from shared.devices.settings import DeviceSyncSettings
     from shared.devices.state import SyncState
     from shared.devices.sync import DeviceSync
+    from shared.http.settings import HttpSettings
     from shared.platform.secrets import EnvironmentSecretStore
-    from shared.platform.settings import CloudSourceSettings, DeviceSyncSettings, HttpSettings, ServiceNowConnection
     from shared.platform.storage import pooled_session
+    from shared.servicenow.settings import ServiceNowConnection
 
     logging.disable(logging.WARNING)
     http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)

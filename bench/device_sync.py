@@ -44,11 +44,13 @@ def child(spec: dict[str, Any]) -> None:
 
     from shared.app import servicenow_client
     from shared.defender.console import ConsoleClient
+    from shared.devices.settings import DeviceSyncSettings
     from shared.devices.state import SyncState
     from shared.devices.sync import DeviceSync
+    from shared.http.settings import HttpSettings
     from shared.platform.secrets import EnvironmentSecretStore, Secret
-    from shared.platform.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
     from shared.platform.storage import pooled_session
+    from shared.servicenow.settings import ServiceNowConnection
 
     logging.disable(logging.WARNING)
     http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
@@ -101,8 +103,9 @@ def naive_first_sync(console: Any, servicenow: Any, ca: Path) -> tuple[float, in
     from shared.app import servicenow_client
     from shared.defender.console import ConsoleClient
     from shared.devices.cmdb import class_for
+    from shared.http.settings import HttpSettings
     from shared.platform.secrets import EnvironmentSecretStore, Secret
-    from shared.platform.settings import HttpSettings, ServiceNowConnection
+    from shared.servicenow.settings import ServiceNowConnection
 
     http = HttpSettings(connect_timeout=5, read_timeout=60, retry_budget_seconds=60, max_attempts=5)
     reader = ConsoleClient.connect(console.url, lambda: Secret(TOKEN), http, ca_bundle=ca, page_size=500)

@@ -30,8 +30,8 @@ from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import evaluate, parse_rules
 from shared.alerting.rules_store import write_rules
 from shared.app.forwarding import build_forwarder
-from shared.platform.settings import load_settings
 from shared.platform.storage import blob_service
+from shared.settings import load_settings
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.machine import describe
 from tools.stack.azurite import start_azurite

@@ -28,7 +28,7 @@ from shared.alerting.intake import Intake
 from shared.app.intake import intake_state
 from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS
-from shared.platform.settings import CloudSourceSettings
+from shared.defender.settings import CloudSourceSettings
 from shared.platform.storage import queue_service
 from tools.machine import describe
 from tools.stack.appstack import AppStack

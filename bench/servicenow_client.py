@@ -23,9 +23,10 @@ import requests
 
 from shared.app import servicenow_client
 from shared.http.errors import TransientError
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import EnvironmentSecretStore
-from shared.platform.settings import HttpSettings, ServiceNowConnection
 from shared.servicenow import ServiceNowClient
+from shared.servicenow.settings import ServiceNowConnection
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.machine import describe
 

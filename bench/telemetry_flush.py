@@ -129,8 +129,8 @@ def main() -> None:
     from shared.alerting.rules_store import write_rules
     from shared.app.forwarding import build_forwarder
     from shared.platform import telemetry
-    from shared.platform.settings import load_settings
     from shared.platform.storage import blob_service
+    from shared.settings import load_settings
 
     assert telemetry.configure(), "the Azure Monitor distro was not installed"
     logging.getLogger("shared").setLevel(logging.INFO)  # the app's log lines, exported as the app's are

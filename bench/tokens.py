@@ -25,12 +25,14 @@ from shared.alerting.rules_store import write_rules
 from shared.app import servicenow_client
 from shared.app.forwarding import build_forwarder
 from shared.app.tokens import connect_connection
+from shared.http.settings import HttpSettings
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, Secret
-from shared.platform.settings import HttpSettings, ServiceNowConnection, load_settings
 from shared.platform.storage import blob_service
 from shared.servicenow import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint
+from shared.servicenow.settings import ServiceNowConnection
+from shared.settings import load_settings
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 from tools.machine import describe

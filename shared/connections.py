@@ -17,10 +17,10 @@ from datetime import UTC, datetime, timedelta
 from opentelemetry import metrics
 
 from shared.platform.secrets import KeyVaultSecretStore, Secret, SecretNotFoundError
-from shared.platform.settings import ServiceNowConnection, TokenSettings
 from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import TokenEndpoint, TokenError, client_form, renew, store_access
 from shared.servicenow.query import EncodedQuery
+from shared.servicenow.settings import ServiceNowConnection, TokenSettings
 
 logger = logging.getLogger("shared.connections")
 MINIMUM_ACCESS_LIFESPAN = 3600  # seconds; the seed asks admins to raise ServiceNow's 1,800 s default

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from shared.app import servicenow_client
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import EnvironmentSecretStore
-from shared.platform.settings import HttpSettings, ProxyUrl, ServiceNowConnection
+from shared.platform.settings import ProxyUrl
 from shared.servicenow.client import ServiceNowClient
+from shared.servicenow.settings import ServiceNowConnection
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator
 from tools.stack.azurite import Azurite, AzuriteError, start_azurite

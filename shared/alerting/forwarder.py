@@ -39,10 +39,10 @@ from shared.alerting.poison import wrap as wrap_poison
 from shared.alerting.records import alert_key, correlation_id, record_values, values
 from shared.alerting.rules import Action, evaluate
 from shared.alerting.rules_store import RulesSource
+from shared.alerting.settings import ForwardingSettings
 from shared.alerting.templates import render
 from shared.http.errors import NotFoundError
 from shared.platform import telemetry
-from shared.platform.settings import ForwardingSettings
 from shared.platform.times import Deadline, parse_iso
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.budget import priority as budget_priority

@@ -17,7 +17,7 @@ from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFo
 from azure.storage.blob import BlobServiceClient
 
 from shared.alerting.rules import RulesError, RuleSet, load_document, parse_rules
-from shared.platform.settings import RulesLocation
+from shared.alerting.settings import RulesLocation
 
 logger = logging.getLogger("shared.alerting.rules_store")
 

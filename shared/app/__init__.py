@@ -15,15 +15,18 @@ import logging
 import threading
 
 from shared.http.policies import Credential
+from shared.http.settings import HttpSettings
 from shared.platform.budget_board import TableBudgetBoard
 from shared.platform.identity import credential_named
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, SecretStore
-from shared.platform.settings import OAUTH_MODES, HttpSettings, KeyVaultSettings, ServiceNowConnection, Settings
+from shared.platform.settings import KeyVaultSettings
 from shared.platform.storage import table_service
 from shared.servicenow.auth import BasicAuth, StaticBearerToken
 from shared.servicenow.budget import Budget
 from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint, TokenError
+from shared.servicenow.settings import OAUTH_MODES, ServiceNowConnection
+from shared.settings import Settings
 
 logger = logging.getLogger("shared.app")
 

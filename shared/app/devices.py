@@ -10,11 +10,12 @@ from azure.data.tables import TableServiceClient
 
 from shared.app import budget_for, secret_store, servicenow_client
 from shared.app.sources import device_source
+from shared.defender.settings import SourceSettings
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
-from shared.platform.settings import Settings, SourceSettings, get_settings
 from shared.platform.storage import table_service
 from shared.platform.times import NO_DEADLINE, Deadline
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger("shared.app.devices")
 

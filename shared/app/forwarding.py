@@ -10,8 +10,8 @@ from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
 from shared.app import board_for, budget_for, secret_store, servicenow_client
 from shared.platform.budget_board import TableBudgetBoard
-from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, queue_service, table_service
+from shared.settings import Settings, get_settings
 
 
 def build_forwarder(settings: Settings) -> Forwarder:

@@ -14,9 +14,9 @@ from shared.alerting.groups import GroupBook
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
 from shared.app import board_for, budget_for, secret_store, servicenow_client
-from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import blob_service, queue_service, table_service
 from shared.platform.times import Deadline
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger("shared.app.groups")
 

@@ -9,9 +9,9 @@ from shared.alerting.intake import Intake, IntakeCycle, IntakeResult, IntakeStat
 from shared.app import secret_store
 from shared.app.sources import alert_source
 from shared.defender.rest import DefenderApiError
-from shared.platform.settings import Settings, get_settings
 from shared.platform.storage import queue_service, table_service
 from shared.platform.times import NO_DEADLINE, Deadline
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger("shared.app.intake")
 

@@ -15,8 +15,8 @@ from shared.alerting.intake import FileIntakeState, Intake, IntakeResult
 from shared.app import vault_store
 from shared.defender.rest import DefenderApiError
 from shared.defender.sensor import SensorSource
-from shared.platform.settings import RelaySettings
 from shared.platform.storage import queue_service
+from shared.settings import RelaySettings
 
 logger = logging.getLogger("shared.app.relay")
 

@@ -8,17 +8,12 @@ from typing import TYPE_CHECKING, Any
 from shared.defender.console import ConsoleClient
 from shared.defender.model import AlertSource, DeviceSource
 from shared.defender.sensor import SensorSource
+from shared.defender.settings import CloudSourceSettings, ConsoleSourceSettings, SensorSourceSettings, SourceSettings
 from shared.defender.writeback import AlertWriter, CloudAlertWriter
+from shared.http.settings import HttpSettings
 from shared.platform.identity import credential_named
 from shared.platform.secrets import SecretStore
-from shared.platform.settings import (
-    CloudSourceSettings,
-    ConsoleSourceSettings,
-    HttpSettings,
-    SensorSourceSettings,
-    Settings,
-    SourceSettings,
-)
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.defender.cloud import CloudSource

@@ -7,9 +7,10 @@ import logging
 from shared.app import key_vault, servicenow_client
 from shared.connections import ConnectReport, RefreshOutcome, connect, refresh_connection, report
 from shared.platform.secrets import Secret
-from shared.platform.settings import OAUTH_MODES, ServiceNowConnection, Settings, get_settings
 from shared.platform.times import Deadline
 from shared.servicenow.oauth import TokenEndpoint
+from shared.servicenow.settings import OAUTH_MODES, ServiceNowConnection
+from shared.settings import Settings, get_settings
 
 logger = logging.getLogger("shared.app.tokens")
 

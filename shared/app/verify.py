@@ -29,10 +29,11 @@ from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import AuthError, HttpError
 from shared.platform.secrets import KeyVaultSecretStore, SecretNotFoundError, SecretStore
-from shared.platform.settings import ServiceNowConnection, Settings
 from shared.platform.storage import blob_service, queue_service, table_service
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.oauth import TokenError
+from shared.servicenow.settings import ServiceNowConnection
+from shared.settings import Settings
 
 # The roles an integration user needs to write each kind of table (ServiceNow's base roles for them).
 TABLE_ROLES = {

@@ -13,9 +13,9 @@ from shared.app import budget_for, secret_store, servicenow_client
 from shared.app.sources import alert_writer
 from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
-from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, table_service
 from shared.platform.times import NO_DEADLINE, Deadline
+from shared.settings import Settings
 
 logger = logging.getLogger("shared.app.writeback")
 

@@ -15,8 +15,8 @@ from azure.core.exceptions import AzureError, HttpResponseError
 from azure.storage.blob import BlobServiceClient
 from azure.storage.queue import QueueServiceClient
 
-from shared.platform.settings import Settings, load_settings, unknown_settings
 from shared.platform.storage import blob_service, queue_service
+from shared.settings import Settings, load_settings, unknown_settings
 
 # An operator waits at a terminal: a few quick retries, not the SDK's minute of back-off.
 QUICK_STORAGE: dict[str, Any] = {"retry_total": 2, "initial_backoff": 1, "increment_base": 2, "connection_timeout": 5}

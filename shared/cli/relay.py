@@ -9,7 +9,7 @@ import click
 
 from shared.app.relay import Relay
 from shared.cli.context import CommandError
-from shared.platform.settings import load_relay_settings
+from shared.settings import load_relay_settings
 
 
 @click.command()

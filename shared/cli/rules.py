@@ -14,7 +14,8 @@ from shared.alerting.records import record_values
 from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
-from shared.platform.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError
+from shared.settings import load_settings
 
 
 @click.group()

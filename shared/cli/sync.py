@@ -12,9 +12,9 @@ import click
 
 from shared.app.devices import build_sync, source_named, sync_state
 from shared.cli.context import Operator, pass_operator
+from shared.defender.settings import SourceSettings
 from shared.devices.state import SyncStatus
 from shared.devices.sync import SyncProgress
-from shared.platform.settings import SourceSettings
 
 LINE_EVERY_SECONDS = 10.0
 

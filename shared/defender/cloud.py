@@ -48,7 +48,7 @@ from shared.defender.model import (
     text,
 )
 from shared.defender.rest import DefenderApiError
-from shared.platform.settings import HttpSettings
+from shared.http.settings import HttpSettings
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.defender.cloud")
@@ -343,7 +343,7 @@ class CloudSource:
             retry_total=3,  # a cycle a minute: the next one tries again rather than this one waiting long
             connection_timeout=http.connect_timeout,
             read_timeout=http.read_timeout,
-            timeout=http.retry_budget_seconds + http.connect_timeout + http.read_timeout,
+            timeout=http.longest_call,
         )
         return cls(name, client, subscriptions)
 

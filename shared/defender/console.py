@@ -35,8 +35,8 @@ from shared.defender.model import (
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
 from shared.defender.writeback import WriteResult, console_close
 from shared.http.policies import CallStats, Pipeline, build_pipeline
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings
 
 logger = logging.getLogger("shared.defender.console")
 API = "/external/v3/integration"

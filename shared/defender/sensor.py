@@ -35,10 +35,11 @@ from shared.defender.model import (
     text,
 )
 from shared.defender.rest import DefenderApiError, TokenAuthPolicy, get_json
+from shared.defender.settings import SensorSourceSettings
 from shared.defender.writeback import WriteBackUnsupportedError, WriteResult
 from shared.http.policies import CallStats, Pipeline, build_pipeline
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings, SensorSourceSettings
 
 logger = logging.getLogger("shared.defender.sensor")
 SEVERITIES = ("Warning", "Minor", "Major", "Critical")

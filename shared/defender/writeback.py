@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol, runtime_checkable
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import HttpError, error_from_response
 from shared.http.policies import AuthPolicy, CallStats, Pipeline, build_pipeline
+from shared.http.settings import HttpSettings
 from shared.http.transport import HttpRequest
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings
 
 logger = logging.getLogger("shared.defender.writeback")
 WriteResult = Literal["closed", "gone"]

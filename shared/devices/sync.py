@@ -40,10 +40,10 @@ from shared.devices.cmdb import (
     sensor_item,
 )
 from shared.devices.references import References
+from shared.devices.settings import DeviceSyncSettings
 from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.devices.vulnerabilities import CveChange, write_vulnerable_items
 from shared.http.errors import HttpError
-from shared.platform.settings import DeviceSyncSettings
 from shared.platform.times import NO_DEADLINE, Deadline, parse_iso
 from shared.servicenow import ServiceNowClient
 from shared.servicenow.ire import IreResult, results

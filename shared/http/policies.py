@@ -20,9 +20,9 @@ from typing import Protocol
 import requests
 
 from shared.http.errors import ConnectionFailedError, server_wait
+from shared.http.settings import HttpSettings
 from shared.http.transport import HttpRequest, RequestsTransport
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings
 
 logger = logging.getLogger("shared.http")
 

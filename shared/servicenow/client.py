@@ -23,11 +23,12 @@ from shared.http.errors import (
     error_from_response,
 )
 from shared.http.policies import AuthPolicy, CallStats, Credential, Pipeline, build_pipeline
+from shared.http.settings import HttpSettings
 from shared.http.transport import HttpRequest
-from shared.platform.settings import HttpSettings, ServiceNowConnection
 from shared.servicenow.budget import Budget, BudgetPolicy
 from shared.servicenow.errors import BatchIncompleteError, json_answer
 from shared.servicenow.query import SYS_ID_PATTERN, TABLE_PATTERN, EncodedQuery
+from shared.servicenow.settings import ServiceNowConnection
 
 Record = dict[str, Any]
 

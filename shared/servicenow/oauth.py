@@ -18,10 +18,11 @@ from urllib.parse import urlencode
 
 from shared.http.errors import error_from_response
 from shared.http.policies import build_pipeline
+from shared.http.settings import HttpSettings
 from shared.http.transport import HttpRequest
 from shared.platform.secrets import KeyVaultSecretStore, Secret, SecretNotFoundError, SecretStore
-from shared.platform.settings import HttpSettings, ServiceNowConnection
 from shared.servicenow.errors import json_answer
+from shared.servicenow.settings import ServiceNowConnection
 
 EXPIRY_MARGIN = timedelta(seconds=60)  # an access token this close to expiry is treated as expired
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from shared.app.forwarding import build_forwarder
-from shared.platform.settings import load_settings
+from shared.settings import load_settings
 from tests.conftest import SN_PASSWORD
 from tests.support.forwarding import Stack, rules
 from tests.support.settings import app_settings

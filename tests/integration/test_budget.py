@@ -124,7 +124,7 @@ def test_the_budgets_of_two_connections_in_one_process_are_one_instance_on_the_b
     """One row per process: with a row per connection, two connections would count each instance twice and
     halve every share."""
     from shared.app import board_for, budget_for
-    from shared.platform.settings import load_settings
+    from shared.settings import load_settings
     from tests.support.settings import app_settings
 
     connections = [

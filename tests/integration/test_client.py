@@ -14,7 +14,7 @@ from shared.http.errors import (
     RateLimitedError,
     TransientError,
 )
-from shared.platform.settings import HttpSettings
+from shared.http.settings import HttpSettings
 from shared.servicenow import EncodedQuery
 from shared.servicenow.client import BatchItem
 from shared.servicenow.errors import InstanceHibernatingError

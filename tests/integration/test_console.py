@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from shared.defender.console import ConsoleClient, ConsoleError
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings
 from tools.emulators.console import ConsoleEmulator, generate, mutate
 
 pytestmark = pytest.mark.integration

@@ -15,9 +15,10 @@ import pytest
 
 from shared.defender.console import ConsoleClient
 from shared.defender.sensor import SensorSource
+from shared.defender.settings import SensorSourceSettings
+from shared.http.settings import HttpSettings
 from shared.http.transport import HttpRequest
 from shared.platform.secrets import Secret
-from shared.platform.settings import HttpSettings, SensorSourceSettings
 from tests.support.fixtures import load, unpublished, values_at
 from tools.emulators.console import ConsoleEmulator, Inventory, generate, raise_alert
 from tools.emulators.sensor import SensorEmulator

@@ -22,16 +22,13 @@ from shared.app.sources import cloud_source
 from shared.defender.cloud import CloudInventory
 from shared.defender.model import DeviceSource
 from shared.defender.sensor import SensorSource
+from shared.defender.settings import CloudSourceSettings, SensorSourceSettings
+from shared.devices.settings import DeviceSyncSettings
 from shared.devices.state import SyncState
 from shared.devices.sync import DeviceSync
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import EnvironmentSecretStore, Secret
-from shared.platform.settings import (
-    CloudSourceSettings,
-    DeviceSyncSettings,
-    HttpSettings,
-    SensorSourceSettings,
-    ServiceNowConnection,
-)
+from shared.servicenow.settings import ServiceNowConnection
 from tests.conftest import SN_PASSWORD, SN_USER
 from tests.integration.test_intake import drain
 from tools.emulators.console import ConsoleEmulator, Inventory, generate, mutate
@@ -396,8 +393,8 @@ def test_the_intake_function_reads_a_sensor_source_from_the_settings(
     import json
 
     from shared.app.intake import run_intake
-    from shared.platform.settings import load_settings
     from shared.platform.storage import queue_service
+    from shared.settings import load_settings
     from tests.support.settings import app_settings
 
     source = {"name": "line-1", "kind": "sensor", "url": sensor.url, "ca_bundle": str(sensor.ca_pem), "zone": "Line 1"}

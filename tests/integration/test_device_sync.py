@@ -15,11 +15,13 @@ from azure.data.tables import TableServiceClient
 
 from shared.app import servicenow_client
 from shared.defender.console import ConsoleClient
+from shared.devices.settings import DeviceSyncSettings
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, is_due
+from shared.http.settings import HttpSettings
 from shared.platform.secrets import EnvironmentSecretStore, Secret
-from shared.platform.settings import DeviceSyncSettings, HttpSettings, ServiceNowConnection
 from shared.platform.times import Deadline
+from shared.servicenow.settings import ServiceNowConnection
 from tests.conftest import SN_PASSWORD, SN_USER
 from tools.emulators.console import ConsoleEmulator, generate, mutate
 from tools.emulators.servicenow import ServiceNowEmulator
@@ -268,7 +270,7 @@ def test_sync_commands_run_and_show_status(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from shared.cli import main
-    from shared.platform.settings import get_settings
+    from shared.settings import get_settings
     from tests.support.settings import app_settings
 
     environ = app_settings(
@@ -324,7 +326,7 @@ import json, logging, sys
 from datetime import UTC, datetime
 from shared.app.devices import run_scheduled_sync, sync_state
 from shared.devices.state import SyncStatus
-from shared.platform.settings import load_settings
+from shared.settings import load_settings
 logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")
 settings = load_settings()
 state = sync_state(settings, settings.device_sync.sources[0])

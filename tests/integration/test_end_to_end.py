@@ -17,7 +17,7 @@ from azure.storage.queue import QueueClient
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
 from shared.alerting.messages import SCHEMA
 from shared.app import forwarding as app_forwarding
-from shared.platform.settings import get_settings
+from shared.settings import get_settings
 from tests.conftest import ROOT, SN_PASSWORD
 from tests.support.settings import app_settings
 from tools.emulators.servicenow import ServiceNowEmulator

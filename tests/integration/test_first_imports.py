@@ -18,7 +18,7 @@ from tests.unit.test_function_app import APP_SETTINGS
 # first barrier races the handler imports; the second, the loading of the Resource Graph SDK.
 RACE = """
 import json, sys, threading
-from shared.platform.settings import load_settings
+from shared.settings import load_settings
 
 settings = load_settings()
 barrier = threading.Barrier(2)

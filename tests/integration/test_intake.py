@@ -23,7 +23,8 @@ from shared.alerting.messages import parse_message
 from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS, CloudSource, query
 from shared.defender.model import ReadReport
-from shared.platform.settings import CloudSourceSettings, load_settings
+from shared.defender.settings import CloudSourceSettings
+from shared.settings import load_settings
 from tests.support.forwarding import Stack, rules
 from tests.support.metrics import points
 from tests.support.settings import app_settings
@@ -301,7 +302,7 @@ def test_the_function_entry_point_reads_every_source_and_reports_one_that_failed
     graph: ResourceGraphEmulator, azurite: Azurite
 ) -> None:
     from shared.app.intake import run_intake
-    from shared.platform.settings import load_settings
+    from shared.settings import load_settings
     from tests.support.settings import app_settings
 
     def cloud(name: str, url: str) -> dict[str, Any]:
@@ -341,7 +342,7 @@ def test_a_refused_source_says_what_to_fix(
     graph: ResourceGraphEmulator, azurite: Azurite, caplog: pytest.LogCaptureFixture
 ) -> None:
     from shared.app.intake import run_intake
-    from shared.platform.settings import load_settings
+    from shared.settings import load_settings
     from tests.support.settings import app_settings
 
     cloud = {

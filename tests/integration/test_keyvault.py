@@ -16,7 +16,8 @@ from shared.platform.secrets import (
     SecretNotFoundError,
     SecretStoreUnavailableError,
 )
-from shared.platform.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError
+from shared.settings import load_settings
 from tests.support.forwarding import Stack, alert
 from tests.support.settings import app_settings
 from tools.emulators.keyvault import KeyVaultEmulator

@@ -181,7 +181,7 @@ def test_a_write_back_killed_between_the_close_and_its_mark_closes_the_alert_onc
     loop.resolve_in_servicenow()
     # The close takes effect at the source, its answer is held back: the process is killed meanwhile.
     loop.graph.faults.configure({"fail_next": [{"kind": "slow_response", "seconds": 60}]})
-    script = "from shared.app.writeback import run_writeback\nfrom shared.platform.settings import load_settings\n"
+    script = "from shared.app.writeback import run_writeback\nfrom shared.settings import load_settings\n"
     script += "run_writeback(load_settings())"
     environ = {**loop.stack.environ, "PATH": os.environ.get("PATH", "")}
     environ["SERVICENOW_DEFAULT_PASSWORD"] = os.environ["SERVICENOW_DEFAULT_PASSWORD"]

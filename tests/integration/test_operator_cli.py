@@ -16,8 +16,8 @@ from azure.storage.queue import QueueClient
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.rules_store import read_rules
 from shared.cli import main
-from shared.platform.settings import get_settings
 from shared.platform.storage import blob_service
+from shared.settings import get_settings
 from tests.support.settings import app_settings
 from tools.stack.azurite import Azurite, free_port
 

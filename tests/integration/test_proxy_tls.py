@@ -11,7 +11,7 @@ import proxy
 import pytest
 
 from shared.http.errors import ConnectionFailedError, PermanentError
-from shared.platform.settings import HttpSettings
+from shared.http.settings import HttpSettings
 from tests.conftest import ClientFactory
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.stack.azurite import free_port

@@ -14,7 +14,7 @@ import pytest
 from shared.app.sources import cloud_source
 from shared.defender.cloud import ALERTS, DEVICES, SITE_SENSORS, VULNERABILITIES, query
 from shared.defender.model import ReadReport
-from shared.platform.settings import CloudSourceSettings
+from shared.defender.settings import CloudSourceSettings
 from tests.support.fixtures import load, unpublished
 from tools.emulators.console import generate, handle_alert, raise_alert
 from tools.emulators.resourcegraph import ResourceGraphEmulator

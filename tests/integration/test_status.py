@@ -31,7 +31,7 @@ from shared.platform import outcomes
 from shared.platform.budget_board import PARTITION, TableBudgetBoard, read_board
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import KeyVaultSecretStore, Secret
-from shared.platform.settings import get_settings
+from shared.settings import get_settings
 from tests.conftest import SN_CLIENT_ID, SN_USER
 from tests.support.forwarding import Stack, alert, rules
 from tests.support.settings import app_settings

@@ -16,7 +16,7 @@ from shared.app.tokens import refresh_tokens
 from shared.cli import main
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import KeyVaultSecretStore, Secret
-from shared.platform.settings import get_settings, load_settings
+from shared.settings import get_settings, load_settings
 from tests.conftest import SN_CLIENT_ID, SN_CLIENT_SECRET, SN_PASSWORD, SN_USER
 from tests.support.forwarding import Stack, alert
 from tests.support.settings import app_settings

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from shared.app.verify import Check, run_checks
 from shared.cli.context import Operator
 from shared.cli.verify import verify
-from shared.platform.settings import Settings
+from shared.settings import Settings
 from tools.stack.appstack import USER, AppStack
 
 pytestmark = pytest.mark.integration

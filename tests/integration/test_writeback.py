@@ -15,10 +15,11 @@ from shared.defender.console import ConsoleClient
 from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.defender.sensor import SensorSource
+from shared.defender.settings import CloudSourceSettings, SensorSourceSettings
 from shared.defender.writeback import CloudAlertWriter, WriteBackUnsupportedError
+from shared.http.settings import HttpSettings
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import Secret
-from shared.platform.settings import CloudSourceSettings, HttpSettings, SensorSourceSettings
 from tools.emulators.console import ConsoleEmulator, Inventory, generate, raise_alert
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.sensor import SensorEmulator

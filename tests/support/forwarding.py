@@ -15,7 +15,7 @@ from azure.storage.queue import QueueClient
 from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.group_notes import NotesReport
 from shared.alerting.messages import SCHEMA
-from shared.platform.settings import Settings
+from shared.settings import Settings
 from tools.emulators.servicenow import ServiceNowEmulator
 
 CREATED = "2025-01-01T00:00:00+00:00"

@@ -25,7 +25,8 @@ from shared.defender.cloud import (
 )
 from shared.defender.model import Firmware, ReadReport
 from shared.devices.vulnerabilities import CveChange
-from shared.platform.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError
+from shared.settings import load_settings
 from tests.support.fixtures import all_in, load
 from tests.support.settings import app_settings
 

@@ -13,9 +13,9 @@ from shared.defender.console import ConsoleClient, alert_uuid
 from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.defender.sensor import SensorSource
+from shared.defender.settings import SensorSourceSettings
 from shared.defender.writeback import console_close
 from shared.http.policies import CallStats
-from shared.platform.settings import SensorSourceSettings
 from tests.support.fixtures import all_in, load
 
 

@@ -13,7 +13,7 @@ from types import ModuleType
 import azure.functions.timer
 import pytest
 
-from shared.platform.settings import get_settings
+from shared.settings import get_settings
 from tests.conftest import ROOT
 
 APP_SETTINGS = {

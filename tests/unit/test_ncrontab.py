@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 import pytest
 
 from shared.platform.ncrontab import Schedule, ScheduleError
-from shared.platform.settings import SettingsError, load_settings
+from shared.platform.settings import SettingsError
+from shared.settings import load_settings
 from tests.support.settings import app_settings
 
 

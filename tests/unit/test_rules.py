@@ -183,7 +183,7 @@ def test_stamp_keeps_known_creation_times() -> None:
 
 def test_the_rules_document_is_looked_at_no_more_often_than_the_check_interval(tmp_path: Path) -> None:
     from shared.alerting.rules_store import RulesSource
-    from shared.platform.settings import RulesLocation
+    from shared.alerting.settings import RulesLocation
 
     def document(name: str) -> str:
         action = {"name": "incident", "connection": "default", "report": "incident"}

@@ -7,15 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from shared.platform.settings import (
-    KNOWN_SETTINGS,
-    CloudSourceSettings,
-    ConsoleSourceSettings,
-    SensorSourceSettings,
-    SettingsError,
-    load_settings,
-    start_up_warnings,
-)
+from shared.defender.settings import CloudSourceSettings, ConsoleSourceSettings, SensorSourceSettings
+from shared.platform.settings import SettingsError, known_settings
+from shared.settings import load_settings, start_up_warnings
 
 CONNECTION = {
     "name": "default",
@@ -189,7 +183,7 @@ def test_mistyped_settings_are_warned_at_start_up_with_the_likely_name() -> None
 
 
 def test_every_setting_read_is_declared() -> None:
-    """The unknown-setting warning relies on KNOWN_SETTINGS; reading an undeclared name fails loudly."""
+    """The unknown-setting warning relies on the declared names; reading an undeclared name fails loudly."""
     full = env(
         SERVICENOW_PROXY_URL="http://proxy:3128",
         KEY_VAULT_URL="https://vault.vault.azure.net",
@@ -198,7 +192,31 @@ def test_every_setting_read_is_declared() -> None:
         CONSOLE_PROXY_URL="http://proxy:3128",
     )
     assert load_settings(full).key_vault is not None
-    assert "SERVICENOW_READ_TIMEOUT_SECONDS" in KNOWN_SETTINGS
+    assert "SERVICENOW_READ_TIMEOUT_SECONDS" in known_settings()
+
+
+def test_a_setting_a_schema_declares_is_known_without_a_central_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    from shared.platform import settings as reader_module
+    from shared.platform.settings import Reader, declare
+    from shared.settings import unknown_settings
+
+    environ = env(FORWARDING_SHINY_NEW_SECONDS="5")
+    settings = load_settings(environ)
+    assert len(unknown_settings(settings, environ)) == 1
+    with pytest.raises(AssertionError, match="declare FORWARDING_SHINY_NEW_SECONDS beside the schema"):
+        Reader(environ).raw("FORWARDING_SHINY_NEW_SECONDS")
+    monkeypatch.setattr(reader_module, "_declared", set(reader_module._declared))  # undone after the test
+    declare("FORWARDING_SHINY_NEW_SECONDS")  # as a schema module does beside its reader
+    assert Reader(environ).raw("FORWARDING_SHINY_NEW_SECONDS") == "5"
+    assert unknown_settings(settings, environ) == []
+
+
+def test_the_reach_back_is_read_once_for_the_intake_and_the_cloud_device_reads() -> None:
+    settings = load_settings(env(ALERT_INTAKE_OVERLAP_MINUTES="90"))
+    assert settings.intake.overlap_minutes == settings.device_sync.overlap_minutes == 90
+    assert problems(env(ALERT_INTAKE_OVERLAP_MINUTES="-1")) == [
+        "ALERT_INTAKE_OVERLAP_MINUTES='-1' is invalid; expected a number from 0 to 1440"
+    ]
 
 
 SUBSCRIPTION = "2f4a9838-26b7-47ee-be60-ccc1fdec5953"
@@ -310,11 +328,12 @@ def test_the_run_time_is_host_json_function_timeout_less_twice_one_calls_longest
     ],
 )
 def test_function_timeout_forms(tmp_path: Path, document: dict[str, str], expected: float) -> None:
-    from shared.platform.settings import _Reader, run_seconds
+    from shared.platform.settings import Reader
+    from shared.settings import run_seconds
 
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps(document))
-    reader = _Reader({})
+    reader = Reader({})
     assert run_seconds(reader, host_json, 65) == expected and reader.problems == []
 
 
@@ -323,10 +342,11 @@ def test_function_timeout_forms(tmp_path: Path, document: dict[str, str], expect
     [("10 minutes", "host.json functionTimeout='10 minutes' is invalid"), ("00:02:00", "leaves -10 s of work")],
 )
 def test_a_function_timeout_that_cannot_bound_the_runs_is_named(tmp_path: Path, value: str, problem: str) -> None:
-    from shared.platform.settings import _Reader, run_seconds
+    from shared.platform.settings import Reader
+    from shared.settings import run_seconds
 
     host_json = tmp_path / "host.json"
     host_json.write_text(json.dumps({"functionTimeout": value}))
-    reader = _Reader({})
+    reader = Reader({})
     run_seconds(reader, host_json, 65)
     assert len(reader.problems) == 1 and problem in reader.problems[0]

@@ -32,7 +32,7 @@ DEFAULTS = {
 
 def steps(rules: Path, verify: bool) -> list[tuple[str, list[str]]]:
     """The operator commands, in order, each with what it is for."""
-    from shared.platform.settings import load_settings  # noqa: PLC0415 - after the environment is set
+    from shared.settings import load_settings  # noqa: PLC0415 - after the environment is set
 
     settings = load_settings()
     planned: list[tuple[str, list[str]]] = []
@@ -76,7 +76,8 @@ def ensure_client_secrets() -> None:
     (it is meant to be kept; the user's password, asked for by ``connect``, is not)."""
     from shared.app import key_vault  # noqa: PLC0415
     from shared.platform.secrets import Secret, SecretNotFoundError  # noqa: PLC0415
-    from shared.platform.settings import OAUTH_MODES, load_settings  # noqa: PLC0415
+    from shared.servicenow.settings import OAUTH_MODES  # noqa: PLC0415
+    from shared.settings import load_settings  # noqa: PLC0415
 
     settings = load_settings()
     oauth = [c for c in settings.connections if c.auth in OAUTH_MODES]

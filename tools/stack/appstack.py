@@ -35,8 +35,8 @@ from shared.alerting.rules_store import write_rules
 from shared.app import secret_store
 from shared.app.tokens import connect_connection
 from shared.platform.secrets import KeyVaultSecretStore, Secret
-from shared.platform.settings import load_settings
 from shared.platform.storage import blob_service, pooled_session
+from shared.settings import load_settings
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import OAuthClient, ServiceNowEmulator

@@ -30,8 +30,8 @@ from shared.app.writeback import run_writeback
 from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
 from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
-from shared.platform.settings import Settings
 from shared.platform.storage import blob_service, queue_service
+from shared.settings import Settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.emulators.servicenow.store import OT_CLASSES

@@ -28,8 +28,9 @@ from shared.alerting.poison import poison_queue_name
 from shared.app import secret_store
 from shared.app.tokens import connect_connection
 from shared.platform.secrets import KeyVaultSecretStore, Secret
-from shared.platform.settings import Settings, SettingsError, load_settings
+from shared.platform.settings import SettingsError
 from shared.platform.storage import queue_service, table_service
+from shared.settings import Settings, load_settings
 from tools.emulators.console import ConsoleEmulator, generate
 from tools.emulators.keyvault import KeyVaultEmulator
 from tools.emulators.resourcegraph import ResourceGraphEmulator

@@ -18,8 +18,8 @@ from shared.app.status.findings import Figure, Finding, Level, Status, duration
 from shared.app.status.forwarding import board_view, budget_findings, forwarding_finding, queue_findings
 from shared.app.status.servicenow import servicenow_findings
 from shared.app.status.sources import source_findings, sync_findings, writeback_findings
-from shared.platform.settings import Settings
 from shared.platform.storage import queue_service, table_service
+from shared.settings import Settings
 
 __all__ = ["Figure", "Finding", "Level", "Status", "duration", "gather_status"]
 

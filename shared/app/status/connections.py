@@ -8,7 +8,8 @@ from datetime import datetime
 from shared.app import vault_store
 from shared.app.status.findings import Figure, Finding, Level, stamp
 from shared.platform.secrets import KeyVaultSecretStore, SecretNotFoundError, SecretStoreUnavailableError
-from shared.platform.settings import OAUTH_MODES, ServiceNowConnection, Settings
+from shared.servicenow.settings import OAUTH_MODES, ServiceNowConnection
+from shared.settings import Settings
 
 # Refresh tokens: TOKEN_REFRESH_WARNING_DAYS and TOKEN_REFRESH_ERROR_DAYS, as token_refresh logs them.
 

@@ -14,7 +14,8 @@ from shared.alerting.poison import PoisonEntry, poison_queue_name
 from shared.app.status.findings import Figure, Finding, Level, by_name, duration, minutes, stamp
 from shared.platform import outcomes
 from shared.platform.budget_board import BoardView, read_board
-from shared.platform.settings import ServiceNowConnection, Settings
+from shared.servicenow.settings import ServiceNowConnection
+from shared.settings import Settings
 
 # Queue age: the forwarder takes a message within seconds, and defers one (ServiceNow down) for at most
 # FORWARDING_RETRY_MAX_SECONDS (15 min by default) at a time; half an hour means it is stuck.

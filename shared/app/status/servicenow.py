@@ -11,9 +11,10 @@ from shared.app import secret_store, servicenow_client
 from shared.app.status.findings import Finding, Level
 from shared.http.errors import AuthError, HttpError
 from shared.platform.secrets import SecretNotFoundError, SecretStore, SecretStoreUnavailableError
-from shared.platform.settings import ServiceNowConnection, Settings
 from shared.servicenow import EncodedQuery
 from shared.servicenow.oauth import TokenError
+from shared.servicenow.settings import ServiceNowConnection
+from shared.settings import Settings
 
 THRESHOLD = "FAIL sign-in refused, a secret missing, or no answer"
 

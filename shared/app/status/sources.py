@@ -14,7 +14,7 @@ from shared.alerting.writeback import SN_TIME, WritebackState
 from shared.app.devices import sync_state
 from shared.app.status.findings import Figure, Finding, Level, duration, interval_of, lateness, minutes, stamp
 from shared.app.writeback import write_back_tables
-from shared.platform.settings import Settings
+from shared.settings import Settings
 
 # The intake's watermark (the newest alert start seen) lagging more than twice its reach-back: a source that
 # stopped reporting new alerts — or a quiet one, hence WARN only.
