@@ -32,8 +32,7 @@ from typing import Any, Literal
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.alerting.messages import AlertMessage
-from shared.alerting.records import alert_key, record_values, values
+from shared.alerting.records import PreparedAlert, fields_for
 from shared.alerting.rules import Action, Grouping
 from shared.alerting.templates import render, truncate
 from shared.platform.storage import create_table_if_missing, merge_if_unchanged
@@ -46,9 +45,9 @@ TRANSACTION_LIMIT = 100  # entity group transactions: at most 100 operations in 
 HeaderState = Literal["claimed", "created", "uncertain"]
 
 
-def group_value(message: AlertMessage, grouping: Grouping) -> str:
-    """The rendered key of the message's group (e.g. ``sensor-1:Port scan``)."""
-    return render(grouping.key, values(message))
+def group_value(alert: PreparedAlert, grouping: Grouping) -> str:
+    """The rendered key of the alert's group (e.g. ``sensor-1:Port scan``)."""
+    return render(grouping.key, alert.values)
 
 
 def group_id(action: str, value: str) -> str:
@@ -59,10 +58,10 @@ def group_correlation_id(gid: str, generation: int) -> str:
     return f"dfiot:group:{gid}:{generation}"
 
 
-def group_record_values(message: AlertMessage, action: Action, header: Header) -> dict[str, Any]:
+def group_record_values(alert: PreparedAlert, action: Action, header: Header) -> dict[str, Any]:
     """The group's record: the first alert's, under the group's correlation id, saying what it groups."""
     assert action.group is not None
-    fields = record_values(message, action)
+    fields = fields_for(alert, action)
     fields["correlation_id"] = header.correlation_id
     about = (
         f"Alert group: {action.group.key} = {header.value}, for {action.group.window_minutes:g} minutes from "
@@ -72,9 +71,9 @@ def group_record_values(message: AlertMessage, action: Action, header: Header) -
     return fields
 
 
-def note_line(message: AlertMessage) -> str:
+def note_line(alert: PreparedAlert) -> str:
     """One alert as a work note lists it."""
-    v = values(message)
+    v = alert.values
     where = f"{v['source'] or '-'} → {v['destination'] or '-'}" if v["source"] or v["destination"] else ""
     parts = [f"{v['time']} {v['severity']}: {v['title']}", where, f"sensor {v['sensor']}"]
     if v["alert_id"]:
@@ -195,16 +194,16 @@ class GroupBook:
                 return Header.from_entity(row)
         return None
 
-    def join(self, gid: str, generation: int, message: AlertMessage) -> Member | None:
+    def join(self, gid: str, generation: int, alert: PreparedAlert) -> Member | None:
         """Account the alert to the group (None: it is accounted already — a redelivery or a duplicate)."""
-        key = alert_key(message)
-        document = json.dumps(message.raw, separators=(",", ":"), default=str).encode()
+        key = alert.key
+        document = json.dumps(alert.message.raw, separators=(",", ":"), default=str).encode()
         entity: dict[str, Any] = {
             **_member_keys(gid, key),
             "alert_key": key,
             "generation": generation,
             "noted": False,
-            "line": note_line(message),
+            "line": note_line(alert),
             "message": zlib.compress(document),
         }
         try:

@@ -294,6 +294,11 @@ class Ledger:
             },
         )
 
+    def repeated(self, entry: Entry, delivery_id: str, *, reopened: bool) -> Entry | None:
+        """One more occurrence of the alert (see :meth:`delivered`); ``reopened``: its record is being reopened,
+        so the loop with Defender starts again (neither resolved for the alert nor written back)."""
+        return self.delivered(entry, delivery_id, **({"resolved": False, "written_back": ""} if reopened else {}))
+
     def delivered(self, entry: Entry, delivery_id: str, **values: Any) -> Entry | None:
         """Record one more occurrence (``seen`` + 1) and its delivery id; the returned entry's ``seen`` is its number.
 

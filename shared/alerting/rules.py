@@ -23,6 +23,7 @@ from shared.alerting import templates
 from shared.alerting.messages import AlertMessage, InvalidMessageError, Severity
 from shared.platform.times import parse_iso
 from shared.servicenow.query import TABLE_PATTERN
+from shared.servicenow.records import states
 
 ReportType = Literal["incident", "full"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
@@ -65,8 +66,6 @@ ACTION_FIELDS = {
 }
 GROUP_FIELDS = {"key", "window_minutes"}
 MAX_GROUP_WINDOW_MINUTES = 7 * 24 * 60
-# The record states that mean "done" (resolved or closed), by table, unless an action names its own.
-DONE_STATES = {"incident": ("6", "7"), "sn_si_incident": ("3",)}
 
 
 class RulesError(ValueError):
@@ -104,13 +103,13 @@ class Action:
     close_notes: str = "Alert handled in Microsoft Defender for IoT ({resolution} by {handled_by}). {resolution_notes}"
     # Closing the loop: a record resolved in ServiceNow closes its alert at the source (where one can).
     write_back: bool = True
-    done_states: tuple[str, ...] = ()  # empty: DONE_STATES of the table
+    done_states: tuple[str, ...] = ()  # empty: the table's (shared.servicenow.records.states)
     learn_close_codes: tuple[str, ...] = ()  # close codes that close the alert and learn its traffic
     group: Grouping | None = None  # storms: one record per group of related alerts, not per alert
 
     @property
     def done(self) -> tuple[str, ...]:
-        return self.done_states or DONE_STATES.get(self.table, ("6", "7"))
+        return self.done_states or states(self.table).done
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 from shared.alerting.forwarder import Forwarder, Result
+from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
@@ -17,7 +18,8 @@ def build_forwarder(settings: Settings) -> Forwarder:
     storage = settings.alerts_storage
     queues = queue_service(storage)
     forwarding = settings.forwarding
-    ledger = Ledger(table_service(storage).get_table_client(forwarding.ledger_table), forwarding.claim_seconds)
+    table = table_service(storage).get_table_client(forwarding.ledger_table)
+    ledger = Ledger(table, forwarding.claim_seconds)
     ledger.ensure_table()
     location = forwarding.rules_location
     blobs = None if location.path is not None else blob_service(storage)
@@ -28,6 +30,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
             location, blobs, [c.name for c in settings.connections], check_seconds=forwarding.rules_check_seconds
         ),
         ledger=ledger,
+        groups=GroupBook(table, forwarding.claim_seconds),
         queue=queues.get_queue_client(settings.alerts_queue),
         poison=queues.get_queue_client(poison_queue_name(settings.alerts_queue)),
         clients={

@@ -17,7 +17,6 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
 from shared.alerting.enqueue import send, validate
-from shared.alerting.forwarder import RESOLVED_STATE
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id, record_values
@@ -33,6 +32,7 @@ from shared.platform.settings import ServiceNowConnection, Settings
 from shared.platform.storage import blob_service, queue_service, table_service
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.oauth import TokenError
+from shared.servicenow.records import Records
 
 # The roles an integration user needs to write each kind of table (ServiceNow's base roles for them).
 TABLE_ROLES = {
@@ -358,13 +358,12 @@ class Verifier:
             return Check(name, False, f"connection '{action.connection}' did not sign in", "fix the checks above")
         wanted = correlation_id(message, action)
         deadline = time.monotonic() + self.timeout
+        records = Records(client)
         while time.monotonic() < deadline:
-            query = EncodedQuery().eq("correlation_id", wanted)
-            found = next(iter(client.query(action.table, query, fields=["sys_id", "number"], limit=1)), None)
+            found = records.find(action.table, wanted)
             if found is not None:
-                values = {"state": RESOLVED_STATE.get(action.table, "6"), "close_code": action.close_code,
-                          "close_notes": "Test alert from `python -m shared verify`: resolved at once."}  # fmt: skip
-                client.update_record(action.table, found["sys_id"], values)
+                notes = "Test alert from `python -m shared verify`: resolved at once."
+                records.resolve(action.table, found["sys_id"], action.close_code, notes)
                 connection = self.settings.connection(action.connection)
                 link = f"{connection.instance_url}/nav_to.do?uri={action.table}.do?sys_id={found['sys_id']}"
                 return Check(name, True, f"{found.get('number', found['sys_id'])} created and resolved: {link}")
