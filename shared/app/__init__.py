@@ -14,6 +14,8 @@ from __future__ import annotations
 import logging
 import threading
 
+from azure.data.tables import TableClient
+
 from shared.http.policies import Credential
 from shared.platform.budget_board import TableBudgetBoard
 from shared.platform.identity import credential_named
@@ -65,6 +67,12 @@ def servicenow_client(
     return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http, budget)
 
 
+def forwarding_table(settings: Settings) -> TableClient:
+    """The one table of the ledger, its correlation index, the alert groups and the ServiceNow budget board
+    (their rows kept apart by partition: :mod:`shared.alerting.table_layout`)."""
+    return table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
+
+
 _budgets: dict[tuple[object, ...], Budget] = {}
 _budgets_lock = threading.Lock()
 
@@ -76,11 +84,10 @@ def budget_for(settings: Settings, connection: ServiceNowConnection) -> Budget:
     with _budgets_lock:
         budget = _budgets.get(key)
         if budget is None:
-            table = table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
             budget = _budgets[key] = Budget(
                 connection.name,
                 connection.concurrency,
                 hourly_requests=connection.hourly_requests,
-                board=TableBudgetBoard(table),
+                board=TableBudgetBoard(forwarding_table(settings)),
             )
         return budget

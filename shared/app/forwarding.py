@@ -9,16 +9,16 @@ from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
-from shared.platform.storage import blob_service, queue_service, table_service
+from shared.platform.storage import blob_service, queue_service
 
 
 def build_forwarder(settings: Settings) -> Forwarder:
     storage = settings.alerts_storage
     queues = queue_service(storage)
     forwarding = settings.forwarding
-    table = table_service(storage).get_table_client(forwarding.ledger_table)
+    table = forwarding_table(settings)
     ledger = Ledger(table, forwarding.claim_seconds)
     ledger.ensure_table()
     location = forwarding.rules_location

@@ -13,9 +13,9 @@ from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.rules_store import RulesSource
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
 from shared.platform.settings import Settings, get_settings
-from shared.platform.storage import blob_service, queue_service, table_service
+from shared.platform.storage import blob_service, queue_service
 from shared.platform.times import Deadline
 
 logger = logging.getLogger("shared.app.groups")
@@ -24,7 +24,7 @@ logger = logging.getLogger("shared.app.groups")
 def build_group_notes(settings: Settings) -> GroupNotes:
     storage = settings.alerts_storage
     forwarding = settings.forwarding
-    book = GroupBook(table_service(storage).get_table_client(forwarding.ledger_table), forwarding.claim_seconds)
+    book = GroupBook(forwarding_table(settings), forwarding.claim_seconds)
     location = forwarding.rules_location
     blobs = None if location.path is not None else blob_service(storage)
     secrets = secret_store(settings)

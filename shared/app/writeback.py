@@ -9,7 +9,7 @@ from shared.alerting.ledger import Ledger
 from shared.alerting.rules import Action
 from shared.alerting.rules_store import RulesSource, RulesUnavailableError
 from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
 from shared.app.sources import alert_writer
 from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
@@ -52,8 +52,7 @@ def run_writeback(settings: Settings, deadline: Deadline = NO_DEADLINE) -> list[
     if not actions:
         return []
     secrets = secret_store(settings)
-    storage = table_service(settings.alerts_storage)
-    ledger = Ledger(storage.get_table_client(settings.forwarding.ledger_table), settings.forwarding.claim_seconds)
+    ledger = Ledger(forwarding_table(settings), settings.forwarding.claim_seconds)
     ledger.ensure_table()
     state = writeback_state(settings)
     sources = writers(settings, secrets)
