@@ -34,18 +34,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import requests
-from opentelemetry import metrics
 
 from shared.http.errors import RateLimitedError
 from shared.http.transport import HttpRequest
 from shared.platform.budget_board import BoardView, hour_of
+from shared.platform.telemetry import PAUSES, THROTTLED
 
 logger = logging.getLogger("shared.servicenow.budget")
-_meter = metrics.get_meter("defender_iot_servicenow")
-THROTTLED = _meter.create_counter("servicenow.throttled", unit="{answer}", description="ServiceNow's 429 answers")
-PAUSES = _meter.create_counter(
-    "servicenow.budget.pauses", unit="{pause}", description="Pauses of every instance until a rate-limit window resets"
-)
 
 # What a request is for, carried on it (``HttpRequest.context["priority"]``, set by
 # ``ServiceNowClient.with_context(priority=...)``): an alert's severity (1 Warning … 4 Critical); 0 for the
