@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from azure.data.tables import TableClient
 
@@ -28,6 +30,22 @@ from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import OAuthTokenProvider, TokenEndpoint, TokenError
 
 logger = logging.getLogger("shared.app")
+T = TypeVar("T")
+
+
+class ProcessSingleton(Generic[T]):
+    """One per worker process, built on its first use (by whichever invocation's thread comes first)."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._build()
+            return self._value
 
 
 def secret_store(settings: Settings) -> SecretStore:

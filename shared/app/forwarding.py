@@ -2,33 +2,26 @@
 
 from __future__ import annotations
 
-import threading
-
 from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
-from shared.alerting.rules_store import RulesSource
-from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app import ProcessSingleton, budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app.rules import rules_source
 from shared.platform.settings import Settings, get_settings
-from shared.platform.storage import blob_service, queue_service
+from shared.platform.storage import queue_service
 
 
 def build_forwarder(settings: Settings) -> Forwarder:
-    storage = settings.alerts_storage
-    queues = queue_service(storage)
+    queues = queue_service(settings.alerts_storage)
     forwarding = settings.forwarding
     table = forwarding_table(settings)
     ledger = Ledger(table, forwarding.claim_seconds)
     ledger.ensure_table()
-    location = forwarding.rules_location
-    blobs = None if location.path is not None else blob_service(storage)
     secrets = secret_store(settings)
     return Forwarder(
         forwarding,
-        rules=RulesSource(
-            location, blobs, [c.name for c in settings.connections], check_seconds=forwarding.rules_check_seconds
-        ),
+        rules=rules_source(settings, check_seconds=forwarding.rules_check_seconds),
         ledger=ledger,
         groups=GroupBook(table, forwarding.claim_seconds),
         queue=queues.get_queue_client(settings.alerts_queue),
@@ -40,19 +33,14 @@ def build_forwarder(settings: Settings) -> Forwarder:
     )
 
 
-_forwarder: Forwarder | None = None
-_lock = threading.Lock()
+_forwarder = ProcessSingleton(lambda: build_forwarder(get_settings()))
 
 
-def handle_queue_message(body: bytes, *, message_id: str, dequeue_count: int) -> Result:
+def handle_queue_message(body: bytes, *, message_id: str) -> Result:
     """Process one message from the alerts queue (the alert_forwarder function's entry point).
 
     Returns normally when the message is done with — forwarded, filtered, deferred (a copy is back on
     the queue) or poisoned (a wrapped copy is on the poison queue). Raises only when even deferring
     failed, so that the host's own retry keeps the message.
     """
-    global _forwarder  # noqa: PLW0603 - one forwarder per worker process, built on first use
-    with _lock:
-        if _forwarder is None:
-            _forwarder = build_forwarder(get_settings())
-    return _forwarder.handle(body, message_id)
+    return _forwarder.get().handle(body, message_id)

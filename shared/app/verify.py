@@ -21,15 +21,16 @@ from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import Action, RuleSet, evaluate
-from shared.alerting.rules_store import RulesSource, RulesUnavailableError
+from shared.alerting.rules_store import RulesUnavailableError
 from shared.app import secret_store, servicenow_client
+from shared.app.rules import rules_source
 from shared.app.sources import alert_source
 from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import AuthError, HttpError
 from shared.platform.secrets import KeyVaultSecretStore, SecretNotFoundError, SecretStore
 from shared.platform.settings import ServiceNowConnection, Settings
-from shared.platform.storage import blob_service, queue_service, table_service
+from shared.platform.storage import queue_service, table_service
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.oauth import TokenError
 from shared.servicenow.records import Records
@@ -124,8 +125,7 @@ class Verifier:
                 yield Check(f"table {name}", False, detail, fix)
         location = self.settings.forwarding.rules_location
         try:
-            blobs = None if location.path is not None else blob_service(self.settings.alerts_storage)
-            self.rules = RulesSource(location, blobs, [c.name for c in self.settings.connections]).current()
+            self.rules = rules_source(self.settings).current()
             yield Check("forwarding rules", True, f"{len(self.rules.rules)} rule(s) at {location}")
         except RulesUnavailableError as exc:
             fix = "python -m shared rules apply examples/forwarding-rules.yaml"

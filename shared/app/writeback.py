@@ -7,14 +7,15 @@ import logging
 
 from shared.alerting.ledger import Ledger
 from shared.alerting.rules import Action
-from shared.alerting.rules_store import RulesSource, RulesUnavailableError
+from shared.alerting.rules_store import RulesUnavailableError
 from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
 from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app.rules import rules_source
 from shared.app.sources import alert_writer
 from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
 from shared.platform.settings import Settings
-from shared.platform.storage import blob_service, table_service
+from shared.platform.storage import table_service
 from shared.platform.times import NO_DEADLINE, Deadline
 
 logger = logging.getLogger("shared.app.writeback")
@@ -29,10 +30,8 @@ def writeback_state(settings: Settings) -> WritebackState:
 
 
 def _actions(settings: Settings) -> list[Action]:
-    location = settings.forwarding.rules_location
-    blobs = None if location.path is not None else blob_service(settings.alerts_storage)
     try:
-        rules = RulesSource(location, blobs, [c.name for c in settings.connections]).current()
+        rules = rules_source(settings).current()
     except RulesUnavailableError as exc:
         logger.info("write-back: nothing to do (%s)", exc)
         return []

@@ -19,6 +19,7 @@ import pytest
 
 from shared.alerting.forwarder import Result
 from shared.alerting.messages import SCHEMA
+from shared.app import ProcessSingleton
 from shared.app import forwarding as app_forwarding
 from tests.conftest import SN_USER
 from tests.support.forwarding import Stack, alert, body, rules
@@ -349,7 +350,7 @@ def test_missing_rules_defer_rather_than_drop(make_stack: Callable[..., Stack]) 
 
 def test_the_function_entry_point(make_stack: Callable[..., Stack], monkeypatch: pytest.MonkeyPatch) -> None:
     stack = make_stack()
-    monkeypatch.setattr(app_forwarding, "_forwarder", stack.forwarder)
+    monkeypatch.setattr(app_forwarding, "_forwarder", ProcessSingleton(lambda: stack.forwarder))
     import azure.functions.queue
 
     from functions.alert_forwarder import alert_forwarder
