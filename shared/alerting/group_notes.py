@@ -32,7 +32,7 @@ from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import ServiceNowClient
-from shared.servicenow.records import Records, states
+from shared.servicenow.records import Records, table_of
 
 logger = logging.getLogger("shared.alerting.group_notes")
 PER_NOTE = 100  # alerts listed in one work note (about 15 kB of text)
@@ -200,7 +200,7 @@ class GroupNotes:
         except Exception:
             self.book.hand_over_note(header)  # the next run reads the record back first, without waiting
             raise
-        closed = str(record.get("state", "")) in states(header.table).ended
+        closed = str(record.get("state", "")) in table_of(header.table).ended
         return self._finish(header, members, report, closed=closed)
 
     def _finish(self, header: Header, members: list[Member], report: NotesReport, *, closed: bool) -> Header | None:

@@ -19,11 +19,12 @@ from typing import Any
 from shared.alerting.messages import AlertMessage, Severity
 from shared.alerting.rules import Action
 from shared.alerting.templates import Placeholders, render, truncate
+from shared.servicenow.records import table_of
 
 SHORT_DESCRIPTION_LIMIT = 160
 CORRELATION_LIMIT = 100
 CORRELATION_DISPLAY = "Defender for IoT"
-SECURITY_SEVERITY = {"Critical": "1", "Major": "1", "Minor": "2", "Warning": "3"}  # sn_si_incident: 1 High … 3 Low
+SECURITY_SEVERITY = {"Critical": "1", "Major": "1", "Minor": "2", "Warning": "3"}  # a rated table's 1 High … 3 Low
 DEFAULT_FULL_MAP = {
     "short_description": "[Defender for IoT] {severity}: {title} ({sensor})",
     "description": "{details}",
@@ -181,7 +182,7 @@ def fields_for(alert: PreparedAlert, action: Action, generation: int = 0) -> dic
     for target, template in mapping.items():
         text = render(template, v)
         record[target] = truncate(text, SHORT_DESCRIPTION_LIMIT) if target == "short_description" else text
-    if "severity" not in mapping and action.table == "sn_si_incident":
+    if "severity" not in mapping and table_of(action.table).rated:
         record["severity"] = SECURITY_SEVERITY.get(v["severity"], "3")
     record.update(common)
     return record

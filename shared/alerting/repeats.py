@@ -14,7 +14,7 @@ from shared.alerting.outcomes import BUSY_RETRY_SECONDS, Operation, Outcome
 from shared.alerting.ports import LedgerPort, RecordsFor
 from shared.alerting.records import PreparedAlert
 from shared.alerting.rules import Action
-from shared.servicenow.records import states
+from shared.servicenow.records import table_of
 
 
 class Write(Protocol):
@@ -41,7 +41,7 @@ class Repeats:
             return Outcome(action.name, "duplicate", entry.sys_id, entry.number)
         records = self.records(action.connection, alert.priority)
         state = records.state(entry.table, entry.sys_id)  # None: deleted in ServiceNow, which counts as closed
-        closed = states(entry.table).is_ended(state)
+        closed = table_of(entry.table).is_ended(state)
         reopen = closed and action.on_closed == "reopen" and state is not None
         if closed and not reopen:
             return self._recreate(alert, action, entry, delivery_id)

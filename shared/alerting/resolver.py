@@ -11,7 +11,7 @@ from shared.alerting.records import PreparedAlert
 from shared.alerting.rules import Action, RuleSet
 from shared.alerting.templates import render
 from shared.http.errors import NotFoundError
-from shared.servicenow.records import states
+from shared.servicenow.records import table_of
 
 logger = logging.getLogger("shared.alerting.resolver")
 
@@ -43,7 +43,7 @@ class Resolver:
     def _resolve(self, alert: PreparedAlert, action: Action, entry: Entry) -> bool:
         """Resolve the entry's record; False when there is nothing left to resolve."""
         records = self.records(action.connection, alert.priority)
-        if states(entry.table).is_ended(records.state(entry.table, entry.sys_id)):
+        if table_of(entry.table).is_ended(records.state(entry.table, entry.sys_id)):
             return False  # deleted, or resolved in ServiceNow meanwhile: the analyst's resolution stands as written
         try:
             records.resolve(

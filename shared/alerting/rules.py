@@ -23,7 +23,7 @@ from shared.alerting import templates
 from shared.alerting.messages import AlertMessage, InvalidMessageError, Severity
 from shared.platform.times import parse_iso
 from shared.servicenow.query import TABLE_PATTERN
-from shared.servicenow.records import states
+from shared.servicenow.records import table_of
 
 ReportType = Literal["incident", "full"]
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}$")
@@ -103,13 +103,13 @@ class Action:
     close_notes: str = "Alert handled in Microsoft Defender for IoT ({resolution} by {handled_by}). {resolution_notes}"
     # Closing the loop: a record resolved in ServiceNow closes its alert at the source (where one can).
     write_back: bool = True
-    done_states: tuple[str, ...] = ()  # empty: the table's (shared.servicenow.records.states)
+    done_states: tuple[str, ...] = ()  # empty: the table's (shared.servicenow.records.table_of)
     learn_close_codes: tuple[str, ...] = ()  # close codes that close the alert and learn its traffic
     group: Grouping | None = None  # storms: one record per group of related alerts, not per alert
 
     @property
     def done(self) -> tuple[str, ...]:
-        return self.done_states or states(self.table).done
+        return self.done_states or table_of(self.table).done
 
 
 @dataclass(frozen=True)

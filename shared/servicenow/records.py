@@ -2,8 +2,8 @@
 things done to one record (find it by correlation id, read its state, note, reopen, resolve).
 
 Callers speak of records, not of tables and state codes: ITSM's ``incident`` and Security Incident Response's
-``sn_si_incident`` are two :class:`TableStates`, and any other table an action names (a custom ``u_`` table)
-gets :data:`OTHER_TABLE`. The wire stays :mod:`shared.servicenow.client`'s; the IRE's answers are typed in
+``sn_si_incident`` are two :class:`RecordTable` descriptions, and any other table an action names (a custom
+``u_`` table) gets :data:`OTHER_TABLE`. The wire stays :mod:`shared.servicenow.client`'s; the IRE's answers are typed in
 :mod:`shared.servicenow.ire`.
 
 State codes, as ServiceNow publishes them (the team's reference/servicenow-api.md):
@@ -31,8 +31,9 @@ LOOKUP_FIELDS = ("sys_id", "number", "correlation_id")
 
 
 @dataclass(frozen=True)
-class TableStates:
-    """The states of one table's records, as the app reads and writes them."""
+class RecordTable:
+    """One kind of record: the states its records go through, as the app reads and writes them, and the
+    fields it has beyond ServiceNow's task fields."""
 
     table: str
     open: frozenset[str]  # being worked on
@@ -40,13 +41,14 @@ class TableStates:
     reopened: str  # what the app sets to reopen one
     ended: frozenset[str]  # resolved, closed or cancelled: a repeat of its alert reopens it or makes a new record
     done: tuple[str, ...]  # resolved or closed by an analyst: the write-back closes the alert at its source
+    rated: bool = False  # has a ``severity`` field (1 High, 2 Medium, 3 Low), filled from the alert's
 
     def is_ended(self, state: str | None) -> bool:
         """Whether a record in ``state`` is over (None: deleted in ServiceNow, which is over too)."""
         return state is None or state in self.ended
 
 
-INCIDENT = TableStates(
+INCIDENT = RecordTable(
     "incident",
     open=frozenset({"1", "2", "3"}),
     resolved="6",
@@ -54,16 +56,17 @@ INCIDENT = TableStates(
     ended=frozenset({"6", "7", "8"}),
     done=("6", "7"),
 )
-SECURITY_INCIDENT = TableStates(
+SECURITY_INCIDENT = RecordTable(
     "sn_si_incident",
     open=frozenset({"10", "16", "18", "19", "20", "100"}),
     resolved="3",
     reopened="16",
     ended=frozenset({"3", "7"}),
     done=("3",),
+    rated=True,
 )
 # A table the app knows nothing of: the ended states of either kind above, and incident's codes to write.
-OTHER_TABLE = TableStates(
+OTHER_TABLE = RecordTable(
     "",
     open=frozenset(),
     resolved="6",
@@ -74,8 +77,8 @@ OTHER_TABLE = TableStates(
 TABLES = {t.table: t for t in (INCIDENT, SECURITY_INCIDENT)}
 
 
-def states(table: str) -> TableStates:
-    return TABLES.get(table, OTHER_TABLE)
+def table_of(name: str) -> RecordTable:
+    return TABLES.get(name, OTHER_TABLE)
 
 
 @dataclass(frozen=True)
@@ -104,9 +107,9 @@ class Records:
         return self.client.update_record(table, sys_id, {"work_notes": text}, retry_safe=False)
 
     def reopen(self, table: str, sys_id: str, note: str) -> Record:
-        change = {"state": states(table).reopened, "work_notes": note}
+        change = {"state": table_of(table).reopened, "work_notes": note}
         return self.client.update_record(table, sys_id, change, retry_safe=False)
 
     def resolve(self, table: str, sys_id: str, close_code: str, close_notes: str) -> Record:
-        change = {"state": states(table).resolved, "close_code": close_code, "close_notes": close_notes}
+        change = {"state": table_of(table).resolved, "close_code": close_code, "close_notes": close_notes}
         return self.client.update_record(table, sys_id, change)

@@ -23,7 +23,7 @@ from shared.alerting.rules import Action, RuleSet, parse_rules
 from shared.http.errors import ConnectionFailedError, NotFoundError, PermanentError
 from shared.platform.settings import ForwardingSettings
 from shared.platform.times import Deadline
-from shared.servicenow.records import states
+from shared.servicenow.records import table_of
 
 NOW = datetime(2026, 1, 1, 12, tzinfo=UTC)
 ACTIONS = [
@@ -86,14 +86,14 @@ class FakeRecords:
     def reopen(self, table: str, sys_id: str, note: str) -> dict[str, Any]:
         self.calls.append("reopen")
         record = self._get(table, sys_id)
-        record["state"] = states(table).reopened
+        record["state"] = table_of(table).reopened
         record["notes"].append(note)
         return record
 
     def resolve(self, table: str, sys_id: str, close_code: str, close_notes: str) -> dict[str, Any]:
         self.calls.append("resolve")
         record = self._get(table, sys_id)
-        record.update(state=states(table).resolved, close_code=close_code, close_notes=close_notes)
+        record.update(state=table_of(table).resolved, close_code=close_code, close_notes=close_notes)
         return record
 
 
