@@ -32,6 +32,7 @@ from shared.alerting.outcomes import Operation, Outcome, Result, Status
 from shared.alerting.ports import RecordStore
 from shared.alerting.records import PreparedAlert, prepare
 from shared.alerting.router import Router
+from shared.alerting.rules import RuleSet
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
 from shared.platform.settings import ForwardingSettings
@@ -70,11 +71,15 @@ class Forwarder:
         self.clients = clients
         self.clock = clock
         self._records: dict[tuple[str, int], Records] = {}
-        self.router = Router(rules.current, ledger, groups, self.records, self.now)
+        self.router = Router(self.current_rules, ledger, groups, self.records, self.now)
         self.deferral = Deferral(settings, queue, poison, self.now)
 
+    # Read late, as the clock: a test may set the forwarder's clock or rules after building it.
     def now(self) -> datetime:
-        return self.clock()  # read late: a test may set the forwarder's clock after building it
+        return self.clock()
+
+    def current_rules(self) -> RuleSet:
+        return self.rules.current()
 
     def records(self, connection: str, priority: int) -> RecordStore:
         """A connection's records, its calls at ``priority`` in the ServiceNow budget (the more severe first)."""

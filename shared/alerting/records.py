@@ -14,6 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from shared.alerting.messages import AlertMessage, Severity
@@ -54,12 +55,17 @@ def correlation_id(message: AlertMessage, action: Action, generation: int = 0) -
 
 @dataclass(frozen=True)
 class PreparedAlert:
-    """One message worked once: everything the path of an alert derives from it, computed at the top."""
+    """One message worked once: everything the path of an alert derives from it, computed at the top (the
+    placeholder values on first use, once: a filtered alert needs none)."""
 
     message: AlertMessage
     key: str  # alert_key
-    values: Mapping[str, str]  # the template placeholders
     priority: int  # within the ServiceNow budget: 1 Warning … 4 Critical (system notifications as Major)
+
+    @cached_property
+    def values(self) -> Mapping[str, str]:
+        """The template placeholders."""
+        return values(self.message)
 
     def correlation_id(self, action: str, generation: int = 0) -> str:
         return correlation_for(self.key, action, generation)
@@ -67,7 +73,7 @@ class PreparedAlert:
 
 def prepare(message: AlertMessage) -> PreparedAlert:
     level = int(message.alert.severity) if message.alert is not None else int(Severity.MAJOR)
-    return PreparedAlert(message, alert_key(message), values(message), level)
+    return PreparedAlert(message, alert_key(message), level)
 
 
 def _time(moment: datetime) -> str:
