@@ -6,6 +6,10 @@ its throughput against a minimal consumer doing the same essential I/O.
   write for every record), checked out in a git worktree;
 - **after**: this checkout.
 
+``--before REF`` measures another commit as the "before" (e.g. ``main`` against a branch: one run, both trees
+checked out alike); ``--after REF`` measures a commit instead of the working tree, so that the checkout may
+change while the benchmark runs.
+
 Both run as deployed: rules in blob storage, OAuth tokens in the Key Vault emulator, one local host (own
 process) holding 4 + 4 messages (main.bicep's derivation for alertsPerInstance 4). N alerts (default
 1,000) wait on the queue; the host drains them at 0 ms ServiceNow latency. Measured:
@@ -20,7 +24,8 @@ The **minimal consumer**, in the after run's stack after the host has stopped: t
 threads) and batch size, and per alert only the essential I/O — queue receive (batches of 4) and delete,
 a ledger insert and update, one HTTPS POST to the emulator. Throughput ratio = product ÷ minimal.
 
-Run: `.venv/bin/python -m bench.overheads [--alerts 1000]`; writes bench/results/overheads.md.
+Run: `.venv/bin/python -m bench.overheads [--alerts 1000] [--before REF] [--after REF] [--output FILE]`;
+writes bench/results/overheads.md by default.
 """
 
 from __future__ import annotations
@@ -202,10 +207,10 @@ def delete_cost(stack: AppStack, depth: int, samples: int = 64) -> float:
     return statistics.median(times) * 1000
 
 
-def checkout_before(scratch: Path) -> Path:
-    tree = scratch / "before"
+def checkout(scratch: Path, ref: str, name: str = "before") -> Path:
+    tree = scratch / name
     subprocess.run(  # noqa: S603 - git on this repository  # nosec B603 B607
-        ["git", "worktree", "add", "--detach", str(tree), BEFORE],  # noqa: S607
+        ["git", "worktree", "add", "--detach", str(tree), ref],  # noqa: S607
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -235,21 +240,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--alerts", type=int, default=1000)
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--before", default=BEFORE, help=f"the commit measured as before (default {BEFORE})")
+    parser.add_argument("--after", default=None, help="a commit measured as after (default: this checkout)")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
-        before_tree = checkout_before(scratch)
+        trees = [checkout(scratch, args.before)]
         try:
-            before = measure(before_tree, scratch, "before", args.alerts, minimal=False)
-            after = measure(ROOT, scratch, "after", args.alerts, minimal=True)
+            after_tree = ROOT if args.after is None else checkout(scratch, args.after, "after")
+            trees.append(after_tree)
+            before = measure(trees[0], scratch, "before", args.alerts, minimal=False)
+            after = measure(after_tree, scratch, "after", args.alerts, minimal=True)
         finally:
-            subprocess.run(  # noqa: S603 - git on this repository  # nosec B603 B607
-                ["git", "worktree", "remove", "--force", str(before_tree)],  # noqa: S607
-                cwd=ROOT,
-                check=False,
-                capture_output=True,
-            )
+            for tree in trees:
+                if tree == ROOT:
+                    continue
+                subprocess.run(  # noqa: S603 - git on this repository  # nosec B603 B607
+                    ["git", "worktree", "remove", "--force", str(tree)],  # noqa: S607
+                    cwd=ROOT,
+                    check=False,
+                    capture_output=True,
+                )
     kinds = sorted(set(before["calls"]) | set(after["calls"]))
     rows = [
         f"| host CPU per alert | {before['cpu_ms']:.2f} ms | {after['cpu_ms']:.2f} ms |",
@@ -263,7 +275,12 @@ def main() -> None:
         f"| throughput | {before['alerts_per_second']:.1f} alerts/s | {after['alerts_per_second']:.1f} alerts/s |",
     ]
     ratio = after["alerts_per_second"] / after["minimal_per_second"]
-    command = "`.venv/bin/python -m bench.overheads" + ("`" if args.alerts == 1000 else f" --alerts {args.alerts}`")
+    options = [f"--alerts {args.alerts}"] if args.alerts != 1000 else []
+    options += [f"--before {args.before}"] if args.before != BEFORE else []
+    options += [f"--after {args.after}"] if args.after else []
+    options += [f"--output {args.output}"] if args.output != RESULTS else []
+    command = "`" + " ".join([".venv/bin/python -m bench.overheads", *options]) + "`"
+    after_name = f"commit `{args.after}`" if args.after else "this checkout"
     text = "\n".join(
         [
             "# Per-alert overheads, before and after",
@@ -273,7 +290,8 @@ def main() -> None:
             describe(),
             f"{args.alerts:,} alerts wait on the queue; one local host (own process) drains them at 0 ms ServiceNow "
             f"latency, holding {PER_INSTANCE} + {PER_INSTANCE} messages, rules in blob storage, OAuth tokens in the "
-            f"Key Vault emulator. Before: commit `{BEFORE}` in a git worktree, same queue settings.",
+            f"Key Vault emulator. Before: commit `{args.before}` in a git worktree, same queue settings; after: "
+            f"{after_name}.",
             "",
             "| per alert | before | after |",
             "|---|---|---|",

@@ -14,9 +14,8 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from opentelemetry import metrics
-
 from shared.platform.secrets import KeyVaultSecretStore, Secret, SecretNotFoundError
+from shared.platform.telemetry import REFRESH_TOKEN_DAYS_LEFT, TOKEN_REFRESH_FAILURES
 from shared.servicenow.client import ServiceNowClient
 from shared.servicenow.oauth import TokenEndpoint, TokenError, client_form, renew, store_access
 from shared.servicenow.query import EncodedQuery
@@ -24,9 +23,6 @@ from shared.servicenow.settings import ServiceNowConnection, TokenSettings
 
 logger = logging.getLogger("shared.connections")
 MINIMUM_ACCESS_LIFESPAN = 3600  # seconds; the seed asks admins to raise ServiceNow's 1,800 s default
-_meter = metrics.get_meter("defender_iot_servicenow")
-REFRESH_TOKEN_DAYS_LEFT = _meter.create_gauge("servicenow.refresh_token.days_left", unit="d")
-TOKEN_REFRESH_FAILURES = _meter.create_counter("servicenow.token_refresh.failures", unit="{refresh}")
 
 
 # -- connect (operator command) --------------------------------------------------------------

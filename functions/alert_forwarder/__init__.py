@@ -16,4 +16,4 @@ def alert_forwarder(msg: func.QueueMessage) -> None:
     logger.info("alert message %s received (dequeue count %s)", msg.id, msg.dequeue_count)
     from shared.app.forwarding import handle_queue_message  # noqa: PLC0415 - see above
 
-    handle_queue_message(msg.get_body(), message_id=msg.id or "", dequeue_count=msg.dequeue_count or 1)
+    handle_queue_message(msg.get_body(), message_id=msg.id or "")

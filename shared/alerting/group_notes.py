@@ -25,15 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from shared.alerting.failures import classify
-from shared.alerting.forwarder import CLOSED_STATES
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
 from shared.alerting.messages import InvalidMessageError, Severity, parse_message
-from shared.alerting.records import CORRELATION_DISPLAY
+from shared.alerting.records import CORRELATION_DISPLAY, prepare
 from shared.alerting.rules_store import RulesSource
 from shared.platform import telemetry
 from shared.platform.times import NO_DEADLINE, Deadline
-from shared.servicenow import EncodedQuery, ServiceNowClient
-from shared.servicenow.budget import priority as budget_priority
+from shared.servicenow import ServiceNowClient
+from shared.servicenow.records import Records, table_of
 
 logger = logging.getLogger("shared.alerting.group_notes")
 PER_NOTE = 100  # alerts listed in one work note (about 15 kB of text)
@@ -79,6 +78,10 @@ class GroupNotes:
         self.grace = grace
         self.clock = clock
 
+    def _client(self, header: Header) -> ServiceNowClient:
+        # The alerts are accounted for already: list them soon, as a Major alert's calls in the ServiceNow budget.
+        return self.clients[header.connection].with_context(priority=int(Severity.MAJOR))
+
     def run(self, deadline: Deadline = NO_DEADLINE) -> NotesReport:
         """One pass over the open groups, stopping before a record or note once ``deadline`` passed (each
         note is its own claim, so the next run lists exactly the alerts this one did not)."""
@@ -89,8 +92,7 @@ class GroupNotes:
                 logger.warning("alert groups: stopped at %s; the next run carries on", deadline)
                 break
             try:
-                with budget_priority(int(Severity.MAJOR)):  # the alerts are accounted for already: list them soon
-                    self._group(header, report, deadline)
+                self._group(header, report, deadline)
             except Exception as exc:
                 failure = classify(exc)
                 if failure is None:
@@ -144,9 +146,8 @@ class GroupNotes:
         taken = self.book.take_over(header)
         if taken is None:
             return None
-        client = self.clients[header.connection]
-        query = EncodedQuery().eq("correlation_id", header.correlation_id)
-        found = next(iter(client.query(header.table, query, fields=["sys_id", "number"], limit=1)), None)
+        records = Records(self._client(header))
+        found = records.find(header.table, header.correlation_id)
         if found is None:
             if deadline.passed():  # one call after the deadline at most: the lookup; the write waits
                 self.book.unwritten(taken, maybe_written=False)
@@ -163,7 +164,7 @@ class GroupNotes:
                 logger.error("alert group %r: its first alert cannot be read again: %s", header.value, exc.reason)
                 return None
             try:
-                found = client.create_record(header.table, group_record_values(message, action, taken))
+                found = records.create(header.table, group_record_values(prepare(message), action, taken))
             except Exception as exc:
                 failure = classify(exc)
                 self.book.unwritten(taken, maybe_written=failure is None or failure.maybe_written)
@@ -188,7 +189,7 @@ class GroupNotes:
             f"({header.value}); {total} in all so far:",
             *(f"- {m.line}" for m in members),
         ]
-        client = self.clients[header.connection]
+        client = self._client(header)
         try:
             record = client.update_record(
                 header.table,
@@ -199,7 +200,7 @@ class GroupNotes:
         except Exception:
             self.book.hand_over_note(header)  # the next run reads the record back first, without waiting
             raise
-        closed = record.get("state", "") in CLOSED_STATES.get(header.table, set())
+        closed = str(record.get("state", "")) in table_of(header.table).ended
         return self._finish(header, members, report, closed=closed)
 
     def _finish(self, header: Header, members: list[Member], report: NotesReport, *, closed: bool) -> Header | None:
@@ -217,8 +218,7 @@ class GroupNotes:
         if taken is None:
             return None
         members = list(self.book.members(taken, taken.note_members))
-        client = self.clients[taken.connection]
-        record = client.get_record(taken.table, taken.sys_id, fields=["correlation_display"])
+        record = self._client(taken).get_record(taken.table, taken.sys_id, fields=["correlation_display"])
         if record.get("correlation_display") == note_display(taken.note_seq):
             logger.info("alert group %r: note %d was written; finishing it", taken.value, taken.note_seq)
             return self._finish(taken, members, report, closed=False)

@@ -5,7 +5,7 @@ is named by the action and the rendered key (``{sensor}:{title}`` → ``sensor-1
 *generation* of it lasts ``window_minutes`` from its opening, after which (or once its record is closed
 in ServiceNow) the next alert of the key opens the next generation and a new record.
 
-Rows, in the ledger's table (their partition keys cannot collide with the ledger's hex digests):
+Rows, in the forwarding table (:mod:`shared.alerting.table_layout` names every family's partition):
 
 - one *header* per generation, partition ``groups``, row ``<group id>-<inverted generation>``: the record,
   the count of alerts it accounts for, the work note being written. Rows sort newest generation first,
@@ -22,33 +22,31 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
-from shared.alerting.messages import AlertMessage
-from shared.alerting.records import alert_key, record_values, values
+from shared.alerting.claims import REQUIRED, ClaimState, Columns, claim_columns, stale
+from shared.alerting.records import PreparedAlert, fields_for
 from shared.alerting.rules import Action, Grouping
+from shared.alerting.table_layout import GROUP_HEADERS, header_keys, header_range, member_keys, member_partition
 from shared.alerting.templates import render, truncate
 from shared.platform.storage import create_table_if_missing, merge_if_unchanged
 
-HEADERS = "groups"
-MAX_GENERATION = 99_999_999
 KEY_LIMIT = 200  # the rendered key as kept and shown; the id is a digest of all of it
 TRANSACTION_LIMIT = 100  # entity group transactions: at most 100 operations in one partition
 
-HeaderState = Literal["claimed", "created", "uncertain"]
+HeaderState = ClaimState  # shared.alerting.claims says what each state means
 
 
-def group_value(message: AlertMessage, grouping: Grouping) -> str:
-    """The rendered key of the message's group (e.g. ``sensor-1:Port scan``)."""
-    return render(grouping.key, values(message))
+def group_value(alert: PreparedAlert, grouping: Grouping) -> str:
+    """The rendered key of the alert's group (e.g. ``sensor-1:Port scan``)."""
+    return render(grouping.key, alert.values)
 
 
 def group_id(action: str, value: str) -> str:
@@ -59,10 +57,10 @@ def group_correlation_id(gid: str, generation: int) -> str:
     return f"dfiot:group:{gid}:{generation}"
 
 
-def group_record_values(message: AlertMessage, action: Action, header: Header) -> dict[str, Any]:
+def group_record_values(alert: PreparedAlert, action: Action, header: Header) -> dict[str, Any]:
     """The group's record: the first alert's, under the group's correlation id, saying what it groups."""
     assert action.group is not None
-    fields = record_values(message, action)
+    fields = fields_for(alert, action)
     fields["correlation_id"] = header.correlation_id
     about = (
         f"Alert group: {action.group.key} = {header.value}, for {action.group.window_minutes:g} minutes from "
@@ -72,9 +70,9 @@ def group_record_values(message: AlertMessage, action: Action, header: Header) -
     return fields
 
 
-def note_line(message: AlertMessage) -> str:
+def note_line(alert: PreparedAlert) -> str:
     """One alert as a work note lists it."""
-    v = values(message)
+    v = alert.values
     where = f"{v['source'] or '-'} → {v['destination'] or '-'}" if v["source"] or v["destination"] else ""
     parts = [f"{v['time']} {v['severity']}: {v['title']}", where, f"sensor {v['sensor']}"]
     if v["alert_id"]:
@@ -113,30 +111,44 @@ class Header:
 
     @classmethod
     def from_entity(cls, entity: Any) -> Header:
-        return cls(
-            gid=entity["gid"],
-            generation=int(entity["generation"]),
-            state=entity["state"],
-            etag=entity.metadata["etag"],
-            action=entity["action"],
-            connection=entity["connection"],
-            table=entity["table"],
-            value=entity.get("value", ""),
-            window_minutes=float(entity["window_minutes"]),
-            opened_at=entity["opened_at"],
-            first_member=entity.get("first_member", ""),
-            correlation_id=entity["correlation_id"],
-            claimed_at=entity.get("claimed_at"),
-            sys_id=entity.get("sys_id", ""),
-            number=entity.get("number", ""),
-            count=int(entity.get("count", 0)),
-            note_seq=int(entity.get("note_seq", 0)),
-            note_state=entity.get("note_state", ""),
-            note_members=tuple(json.loads(entity.get("note_members") or "[]")),
-            note_claimed_at=entity.get("note_claimed_at"),
-            closed=bool(entity.get("closed", False)),
-            open=bool(entity.get("open", True)),
-        )
+        return cls(etag=entity.metadata["etag"], **HEADER_COLUMNS.read(entity))
+
+
+# A header row's columns: those every header has, and the defaults an older row's missing column reads as.
+HEADER_COLUMNS = Columns(
+    {
+        "gid": REQUIRED,
+        "generation": REQUIRED,
+        "state": REQUIRED,
+        "action": REQUIRED,
+        "connection": REQUIRED,
+        "table": REQUIRED,
+        "value": "",
+        "window_minutes": REQUIRED,
+        "opened_at": REQUIRED,
+        "first_member": "",
+        "correlation_id": REQUIRED,
+        "claimed_at": None,
+        "sys_id": "",
+        "number": "",
+        "count": 0,
+        "note_seq": 0,
+        "note_state": "",
+        "note_members": "[]",
+        "note_claimed_at": None,
+        "closed": False,
+        "open": True,
+    },
+    {
+        "generation": int,
+        "window_minutes": float,
+        "count": int,
+        "note_seq": int,
+        "note_members": lambda text: tuple(json.loads(text or "[]")),  # stored as JSON text
+        "closed": bool,
+        "open": bool,
+    },
+)
 
 
 @dataclass(frozen=True)
@@ -152,20 +164,6 @@ class Member:
     def body(self) -> bytes:
         """The alert message as it came off the queue (to write the group's record from it)."""
         return zlib.decompress(self.message) if self.message else b""
-
-
-_HEADER_FIELDS = {
-    "state", "claimed_at", "sys_id", "number", "count", "note_seq", "note_state", "note_members",
-    "note_claimed_at", "closed", "open",
-}  # fmt: skip
-
-
-def _header_keys(gid: str, generation: int) -> dict[str, str]:
-    return {"PartitionKey": HEADERS, "RowKey": f"{gid}-{MAX_GENERATION - generation:08d}"}
-
-
-def _member_keys(gid: str, key: str) -> dict[str, str]:
-    return {"PartitionKey": f"member-{gid}", "RowKey": hashlib.sha256(key.encode()).hexdigest()}
 
 
 class GroupBook:
@@ -187,7 +185,7 @@ class GroupBook:
         """The group's newest generation: rows sort newest first, so this is the first row of the range."""
         query = self.table.query_entities(
             "PartitionKey eq @pk and RowKey gt @low and RowKey lt @high",
-            parameters={"pk": HEADERS, "low": f"{gid}-", "high": f"{gid}."},
+            parameters=header_range(gid),
             results_per_page=1,
         )
         for page in query.by_page():  # a page may come back empty with a continuation
@@ -195,16 +193,16 @@ class GroupBook:
                 return Header.from_entity(row)
         return None
 
-    def join(self, gid: str, generation: int, message: AlertMessage) -> Member | None:
+    def join(self, gid: str, generation: int, alert: PreparedAlert) -> Member | None:
         """Account the alert to the group (None: it is accounted already — a redelivery or a duplicate)."""
-        key = alert_key(message)
-        document = json.dumps(message.raw, separators=(",", ":"), default=str).encode()
+        key = alert.key
+        document = json.dumps(alert.message.raw, separators=(",", ":"), default=str).encode()
         entity: dict[str, Any] = {
-            **_member_keys(gid, key),
+            **member_keys(gid, key),
             "alert_key": key,
             "generation": generation,
             "noted": False,
-            "line": note_line(message),
+            "line": note_line(alert),
             "message": zlib.compress(document),
         }
         try:
@@ -214,7 +212,7 @@ class GroupBook:
         return Member(gid, entity["RowKey"], key, generation, entity["line"], False, entity["message"])
 
     def member(self, gid: str, key: str) -> Member | None:
-        keys = _member_keys(gid, key)
+        keys = member_keys(gid, key)
         try:
             entity = self.table.get_entity(partition_key=keys["PartitionKey"], row_key=keys["RowKey"])
         except ResourceNotFoundError:
@@ -227,12 +225,10 @@ class GroupBook:
         """Claim the right to write generation ``generation``'s record (None: another worker opened it)."""
         assert action.group is not None
         entity: dict[str, Any] = {
-            **_header_keys(gid, generation),
+            **header_keys(gid, generation),
             "gid": gid,
             "generation": generation,
-            "state": "claimed",
-            "claim_id": uuid.uuid4().hex,
-            "claimed_at": now,
+            **claim_columns(now),
             "action": action.name,
             "connection": action.connection,
             "table": action.table,
@@ -270,13 +266,8 @@ class GroupBook:
 
     # -- header changes (conditional on the etag: None when another writer got there first) ---------
     def _merge(self, header: Header, values: dict[str, Any]) -> Header | None:
-        etag = merge_if_unchanged(self.table, {**_header_keys(header.gid, header.generation), **values}, header.etag)
-        if etag is None:
-            return None
-        fields = {k: v for k, v in values.items() if k in _HEADER_FIELDS}
-        if "note_members" in fields:
-            fields["note_members"] = tuple(json.loads(fields["note_members"]))
-        return replace(header, **fields, etag=etag)
+        etag = merge_if_unchanged(self.table, {**header_keys(header.gid, header.generation), **values}, header.etag)
+        return None if etag is None else replace(header, **HEADER_COLUMNS.merged(values), etag=etag)
 
     def created(self, header: Header, sys_id: str, number: str) -> Header | None:
         return self._merge(header, {"state": "created", "sys_id": sys_id, "number": number, "count": 1})
@@ -290,7 +281,7 @@ class GroupBook:
 
     def take_over(self, header: Header) -> Header | None:
         """Take a stale claim (its worker crashed or gave up) to finish writing the record."""
-        return self._merge(header, {"state": "claimed", "claim_id": uuid.uuid4().hex, "claimed_at": self.clock()})
+        return self._merge(header, claim_columns(self.clock()))
 
     def hand_over_note(self, header: Header) -> Header | None:
         """The note's fate is unknown: the next run looks for it in the journal, without waiting."""
@@ -300,18 +291,18 @@ class GroupBook:
         return self._merge(header, {"note_claimed_at": self.clock()})
 
     def stale(self, moment: datetime | None) -> bool:
-        return moment is None or self.clock() - moment >= timedelta(seconds=self.claim_seconds)
+        return stale(moment, self.clock(), self.claim_seconds)
 
     # -- the notes timer's side ------------------------------------------------------------------
     def open_headers(self) -> list[Header]:
-        query = self.table.query_entities("PartitionKey eq @pk and open eq true", parameters={"pk": HEADERS})
+        query = self.table.query_entities("PartitionKey eq @pk and open eq true", parameters={"pk": GROUP_HEADERS})
         return [Header.from_entity(e) for e in query]
 
     def pending(self, header: Header, limit: int) -> list[Member]:
         """Members of this generation not yet accounted on its record, at most ``limit``."""
         query = self.table.query_entities(
             "PartitionKey eq @pk and generation eq @generation and noted eq false",
-            parameters={"pk": f"member-{header.gid}", "generation": header.generation},
+            parameters={"pk": member_partition(header.gid), "generation": header.generation},
             select=["RowKey", "alert_key", "generation", "line", "noted"],
         )
         found: list[Member] = []
@@ -323,7 +314,7 @@ class GroupBook:
 
     def members(self, header: Header, rows: Sequence[str]) -> Iterator[Member]:
         for row in rows:
-            entity = self.table.get_entity(partition_key=f"member-{header.gid}", row_key=row)
+            entity = self.table.get_entity(partition_key=member_partition(header.gid), row_key=row)
             yield _member(header.gid, entity)
 
     def begin_note(self, header: Header, rows: Sequence[str]) -> Header | None:
@@ -339,7 +330,7 @@ class GroupBook:
 
     def mark_noted(self, gid: str, rows: Sequence[str]) -> None:
         """Members listed on the record (idempotent: a repeat after a crash changes nothing)."""
-        partition = f"member-{gid}"
+        partition = member_partition(gid)
         for start in range(0, len(rows), TRANSACTION_LIMIT):
             chunk = rows[start : start + TRANSACTION_LIMIT]
             self.table.submit_transaction(

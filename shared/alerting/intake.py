@@ -28,24 +28,15 @@ from typing import Any, Literal, Protocol
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from azure.storage.queue import QueueClient
-from opentelemetry import metrics
 
 from shared.alerting.enqueue import send, validate
 from shared.alerting.messages import SCHEMA, InvalidMessageError
 from shared.defender.model import AlertSource, ReadReport, SensorStatus, SourceAlert
 from shared.platform.storage import create_table_if_missing
+from shared.platform.telemetry import INTAKE_LAG, INTAKE_MESSAGES, INTAKE_RUNS, INTAKE_SKIPPED
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.alerting.intake")
-_meter = metrics.get_meter("defender_iot_servicenow")
-INTAKE_MESSAGES = _meter.create_counter("intake.messages", unit="{message}", description="Messages put on the queue")
-INTAKE_SKIPPED = _meter.create_counter(
-    "intake.skipped", unit="{record}", description="Source records skipped: unreadable, or not a valid message"
-)
-INTAKE_RUNS = _meter.create_counter("intake.runs", unit="{run}")
-INTAKE_LAG = _meter.create_gauge(
-    "intake.lag_seconds", unit="s", description="Now minus the source's watermark (the newest alert start taken in)"
-)
 AlertState = Literal["open", "closed"]
 
 

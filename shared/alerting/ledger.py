@@ -18,18 +18,18 @@ indexed), and the row keeps the alert's origin (source and the source's id).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient
 
+from shared.alerting.claims import ClaimState, Columns, claim_columns, stale
+from shared.alerting.table_layout import index_keys, ledger_keys, ledger_partition
 from shared.platform.storage import create_table_if_missing, merge_if_unchanged
 from shared.platform.times import parse_iso
 
@@ -37,9 +37,10 @@ MAX_DELIVERIES = 50
 MAX_WRITE_ATTEMPTS = 10  # read-modify-write rounds against parallel writers before giving up for now
 
 ClaimKind = Literal["new", "recover", "existing", "busy"]
-# claimed: a worker is writing the record; created: the record exists (sys_id known);
-# uncertain: a write failed in a way that may have created it, so the next attempt looks it up first.
-EntryState = Literal["claimed", "created", "uncertain"]
+EntryState = ClaimState  # shared.alerting.claims says what each state means
+# "" (not written back) | closing (a close was sent, its answer not yet recorded) | closed | gone | unsupported |
+# refused: the alert's closing at its source for the record (shared.alerting.writeback)
+WrittenBack = Literal["", "closing", "closed", "gone", "unsupported", "refused"]
 
 
 HASHED_PREFIX = "dfiot:sha256:"  # records.correlation_id hashes ids longer than ServiceNow's 100 characters
@@ -62,11 +63,6 @@ def _rows_named(correlation_id: str) -> list[tuple[str, str]]:
     return candidates
 
 
-def partition_for(alert_key: str) -> str:
-    # Table keys refuse '/', '\\', '#', '?' and control characters; alert ids are arbitrary text.
-    return hashlib.sha256(alert_key.encode()).hexdigest()
-
-
 @dataclass
 class Entry:
     alert_key: str
@@ -84,44 +80,41 @@ class Entry:
     claimed_at: datetime | None = None
     origin_source: str = ""  # the intake's source of the alert, and that source's id of it (write-back)
     origin_ref: str = ""
-    # "" | closing (a close was sent, its answer not yet recorded) | closed | gone | unsupported | refused: the
-    # alert's closing at its source for the record
-    written_back: str = ""
+    written_back: WrittenBack = ""
     written_back_reason: str = ""  # why the source refused it, or why the write-back gave up
 
     @classmethod
     def from_entity(cls, entity: Any) -> Entry:
-        return cls(
-            alert_key=entity.get("alert_key", ""),
-            action=entity["RowKey"],
-            state=entity.get("state", ""),
-            etag=entity.metadata["etag"],
-            sys_id=entity.get("sys_id", ""),
-            number=entity.get("number", ""),
-            table=entity.get("table", ""),
-            correlation_id=entity.get("correlation_id", ""),
-            generation=int(entity.get("generation", 0)),
-            seen=int(entity.get("seen", 1)),
-            deliveries=tuple(json.loads(entity.get("deliveries", "[]"))),
-            resolved=bool(entity.get("resolved", False)),
-            claimed_at=parse_iso(entity.get("claimed_at")),  # a datetime; older rows hold ISO text
-            origin_source=entity.get("origin_source", ""),
-            origin_ref=entity.get("origin_ref", ""),
-            written_back=entity.get("written_back", ""),
-            written_back_reason=entity.get("written_back_reason", ""),
-        )
+        return cls(action=entity["RowKey"], etag=entity.metadata["etag"], **COLUMNS.read(entity))
 
 
-def _fields(values: dict[str, Any]) -> dict[str, Any]:
-    """Ledger columns as Entry fields (deliveries are stored as JSON text)."""
-    known = {
-        "state", "sys_id", "number", "table", "correlation_id", "generation", "seen", "resolved", "claimed_at",
-        "origin_source", "origin_ref", "written_back", "written_back_reason",
-    }  # fmt: skip
-    fields = {k: v for k, v in values.items() if k in known}
-    if "deliveries" in values:
-        fields["deliveries"] = tuple(json.loads(values["deliveries"]))
-    return fields
+# The ledger row's columns, with the defaults an older row's missing column reads as.
+COLUMNS = Columns(
+    {
+        "alert_key": "",
+        "state": "",
+        "sys_id": "",
+        "number": "",
+        "table": "",
+        "correlation_id": "",
+        "generation": 0,
+        "seen": 1,
+        "deliveries": "[]",
+        "resolved": False,
+        "claimed_at": None,
+        "origin_source": "",
+        "origin_ref": "",
+        "written_back": "",
+        "written_back_reason": "",
+    },
+    {
+        "generation": int,
+        "seen": int,
+        "deliveries": lambda text: tuple(json.loads(text)),  # stored as JSON text
+        "resolved": bool,
+        "claimed_at": parse_iso,  # a datetime; older rows hold ISO text
+    },
+)
 
 
 class ContentionError(Exception):
@@ -148,29 +141,24 @@ class Ledger:
     def ensure_table(self) -> None:
         create_table_if_missing(self.table)
 
-    def _keys(self, alert_key: str, action: str) -> dict[str, str]:
-        return {"PartitionKey": partition_for(alert_key), "RowKey": action}
-
     def _get(self, alert_key: str, action: str) -> Entry | None:
         try:
-            return Entry.from_entity(self.table.get_entity(partition_key=partition_for(alert_key), row_key=action))
+            return Entry.from_entity(self.table.get_entity(partition_key=ledger_partition(alert_key), row_key=action))
         except ResourceNotFoundError:
             return None
 
     def _merge(self, entry: Entry, values: dict[str, Any]) -> Entry | None:
         """Conditional update on the entry's etag; None when another writer got there first."""
-        etag = merge_if_unchanged(self.table, {**self._keys(entry.alert_key, entry.action), **values}, entry.etag)
+        etag = merge_if_unchanged(self.table, {**ledger_keys(entry.alert_key, entry.action), **values}, entry.etag)
         # The response carries the new etag: the merged entry is known without reading it back.
-        return None if etag is None else replace(entry, **_fields(values), etag=etag)
+        return None if etag is None else replace(entry, **COLUMNS.merged(values), etag=etag)
 
     def claim(self, alert_key: str, action: str, correlation_id: str) -> Claim:
         now = self.clock()
         entity = {
-            **self._keys(alert_key, action),
+            **ledger_keys(alert_key, action),
             "alert_key": alert_key,
-            "state": "claimed",
-            "claim_id": uuid.uuid4().hex,
-            "claimed_at": now,
+            **claim_columns(now),
             "correlation_id": correlation_id,
             "generation": 0,
             "seen": 1,
@@ -189,11 +177,9 @@ class Ledger:
             return self.claim(alert_key, action, correlation_id)
         if entry.state == "created":
             return Claim("existing", entry)
-        # A claim without a readable time is treated as stale: recovery looks the record up before writing.
-        claimed_at = entry.claimed_at or datetime.min.replace(tzinfo=UTC)
-        if entry.state == "claimed" and now - claimed_at < timedelta(seconds=self.claim_seconds):
+        if entry.state == "claimed" and not stale(entry.claimed_at, now, self.claim_seconds):
             return Claim("busy", entry)
-        taken = self._merge(entry, {"state": "claimed", "claim_id": uuid.uuid4().hex, "claimed_at": now})
+        taken = self._merge(entry, claim_columns(now))
         return Claim("recover", taken) if taken is not None else Claim("busy", entry)
 
     def created(
@@ -213,7 +199,7 @@ class Ledger:
             # A hashed id does not name its row: index it first, so a record the write-back finds leads to its
             # row (a repeat of this is harmless). Other ids name their row and cost no write here.
             self.table.upsert_entity(
-                {**self._index_keys(correlation_id), "alert_key": entry.alert_key, "action": entry.action}
+                {**index_keys(correlation_id), "alert_key": entry.alert_key, "action": entry.action}
             )
         values: dict[str, Any] = {
             "state": "created",
@@ -233,11 +219,6 @@ class Ledger:
             raise RuntimeError(f"ledger entry for {entry.alert_key}/{entry.action} changed while this worker held it")
         return updated
 
-    @staticmethod
-    def _index_keys(correlation_id: str) -> dict[str, str]:
-        digest = hashlib.sha256(correlation_id.encode()).hexdigest()
-        return {"PartitionKey": f"correlation-{digest[:2]}", "RowKey": digest}
-
     def by_correlation(self, correlation_id: str) -> Entry | None:
         """The row of the record with this correlation id (None: not a record this ledger wrote)."""
         if not correlation_id.startswith(HASHED_PREFIX):
@@ -247,14 +228,14 @@ class Ledger:
                     return entry
             return None
         try:
-            keys = self._index_keys(correlation_id)
+            keys = index_keys(correlation_id)
             index = self.table.get_entity(partition_key=keys["PartitionKey"], row_key=keys["RowKey"])
         except ResourceNotFoundError:
             return None
         entry = self._get(index["alert_key"], index["action"])
         return entry if entry is not None and entry.correlation_id == correlation_id else None
 
-    def written_back(self, entry: Entry, result: str, reason: str = "") -> Entry | None:
+    def written_back(self, entry: Entry, result: WrittenBack, reason: str = "") -> Entry | None:
         """The record's resolution is being (``closing``) or was carried to the alert's source (``result``:
         closed, gone, unsupported), or will not be (refused, with the ``reason``); None when another writer
         changed the row first."""
@@ -271,7 +252,7 @@ class Ledger:
             return
         with contextlib.suppress(HttpResponseError):
             self.table.delete_entity(
-                partition_key=partition_for(entry.alert_key),
+                partition_key=ledger_partition(entry.alert_key),
                 row_key=entry.action,
                 etag=entry.etag,
                 match_condition=MatchConditions.IfNotModified,
@@ -285,14 +266,13 @@ class Ledger:
         """
         return self._merge(
             entry,
-            {
-                "state": "claimed",
-                "claim_id": uuid.uuid4().hex,
-                "claimed_at": self.clock(),
-                "generation": generation,
-                "correlation_id": correlation_id,
-            },
+            {**claim_columns(self.clock()), "generation": generation, "correlation_id": correlation_id},
         )
+
+    def repeated(self, entry: Entry, delivery_id: str, *, reopened: bool) -> Entry | None:
+        """One more occurrence of the alert (see :meth:`delivered`); ``reopened``: its record is being reopened,
+        so the loop with Defender starts again (neither resolved for the alert nor written back)."""
+        return self.delivered(entry, delivery_id, **({"resolved": False, "written_back": ""} if reopened else {}))
 
     def delivered(self, entry: Entry, delivery_id: str, **values: Any) -> Entry | None:
         """Record one more occurrence (``seen`` + 1) and its delivery id; the returned entry's ``seen`` is its number.
@@ -331,7 +311,7 @@ class Ledger:
         return fresh
 
     def entries(self, alert_key: str) -> list[Entry]:
-        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": partition_for(alert_key)})
+        query = self.table.query_entities("PartitionKey eq @pk", parameters={"pk": ledger_partition(alert_key)})
         return [Entry.from_entity(e) for e in query]
 
     def resolved(self, entry: Entry) -> None:

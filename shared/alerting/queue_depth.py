@@ -8,15 +8,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 
 from azure.storage.queue import QueueClient
-from opentelemetry import metrics
 
-_meter = metrics.get_meter("defender_iot_servicenow")
-QUEUE_DEPTH = _meter.create_gauge(
-    "queue.depth", unit="{message}", description="Approximate messages in the queue, invisible (deferred) ones too"
-)
-QUEUE_OLDEST_AGE = _meter.create_gauge(
-    "queue.oldest_age_seconds", unit="s", description="Age of the oldest visible message on the alerts queue"
-)
+from shared.platform.telemetry import QUEUE_DEPTH, QUEUE_OLDEST_AGE
 
 
 def observe(

@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
-from shared.alerting.messages import AlertMessage
+from shared.alerting.messages import AlertMessage, Severity
 from shared.alerting.rules import Action
 from shared.alerting.templates import Placeholders, render, truncate
+from shared.servicenow.records import table_of
 
 SHORT_DESCRIPTION_LIMIT = 160
 CORRELATION_LIMIT = 100
 CORRELATION_DISPLAY = "Defender for IoT"
-SECURITY_SEVERITY = {"Critical": "1", "Major": "1", "Minor": "2", "Warning": "3"}  # sn_si_incident: 1 High … 3 Low
+SECURITY_SEVERITY = {"Critical": "1", "Major": "1", "Minor": "2", "Warning": "3"}  # a rated table's 1 High … 3 Low
 DEFAULT_FULL_MAP = {
     "short_description": "[Defender for IoT] {severity}: {title} ({sensor})",
     "description": "{details}",
@@ -37,12 +41,39 @@ def alert_key(message: AlertMessage) -> str:
     return f"alert:{sensor}:{message.alert_id}"
 
 
+def correlation_for(key: str, action: str, generation: int = 0) -> str:
+    """A stable id per (alert key, action, record generation), at most 100 characters (hashed when longer)."""
+    plain = f"dfiot:{key}:{action}" + (f":{generation}" if generation else "")
+    if len(plain) <= CORRELATION_LIMIT:
+        return plain
+    return "dfiot:sha256:" + hashlib.sha256(plain.encode()).hexdigest()
+
+
 def correlation_id(message: AlertMessage, action: Action, generation: int = 0) -> str:
-    """A stable key per (alert, action, record generation), at most 100 characters (hashed when longer)."""
-    key = f"dfiot:{alert_key(message)}:{action.name}" + (f":{generation}" if generation else "")
-    if len(key) <= CORRELATION_LIMIT:
-        return key
-    return "dfiot:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+    return correlation_for(alert_key(message), action.name, generation)
+
+
+@dataclass(frozen=True)
+class PreparedAlert:
+    """One message worked once: everything the path of an alert derives from it, computed at the top (the
+    placeholder values on first use, once: a filtered alert needs none)."""
+
+    message: AlertMessage
+    key: str  # alert_key
+    priority: int  # within the ServiceNow budget: 1 Warning … 4 Critical (system notifications as Major)
+
+    @cached_property
+    def values(self) -> Mapping[str, str]:
+        """The template placeholders."""
+        return values(self.message)
+
+    def correlation_id(self, action: str, generation: int = 0) -> str:
+        return correlation_for(self.key, action, generation)
+
+
+def prepare(message: AlertMessage) -> PreparedAlert:
+    level = int(message.alert.severity) if message.alert is not None else int(Severity.MAJOR)
+    return PreparedAlert(message, alert_key(message), level)
 
 
 def _time(moment: datetime) -> str:
@@ -131,8 +162,16 @@ def details(message: AlertMessage, v: dict[str, str]) -> str:
 
 def record_values(message: AlertMessage, action: Action, generation: int = 0) -> dict[str, Any]:
     """The field values to write for this message and action."""
-    v = values(message)
-    common = {"correlation_id": correlation_id(message, action, generation), "correlation_display": CORRELATION_DISPLAY}
+    return fields_for(prepare(message), action, generation)
+
+
+def fields_for(alert: PreparedAlert, action: Action, generation: int = 0) -> dict[str, Any]:
+    """The field values to write for this alert and action."""
+    v = alert.values
+    common = {
+        "correlation_id": alert.correlation_id(action.name, generation),
+        "correlation_display": CORRELATION_DISPLAY,
+    }
     if action.report == "incident":
         impact, urgency = action.severity_map.get(v["severity"], (3, 3))
         record: dict[str, Any] = {
@@ -149,7 +188,7 @@ def record_values(message: AlertMessage, action: Action, generation: int = 0) ->
     for target, template in mapping.items():
         text = render(template, v)
         record[target] = truncate(text, SHORT_DESCRIPTION_LIMIT) if target == "short_description" else text
-    if "severity" not in mapping and action.table == "sn_si_incident":
+    if "severity" not in mapping and table_of(action.table).rated:
         record["severity"] = SECURITY_SEVERITY.get(v["severity"], "3")
     record.update(common)
     return record

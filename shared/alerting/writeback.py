@@ -39,21 +39,17 @@ from datetime import UTC, datetime, timedelta
 
 from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient
-from opentelemetry import metrics
 
 from shared.alerting.ledger import Entry, Ledger
 from shared.alerting.rules import Action
 from shared.defender.rest import DefenderApiError
 from shared.defender.writeback import AlertWriter, StatusReader, WriteBackUnsupportedError
 from shared.http.errors import HttpError
+from shared.platform.telemetry import WRITEBACK
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import EncodedQuery, ServiceNowClient
 
 logger = logging.getLogger("shared.alerting.writeback")
-_meter = metrics.get_meter("defender_iot_servicenow")
-WRITEBACK = _meter.create_counter(
-    "writeback.records", unit="{record}", description="Resolved records: written back, skipped or failed"
-)
 PREFIX = "dfiot:"
 FIELDS = ["sys_id", "number", "correlation_id", "state", "close_code", "sys_updated_on"]
 SN_TIME = "%Y-%m-%d %H:%M:%S"

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+from azure.data.tables import TableClient
 
 from shared.http.policies import Credential
 from shared.http.settings import HttpSettings
@@ -29,6 +33,22 @@ from shared.servicenow.settings import OAUTH_MODES, ServiceNowConnection
 from shared.settings import Settings
 
 logger = logging.getLogger("shared.app")
+T = TypeVar("T")
+
+
+class ProcessSingleton(Generic[T]):
+    """One per worker process, built on its first use (by whichever invocation's thread comes first)."""
+
+    def __init__(self, build: Callable[[], T]) -> None:
+        self._build = build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        with self._lock:
+            if self._value is None:
+                self._value = self._build()
+            return self._value
 
 
 def secret_store(settings: Settings) -> SecretStore:
@@ -68,6 +88,12 @@ def servicenow_client(
     return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http, budget)
 
 
+def forwarding_table(settings: Settings) -> TableClient:
+    """The one table of the ledger, its correlation index, the alert groups and the ServiceNow budget board
+    (their rows kept apart by partition: :mod:`shared.alerting.table_layout`)."""
+    return table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
+
+
 _budgets: dict[tuple[object, ...], Budget] = {}
 _boards: dict[tuple[object, ...], TableBudgetBoard] = {}
 _budgets_lock = threading.Lock()
@@ -80,9 +106,16 @@ def board_for(settings: Settings) -> TableBudgetBoard:
     with _budgets_lock:
         board = _boards.get(key)
         if board is None:
-            table = table_service(settings.alerts_storage).get_table_client(settings.forwarding.ledger_table)
-            board = _boards[key] = TableBudgetBoard(table)
+            board = _boards[key] = TableBudgetBoard(forwarding_table(settings))
         return board
+
+
+def report_soon() -> None:
+    """The outcomes just counted reach ``status`` through the process's board, if it has one yet."""
+    with _budgets_lock:
+        boards = list(_boards.values())
+    for board in boards:
+        board.report_soon()
 
 
 def budget_for(settings: Settings, connection: ServiceNowConnection) -> Budget:

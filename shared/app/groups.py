@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 from azure.core.exceptions import AzureError
 from azure.storage.queue import QueueClient
@@ -12,9 +11,9 @@ from shared.alerting import queue_depth
 from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
 from shared.alerting.poison import poison_queue_name
-from shared.alerting.rules_store import RulesSource
-from shared.app import board_for, budget_for, secret_store, servicenow_client
-from shared.platform.storage import blob_service, queue_service, table_service
+from shared.app import ProcessSingleton, board_for, budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app.rules import rules_source
+from shared.platform.storage import queue_service
 from shared.platform.times import Deadline
 from shared.settings import Settings, get_settings
 
@@ -22,22 +21,22 @@ logger = logging.getLogger("shared.app.groups")
 
 
 def build_group_notes(settings: Settings) -> GroupNotes:
-    storage = settings.alerts_storage
-    forwarding = settings.forwarding
-    book = GroupBook(table_service(storage).get_table_client(forwarding.ledger_table), forwarding.claim_seconds)
-    location = forwarding.rules_location
-    blobs = None if location.path is not None else blob_service(storage)
+    book = GroupBook(forwarding_table(settings), settings.forwarding.claim_seconds)
     secrets = secret_store(settings)
     return GroupNotes(
         book,
-        RulesSource(location, blobs, [c.name for c in settings.connections], check_seconds=0),
+        rules_source(settings),
         {c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections},
     )
 
 
-_notes: GroupNotes | None = None
+def _ready(notes: GroupNotes) -> GroupNotes:
+    notes.book.ensure_table()
+    return notes
+
+
+_notes = ProcessSingleton(lambda: _ready(build_group_notes(get_settings())))
 _queues: tuple[QueueClient, QueueClient] | None = None
-_lock = threading.Lock()
 
 
 def observe_queues(settings: Settings | None = None) -> None:
@@ -61,17 +60,8 @@ def observe_queues(settings: Settings | None = None) -> None:
 def run_group_notes(settings: Settings | None = None) -> NotesReport:
     """One pass over the open alert groups. Raises after the pass when a group could not be written to, so
     that the invocation shows it (the next one continues where this one stopped)."""
-    global _notes  # noqa: PLW0603 - one writer per worker process, built on first use, as the forwarder
     observe_queues(settings)
-    if settings is not None:
-        notes = build_group_notes(settings)
-        notes.book.ensure_table()
-    else:
-        with _lock:
-            if _notes is None:
-                _notes = build_group_notes(get_settings())
-                _notes.book.ensure_table()
-        notes = _notes
+    notes = _ready(build_group_notes(settings)) if settings is not None else _notes.get()
     current = settings or get_settings()
     report = notes.run(Deadline(current.run_seconds))
     if report.notes:

@@ -17,21 +17,22 @@ from typing import Any
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
 from shared.alerting.enqueue import send, validate
-from shared.alerting.forwarder import RESOLVED_STATE
 from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import Action, RuleSet, evaluate
-from shared.alerting.rules_store import RulesSource, RulesUnavailableError
+from shared.alerting.rules_store import RulesUnavailableError
 from shared.app import secret_store, servicenow_client
+from shared.app.rules import rules_source
 from shared.app.sources import alert_source
 from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import AuthError, HttpError
 from shared.platform.secrets import KeyVaultSecretStore, SecretNotFoundError, SecretStore
-from shared.platform.storage import blob_service, queue_service, table_service
+from shared.platform.storage import queue_service, table_service
 from shared.servicenow import EncodedQuery, ServiceNowClient
 from shared.servicenow.oauth import TokenError
+from shared.servicenow.records import Records
 from shared.servicenow.settings import ServiceNowConnection
 from shared.settings import Settings
 
@@ -125,8 +126,7 @@ class Verifier:
                 yield Check(f"table {name}", False, detail, fix)
         location = self.settings.forwarding.rules_location
         try:
-            blobs = None if location.path is not None else blob_service(self.settings.alerts_storage)
-            self.rules = RulesSource(location, blobs, [c.name for c in self.settings.connections]).current()
+            self.rules = rules_source(self.settings).current()
             yield Check("forwarding rules", True, f"{len(self.rules.rules)} rule(s) at {location}")
         except RulesUnavailableError as exc:
             fix = "python -m shared rules apply examples/forwarding-rules.yaml"
@@ -359,13 +359,12 @@ class Verifier:
             return Check(name, False, f"connection '{action.connection}' did not sign in", "fix the checks above")
         wanted = correlation_id(message, action)
         deadline = time.monotonic() + self.timeout
+        records = Records(client)
         while time.monotonic() < deadline:
-            query = EncodedQuery().eq("correlation_id", wanted)
-            found = next(iter(client.query(action.table, query, fields=["sys_id", "number"], limit=1)), None)
+            found = records.find(action.table, wanted)
             if found is not None:
-                values = {"state": RESOLVED_STATE.get(action.table, "6"), "close_code": action.close_code,
-                          "close_notes": "Test alert from `python -m shared verify`: resolved at once."}  # fmt: skip
-                client.update_record(action.table, found["sys_id"], values)
+                notes = "Test alert from `python -m shared verify`: resolved at once."
+                records.resolve(action.table, found["sys_id"], action.close_code, notes)
                 connection = self.settings.connection(action.connection)
                 link = f"{connection.instance_url}/nav_to.do?uri={action.table}.do?sys_id={found['sys_id']}"
                 return Check(name, True, f"{found.get('number', found['sys_id'])} created and resolved: {link}")

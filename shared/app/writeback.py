@@ -7,13 +7,14 @@ import logging
 
 from shared.alerting.ledger import Ledger
 from shared.alerting.rules import Action
-from shared.alerting.rules_store import RulesSource, RulesUnavailableError
+from shared.alerting.rules_store import RulesUnavailableError
 from shared.alerting.writeback import Writeback, WritebackResult, WritebackState
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app.rules import rules_source
 from shared.app.sources import alert_writer
 from shared.defender.writeback import AlertWriter
 from shared.platform.secrets import SecretStore
-from shared.platform.storage import blob_service, table_service
+from shared.platform.storage import table_service
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.settings import Settings
 
@@ -29,10 +30,8 @@ def writeback_state(settings: Settings) -> WritebackState:
 
 
 def _actions(settings: Settings) -> list[Action]:
-    location = settings.forwarding.rules_location
-    blobs = None if location.path is not None else blob_service(settings.alerts_storage)
     try:
-        rules = RulesSource(location, blobs, [c.name for c in settings.connections]).current()
+        rules = rules_source(settings).current()
     except RulesUnavailableError as exc:
         logger.info("write-back: nothing to do (%s)", exc)
         return []
@@ -52,8 +51,7 @@ def run_writeback(settings: Settings, deadline: Deadline = NO_DEADLINE) -> list[
     if not actions:
         return []
     secrets = secret_store(settings)
-    storage = table_service(settings.alerts_storage)
-    ledger = Ledger(storage.get_table_client(settings.forwarding.ledger_table), settings.forwarding.claim_seconds)
+    ledger = Ledger(forwarding_table(settings), settings.forwarding.claim_seconds)
     ledger.ensure_table()
     state = writeback_state(settings)
     sources = writers(settings, secrets)

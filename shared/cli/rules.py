@@ -10,7 +10,7 @@ import click
 
 from shared.alerting.groups import group_value
 from shared.alerting.messages import InvalidMessageError, parse_message
-from shared.alerting.records import record_values
+from shared.alerting.records import prepare, record_values
 from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
@@ -130,7 +130,7 @@ def dry_run(operator: Operator, message_file: str) -> int:
     for action in decision.actions:
         click.echo(f"action {action.name} → {action.report} in {action.table} on connection {action.connection}:")
         if action.group is not None:
-            value = group_value(message, action.group)
+            value = group_value(prepare(message), action.group)
             click.echo(
                 f"  group: key {action.group.key} = {value!r}, window {action.group.window_minutes:g} min; the first "
                 "alert of the group writes the record, later ones are listed in its work notes"

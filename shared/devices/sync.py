@@ -24,8 +24,6 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from opentelemetry import metrics
-
 from shared.defender.model import Connection, Cve, Device, DeviceCves, DeviceSource, Sensor
 from shared.defender.rest import DefenderApiError
 from shared.devices.cmdb import (
@@ -44,15 +42,12 @@ from shared.devices.settings import DeviceSyncSettings
 from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.devices.vulnerabilities import CveChange, write_vulnerable_items
 from shared.http.errors import HttpError
+from shared.platform.telemetry import SYNC_AGE, SYNC_ITEMS, SYNC_RUNS
 from shared.platform.times import NO_DEADLINE, Deadline, parse_iso
 from shared.servicenow import ServiceNowClient
 from shared.servicenow.ire import IreResult, results
 
 logger = logging.getLogger("shared.devices.sync")
-_meter = metrics.get_meter("defender_iot_servicenow")
-SYNC_RUNS = _meter.create_counter("device_sync.runs", unit="{run}")
-SYNC_ITEMS = _meter.create_counter("device_sync.items", unit="{item}")
-SYNC_AGE = _meter.create_gauge("device_sync.age_seconds", unit="s")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.cookiejar
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -31,6 +32,9 @@ class HttpRequest:
     body: bytes | None = None
     # None: decided by method (POST is not repeated unless the caller says it is safe).
     retry_safe: bool | None = None
+    # Per-request options for the pipeline's policies, never sent (e.g. the ServiceNow budget's "priority"),
+    # as azure-core's PipelineRequest.context carries them.
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def may_repeat(self) -> bool:

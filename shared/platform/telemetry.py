@@ -8,6 +8,9 @@ Metric names are the ones the Bicep alert rules and the workbook query (docs/ope
 With the worker's OpenTelemetry capability on (``PYTHON_ENABLE_OPENTELEMETRY``, host.json ``telemetryMode``),
 the Python worker installs the distro itself before the app is imported and the host stops forwarding the
 worker's log records: ``configure()`` then leaves it as it is, so each record is exported once.
+
+Every instrument the product records is defined here, by the area that records it: one vocabulary, so a name,
+unit or description is written once (tests/unit/test_operations.py holds it to the documentation and queries).
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ class _TalliedMeter:
 
 _tallied = _TalliedMeter(_meter)
 
+# -- alert forwarding (shared.alerting.forwarder and its collaborators) ---------------------------------------
 ALERTS_RECEIVED = _meter.create_counter(
     "alerts.received", unit="{message}", description="Messages taken off the alerts queue"
 )
@@ -85,6 +89,45 @@ DUPLICATES_AVOIDED = _meter.create_counter(
 ALERTS_LATENCY = _meter.create_histogram(
     "alerts.latency", unit="s", description="From the alert's time in Defender to its new record in ServiceNow"
 )
+
+
+# -- the ServiceNow budget (shared.servicenow.budget) --------------------------------------------------------
+THROTTLED = _meter.create_counter("servicenow.throttled", unit="{answer}", description="ServiceNow's 429 answers")
+PAUSES = _meter.create_counter(
+    "servicenow.budget.pauses", unit="{pause}", description="Pauses of every instance until a rate-limit window resets"
+)
+
+# -- alert intake (shared.alerting.intake) -------------------------------------------------------------------
+INTAKE_MESSAGES = _meter.create_counter("intake.messages", unit="{message}", description="Messages put on the queue")
+INTAKE_SKIPPED = _meter.create_counter(
+    "intake.skipped", unit="{record}", description="Source records skipped: unreadable, or not a valid message"
+)
+INTAKE_RUNS = _meter.create_counter("intake.runs", unit="{run}")
+INTAKE_LAG = _meter.create_gauge(
+    "intake.lag_seconds", unit="s", description="Now minus the source's watermark (the newest alert start taken in)"
+)
+
+# -- the alerts queues (shared.alerting.queue_depth) ---------------------------------------------------------
+QUEUE_DEPTH = _meter.create_gauge(
+    "queue.depth", unit="{message}", description="Approximate messages in the queue, invisible (deferred) ones too"
+)
+QUEUE_OLDEST_AGE = _meter.create_gauge(
+    "queue.oldest_age_seconds", unit="s", description="Age of the oldest visible message on the alerts queue"
+)
+
+# -- write-back (shared.alerting.writeback) ------------------------------------------------------------------
+WRITEBACK = _meter.create_counter(
+    "writeback.records", unit="{record}", description="Resolved records: written back, skipped or failed"
+)
+
+# -- ServiceNow sign-in (shared.connections) -----------------------------------------------------------------
+REFRESH_TOKEN_DAYS_LEFT = _meter.create_gauge("servicenow.refresh_token.days_left", unit="d")
+TOKEN_REFRESH_FAILURES = _meter.create_counter("servicenow.token_refresh.failures", unit="{refresh}")
+
+# -- device sync (shared.devices.sync) -----------------------------------------------------------------------
+SYNC_RUNS = _meter.create_counter("device_sync.runs", unit="{run}")
+SYNC_ITEMS = _meter.create_counter("device_sync.items", unit="{item}")
+SYNC_AGE = _meter.create_gauge("device_sync.age_seconds", unit="s")
 
 
 def configure() -> bool:

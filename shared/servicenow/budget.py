@@ -23,47 +23,32 @@ alert for that long, the other callers fail their cycle and try again on the nex
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextvars import ContextVar
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
 import requests
-from opentelemetry import metrics
 
 from shared.http.errors import RateLimitedError
 from shared.http.transport import HttpRequest
 from shared.platform.budget_board import BoardView, hour_of
+from shared.platform.telemetry import PAUSES, THROTTLED
 
 logger = logging.getLogger("shared.servicenow.budget")
-_meter = metrics.get_meter("defender_iot_servicenow")
-THROTTLED = _meter.create_counter("servicenow.throttled", unit="{answer}", description="ServiceNow's 429 answers")
-PAUSES = _meter.create_counter(
-    "servicenow.budget.pauses", unit="{pause}", description="Pauses of every instance until a rate-limit window resets"
-)
 
-# What the calls in this context are for: an alert's severity (1 Warning … 4 Critical); 0 for the rest
-# (device sync, write-back, checks), which yield to alerts.
-PRIORITY: ContextVar[int] = ContextVar("servicenow_priority", default=0)
+# What a request is for, carried on it (``HttpRequest.context["priority"]``, set by
+# ``ServiceNowClient.with_context(priority=...)``): an alert's severity (1 Warning … 4 Critical); 0 for the
+# rest (device sync, write-back, checks), which yield to alerts.
+PRIORITY = "priority"
 # The share of the hour's budget that must be left for a call of this priority to go ahead.
 RESERVE = {4: 0.0, 3: 0.05, 2: 0.10, 1: 0.20, 0: 0.25}
 STAGGER_SECONDS = 15.0  # after a pause, each lower severity comes back this much later
-
-
-@contextlib.contextmanager
-def priority(level: int) -> Iterator[None]:
-    token = PRIORITY.set(level)
-    try:
-        yield
-    finally:
-        PRIORITY.reset(token)
 
 
 def _stagger(level: int) -> float:
@@ -266,7 +251,7 @@ class BudgetPolicy:
     budget: Budget
 
     def send(self, request: HttpRequest, next_: Callable[[HttpRequest], requests.Response]) -> requests.Response:
-        self.budget.acquire(PRIORITY.get())
+        self.budget.acquire(int(request.context.get(PRIORITY, 0)))
         response = None
         try:
             response = next_(request)

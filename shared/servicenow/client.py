@@ -11,7 +11,7 @@ import base64
 import json
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import requests
@@ -75,6 +75,7 @@ class ServiceNowClient:
     pipeline: Pipeline
     stats: CallStats = field(default_factory=CallStats)
     batch_rounds: int = 5
+    context: Mapping[str, Any] = field(default_factory=dict)  # put on every request (HttpRequest.context)
 
     @classmethod
     def for_connection(
@@ -99,6 +100,11 @@ class ServiceNowClient:
         )
         return cls(connection.instance_url, pipeline, stats)
 
+    def with_context(self, **options: Any) -> ServiceNowClient:
+        """The same client (pipeline, session, stats), its requests carrying ``options`` too, e.g. ``priority``
+        (:mod:`shared.servicenow.budget`)."""
+        return replace(self, context={**self.context, **options})
+
     # -- the one way out ---------------------------------------------------------------------
     def call(
         self,
@@ -118,6 +124,7 @@ class ServiceNowClient:
             params=dict(params) if params else None,
             body=json.dumps(body, separators=(",", ":")).encode() if body is not None else None,
             retry_safe=retry_safe,
+            context=dict(self.context),
         )
         response = self.pipeline.send(request)
         if response.status_code not in expected:

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 SECOND_PROCESS = """
 import sys
 from shared.app.forwarding import handle_queue_message
-result = handle_queue_message(sys.stdin.buffer.read(), message_id="second-process", dequeue_count=1)
+result = handle_queue_message(sys.stdin.buffer.read(), message_id="second-process")
 print(result.status, "|", result.reason)
 """
 

@@ -16,6 +16,7 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
 from shared.alerting.messages import SCHEMA
+from shared.app import ProcessSingleton
 from shared.app import forwarding as app_forwarding
 from shared.settings import get_settings
 from tests.conftest import ROOT, SN_PASSWORD
@@ -62,7 +63,9 @@ def running_app(
     for name, value in settings.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()
-    monkeypatch.setattr(app_forwarding, "_forwarder", None)
+    # A forwarder of this test's settings, built on the first message as the module's own.
+    fresh = ProcessSingleton(lambda: app_forwarding.build_forwarder(get_settings()))
+    monkeypatch.setattr(app_forwarding, "_forwarder", fresh)
     app = load_app(ROOT, settings)
     host = FunctionHost(app, settings, load_host_json(ROOT / "host.json"), f"e2e-{uuid.uuid4().hex[:12]}").build()
     host.start()

@@ -16,6 +16,7 @@ import pytest
 from shared.alerting.forwarder import Result
 from shared.alerting.groups import Header, group_correlation_id, group_id
 from shared.alerting.messages import parse_message
+from shared.alerting.records import prepare
 from shared.app.groups import build_group_notes
 from shared.http.errors import PermanentError
 from shared.platform.times import Deadline
@@ -161,6 +162,23 @@ def test_a_record_closed_in_servicenow_ends_its_generation(make_stack: Callable[
     assert len(stack.records()) == 2
 
 
+def test_a_record_closed_on_a_custom_table_ends_its_generation_too(make_stack: Callable[..., Stack]) -> None:
+    # Any other table reads the ended states of both kinds (shared.servicenow.records.OTHER_TABLE); the notes
+    # timer used to know none for it, so a group on it kept noting a closed record and never opened another.
+    action = {"name": "grouped", "connection": "default", "report": "full", "table": "u_ot_alert",
+              "group": {"key": "{sensor}:{title}", "window_minutes": 60}}  # fmt: skip
+    document = rules("grouped")
+    stack = make_stack({**document, "actions": [action]})
+    stack.handle(alert(alert_id=1))
+    (record,) = stack.records("u_ot_alert")
+    stack.servicenow.store.update("u_ot_alert", record["sys_id"], {"state": "7"}, "analyst")
+    stack.handle(alert(alert_id=2))
+    stack.notes()
+    assert header_of(stack).closed
+    assert stack.handle(alert(alert_id=3)).outcomes[0].operation == "group_opened"
+    assert len(stack.records("u_ot_alert")) == 2
+
+
 def test_a_lost_answer_to_the_opening_write_is_recovered_without_a_second_record(
     make_stack: Callable[..., Stack],
 ) -> None:
@@ -182,7 +200,7 @@ def test_an_opener_that_crashed_before_writing_is_finished_by_the_timer(make_sta
     action = stack.forwarder.rules.current().actions["grouped"]
     book = stack.forwarder.groups
     gid = group_id("grouped", "sensor-1:Illegal MODBUS Operation")
-    member = book.join(gid, 0, message)
+    member = book.join(gid, 0, prepare(message))
     assert member is not None
     assert book.open(gid, 0, action, "sensor-1:Illegal MODBUS Operation", member, datetime.now(UTC)) is not None
     stack.handle(alert(alert_id=2))
@@ -208,7 +226,7 @@ def test_a_worker_that_died_between_joining_and_opening_is_finished_by_the_redel
     # The dead worker accounted its alert to a new group's first generation, then died before opening it.
     message = parse_message(body(alert(alert_id=1)))
     gid = group_id("grouped", "sensor-1:Illegal MODBUS Operation")
-    assert stack.forwarder.groups.join(gid, 0, message) is not None
+    assert stack.forwarder.groups.join(gid, 0, prepare(message)) is not None
     redelivered = stack.handle(alert(alert_id=1), "m-1")
     assert [o.operation for o in redelivered.outcomes] == ["group_opened"]
     assert [o.operation for o in stack.handle(alert(alert_id=1), "m-1").outcomes] == ["duplicate"]

@@ -1,9 +1,10 @@
-"""function_app.py: three functions with their real triggers, and start-up refused on bad settings."""
+"""function_app.py: five functions with their real triggers, and start-up refused on bad settings."""
 
 from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from types import ModuleType
 import azure.functions.timer
 import pytest
 
+from shared.app.tokens import refresh_tokens
 from shared.settings import get_settings
 from tests.conftest import ROOT
 
@@ -75,6 +77,12 @@ def test_timers_with_nothing_configured_do_nothing(function_app: ModuleType, cap
         functions["device_sync_timer"](timer)  # DEVICE_SYNC_ENABLED defaults to false
         functions["token_refresh"](timer)  # no OAuth connection configured: nothing to renew
     assert "device sync is disabled (DEVICE_SYNC_ENABLED)" in caplog.text
+    assert [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and r.name.startswith(("shared", "functions"))
+    ] == []
+    assert refresh_tokens() == []  # no connection renewed, and no Key Vault asked for (none is configured)
 
 
 def test_start_up_stops_naming_the_bad_settings() -> None:

@@ -165,3 +165,14 @@ def test_the_readme_and_the_operations_guide_name_the_workbook() -> None:
     assert "workbook" in (ROOT / "README.md").read_text().split("### Telemetry", 1)[1].split("\n## ", 1)[0]
     headings = re.findall(r"^## (.+)$", OPERATIONS.read_text(), re.MULTILINE)
     assert {"Metrics", "The workbook", "Logs"} <= set(headings)
+
+
+def test_every_instrument_is_defined_in_the_one_telemetry_module() -> None:
+    # One vocabulary: a module records through shared.platform.telemetry's instruments, never makes its own.
+    makers = []
+    for path in sorted((ROOT / "shared").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            call = isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            if call and node.func.attr in {*INSTRUMENTS, "get_meter"}:  # type: ignore[attr-defined]
+                makers.append(str(path.relative_to(ROOT)))
+    assert set(makers) == {"shared/platform/telemetry.py"}

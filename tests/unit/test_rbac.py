@@ -144,7 +144,7 @@ NOT_OPERATIONS = {
 # Calls that may be refused without harm: the deployment creates what they create.
 TOLERATED = {
     ("shared/platform/storage.py", "create_table"): "the deployment creates every table; 403 is taken as 'exists'",
-    ("shared/alerting/forwarder.py", "create_queue"): "only when the deployment's poison queue is gone (404)",
+    ("shared/alerting/deferral.py", "create_queue"): "only when the deployment's poison queue is gone (404)",
 }
 
 # Who makes each module's calls, on what. Identities: the app's managed identity (functions and the host),
@@ -153,7 +153,7 @@ TOLERATED = {
 READS = frozenset({"query_entities", "get_entity", "list_entities"})
 WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
     "shared/alerting/enqueue.py": [("app", "queue:alerts"), ("deployer", "queue:alerts"), ("relay", "queue:alerts")],
-    "shared/alerting/forwarder.py": [("app", "queue:alerts"), ("app", "queue:poison")],
+    "shared/alerting/deferral.py": [("app", "queue:alerts"), ("app", "queue:poison")],
     "shared/alerting/groups.py": [("app", "table:ledger")],
     "shared/alerting/intake.py": [("app", "table:intake"), ("deployer", "table:intake", READS)],  # status
     "shared/alerting/ledger.py": [("app", "table:ledger"), ("deployer", "table:ledger")],  # writeback run
