@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.forwarding import PASSWORD, RULES, USER, product_environ
 from bench.overheads import checkout
 from shared.alerting.messages import SCHEMA
 from shared.alerting.rules_store import write_rules
@@ -41,12 +42,7 @@ from tools.machine import describe
 from tools.stack.appstack import ROOT
 from tools.stack.azurite import start_azurite
 
-USER, PASSWORD = "bench", "Bench-Passw0rd"
 RESULTS = Path(__file__).parent / "results" / "forwarder_cpu.md"
-RULES = {
-    "actions": [{"name": "incident", "connection": "default", "report": "incident"}],
-    "rules": [{"name": "all", "created_at": "2025-01-01T00:00:00+00:00", "actions": ["incident"]}],
-}
 KINDS = ("new", "redelivered", "repeat")
 
 # Uses only what both commits have: load_settings, build_forwarder, Forwarder.handle.
@@ -104,24 +100,8 @@ def bodies(count: int, run: str) -> list[str]:
     ]
 
 
-def environ(azurite: Any, emulator: ServiceNowEmulator) -> dict[str, str]:
-    return {
-        "ALERTS_QUEUE": f"bench{uuid.uuid4().hex[:10]}",
-        "ALERTS_STORAGE": azurite.connection_string,
-        "TOKEN_REFRESH_SCHEDULE": "0 */10 * * * *",  # a schedule, not a password  # nosec B105
-        "DEVICE_SYNC_SCHEDULE": "0 */5 * * * *",
-        "ALERT_INTAKE_SCHEDULE": "0 */1 * * * *",
-        "SERVICENOW_CONNECTIONS": json.dumps(
-            [{"name": "default", "instance_url": emulator.url, "auth": "basic", "username": USER}]
-        ),
-        "SERVICENOW_CA_BUNDLE": str(emulator.ca_pem),
-        "FORWARDING_RULES_LOCATION": f"rules{uuid.uuid4().hex[:10]}/forwarding-rules.json",  # blob, as deployed
-        "FORWARDING_LEDGER_TABLE": f"ledger{uuid.uuid4().hex[:12]}",
-    }
-
-
 def measure(tree: Path, azurite: Any, emulator: ServiceNowEmulator, count: int) -> dict[str, float]:
-    settings = environ(azurite, emulator)
+    settings = product_environ(emulator, azurite)
     loaded = load_settings(settings)
     write_rules(loaded.forwarding.rules_location, blob_service(loaded.alerts_storage), RULES)
     before = emulator.stats["requests"]
