@@ -73,17 +73,18 @@ class IndexWriter:
 
     def __init__(self, table: Table) -> None:
         self.table = table
-        self.pending: dict[tuple[str, str], tuple[UpdateMode, dict[str, Any]]] = {}  # (pk, rk) → (mode, entity)
+        # partition → row key → (mode, entity): one operation per entity, as a transaction requires
+        self.pending: dict[str, dict[str, tuple[UpdateMode, dict[str, Any]]]] = {}
         self.calls = 0
 
     def _add(self, key: tuple[str, str], mode: UpdateMode, values: dict[str, Any]) -> None:
-        entity = {"PartitionKey": key[0], "RowKey": key[1], **values}
-        if key in self.pending and mode is UpdateMode.MERGE:  # one operation per entity in a transaction: combine
-            previous_mode, previous = self.pending[key]
-            self.pending[key] = (previous_mode, {**previous, **values})
+        partition = self.pending.setdefault(key[0], {})
+        if key[1] in partition and mode is UpdateMode.MERGE:  # a merge after a write of the same row: combine
+            previous_mode, previous = partition[key[1]]
+            partition[key[1]] = (previous_mode, {**previous, **values})
         else:
-            self.pending[key] = (mode, entity)
-        if sum(1 for k in self.pending if k[0] == key[0]) >= TRANSACTION:
+            partition[key[1]] = (mode, {"PartitionKey": key[0], "RowKey": key[1], **values})
+        if len(partition) >= TRANSACTION:
             self._commit(key[0])
 
     def put(self, asset: Asset) -> None:
@@ -105,16 +106,13 @@ class IndexWriter:
         self._add(device_row(scope, device_id), UpdateMode.MERGE, {"retired": True})
 
     def _commit(self, partition: str) -> None:
-        keys = [k for k in self.pending if k[0] == partition][:TRANSACTION]
-        operations = [("upsert", self.pending[k][1], {"mode": self.pending[k][0]}) for k in keys]
-        self.table.submit_transaction(operations)
+        rows = self.pending.pop(partition)
+        self.table.submit_transaction([("upsert", entity, {"mode": mode}) for mode, entity in rows.values()])
         self.calls += 1
-        for key in keys:
-            del self.pending[key]
 
     def flush(self) -> None:
-        while self.pending:
-            self._commit(next(iter(self.pending))[0])
+        for partition in list(self.pending):
+            self._commit(partition)
 
 
 class AssetDirectory:
