@@ -30,9 +30,10 @@ from azure.core.exceptions import HttpResponseError, ServiceRequestError
 from azure.mgmt.resourcegraph import ResourceGraphClient
 from azure.mgmt.resourcegraph.models import QueryRequest, QueryRequestOptions
 
+from shared.contract.model import Alert, AlertDevices, SensorRef, Severity, normalise_engine
+from shared.contract.parse import remediation as steps
 from shared.defender.model import (
     AddressCves,
-    AlertDevices,
     Capabilities,
     Connection,
     Cve,
@@ -41,7 +42,6 @@ from shared.defender.model import (
     Firmware,
     ReadReport,
     Sensor,
-    SensorStatus,
     SourceAlert,
     normalise_mac,
     objects,
@@ -61,7 +61,12 @@ SITE_SENSORS = "microsoft.iotsecurity/locations/sites/sensors"
 SENSORS = "microsoft.iotsecurity/sensors"
 PAGE_SIZE = 1000
 # Cloud severities as the alert message contract names them.
-SEVERITIES = {"informational": "Warning", "low": "Minor", "medium": "Major", "high": "Critical"}
+SEVERITIES = {
+    "informational": Severity.WARNING,
+    "low": Severity.MINOR,
+    "medium": Severity.MAJOR,
+    "high": Severity.CRITICAL,
+}
 ALERT_STATUSES = {"new": "New", "inprogress": "InProgress", "closed": "Closed"}  # the spec's AlertStatus
 # Microsoft's sensor-health rule: no contact for 5 minutes is Disconnected, whatever sensorStatus says (it
 # can take 15 minutes to change).
@@ -76,7 +81,7 @@ class CloudSourceError(DefenderApiError):
 
 # The cloud's names for the shapes every alert source shares.
 CloudAlert = SourceAlert
-CloudSensor = SensorStatus
+CloudSensor = Sensor
 
 
 def query(
@@ -148,32 +153,32 @@ def parse_alert(row: dict[str, Any], source: str) -> CloudAlert:
     if not title:
         raise ValueError("no displayName and no alertType")
     remediation = properties.get("remediationSteps")
-    alert: dict[str, Any] = {
-        "id": name,
-        "time": int(started.timestamp() * 1000),
-        "title": title,
-        "severity": severity,
-        "engine": text(properties.get("productComponentName")) or "Unknown",
-        "message": text(properties.get("description")),
-        "sourceDeviceAddress": text(extended.get("SourceDeviceAddress")) or None,
-        "destinationDeviceAddress": text(extended.get("DestinationDeviceAddress")) or None,
-        "remediationSteps": remediation if isinstance(remediation, list | str) else None,
-        "additionalInformation": {"description": "Cloud alert", "information": [row.get("id", "")]},
-        "deviceResourceIds": _resource_ids(extended.get("DeviceResourceIds")) or None,
-        "alertManagementUri": text(extended.get("AlertManagementUri")) or None,
-    }
-    protocol = text(extended.get("Protocol")) or None
+    resource_ids = _resource_ids(extended.get("DeviceResourceIds"))
+    beyond = {"deviceResourceIds": resource_ids or None, "alertManagementUri": text(extended.get("AlertManagementUri"))}
+    alert = Alert(
+        id=name,
+        time=started,
+        title=title,
+        severity=severity,
+        engine=normalise_engine(text(properties.get("productComponentName")) or "Unknown"),
+        message=text(properties.get("description")),
+        source_address=text(extended.get("SourceDeviceAddress")) or None,
+        destination_address=text(extended.get("DestinationDeviceAddress")) or None,
+        remediation_steps=steps(remediation if isinstance(remediation, list | str) else None, "alert.remediationSteps"),
+        additional_information={"description": "Cloud alert", "information": [row.get("id", "")]},
+        extra={k: v for k, v in beyond.items() if v},
+    )
     # The device sync names a cloud device by its resource's name (the last segment of its id).
-    related = tuple(dict.fromkeys(r.rstrip("/").rsplit("/", 1)[-1] for r in alert.get("deviceResourceIds") or ()))
+    related = tuple(dict.fromkeys(r.rstrip("/").rsplit("/", 1)[-1] for r in resource_ids))
     return SourceAlert(
-        protocol=protocol,
+        protocol=text(extended.get("Protocol")) or None,
         id=name,
         resource_id=text(row.get("id")),
         started=started,
         status=status,
-        alert={k: v for k, v in alert.items() if v is not None},
+        alert=alert,
         # Resource Graph's alert names its sensor only; site and zone are the sensor's, not the alert's.
-        sensor={"name": text(extended.get("SensorId")) or source},
+        sensor=SensorRef(text(extended.get("SensorId")) or source),
         devices=AlertDevices(related=tuple(r for r in related if r)),
     )
 
@@ -185,7 +190,7 @@ def _site(resource_id: str) -> str:
     return parts[lowered.index("sites") + 1] if "sites" in lowered[:-1] else ""
 
 
-def parse_sensor(row: dict[str, Any], now: datetime) -> SensorStatus:
+def parse_sensor(row: dict[str, Any], now: datetime) -> Sensor:
     """A sensor row; offline when its status is not ``Ok`` or it has not been in contact for
     :data:`CONNECTIVITY_LIMIT` (Microsoft's own rule, since ``sensorStatus`` changes late)."""
     name = text(row.get("name"))
@@ -200,16 +205,16 @@ def parse_sensor(row: dict[str, Any], now: datetime) -> SensorStatus:
     if status.lower() == "ok" and silent:
         status = "Disconnected (no contact for 5 minutes)"
     resource_id = text(row.get("id"))
-    return SensorStatus(
+    return Sensor(
         id=resource_id or name,
         name=name,
-        status=status,
-        connectivity_time=contact,
-        online=status.lower() == "ok",
-        zone=text(properties.get("zone")),
-        site=_site(resource_id),
+        connection_state=status,
         version=text(properties.get("sensorVersion")),
         learning_mode=properties.get("learningMode") is True,
+        zone=text(properties.get("zone")),
+        site=_site(resource_id),
+        connectivity_time=contact,
+        online=status.lower() == "ok",
     )
 
 
@@ -390,8 +395,8 @@ class CloudSource:
             except ValueError as exc:
                 report.skipped.append(f"alert {row.get('name', '?')}: {exc}")
                 continue
-            place = places.get(alert.sensor["name"], {})
-            yield replace(alert, sensor={**alert.sensor, **place}) if place else alert
+            place = places.get(alert.sensor.name, {})
+            yield replace(alert, sensor=replace(alert.sensor, **place)) if place else alert
 
     def open_alerts(self, report: ReadReport) -> Iterator[CloudAlert]:
         """Every alert not closed: the snapshot a closing is seen against (an alert's status changes keep
@@ -403,9 +408,9 @@ class CloudSource:
         two reads is still seen), oldest first."""
         return self._alerts(query(ALERTS, updated_field="startTimeUtc", since=since), report)
 
-    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
+    def sensor_statuses(self, report: ReadReport) -> list[Sensor]:
         """Every sensor once: one listed under a site and by the older type too is the site's."""
-        found: dict[str, SensorStatus] = {}
+        found: dict[str, Sensor] = {}
         now = self.clock()
         for row in self.rows(query(SITE_SENSORS, SENSORS), report):
             try:
@@ -451,7 +456,7 @@ class CloudInventory:
         statuses = self.source.sensor_statuses(self.report)
         self.learning = {s.name for s in statuses if s.learning_mode}
         return [
-            Sensor(s.name, s.name, s.status, s.version, s.learning_mode, interface_address="", zone=s.zone, site=s.site)
+            replace(s, id=s.name)  # the device sync keys a cloud sensor by its name
             for s in statuses
         ]
 
