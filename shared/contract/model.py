@@ -100,7 +100,7 @@ class SensorRef:
         url = check_url(self.url, "sensor.url")
         return _present(
             {
-                "name": check_text(self.name, "sensor.name", required=True, limit=MAX_NAME),
+                "name": check_text(self.name or None, "sensor.name", required=True, limit=MAX_NAME),
                 "id": check_identifier(self.id, "sensor.id") if self.id is not None else None,
                 "site": check_text(self.site, "sensor.site", limit=MAX_NAME),
                 "zone": check_text(self.zone, "sensor.zone", limit=MAX_NAME),

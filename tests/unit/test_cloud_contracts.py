@@ -17,12 +17,9 @@ from shared.defender.cloud import (
     SITE_SENSORS,
     CloudInventory,
     CloudSource,
-    parse_alert,
-    parse_device,
-    parse_sensor,
-    parse_vulnerability,
     query,
 )
+from shared.defender.cloud_records import parse_alert, parse_device, parse_sensor, parse_vulnerability
 from shared.defender.model import Firmware, ReadReport
 from shared.devices.vulnerabilities import CveChange
 from shared.platform.settings import SettingsError

@@ -30,7 +30,8 @@ from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
 from shared.contract.model import SCHEMA
 from shared.contract.parse import parse_message
-from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
+from shared.defender.cloud import ALERTS, SITE_SENSORS
+from shared.defender.cloud_records import parse_alert, parse_sensor
 from shared.platform.storage import blob_service, queue_service
 from shared.settings import Settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
