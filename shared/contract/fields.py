@@ -37,36 +37,43 @@ def millis(moment: datetime) -> int:
     return (aware - EPOCH) // timedelta(milliseconds=1)
 
 
-def check_text(value: str | None, where: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
+# The checks name the field as ``object.field`` (``where``, ``name``), put together only when one fails.
+def path(where: str, name: str) -> str:
+    return f"{where}.{name}" if where else name
+
+
+def check_text(
+    value: str | None, where: str, name: str, *, required: bool = False, limit: int = MAX_TEXT
+) -> str | None:
     """A text field's value (None for absent or, when not required, empty), or why it is not one."""
     if value is None or (value == "" and not required):
         if required:
-            raise InvalidMessageError(f"{where}: required")
+            raise InvalidMessageError(f"{path(where, name)}: required")
         return None
     if not isinstance(value, str):
-        raise InvalidMessageError(f"{where}: expected a string, got {type(value).__name__}")
+        raise InvalidMessageError(f"{path(where, name)}: expected a string, got {type(value).__name__}")
     if required and not value.strip():
-        raise InvalidMessageError(f"{where}: must not be empty")
+        raise InvalidMessageError(f"{path(where, name)}: must not be empty")
     if len(value) > limit:
-        raise InvalidMessageError(f"{where}: {len(value)} characters, more than {limit}")
+        raise InvalidMessageError(f"{path(where, name)}: {len(value)} characters, more than {limit}")
     return value
 
 
-def check_identifier(value: Any, where: str) -> str:
+def check_identifier(value: Any, where: str, name: str) -> str:
     """An id as the contract holds it: a number, or a printable string of 1-256 characters (stripped)."""
     if isinstance(value, bool) or value is None:
-        raise InvalidMessageError(f"{where}: required (a number or a string)")
+        raise InvalidMessageError(f"{path(where, name)}: required (a number or a string)")
     if isinstance(value, int):
         return str(value)
     if isinstance(value, str) and value.strip() and len(value) <= MAX_ID and value.isprintable():
         return value.strip()
-    raise InvalidMessageError(f"{where}: expected a number or a printable string of 1-{MAX_ID} characters")
+    raise InvalidMessageError(f"{path(where, name)}: expected a number or a printable string of 1-{MAX_ID} characters")
 
 
-def check_url(value: str | None, where: str) -> str | None:
-    url = check_text(value, where, limit=2048)
+def check_url(value: str | None, where: str, name: str) -> str | None:
+    url = check_text(value, where, name, limit=2048)
     if url is not None and not url.lower().startswith(("https://", "http://")):
-        raise InvalidMessageError(f"{where}: expected an http(s) URL")
+        raise InvalidMessageError(f"{path(where, name)}: expected an http(s) URL")
     return url
 
 
@@ -86,17 +93,21 @@ class Fields:
             self.keys[folded] = key
 
     def path(self, name: str) -> str:
-        return f"{self.where}.{name}" if self.where else name
+        return path(self.where, name)
 
     def get(self, name: str) -> Any:
         key = self.keys.get(name.lower())
         return None if key is None else self.raw[key]
 
     def text(self, name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
-        return check_text(self.get(name), self.path(name), required=required, limit=limit)
+        value = self.get(name)
+        if type(value) is str and 0 < len(value) <= limit and (not required or not value.isspace()):
+            return value  # the common case, which check_text accepts as it is, without a call per field
+        return check_text(value, self.where, name, required=required, limit=limit)
 
     def identifier(self, name: str) -> str:
-        return check_identifier(self.get(name), self.path(name))
+        value = self.get(name)
+        return str(value) if type(value) is int else check_identifier(value, self.where, name)
 
     def time(self, name: str, *, required: bool = True) -> datetime | None:
         value = self.get(name)

@@ -97,13 +97,13 @@ class SensorRef:
     url: str | None = None
 
     def document(self) -> dict[str, Any]:
-        url = check_url(self.url, "sensor.url")
+        url = check_url(self.url, "sensor", "url")
         return _present(
             {
-                "name": check_text(self.name or None, "sensor.name", required=True, limit=MAX_NAME),
-                "id": check_identifier(self.id, "sensor.id") if self.id is not None else None,
-                "site": check_text(self.site, "sensor.site", limit=MAX_NAME),
-                "zone": check_text(self.zone, "sensor.zone", limit=MAX_NAME),
+                "name": check_text(self.name or None, "sensor", "name", required=True, limit=MAX_NAME),
+                "id": check_identifier(self.id, "sensor", "id") if self.id is not None else None,
+                "site": check_text(self.site, "sensor", "site", limit=MAX_NAME),
+                "zone": check_text(self.zone, "sensor", "zone", limit=MAX_NAME),
                 "url": url,
             }
         )
@@ -130,20 +130,20 @@ class Alert:
 
     def document(self) -> dict[str, Any]:
         """The alert as an ``alert`` message holds it, in Defender's field names."""
-        title = check_text(self.title, "alert.title", required=True, limit=MAX_TITLE)
-        engine = check_text(self.engine, "alert.engine", required=True, limit=MAX_ENGINE)
+        title = check_text(self.title, "alert", "title", required=True, limit=MAX_TITLE)
+        engine = check_text(self.engine, "alert", "engine", required=True, limit=MAX_ENGINE)
         found = {
-            "id": check_identifier(self.id, "alert.id"),
+            "id": check_identifier(self.id, "alert", "id"),
             "time": millis(self.time),
             "title": title,
             "severity": self.severity.label,
             "engine": engine,
-            "message": check_text(self.message, "alert.message"),
+            "message": check_text(self.message, "alert", "message"),
             "sourceDevice": self.source_device,
             "destinationDevice": self.destination_device,
-            "sourceDeviceAddress": check_text(self.source_address, "alert.sourceDeviceAddress", limit=MAX_NAME),
+            "sourceDeviceAddress": check_text(self.source_address, "alert", "sourceDeviceAddress", limit=MAX_NAME),
             "destinationDeviceAddress": check_text(
-                self.destination_address, "alert.destinationDeviceAddress", limit=MAX_NAME
+                self.destination_address, "alert", "destinationDeviceAddress", limit=MAX_NAME
             ),
             "remediationSteps": list(self.remediation_steps) or None,
             "additionalInformation": dict(self.additional_information) if self.additional_information else None,
@@ -153,8 +153,8 @@ class Alert:
 
     def status_document(self) -> dict[str, Any]:
         """The alert as an ``alert_status`` message names it: its id (and title, when known), handled."""
-        title = check_text(self.title, "alert.title", limit=MAX_TITLE)
-        return _present({"id": check_identifier(self.id, "alert.id"), "title": title, "handled": True})
+        title = check_text(self.title, "alert", "title", limit=MAX_TITLE)
+        return _present({"id": check_identifier(self.id, "alert", "id"), "title": title, "handled": True})
 
 
 @dataclass(frozen=True)
@@ -164,7 +164,7 @@ class SystemNotification:
     message: str = ""
 
     def document(self) -> dict[str, Any]:
-        message = check_text(self.message, "system.message")
+        message = check_text(self.message, "system", "message")
         return _present({"status": self.status, "time": millis(self.time), "message": message})
 
 
@@ -177,9 +177,9 @@ class Resolution:
     def document(self) -> dict[str, Any]:
         return _present(
             {
-                "action": check_text(self.action, "resolution.action", limit=MAX_ACTION),
-                "notes": check_text(self.notes, "resolution.notes"),
-                "by": check_text(self.by, "resolution.by", limit=MAX_NAME),
+                "action": check_text(self.action, "resolution", "action", limit=MAX_ACTION),
+                "notes": check_text(self.notes, "resolution", "notes"),
+                "by": check_text(self.by, "resolution", "by", limit=MAX_NAME),
             }
         )
 
@@ -202,9 +202,9 @@ class AlertDevices:
         """:meth:`document`, each id checked as the parser reads it."""
         for name in ("source", "destination"):
             if (value := getattr(self, name)) is not None:
-                check_identifier(value, f"{where}.{name}")
+                check_identifier(value, where, name)
         for number, value in enumerate(self.related):
-            check_identifier(value, f"{where}.related.{number}")
+            check_identifier(value, f"{where}.related", str(number))
         return self.document()
 
 
@@ -221,8 +221,8 @@ class Origin:
 
     def document(self) -> dict[str, Any]:
         found: dict[str, Any] = {
-            "source": check_text(self.source, "origin.source", required=True, limit=MAX_SOURCE),
-            "ref": check_text(self.ref, "origin.ref", required=True, limit=MAX_REF),
+            "source": check_text(self.source, "origin", "source", required=True, limit=MAX_SOURCE),
+            "ref": check_text(self.ref, "origin", "ref", required=True, limit=MAX_REF),
         }
         if devices := self.devices.checked("origin.devices"):  # the forwarder finds their CIs by these
             found["devices"] = devices
@@ -259,7 +259,7 @@ class AlertMessage:
     def to_document(self) -> dict[str, Any]:
         """The message's envelope, each field checked by the parser's rules (InvalidMessageError names the
         first that breaks one): what a source yields is valid once written, with no parse to prove it."""
-        protocol = check_text(self.protocol, "protocol", limit=MAX_PROTOCOL)
+        protocol = check_text(self.protocol, "", "protocol", limit=MAX_PROTOCOL)
         sensor = self.sensor.document()
         if self.kind == "system":
             if self.system is None:

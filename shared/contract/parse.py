@@ -60,7 +60,7 @@ def _sensor(envelope: Fields, alert: Fields | None) -> SensorRef:
         name = alert.text("sensorName", required=True)
         assert name is not None
         return SensorRef(name=name, site=alert.text("siteName"), zone=alert.text("zoneName"))
-    url = check_url(sensor.get("url"), sensor.path("url"))
+    url = check_url(sensor.get("url"), sensor.where, "url")
     name = sensor.text("name", required=True, limit=MAX_NAME)
     assert name is not None
     sensor_id = sensor.get("id")
