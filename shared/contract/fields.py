@@ -71,6 +71,8 @@ def check_identifier(value: Any, where: str, name: str) -> str:
 
 
 def check_url(value: str | None, where: str, name: str) -> str | None:
+    if value is None:
+        return None
     url = check_text(value, where, name, limit=2048)
     if url is not None and not url.lower().startswith(("https://", "http://")):
         raise InvalidMessageError(f"{path(where, name)}: expected an http(s) URL")
@@ -101,8 +103,12 @@ class Fields:
 
     def text(self, name: str, *, required: bool = False, limit: int = MAX_TEXT) -> str | None:
         value = self.get(name)
+        # The common cases, which check_text accepts as they are, without a call per field: a text within its
+        # limit (not blank, when required), or an optional field left out.
         if type(value) is str and 0 < len(value) <= limit and (not required or not value.isspace()):
-            return value  # the common case, which check_text accepts as it is, without a call per field
+            return value
+        if value is None and not required:
+            return None
         return check_text(value, self.where, name, required=required, limit=limit)
 
     def identifier(self, name: str) -> str:
