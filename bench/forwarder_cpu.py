@@ -33,8 +33,8 @@ from typing import Any
 
 from bench.forwarding import PASSWORD, RULES, USER, product_environ
 from bench.overheads import checkout
-from shared.alerting.messages import SCHEMA
 from shared.alerting.rules_store import write_rules
+from shared.contract.model import SCHEMA
 from shared.platform.storage import blob_service
 from shared.settings import load_settings
 from tools.emulators.servicenow import ServiceNowEmulator

@@ -25,11 +25,12 @@ from typing import Any
 
 from pysnc import ServiceNowClient as PySncClient
 
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import evaluate, parse_rules
 from shared.alerting.rules_store import write_rules
 from shared.app.forwarding import build_forwarder
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 from shared.platform.storage import blob_service
 from shared.settings import load_settings
 from tools.emulators.servicenow import ServiceNowEmulator

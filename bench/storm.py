@@ -45,7 +45,7 @@ from typing import Any
 
 import requests
 
-from shared.alerting.messages import SCHEMA
+from shared.contract.model import SCHEMA
 from tools.machine import describe
 from tools.stack.appstack import AppStack
 

@@ -20,11 +20,11 @@ import time
 import uuid
 from pathlib import Path
 
-from shared.alerting.messages import SCHEMA
 from shared.alerting.rules_store import write_rules
 from shared.app import servicenow_client
 from shared.app.forwarding import build_forwarder
 from shared.app.tokens import connect_connection
+from shared.contract.model import SCHEMA
 from shared.http.settings import HttpSettings
 from shared.platform.identity import LocalEmulatorCredential
 from shared.platform.secrets import EnvironmentSecretStore, KeyVaultSecretStore, Secret

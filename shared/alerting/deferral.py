@@ -15,12 +15,13 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 
 from shared.alerting.failures import Failure, classify
-from shared.alerting.messages import DELIVERY_FIELD, AlertMessage, encode
 from shared.alerting.outcomes import Result
 from shared.alerting.poison import wrap as wrap_poison
 from shared.alerting.ports import MessageQueue
 from shared.alerting.records import PreparedAlert
 from shared.alerting.settings import ForwardingSettings
+from shared.contract.model import DELIVERY_FIELD, AlertMessage
+from shared.contract.parse import encode
 from shared.platform.times import parse_iso
 
 logger = logging.getLogger("shared.alerting.forwarder")

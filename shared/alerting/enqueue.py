@@ -15,15 +15,15 @@ from typing import Any
 
 from azure.storage.queue import QueueClient
 
-from shared.alerting.messages import MAX_QUEUE_MESSAGE_BYTES, SCHEMA, InvalidMessageError, encoded_size, parse_message
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import AlertMessage, envelope
+from shared.contract.parse import check_queue_size, parse_message, serialise
 
 
 def alert_envelope(alert: Mapping[str, Any], sensor: Mapping[str, Any], protocol: str | None = None) -> dict[str, Any]:
-    """One Defender alert (as ``/api/v1/alerts`` returns it) as an ``alert`` message."""
-    document: dict[str, Any] = {"schema": SCHEMA, "kind": "alert", "sensor": dict(sensor), "alert": dict(alert)}
-    if protocol:
-        document["protocol"] = protocol
-    return document
+    """One Defender alert (as ``/api/v1/alerts`` returns it) as an ``alert`` message: the sender's fields as
+    they are (the forwarder keeps what the contract does not name in ``raw``)."""
+    return envelope("alert", sensor, alert=dict(alert), protocol=protocol or None)
 
 
 class InvalidBatchError(InvalidMessageError):
@@ -59,16 +59,18 @@ def parse_alerts(text: str | bytes, where: str) -> list[dict[str, Any]]:
     return document
 
 
+def checked(document: Mapping[str, Any]) -> tuple[bytes, AlertMessage]:
+    """A sender's document as its body (written once) and the message it parses to (read once), after
+    checking it fits the queue; raises InvalidMessageError."""
+    body = serialise(document)
+    message = parse_message(body)
+    check_queue_size(body)
+    return body, message
+
+
 def validate(document: Mapping[str, Any]) -> bytes:
     """The message body, after checking it parses and fits the queue; raises InvalidMessageError."""
-    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False).encode()
-    parse_message(body)
-    size = encoded_size(document)
-    if size > MAX_QUEUE_MESSAGE_BYTES:
-        raise InvalidMessageError(
-            f"message: {size} bytes after base64, more than the queue's {MAX_QUEUE_MESSAGE_BYTES}"
-        )
-    return body
+    return checked(document)[0]
 
 
 def enqueue_alerts(queue: QueueClient, documents: Iterable[Mapping[str, Any]]) -> list[str]:

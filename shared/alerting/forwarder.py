@@ -27,7 +27,6 @@ from azure.storage.queue import QueueClient
 from shared.alerting.deferral import Deferral, Delivery
 from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
-from shared.alerting.messages import InvalidMessageError, parse_message
 from shared.alerting.outcomes import Operation, Outcome, Result, Status
 from shared.alerting.ports import RecordStore
 from shared.alerting.records import PreparedAlert, prepare
@@ -35,6 +34,8 @@ from shared.alerting.router import Router
 from shared.alerting.rules import RuleSet
 from shared.alerting.rules_store import RulesSource
 from shared.alerting.settings import ForwardingSettings
+from shared.contract.fields import InvalidMessageError
+from shared.contract.parse import parse_message
 from shared.platform import telemetry
 from shared.platform.times import Deadline
 from shared.servicenow import ServiceNowClient

@@ -26,9 +26,11 @@ from datetime import UTC, datetime, timedelta
 
 from shared.alerting.failures import classify
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
-from shared.alerting.messages import InvalidMessageError, Severity, parse_message
 from shared.alerting.records import CORRELATION_DISPLAY, prepare
 from shared.alerting.rules_store import RulesSource
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import Severity
+from shared.contract.parse import parse_message
 from shared.platform import telemetry
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.servicenow import ServiceNowClient

@@ -4,8 +4,9 @@ One cycle per source (the alert_intake timer): alerts seen for the first time be
 messages; an alert that was open and is closed now (or no longer among the open ones) becomes an
 ``alert_status`` message, which resolves its records; an alert closed and raised again becomes an
 ``alert`` message once more (the forwarder's repeat and reopen rules apply); a sensor going offline or
-back online becomes a ``system`` message. The messages are the ones sensors send, validated the same
-way, so the forwarder, the rules and exactly-once stay as they are.
+back online becomes a ``system`` message. The messages are the ones sensors send: the sources yield the
+contract's typed alerts, and each message is checked by the contract's rules as it is written, once
+(``AlertMessage.to_document``), so the forwarder, the rules and exactly-once stay as they are.
 
 What the intake remembers (Table storage) is written only after the messages are on the queue: a
 crash in between sends them again next cycle, and the forwarder's ledger absorbs the repeats. So
@@ -29,9 +30,19 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 from azure.storage.queue import QueueClient
 
-from shared.alerting.enqueue import send, validate
-from shared.alerting.messages import SCHEMA, InvalidMessageError
-from shared.defender.model import AlertSource, ReadReport, SensorStatus, SourceAlert
+from shared.alerting.enqueue import send
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import (
+    Alert,
+    AlertMessage,
+    Origin,
+    Resolution,
+    SensorRef,
+    Severity,
+    SystemNotification,
+)
+from shared.contract.parse import check_queue_size, serialise
+from shared.defender.model import AlertSource, ReadReport, Sensor, SourceAlert
 from shared.platform.storage import create_table_if_missing
 from shared.platform.telemetry import INTAKE_LAG, INTAKE_MESSAGES, INTAKE_RUNS, INTAKE_SKIPPED
 from shared.platform.times import parse_iso
@@ -205,44 +216,28 @@ class IntakeState:
         )
 
 
-def alert_message(alert: SourceAlert, source: str) -> dict[str, Any]:
-    origin: dict[str, Any] = {"source": source, "ref": alert.resource_id or alert.id}
-    if devices := alert.devices.document():  # the forwarder finds their CIs by these
-        origin["devices"] = devices
-    message = {
-        "schema": SCHEMA,
-        "kind": "alert",
-        "sensor": dict(alert.sensor),
-        "alert": dict(alert.alert),
-        "origin": origin,
-    }
-    if alert.protocol:
-        message["protocol"] = alert.protocol
-    return message
+def alert_message(alert: SourceAlert, source: str) -> AlertMessage:
+    origin = Origin(source, alert.resource_id or alert.id, alert.devices)  # the forwarder finds their CIs by these
+    return AlertMessage("alert", alert.sensor, alert.alert, alert.protocol, origin=origin)
 
 
-def status_message(alert_id: str, sensor: dict[str, Any], source: str) -> dict[str, Any]:
-    return {
-        "schema": SCHEMA,
-        "kind": "alert_status",
-        "sensor": dict(sensor),
-        "alert": {"id": alert_id, "handled": True},
-        "resolution": {"action": "close", "by": f"Microsoft Defender for IoT ({source})"},
-    }
+def status_message(alert_id: str, sensor: SensorRef, source: str, now: datetime) -> AlertMessage:
+    handled = Alert(alert_id, now, "", Severity.WARNING, "", handled=True)
+    resolution = Resolution(action="close", by=f"Microsoft Defender for IoT ({source})")
+    return AlertMessage("alert_status", sensor, handled, resolution=resolution)
 
 
-def system_message(sensor: SensorStatus, now: datetime) -> dict[str, Any]:
-    moment = sensor.connectivity_time or now
-    return {
-        "schema": SCHEMA,
-        "kind": "system",
-        "sensor": {k: v for k, v in {"name": sensor.name, "zone": sensor.zone}.items() if v},
-        "system": {
-            "status": "online" if sensor.online else "offline",
-            "time": int(moment.timestamp() * 1000),
-            "message": f"Sensor status in Defender for IoT: {sensor.status}",
-        },
-    }
+def system_message(sensor: Sensor, now: datetime) -> AlertMessage:
+    notification = SystemNotification(
+        "online" if sensor.online else "offline",
+        sensor.connectivity_time or now,
+        f"Sensor status in Defender for IoT: {sensor.connection_state}",
+    )
+    return AlertMessage("system", SensorRef(sensor.name, zone=sensor.zone or None), system=notification)
+
+
+def _sensor_columns(sensor: SensorRef) -> dict[str, str]:
+    return {k: v for k, v in {"name": sensor.name, "site": sensor.site, "zone": sensor.zone}.items() if v}
 
 
 class Intake:
@@ -275,23 +270,25 @@ class Intake:
         for alert_id in seen.keys() - known.keys():
             if (row := self.state.get(name, "alert", alert_id)) is not None:
                 known[alert_id] = row
-        messages: list[tuple[str, dict[str, Any]]] = []
+        messages: list[AlertMessage] = []
         alert_rows: list[dict[str, Any]] = []
         for alert in sorted(seen.values(), key=lambda a: (a.started, a.id)):
             before = known.get(alert.id, {}).get("state")
             if before is None or (before == "closed" and not alert.closed):
-                messages.append(("alert", alert_message(alert, name)))
+                messages.append(alert_message(alert, name))
             if alert.closed and before != "closed":
-                messages.append(("alert_status", status_message(alert.id, alert.sensor, name)))
+                messages.append(status_message(alert.id, alert.sensor, name, now))
             after: AlertState = "closed" if alert.closed else "open"
             if before != after:  # only what changed is written: a quiet cycle costs no storage write
-                alert_rows.append(self._alert_row(alert.id, after, alert.sensor))
+                alert_rows.append(self._alert_row(alert.id, after, _sensor_columns(alert.sensor)))
         for alert_id, row in known.items():
             if row.get("state") == "open" and alert_id not in seen:
                 # No longer among the open alerts and not seen otherwise: closed (or removed) at the source.
-                sensor = {k: row[k] for k in ("name", "site", "zone") if row.get(k)}
-                messages.append(("alert_status", status_message(alert_id, sensor, name)))
-                alert_rows.append(self._alert_row(alert_id, "closed", sensor))
+                sensor = SensorRef(
+                    str(row.get("name") or ""), site=row.get("site") or None, zone=row.get("zone") or None
+                )
+                messages.append(status_message(alert_id, sensor, name, now))
+                alert_rows.append(self._alert_row(alert_id, "closed", _sensor_columns(sensor)))
         sensor_rows = self._sensors(sensors, messages, now)
         result.skipped += report.skipped
         if report.skipped:
@@ -314,31 +311,34 @@ class Intake:
         return result
 
     @staticmethod
-    def _alert_row(alert_id: str, state: AlertState, sensor: dict[str, Any]) -> dict[str, Any]:
-        return {"RowKey": alert_id, "state": state, **{k: str(v) for k, v in sensor.items()}}
+    def _alert_row(alert_id: str, state: AlertState, sensor: dict[str, str]) -> dict[str, Any]:
+        return {"RowKey": alert_id, "state": state, **sensor}
 
-    def _sensors(
-        self, sensors: Sequence[SensorStatus], messages: list[tuple[str, dict[str, Any]]], now: datetime
-    ) -> list[dict[str, Any]]:
+    def _sensors(self, sensors: Sequence[Sensor], messages: list[AlertMessage], now: datetime) -> list[dict[str, Any]]:
         known = self.state.rows(self.source.name, "sensor")
         rows = []
         for sensor in sensors:
             before = known.get(sensor.name, {}).get("online")
             # A sensor first seen offline is reported too: it may have gone down before the intake started.
             if (before is None and not sensor.online) or (before is not None and before != sensor.online):
-                messages.append(("system", system_message(sensor, now)))
-            if before != sensor.online or known.get(sensor.name, {}).get("status") != sensor.status:
-                rows.append({"RowKey": sensor.name, "online": sensor.online, "status": sensor.status})
+                messages.append(system_message(sensor, now))
+            if before != sensor.online or known.get(sensor.name, {}).get("status") != sensor.connection_state:
+                rows.append({"RowKey": sensor.name, "online": sensor.online, "status": sensor.connection_state})
         return rows
 
-    def _enqueue(self, messages: Sequence[tuple[str, dict[str, Any]]], result: IntakeResult) -> None:
+    def _enqueue(self, messages: Sequence[AlertMessage], result: IntakeResult) -> None:
+        """Each message written once (its document checked as it is written) and sent; one that breaks the
+        contract or would not fit the queue is skipped with its reason."""
         valid: list[tuple[str, bytes]] = []
-        for kind, document in messages:
+        for message in messages:
             try:
-                valid.append((kind, validate(document)))
+                body = serialise(message.to_document())
+                check_queue_size(body)
             except InvalidMessageError as exc:
-                result.skipped.append(f"{kind} message for alert {document.get('alert', {}).get('id', '?')}: {exc}")
+                result.skipped.append(f"{message.kind} message for alert {message.alert_id or '?'}: {exc}")
                 INTAKE_SKIPPED.add(1, {"source": result.source})
+                continue
+            valid.append((message.kind, body))
         send(self.queue, [body for _, body in valid])
         for kind, _ in valid:
             result.queued[kind] += 1

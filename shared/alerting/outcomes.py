@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from shared.alerting.messages import AlertMessage
+from shared.contract.model import AlertMessage
 from shared.platform import telemetry
 
 BUSY_RETRY_SECONDS = 5.0  # another worker's write takes a second or so, not an outage's back-off

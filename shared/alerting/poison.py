@@ -18,7 +18,8 @@ from typing import Any
 from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient, QueueMessage
 
-from shared.alerting.messages import DELIVERY_FIELD, encode
+from shared.contract.model import DELIVERY_FIELD
+from shared.contract.parse import encode
 
 HOST_COPY_REASON = "failed in the host (maxDequeueCount reached)"
 PAGE = 32

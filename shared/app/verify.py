@@ -16,8 +16,7 @@ from typing import Any
 
 from azure.core.exceptions import AzureError, HttpResponseError, ResourceNotFoundError
 
-from shared.alerting.enqueue import send, validate
-from shared.alerting.messages import SCHEMA, parse_message
+from shared.alerting.enqueue import checked, send
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id, record_values
 from shared.alerting.rules import Action, RuleSet, evaluate
@@ -25,6 +24,7 @@ from shared.alerting.rules_store import RulesUnavailableError
 from shared.app import secret_store, servicenow_client
 from shared.app.rules import rules_source
 from shared.app.sources import alert_source
+from shared.contract.model import envelope
 from shared.defender.model import ReadReport
 from shared.defender.rest import DefenderApiError
 from shared.http.errors import AuthError, HttpError
@@ -51,11 +51,10 @@ WRITTEN_ALWAYS = ("work_notes", "state", "close_code", "close_notes")
 
 def sample_alert(run: str, now: datetime) -> dict[str, Any]:
     """The synthetic test alert (``verify``'s end to end, and the sample whose field values are checked)."""
-    return {
-        "schema": SCHEMA,
-        "kind": "alert",
-        "sensor": {"name": "verify", "site": "verify"},
-        "alert": {
+    return envelope(
+        "alert",
+        {"name": "verify", "site": "verify"},
+        alert={
             "id": f"verify-{run}",
             "time": int(now.timestamp() * 1000),
             "title": f"[TEST] Defender for IoT to ServiceNow verification {run}",
@@ -63,7 +62,7 @@ def sample_alert(run: str, now: datetime) -> dict[str, Any]:
             "engine": "Policy Violation",
             "message": "A synthetic test alert sent by `python -m shared verify`; it is resolved at once.",
         },
-    }
+    )
 
 
 @dataclass(frozen=True)
@@ -272,7 +271,7 @@ class Verifier:
         """Every field the actions write is in the table's dictionary: an instance drops an unknown field from a
         write without a word, so a typo in a field map would otherwise only show as an empty field."""
         name = f"ServiceNow '{connection.name}' fields of {table}"
-        message = parse_message(validate(sample_alert("fields", datetime.now(UTC))))
+        _, message = checked(sample_alert("fields", datetime.now(UTC)))
         written = set(WRITTEN_ALWAYS)
         for action in actions:
             written |= set(record_values(message, action))
@@ -339,8 +338,7 @@ class Verifier:
     def end_to_end(self, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> Iterator[Check]:
         if self.rules is None:
             return
-        document = sample_alert(uuid.uuid4().hex[:8], now())
-        message = parse_message(validate(document))
+        body, message = checked(sample_alert(uuid.uuid4().hex[:8], now()))
         decision = evaluate(self.rules, message)
         if not decision.actions:
             why = "; ".join(f"{k}: {v}" for k, v in decision.skipped.items()) or "no rules"
@@ -348,7 +346,7 @@ class Verifier:
             yield Check("test alert", False, f"no rule forwards a Critical alert ({why})", fix)
             return
         queue = queue_service(self.settings.alerts_storage).get_queue_client(self.settings.alerts_queue)
-        send(queue, [validate(document)])
+        send(queue, [body])
         for action in decision.actions:
             yield self._await_record(message, action)
 

@@ -8,8 +8,8 @@ import time
 import click
 
 from shared.alerting.enqueue import InvalidBatchError, alert_envelope, enqueue_alerts, parse_alerts
-from shared.alerting.messages import InvalidMessageError
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
+from shared.contract.fields import InvalidMessageError
 
 
 @click.command()

@@ -9,11 +9,12 @@ from typing import Any
 import click
 
 from shared.alerting.groups import group_value
-from shared.alerting.messages import InvalidMessageError, parse_message
 from shared.alerting.records import prepare, record_values
 from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
+from shared.contract.fields import InvalidMessageError
+from shared.contract.parse import parse_message
 from shared.platform.settings import SettingsError
 from shared.settings import load_settings
 

@@ -1,8 +1,9 @@
 """Alerts as a sensor's and the console's REST APIs send them (``/api/v1|v2/alerts``,
-``/external/v1|v2/alerts``): the alert message contract's own fields, so they pass through as they are.
+``/external/v1|v2/alerts``): the alert message contract's own fields, so the contract reads them
+(``shared.contract.parse.parse_alert``) into its typed alert.
 
-Field names are matched case-insensitively and written in the contract's spelling: Microsoft's own sensor
-example spells ``additionalinformation`` in lower case where its field table says ``additionalInformation``
+Field names are matched case-insensitively: Microsoft's own sensor example spells ``additionalinformation``
+in lower case where its field table says ``additionalInformation``
 (learn.microsoft.com, defender-for-iot/organizations/api/sensor-alert-apis)."""
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.defender.model import AlertDevices, SourceAlert, text
+from shared.contract.fields import Fields
+from shared.contract.model import AlertDevices, SensorRef
+from shared.contract.parse import parse_alert
+from shared.defender.model import SourceAlert, text
 
 FIELDS = (
     "id", "time", "title", "message", "severity", "engine", "sourceDevice", "destinationDevice",
@@ -47,7 +51,8 @@ def parse_api_alert(
     """One API alert; ``sensor`` says where it was seen when the record does not (the record's own
     ``sensorName``, ``siteName`` and ``zoneName`` fill what ``sensor`` leaves empty); ``reference`` is the
     source's handle for writing it back, when that is not its id; ``device_id`` names a device number of the
-    alert as the source's device sync names the device. ValueError says what is missing."""
+    alert as the source's device sync names the device. ValueError says what is missing (an
+    InvalidMessageError, which names the field, where the alert does not read as the contract's)."""
     found = fields(record)
     alert_id, when = found.get("id"), found.get("time")
     if isinstance(alert_id, bool) or not isinstance(alert_id, int | str) or not str(alert_id).strip():
@@ -64,7 +69,7 @@ def parse_api_alert(
         resource_id=reference,
         started=datetime.fromtimestamp(when / 1000, UTC),
         status="Closed" if closed else "Active",
-        alert={k: found[k.lower()] for k in FIELDS if k.lower() in found},
-        sensor={k: v for k, v in where.items() if v},
+        alert=parse_alert(Fields({k: found[k.lower()] for k in FIELDS if k.lower() in found}, "alert")),
+        sensor=SensorRef(where["name"], site=where["site"] or None, zone=where["zone"] or None),
         devices=AlertDevices(device_id(found.get("sourcedevice")), device_id(found.get("destinationdevice"))),
     )

@@ -28,7 +28,6 @@ from shared.defender.model import (
     Firmware,
     ReadReport,
     Sensor,
-    SensorStatus,
     SourceAlert,
     normalise_mac,
 )
@@ -201,16 +200,19 @@ class ConsoleClient:
         return [str(i) for r in document if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None]
 
     def sensors(self) -> list[Sensor]:
+        """The console's sensors; only ``DISCONNECTED`` is offline (out of sync, or a clock difference, is
+        still a sensor reporting)."""
         document = self._get("/sensors")
         return [
             Sensor(
                 str(i),
                 _text(r, "u_name") or f"sensor-{i}",
-                _text(r, "u_connection_state"),
+                (state := _text(r, "u_connection_state")),
                 _text(r, "u_version"),
                 bool(r.get("u_is_in_learning_mode")),
                 _text(r, "u_interface_address"),
                 str(zone) if (zone := _int(r.get("u_zone_id"))) is not None else "",
+                online=state.upper() != "DISCONNECTED",
             )
             for r in (document if isinstance(document, list) else [])
             if isinstance(r, dict) and (i := _int(r.get("u_id"))) is not None
@@ -267,22 +269,10 @@ class ConsoleClient:
         """Alerts raised from ``since`` on, handled or not (the console says which in ``handled``)."""
         return iter(self._alerts({"fromTime": str(int(since.timestamp() * 1000))}, report))
 
-    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
-        """The sensors' connection to the console: only ``DISCONNECTED`` is offline (out of sync, or a
-        clock difference, is still a sensor reporting)."""
+    def sensor_statuses(self, report: ReadReport) -> list[Sensor]:
+        """The sensors that say their connection to the console (:meth:`sensors`)."""
         report.queries += 1
-        return [
-            SensorStatus(
-                sensor.id,
-                sensor.name,
-                sensor.connection_state,
-                None,
-                online=sensor.connection_state.upper() != "DISCONNECTED",
-                zone=sensor.zone,
-            )
-            for sensor in self.sensors()
-            if sensor.connection_state
-        ]
+        return [sensor for sensor in self.sensors() if sensor.connection_state]
 
     def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:
         """Handle (and, with ``learn``, learn) an alert by its UUID (:func:`alert_uuid`); a console that knows no

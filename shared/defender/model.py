@@ -12,6 +12,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from shared.contract.model import Alert, SensorRef
+from shared.contract.model import AlertDevices as AlertDevices  # noqa: PLC0414 - importable where it was first
+
 
 def normalise_mac(value: Any) -> str | None:
     """``aa:bb:cc:dd:ee:ff`` (lower case, colons), or None for anything that is not a MAC address."""
@@ -72,14 +75,18 @@ class Connection:
 
 @dataclass(frozen=True)
 class Sensor:
+    """A sensor as its source reports it: a CI for the device sync, a health for the alert intake."""
+
     id: str
     name: str
-    connection_state: str = ""
+    connection_state: str = ""  # in the source's words: the cloud's Ok | Disconnected …, the console's SYNCED | …
     version: str = ""
     learning_mode: bool = False
     interface_address: str = ""
     zone: str = ""
     site: str = ""
+    connectivity_time: datetime | None = None  # its last contact, where the source says it
+    online: bool = True  # what the connection state means, as the source's parser reads it
 
 
 @dataclass(frozen=True)
@@ -125,49 +132,22 @@ class Capabilities:
 
 
 @dataclass(frozen=True)
-class AlertDevices:
-    """The devices an alert concerns, by the ids the source's device sync gives them (``Device.id``): the
-    sensors' and the console's alerts name a source and a destination device; a cloud alert lists its
-    devices' resources without saying which is which (``related``)."""
-
-    source: str | None = None
-    destination: str | None = None
-    related: tuple[str, ...] = ()
-
-    def document(self) -> dict[str, Any]:
-        found: dict[str, Any] = {"source": self.source, "destination": self.destination, "related": list(self.related)}
-        return {k: v for k, v in found.items() if v}
-
-
-@dataclass(frozen=True)
 class SourceAlert:
-    """One alert as a source reports it, in the terms of the alert message contract."""
+    """One alert as a source reports it: the alert message contract's typed alert and sensor, and what the
+    intake keeps of it."""
 
     id: str  # stable across the alert's updates (the cloud's resource name; a sensor's alert id)
     resource_id: str  # the source's handle for writing it back when not its id (an ARM id, the console's UUID)
     started: datetime
     status: str  # the cloud's New | InProgress | Closed; a sensor's or console's handled state as Active | Closed
-    alert: dict[str, Any]  # Defender alert fields (id, time, title, severity, engine, message, …)
-    sensor: dict[str, Any]  # name, and site / zone when the source says them
+    alert: Alert
+    sensor: SensorRef  # name, and site / zone when the source says them
     protocol: str | None = None
     devices: AlertDevices = field(default_factory=AlertDevices)
 
     @property
     def closed(self) -> bool:
         return self.status.lower() == "closed"
-
-
-@dataclass(frozen=True)
-class SensorStatus:
-    id: str
-    name: str
-    status: str  # in the source's words: the cloud's Ok | Disconnected | Unavailable, the console's SYNCED | …
-    connectivity_time: datetime | None
-    online: bool  # what the status means, as the source's parser reads it
-    zone: str = ""
-    site: str = ""
-    version: str = ""
-    learning_mode: bool = False
 
 
 @dataclass
@@ -187,7 +167,7 @@ class AlertSource(Protocol):
 
     def alerts_started_since(self, since: datetime, report: ReadReport) -> Iterator[SourceAlert]: ...
 
-    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]: ...
+    def sensor_statuses(self, report: ReadReport) -> list[Sensor]: ...
 
     def close(self) -> None: ...
 

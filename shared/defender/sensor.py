@@ -28,7 +28,6 @@ from shared.defender.model import (
     Firmware,
     ReadReport,
     Sensor,
-    SensorStatus,
     SourceAlert,
     normalise_mac,
     objects,
@@ -229,7 +228,7 @@ class SensorSource:
         self._unhandled = None
         return iter(alerts)
 
-    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
+    def sensor_statuses(self, report: ReadReport) -> list[Sensor]:
         return []  # the API does not say whether the sensor is online (only that it answered)
 
     def close_alert(self, reference: str, *, learn: bool = False) -> WriteResult:

@@ -25,7 +25,7 @@ from shared.alerting.writeback import SN_TIME, WritebackResult, WritebackState
 from shared.app import board_for
 from shared.app import status as app_status
 from shared.cli import main
-from shared.defender.model import ReadReport, SensorStatus, SourceAlert
+from shared.defender.model import ReadReport, Sensor, SourceAlert
 from shared.devices.state import SyncCounts, SyncState, SyncStatus
 from shared.platform import outcomes
 from shared.platform.budget_board import PARTITION, TableBudgetBoard, read_board
@@ -52,7 +52,7 @@ class Sensors:
 
     name = "cloud"
 
-    def __init__(self, statuses: list[SensorStatus]) -> None:
+    def __init__(self, statuses: list[Sensor]) -> None:
         self.statuses = statuses
 
     def open_alerts(self, report: ReadReport) -> Iterator[SourceAlert]:
@@ -61,7 +61,7 @@ class Sensors:
     def alerts_started_since(self, since: datetime, report: ReadReport) -> Iterator[SourceAlert]:
         return iter(())
 
-    def sensor_statuses(self, report: ReadReport) -> list[SensorStatus]:
+    def sensor_statuses(self, report: ReadReport) -> list[Sensor]:
         return self.statuses
 
     def close(self) -> None:
@@ -102,7 +102,7 @@ class World:
     def sensors(self, health: dict[str, bool]) -> None:
         """An intake cycle of the cloud source that reads these sensors (and no alert), a minute ago: the intake
         records each one's health. Its system messages go to a queue of their own, not the alerts queue."""
-        statuses = [SensorStatus(name, name, "Ok" if up else "Disconnected", None, up) for name, up in health.items()]
+        statuses = [Sensor(name, name, "Ok" if up else "Disconnected", online=up) for name, up in health.items()]
         Intake(Sensors(statuses), self.scratch, IntakeState(self.intake)).run(self.now - timedelta(minutes=1))
 
     def refresh_token(self, days: float) -> None:

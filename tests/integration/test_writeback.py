@@ -51,7 +51,7 @@ def writer(graph: ResourceGraphEmulator, *, learn: bool = False) -> CloudAlertWr
 
 def open_cloud_alerts(graph: ResourceGraphEmulator) -> dict[str, str]:
     source = cloud_source(CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem))
-    return {a.alert["title"]: a.resource_id for a in source.open_alerts(ReadReport())}
+    return {a.alert.title: a.resource_id for a in source.open_alerts(ReadReport())}
 
 
 def test_a_cloud_alert_is_closed_through_resource_manager_and_shows_closed_after_the_delay(
@@ -103,7 +103,7 @@ def test_resource_manager_failures_are_retried_and_its_write_limit_defers(
 
 def test_a_console_alert_is_handled_or_handled_and_learned(world: Inventory, console: ConsoleEmulator) -> None:
     reader = ConsoleClient.connect(console.url, lambda: Secret("Console-Token-9"), HTTP, ca_bundle=console.ca_pem)
-    alerts = {a.alert["title"]: a for a in reader.open_alerts(ReadReport())}
+    alerts = {a.alert.title: a for a in reader.open_alerts(ReadReport())}
     uuids = {title: a.resource_id for title, a in alerts.items()}
     assert {a.id for a in alerts.values()} == {"1", "2"}  # the console's own numbers, not its UUIDs
     assert uuids["Unauthorized PLC Programming"] == f"1-{world.alerts[0]['time']}"  # <sensorId>-<time>

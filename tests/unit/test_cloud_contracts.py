@@ -17,12 +17,9 @@ from shared.defender.cloud import (
     SITE_SENSORS,
     CloudInventory,
     CloudSource,
-    parse_alert,
-    parse_device,
-    parse_sensor,
-    parse_vulnerability,
     query,
 )
+from shared.defender.cloud_records import parse_alert, parse_device, parse_sensor, parse_vulnerability
 from shared.defender.model import Firmware, ReadReport
 from shared.devices.vulnerabilities import CveChange
 from shared.platform.settings import SettingsError
@@ -77,30 +74,30 @@ def test_a_vulnerable_item_carries_the_cves_severity_and_description() -> None:
 
 def test_a_published_ot_alert_keeps_its_engine_sensor_devices_and_management_uri() -> None:
     alerts = [parse_alert(d, "cloud") for d in documents("alerts-ot")]
-    assert [a.alert["engine"] for a in alerts] == [
-        "MALWARE",
-        "ANOMALY",
-        "PROTOCOL_VIOLATION",
-        "POLICY_VIOLATION",
-        "OPERATIONAL",
+    assert [a.alert.engine for a in alerts] == [  # Defender's MALWARE …, in the contract's spelling
+        "Malware",
+        "Anomaly",
+        "Protocol Violation",
+        "Policy Violation",
+        "Operational",
     ]
-    assert {a.sensor["name"] for a in alerts} == {"mySensor"}
+    assert {a.sensor.name for a in alerts} == {"mySensor"}
     assert [a.status for a in alerts] == ["New", "InProgress", "Closed", "New", "Closed"]
     # DeviceResourceIds as a list and as one id read alike.
-    assert all(len(a.alert["deviceResourceIds"]) == 1 for a in alerts)
-    assert alerts[0].alert["deviceResourceIds"][0].endswith("/devices/0418f897-937b-4cb5-92dc-dd31d3da7911")
-    assert alerts[0].alert["alertManagementUri"].startswith("https://management.azure.com/subscriptions/")
+    assert all(len(a.alert.extra["deviceResourceIds"]) == 1 for a in alerts)
+    assert alerts[0].alert.extra["deviceResourceIds"][0].endswith("/devices/0418f897-937b-4cb5-92dc-dd31d3da7911")
+    assert alerts[0].alert.extra["alertManagementUri"].startswith("https://management.azure.com/subscriptions/")
     assert alerts[0].protocol == "Modbus"
-    validate(alert_message(alerts[0], "cloud"))  # still a valid message with the new fields
+    validate(alert_message(alerts[0], "cloud").to_document())  # still a valid message with the new fields
     # The device sync names a cloud device by its resource's name: the alert names its devices so.
     assert alerts[0].devices.related == ("0418f897-937b-4cb5-92dc-dd31d3da7911",)
-    message = parse_message(json.dumps(alert_message(alerts[0], "cloud")).encode())
+    message = parse_message(json.dumps(alert_message(alerts[0], "cloud").to_document()).encode())
     assert message.origin is not None and message.origin.devices.related == alerts[0].devices.related
 
 
 def test_a_spec_alert_without_display_name_is_titled_by_its_type() -> None:
     alert = parse_alert(documents("alerts")[0], "cloud")
-    assert (alert.alert["title"], alert.alert["engine"], alert.status) == ("IoT_PrivilegedContainer", "IoT Hub", "New")
+    assert (alert.alert.title, alert.alert.engine, alert.status) == ("IoT_PrivilegedContainer", "IoT Hub", "New")
 
 
 @pytest.mark.parametrize(
@@ -110,7 +107,7 @@ def test_a_spec_alert_without_display_name_is_titled_by_its_type() -> None:
 def test_device_resource_ids_are_read_as_one_id_a_list_or_a_list_in_a_string(value: Any, expected: Any) -> None:
     row = documents("alerts-ot")[0]
     row["properties"]["extendedProperties"]["DeviceResourceIds"] = value
-    assert parse_alert(row, "cloud").alert.get("deviceResourceIds") == expected
+    assert parse_alert(row, "cloud").alert.extra.get("deviceResourceIds") == expected
 
 
 def test_an_alert_status_azure_does_not_publish_is_refused_with_a_reason() -> None:
@@ -139,7 +136,7 @@ def test_a_sensor_silent_for_five_minutes_is_offline_whatever_its_status_says() 
     ok = documents("sensors")[0]
     assert parse_sensor(ok, NOW).online
     late = parse_sensor(ok, NOW + timedelta(minutes=6))
-    assert not late.online and late.status.startswith("Disconnected")
+    assert not late.online and late.connection_state.startswith("Disconnected")
     assert not parse_sensor(documents("sensors")[1], NOW).online
     assert parse_sensor(ok, NOW).site == "mySite" and parse_sensor(ok, NOW).learning_mode
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 import requests
 
+from shared.contract.model import SensorRef
 from shared.defender.alerts import parse_api_alert
 from shared.defender.console import ConsoleClient, alert_uuid
 from shared.defender.model import ReadReport
@@ -53,16 +54,17 @@ def test_every_published_sensor_alert_parses_with_its_fields(name: str) -> None:
     alerts = list(sensor(fixture.documents).open_alerts(ReadReport()))
     assert [a.id for a in alerts] == [str(d["id"]) for d in fixture.documents]
     for alert, document in zip(alerts, fixture.documents, strict=True):
-        assert alert.sensor == {"name": "line-1", "site": "Plant A"}  # a sensor's alerts name no sensor
-        assert alert.alert["title"] == document["title"] and alert.alert["time"] == document["time"]
-        assert {k.lower() for k, v in document.items() if v is not None} == {k.lower() for k in alert.alert}
+        assert alert.sensor == SensorRef("line-1", site="Plant A")  # a sensor's alerts name no sensor
+        written = alert.alert.document()
+        assert written["title"] == document["title"] and written["time"] == document["time"]
+        assert {k.lower() for k, v in document.items() if v is not None} == {k.lower() for k in written}
 
 
 def test_the_sensor_examples_lower_case_additionalinformation_is_kept() -> None:
     """Microsoft's sensor example spells it in lower case; a case-sensitive copy dropped it."""
     document = load("sensor", "alerts-v1").documents[0]
     alert = parse_api_alert(document, closed=False, sensor={"name": "s"})
-    assert alert.alert["additionalInformation"] == {
+    assert alert.alert.additional_information == {
         "information": ["170.60.50.201 over port BACnet (47808)"],
         "description": "External Addresses",
     }
@@ -86,14 +88,15 @@ def test_every_published_sensor_device_connection_and_cve_parses() -> None:
 def test_every_published_console_alert_parses_and_v2_says_where_it_was_seen() -> None:
     v1 = load("console", "alerts-v1").documents
     alerts = list(console(v1).open_alerts(ReadReport()))
-    assert [(a.id, a.resource_id, a.sensor) for a in alerts] == [(str(d["id"]), f"1-{d['time']}", {}) for d in v1]
+    expected = [(str(d["id"]), f"1-{d['time']}", SensorRef("")) for d in v1]  # v1 names no sensor
+    assert [(a.id, a.resource_id, a.sensor) for a in alerts] == expected
     (v2,) = load("console", "alerts-v2").documents
     reader = console([v2])
     (alert,) = reader.open_alerts(ReadReport())
-    assert alert.sensor == {"name": "sensor-1", "site": "site-1", "zone": "zone-1"}
-    assert alert.alert["sourceDeviceAddress"] == "10.10.10.22" and alert.alert["remediationSteps"] == [
-        "It is recommended to notify the security officer of the incident."
-    ]
+    assert alert.sensor == SensorRef("sensor-1", site="site-1", zone="zone-1")
+    assert alert.alert.source_address == "10.10.10.22" and alert.alert.remediation_steps == (
+        "It is recommended to notify the security officer of the incident.",
+    )
     assert alert_uuid({"time": 1}) == "" and alert_uuid({"sensorId": True, "time": 1}) == ""
 
 

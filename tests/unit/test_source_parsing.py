@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from shared.defender.cloud import parse_device, parse_vulnerability
+from shared.defender.cloud_records import parse_device, parse_vulnerability
 
 
 def test_a_cloud_device_keeps_certain_macs_apart_from_guesses() -> None:

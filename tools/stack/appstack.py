@@ -27,13 +27,14 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.storage.queue import QueueServiceClient
 
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import poison_queue_name
 from shared.alerting.records import correlation_id
 from shared.alerting.rules import parse_rules
 from shared.alerting.rules_store import write_rules
 from shared.app import secret_store
 from shared.app.tokens import connect_connection
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 from shared.platform.secrets import KeyVaultSecretStore, Secret
 from shared.platform.storage import blob_service, pooled_session
 from shared.settings import load_settings

@@ -19,7 +19,6 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
 from shared.alerting.intake import alert_message, system_message
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.poison import PoisonEntry, poison_queue_name, receive_all, release
 from shared.alerting.rules import evaluate, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
@@ -29,7 +28,10 @@ from shared.app.status import gather_status
 from shared.app.writeback import run_writeback
 from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
-from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
+from shared.defender.cloud import ALERTS, SITE_SENSORS
+from shared.defender.cloud_records import parse_alert, parse_sensor
 from shared.platform.storage import blob_service, queue_service
 from shared.settings import Settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -220,8 +222,10 @@ def run_demo(
     # The connected sensor keeps in contact while the stack runs (an hour-long `make run` included).
     graph.heartbeats |= {str(d["id"]).lower() for d in world if d["properties"].get("sensorStatus") == "Ok"}
     intake_cycle(settings)
-    documents += [alert_message(parse_alert(row, "cloud"), "cloud") for row in world if row["type"] == ALERTS]
-    documents.append(system_message(parse_sensor(world[-1], now), now))
+    documents += [
+        alert_message(parse_alert(row, "cloud"), "cloud").to_document() for row in world if row["type"] == ALERTS
+    ]
+    documents.append(system_message(parse_sensor(world[-1], now), now).to_document())
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
     lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
