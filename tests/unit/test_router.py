@@ -96,6 +96,13 @@ class FakeRecords:
         record.update(state=table_of(table).resolved, close_code=close_code, close_notes=close_notes)
         return record
 
+    def affect(self, task_sys_id: str, ci_sys_id: str) -> dict[str, Any]:
+        self.calls.append("affect")
+        return {"task": task_sys_id, "ci_item": ci_sys_id}
+
+    def link(self, table: str, sys_id: str) -> str:
+        return f"https://instance/{table}/{sys_id}"
+
 
 class FakeLedger:
     """The ledger's claim rules (an insert wins; a created row is existing; a young claim is busy)."""

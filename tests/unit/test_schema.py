@@ -98,6 +98,9 @@ GOOD_RULES = {
             "severity_map": {"Critical": {"impact": 1, "urgency": 1}},
             "fields": {"assignment_group": "OT"},
             "group": {"key": "{sensor}:{title}", "window_minutes": 30},
+            "configuration_item": "source",
+            "affected_cis": True,
+            "impact_from_criticality": {"High": 1, "Low": 3},
         },
         {"name": "soc", "connection": "default", "report": "full", "field_map": {"u_sensor": "{sensor}"}},
     ],
@@ -119,6 +122,16 @@ BAD_RULES = [
         "actions": [{"name": "x", "connection": "default", "report": "incident", "group": {"window_minutes": 5}}],
     },
     {**GOOD_RULES, "actions": [{"name": "x", "connection": "default", "report": "email"}]},
+    {
+        **GOOD_RULES,
+        "actions": [{"name": "x", "connection": "default", "report": "incident", "configuration_item": "x"}],
+    },
+    {
+        **GOOD_RULES,
+        "actions": [
+            {"name": "x", "connection": "default", "report": "incident", "impact_from_criticality": {"High": 5}}
+        ],
+    },
     {
         **GOOD_RULES,
         "rules": [
