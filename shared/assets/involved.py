@@ -54,9 +54,11 @@ def find(directory: AssetDirectory, sighting: Sighting) -> Involved:
     related = [a for a in (directory.device(sighting.scope, r) for r in sighting.devices.related) if a is not None]
     for role in ROLES:
         address = normalise_address(sighting.address(role))
+        # A device of the alert takes one role: of two with the same address (two zones), each takes one.
+        free = [a for a in related if a is not found.get("source")]
         if ids[role]:
             found[role] = directory.device(sighting.scope, str(ids[role]))
-        elif address and (match := next((a for a in related if address in a.ips), None)) is not None:
+        elif address and (match := next((a for a in free if address in a.ips), None)) is not None:
             found[role] = match
         elif address:
             found[role] = directory.address(sighting.site, sighting.zone, address)
