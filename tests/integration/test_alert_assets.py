@@ -7,16 +7,24 @@ import json
 import time
 import uuid
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from azure.data.tables import TableClient
+from azure.data.tables import TableClient, TableServiceClient
 
+from shared.alerting.intake import Intake, IntakeState
+from shared.app.sources import cloud_source
 from shared.assets.index import AssetDirectory, IndexWriter
 from shared.assets.model import Asset
+from shared.defender import cloud
 from shared.defender.model import Cve, Device, Firmware
+from shared.defender.settings import CloudSourceSettings
 from tests.support.forwarding import CREATED, Stack, alert
 from tests.support.metrics import count
+from tools.emulators.console.inventory import generate, raise_alert
+from tools.emulators.resourcegraph import ResourceGraphEmulator
+from tools.emulators.resourcegraph.world import alert_document, device_name, documents
 from tools.stack.azurite import Azurite
 
 pytestmark = pytest.mark.integration
@@ -260,3 +268,31 @@ def test_affected_cis_and_the_impact_from_criticality(world: Callable[..., World
     rows = w.stack.servicenow.store.all("task_ci")
     assert [(r["task"], r["ci_item"]) for r in rows] == [(record["sys_id"], hmi.sys_id)]
     assert w.stack.forwarder.clients["default"].stats.calls - calls == 2  # the record, and one task_ci row
+
+
+def test_a_cloud_alert_taken_in_from_resource_graph_names_its_destination_device(
+    world: Callable[..., World], graph: ResourceGraphEmulator, azurite: Azurite
+) -> None:
+    """The whole path: the emulated cloud's alert between two of its devices (DeviceResourceIds), the real intake
+    (origin.devices), the forwarder; the index holds the cloud's devices as its device sync names them."""
+    w = world()
+    inventory = generate(12, seed=3)
+    graph.load_world(inventory)
+    cis = {}
+    for row in documents(inventory, graph.subscription):
+        if str(row["type"]).lower() == cloud.DEVICES:
+            device = cloud.parse_device(row)
+            cis[device.id] = w.sync("cloud", device).sys_id
+    raised = raise_alert(inventory, "sensor-1", "Unauthorized PLC Programming", between=(3, 7))
+    graph.put(alert_document(raised, graph.subscription, inventory))
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    state = IntakeState(tables.get_table_client(f"intake{uuid.uuid4().hex[:12]}"))
+    state.ensure()
+    settings = CloudSourceSettings("cloud", (graph.subscription,), graph.url, "emulator", graph.ca_pem)
+    Intake(cloud_source(settings), w.stack.queue, state).run(datetime.now(UTC))
+    (message,) = w.stack.deferred()  # what the intake queued
+    assert json.loads(message[1])["origin"]["devices"]["related"]
+    assert w.stack.handle(message[1]).status == "forwarded"
+    record = w.record()
+    assert record["cmdb_ci"] == cis[device_name(inventory, 7)]
+    assert f"Source: {inventory.devices[3]['u_name']}" in record["description"]

@@ -29,7 +29,7 @@ from shared.app.status import gather_status
 from shared.app.writeback import run_writeback
 from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
-from shared.defender.cloud import ALERTS, SITE_SENSORS, parse_alert, parse_sensor
+from shared.defender.cloud import ALERTS, DEVICES, SITE_SENSORS, parse_alert, parse_sensor
 from shared.platform.storage import blob_service, queue_service
 from shared.settings import Settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -179,15 +179,33 @@ def cloud_world(graph: ResourceGraphEmulator, now_ms: int) -> list[dict[str, Any
     return [
         cloud_alert(1, "High", "Unauthorized Internet Connectivity Detected", "10.30.0.17"),
         cloud_alert(2, "Medium", "Unauthorized Device Connected to the Network", "10.30.0.23"),
+        *between_devices(graph, cloud_alert(3, "High", "Unauthorized PLC Program Upload", "")),
         sensor("sensor-plant-c-1", "Ok"),
         sensor("sensor-plant-c-2", "Disconnected"),
     ]
+
+
+def between_devices(graph: ResourceGraphEmulator, alert: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alert between two of the world's cloud devices (the device sync puts them in the CMDB first, so its
+    record names the destination's CI), as the cloud lists them: DeviceResourceIds and their addresses."""
+    with graph.lock:
+        devices = sorted(graph.by_type.get(DEVICES, {}).values(), key=lambda d: str(d.document["id"]))[:2]
+    if len(devices) < 2:
+        return []
+    extended = alert["properties"]["extendedProperties"]
+    for role, stored in zip(("Source", "Destination"), devices, strict=True):
+        addresses = stored.document["properties"].get("nics") or []
+        address = next((str(n.get("ipv4Address", "")) for n in addresses if isinstance(n, dict)), "")
+        extended[f"{role}DeviceAddress"] = address
+    extended["DeviceResourceIds"] = [str(d.document["id"]) for d in devices]
+    return [alert]
 
 
 def run_demo(
     settings: Settings, emulator: ServiceNowEmulator, graph: ResourceGraphEmulator, timeout: float = 90.0
 ) -> str:
     """Play the demo and return the report."""
+    synced = device_sync_report(settings, emulator)  # the CMDB first: new records name their devices' CIs
     location, blobs = settings.forwarding.rules_location, blob_service(settings.alerts_storage)
     now = datetime.now(UTC)
     write_rules(location, blobs, stamp(DEMO_RULES, read_rules(location, blobs), now))
@@ -224,7 +242,7 @@ def run_demo(
     documents.append(system_message(parse_sensor(world[-1], now), now))
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
-    lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
+    lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1), synced=synced)
     closing = close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
     resolved = resolve_in_servicenow(settings, emulator, graph, world[1])
     return "\n".join([lines, closing, resolved, "", *status_report(settings)])
@@ -346,12 +364,25 @@ def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list
     ]
 
 
+def configuration_item(emulator: ServiceNowEmulator, record: dict[str, Any]) -> list[str]:
+    """The record's CI as the instance shows it (its name and class) and the description's CVE lines."""
+    sys_id = record.get("cmdb_ci")
+    if not sys_id:
+        missing = "not in the CMDB when this record was written" in str(record.get("description", ""))
+        return ["      no Configuration item: the asset was not in the CMDB yet"] if missing else []
+    found = next(((t, c) for t in OT_CLASSES for c in emulator.store.all(t) if c["sys_id"] == sys_id), None)
+    name, table = (found[1].get("name", sys_id), found[0]) if found else (sys_id, "cmdb_ci")
+    cves = [line.strip() for line in str(record.get("description", "")).splitlines() if "open CVEs" in line]
+    return [f"      Configuration item: {name} ({table})", *(f"      {line}" for line in cves[:2])]
+
+
 def report(
     settings: Settings,
     emulator: ServiceNowEmulator,
     documents: list[dict[str, Any]],
     poison: QueueClient,
     since: datetime,
+    synced: list[str],
 ) -> str:
     applied = read_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage))
     rules = parse_rules(applied, [c.name for c in settings.connections])
@@ -400,6 +431,7 @@ def report(
                     f"    → {table} {record.get('number', '')} ({record['sys_id']}): "
                     f"{record.get('short_description', '')}{extra}"
                 )
+                lines += configuration_item(emulator, record)
             if not found:
                 lines.append(f"    → {action.name}: no record yet (deferred? see the host log)")
     lines.append("")
@@ -414,7 +446,7 @@ def report(
         entry = PoisonEntry.decode(queued.content)
         lines.append(f"    {entry.alert}: {entry.reason}")
     lines.append("")
-    lines += device_sync_report(settings, emulator)
+    lines += synced
     lines.append(
         f"ServiceNow emulator: {emulator.url} (user svc_defender); try "
         f"curl --cacert {emulator.ca_pem} -u svc_defender:Emulator-Passw0rd "
