@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 from shared.alerting.messages import AlertMessage
 from shared.alerting.rules import Action
-from shared.assets.index import AssetDirectory
+from shared.assets.index import AssetDirectory, AssetLookupError
 from shared.assets.involved import Involved, Sighting, cve_line, describe, find
 from shared.assets.model import Asset
 from shared.defender.model import AlertDevices
@@ -109,7 +109,7 @@ class AssetLookup:
         try:
             involved = find(self.directory, sighting)
         except Exception as exc:  # whatever the index does, the record is written without its CI
-            reason = str(exc) if exc.__class__.__name__ == "AssetLookupError" else type(exc).__name__
+            reason = str(exc) if isinstance(exc, AssetLookupError) else type(exc).__name__
             named = tuple(r for r in ("source", "destination") if sighting.address(r) or _id(sighting, r))
             self.failed(reason)
             return Lookup(sighting, Involved(named=named), failed=reason)
