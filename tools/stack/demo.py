@@ -29,7 +29,7 @@ from shared.app.status import gather_status
 from shared.app.writeback import run_writeback
 from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
-from shared.defender.cloud import ALERTS, DEVICES, SITE_SENSORS, parse_alert, parse_sensor
+from shared.defender.cloud import ALERTS, DEVICES, SITE_SENSORS, VULNERABILITIES, parse_alert, parse_sensor
 from shared.platform.storage import blob_service, queue_service
 from shared.settings import Settings
 from tools.emulators.resourcegraph import ResourceGraphEmulator
@@ -189,9 +189,16 @@ def between_devices(graph: ResourceGraphEmulator, alert: dict[str, Any]) -> list
     """The alert between two of the world's cloud devices (the device sync puts them in the CMDB first, so its
     record names the destination's CI), as the cloud lists them: DeviceResourceIds and their addresses."""
     with graph.lock:
-        devices = sorted(graph.by_type.get(DEVICES, {}).values(), key=lambda d: str(d.document["id"]))[:2]
-    if len(devices) < 2:
+        vulnerable = {
+            str(v.document["properties"].get("deviceId")) for v in graph.by_type.get(VULNERABILITIES, {}).values()
+        }
+        found = sorted(graph.by_type.get(DEVICES, {}).values(), key=lambda d: str(d.document["id"]))
+    # The destination one with CVEs, so that the record shows them.
+    targets = [d for d in found if d.document["name"] in vulnerable] or found
+    sources = [d for d in found if d is not targets[0]] if targets else []
+    if not sources:
         return []
+    devices = [sources[0], targets[0]]
     extended = alert["properties"]["extendedProperties"]
     for role, stored in zip(("Source", "Destination"), devices, strict=True):
         addresses = stored.document["properties"].get("nics") or []
@@ -372,8 +379,11 @@ def configuration_item(emulator: ServiceNowEmulator, record: dict[str, Any]) -> 
         return ["      no Configuration item: the asset was not in the CMDB yet"] if missing else []
     found = next(((t, c) for t in OT_CLASSES for c in emulator.store.all(t) if c["sys_id"] == sys_id), None)
     name, table = (found[1].get("name", sys_id), found[0]) if found else (sys_id, "cmdb_ci")
-    cves = [line.strip() for line in str(record.get("description", "")).splitlines() if "open CVEs" in line]
-    return [f"      Configuration item: {name} ({table})", *(f"      {line}" for line in cves[:2])]
+    # The asset section's CVE line of the CI's device (the demo's actions name the destination's): after its summary.
+    lines = str(record.get("description", "")).splitlines()
+    after = {line.split(":", 1)[0]: lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if ": " in line}
+    cves = after.get("Destination") or after.get("Source")
+    return [f"      Configuration item: {name} ({table})", *([f"      {cves}"] if cves else [])]
 
 
 def report(
