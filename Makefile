@@ -100,6 +100,8 @@ bench: deps
 	$(PY) -m bench.intake
 	$(PY) -m bench.writeback
 	$(PY) -m bench.overheads
+	$(PY) -m bench.overheads --assets
+	$(PY) -m bench.alert_assets
 	$(PY) -m bench.storm
 	$(PY) -m bench.telemetry_flush --alerts 60
 	$(PY) -m tools.campaign --output bench/results/fault_campaign.md

@@ -36,12 +36,16 @@ RESULTS = Path(__file__).parent / "results" / "intake_cpu.md"
 KINDS = ("new", "closed")
 LABELS = {"new": "CPU per message, new", "closed": "CPU per message, closed", "parse": "the forwarder's parse of each"}
 
-# Uses only what both commits have: the cloud's parse_alert, Intake and the IntakeStore protocol's methods.
+# Uses only what both commits have (parse_message where each has it): the cloud's parse_alert, Intake and
+# the IntakeStore protocol's methods.
 CHILD = """
 import base64, cProfile, dataclasses, hashlib, json, pstats, sys, time
 from datetime import UTC, datetime
 from shared.alerting.intake import Intake
-from shared.alerting.messages import parse_message
+try:
+    from shared.contract.parse import parse_message
+except ImportError:  # a commit from before the contract's own package
+    from shared.alerting.messages import parse_message
 from shared.defender import cloud
 
 spec = json.loads(sys.stdin.read())

@@ -26,11 +26,19 @@ a ledger insert and update, one HTTPS POST to the emulator. Throughput ratio = p
 
 Run: `.venv/bin/python -m bench.overheads [--alerts 1000] [--before REF] [--after REF] [--output FILE]`;
 writes bench/results/overheads.md by default.
+
+``--assets`` (issue 25) measures the asset lookup instead, all in this checkout: **before**, the device sync
+off (no lookup); **cold**, the sync on and every alert naming two devices no alert named before (each a point
+read of the asset index, as a cloud alert's DeviceResourceIds are read); **warm**, the same with the alerts'
+devices drawn from a plant of 50 (the process's cache answers most). The alerts carry their devices in
+``origin.devices`` in every variant; the index rows are written before the host starts. Writes
+bench/results/overheads-assets.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -43,6 +51,7 @@ import threading
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,11 +61,15 @@ import requests
 from azure.core import MatchConditions
 from azure.storage.queue import QueueClient
 
-from shared.platform.storage import table_service
+from shared.assets.index import IndexWriter, device_row
+from shared.assets.model import Asset
+from shared.defender.model import Device
+from shared.platform.storage import create_table_if_missing, table_service
 from tools.machine import describe
 from tools.stack.appstack import ROOT, AppStack, alert_document, encode
 
 RESULTS = Path(__file__).parent / "results" / "overheads.md"
+ASSETS_RESULTS = Path(__file__).parent / "results" / "overheads-assets.md"
 BEFORE = "f57c14d^"
 PER_INSTANCE = 4  # main.bicep: alertsPerInstance 4 → batchSize 4, newBatchThreshold 4
 REQUEST = re.compile(r"info: (\w+)StorageContextMiddleware: RequestMethod=(\w+) RequestURL=(\S+)")
@@ -67,8 +80,14 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+INDEX_TABLE = "assetsync"  # the prefix of the device sync's state table in the --assets runs
+PLANT = 50  # the devices of the warm variant
+
+
 def request_kind(service: str, method: str, url: str) -> str:
     path = url.split("?", 1)[0]
+    if service == "Table" and f"/{INDEX_TABLE}" in path:
+        return "table read: asset index" if method == "GET" else "table other: asset index"
     if service == "Queue":
         if "/messages" in path:
             return {"GET": "queue receive", "DELETE": "queue delete", "POST": "queue send"}.get(method, "queue other")
@@ -98,10 +117,46 @@ def settings() -> dict[str, str]:
     }
 
 
-def drain(stack: AppStack, count: int) -> dict[str, Any]:
-    """Fill the queue, start one host, wait for every record; the host's CPU and the drain's times."""
+def device_name(run: str, number: int, variant: str | None) -> str:
+    return f"dev-{run}-{number % (2 * PLANT) if variant == 'warm' else number}"
+
+
+def asset_alert(number: int, run: str, variant: str | None) -> dict[str, Any]:
+    """An alert between two devices of the cloud source, which names them as a cloud alert does."""
+    document = alert_document(number, run)
+    first, second = device_name(run, 2 * number, variant), device_name(run, 2 * number + 1, variant)
+    document["alert"] |= {"sourceDeviceAddress": _address(first), "destinationDeviceAddress": _address(second)}
+    document["origin"] = {"source": "cloud", "ref": f"alert-{number}", "devices": {"related": [first, second]}}
+    return document
+
+
+def _address(name: str) -> str:
+    number = int(name.rsplit("-", 1)[1])
+    return f"10.{number // 65536 % 256}.{number // 256 % 256}.{number % 256}"
+
+
+def index_devices(stack: AppStack, run: str, count: int, variant: str | None) -> None:
+    """The asset index as the device sync leaves it: every device the alerts name, with a CI."""
+    table = table_service(stack.settings.alerts_storage).get_table_client(stack.settings.device_sync.state_table)
+    create_table_if_missing(table)
+    writer = IndexWriter(table)
+    for name in sorted({device_name(run, n, variant) for n in range(2 * count)}):
+        device = Device(name, name, 0, "PLC", criticality="High", ips=(_address(name),))
+        writer.put(Asset.of("cloud", device, uuid.uuid5(uuid.NAMESPACE_OID, name).hex, "cmdb_ci_ot_control"))
+    writer.flush()
+
+
+def drain(stack: AppStack, count: int, variant: str | None = None) -> dict[str, Any]:
+    """Fill the queue, start one host, wait for every record; the host's CPU and the drain's times. ``variant``:
+    the alerts name their devices (--assets), and the cold or warm variant's are in the asset index."""
     run = uuid.uuid4().hex[:8]
-    stack.enqueue([alert_document(i, run) for i in range(count)], threads=16)
+    if variant is not None:
+        if variant != "before":
+            index_devices(stack, run, count, variant)
+        documents = [asset_alert(i, run, variant) for i in range(count)]
+    else:
+        documents = [alert_document(i, run) for i in range(count)]
+    stack.enqueue(documents, threads=16)
     time.sleep(1)  # the enqueue's own requests stay out of the counted window
     started = time.time()
     stack.start_host()
@@ -128,11 +183,27 @@ def drain(stack: AppStack, count: int) -> dict[str, Any]:
     }
 
 
-def minimal_consumer(stack: AppStack, count: int) -> float:
-    """Alerts per second of the essential I/O alone, at the host's concurrency and batch size."""
+def minimal_consumer(stack: AppStack, count: int, variant: str | None = None) -> float:
+    """Alerts per second of the essential I/O alone, at the host's concurrency and batch size. ``variant`` cold
+    or warm: the asset index's point reads too, of two devices per alert, each read once (the cache's part)."""
     stack.enqueue([alert_document(i, "minimal") for i in range(count)], threads=16)
     table = table_service(stack.settings.alerts_storage).get_table_client(f"minimal{uuid.uuid4().hex[:8]}")
     table.create_table()
+    index = None
+    if variant in ("cold", "warm"):
+        index_devices(stack, "minimal", count, variant)
+        index = table_service(stack.settings.alerts_storage).get_table_client(stack.settings.device_sync.state_table)
+    numbers, seen, lock = iter(range(count)), set[str](), threading.Lock()
+
+    def look_up() -> None:
+        with lock:
+            number = next(numbers)
+            names = {device_name("minimal", n, variant) for n in (2 * number, 2 * number + 1)} - seen
+            seen.update(names)
+        for name in sorted(names):
+            assert index is not None
+            index.get_entity(*device_row("cloud", name))
+
     stack.servicenow.oauth.users["minimal"] = "Minimal-Passw0rd"
     stack.servicenow.roles["minimal"] = {"itil"}
     session = requests.Session()
@@ -162,6 +233,8 @@ def minimal_consumer(stack: AppStack, count: int) -> float:
 
     def consume() -> None:
         while (message := work.get()) is not None:
+            if index is not None:
+                look_up()
             key = uuid.uuid4().hex
             entity = table.create_entity({"PartitionKey": key, "RowKey": "incident", "state": "claimed"})
             response = session.post(
@@ -222,15 +295,27 @@ def checkout(scratch: Path, ref: str, name: str = "before") -> Path:
     return tree
 
 
-def measure(app_dir: Path, scratch: Path, name: str, count: int, minimal: bool) -> dict[str, Any]:
-    with AppStack(scratch / f"{name}-speed", settings=settings(), app_dir=app_dir) as stack:
-        speed = drain(stack, count)
+def asset_settings(variant: str | None) -> dict[str, str]:
+    if variant is None:
+        return settings()
+    sync = {"DEVICE_SYNC_ENABLED": "true" if variant != "before" else "false"}
+    return {**settings(), **sync, "DEVICE_SYNC_STATE_TABLE": f"{INDEX_TABLE}{uuid.uuid4().hex[:8]}"}
+
+
+def measure(
+    app_dir: Path, scratch: Path, name: str, count: int, minimal: bool, variant: str | None = None
+) -> dict[str, Any]:
+    with AppStack(scratch / f"{name}-speed", settings=asset_settings(variant), app_dir=app_dir) as stack:
+        speed = drain(stack, count, variant)
+        speed["servicenow_requests"] = stack.servicenow.stats["requests"]
         if minimal:
-            speed["minimal_per_second"] = minimal_consumer(stack, count)
+            speed["minimal_per_second"] = minimal_consumer(stack, count, variant)
             speed["delete_ms"] = {depth: delete_cost(stack, depth) for depth in (100, 10_000)}
     log = scratch / f"{name}-azurite-debug.log"
-    with AppStack(scratch / f"{name}-count", settings=settings(), app_dir=app_dir, storage_debug_log=log) as stack:
-        counted = drain(stack, count)
+    with AppStack(
+        scratch / f"{name}-count", settings=asset_settings(variant), app_dir=app_dir, storage_debug_log=log
+    ) as stack:
+        counted = drain(stack, count, variant)
         calls = count_requests(log, counted["started"], counted["done"])
     own = sum(n for kind, n in calls.items() if kind.startswith(("table", "blob: rules")))
     return {**speed, "calls": calls, "calls_per_alert": sum(calls.values()) / count, "own_per_alert": own / count}
@@ -242,8 +327,12 @@ def main() -> None:
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--before", default=BEFORE, help=f"the commit measured as before (default {BEFORE})")
     parser.add_argument("--after", default=None, help="a commit measured as after (default: this checkout)")
+    parser.add_argument("--assets", action="store_true", help="the asset lookup: no lookup, cold, warm")
     args = parser.parse_args()
     logging.disable(logging.WARNING)
+    if args.assets:
+        assets_report(args.alerts, args.output if args.output != RESULTS else ASSETS_RESULTS)
+        return
     with tempfile.TemporaryDirectory() as folder:
         scratch = Path(folder)
         trees = [checkout(scratch, args.before)]
@@ -316,6 +405,71 @@ def main() -> None:
         ]
     )
     args.output.write_text(text)
+    print(text)
+
+
+def _per_alert(result: dict[str, Any], kind: str, count: int) -> str:
+    return f"{result['calls'].get(kind, 0) / count:.3f}"
+
+
+def assets_report(count: int, output: Path) -> None:
+    """The --assets runs, one after another in this process: no lookup, cold, warm."""
+    with tempfile.TemporaryDirectory() as folder:
+        found = {v: measure(ROOT, Path(folder), v, count, minimal=True, variant=v) for v in ("before", "cold", "warm")}
+    variants = list(found)
+    kinds = sorted(set().union(*(found[v]["calls"] for v in variants)))
+
+    def row(label: str, value: Callable[[dict[str, Any]], str]) -> str:
+        return f"| {label} | " + " | ".join(value(found[v]) for v in variants) + " |"
+
+    def ratio_of(r: dict[str, Any]) -> str:
+        return f"**{r['alerts_per_second'] / r['minimal_per_second']:.2f}**"
+
+    rows = [
+        row("host CPU per alert", lambda r: f"{r['cpu_ms']:.2f} ms"),
+        row("storage calls per alert, in all", lambda r: f"{r['calls_per_alert']:.2f}"),
+        *(row(f"— {kind}", functools.partial(_per_alert, kind=kind, count=count)) for kind in kinds),
+        row("ServiceNow requests per alert", lambda r: f"{r['servicenow_requests'] / count:.3f}"),
+        row("throughput", lambda r: f"{r['alerts_per_second']:.1f} alerts/s"),
+        row("minimal consumer", lambda r: f"{r['minimal_per_second']:.1f} alerts/s"),
+        row("**throughput ÷ minimal consumer**", ratio_of),
+    ]
+    ratio = found["cold"]["alerts_per_second"] / found["cold"]["minimal_per_second"]
+    before = found["before"]["alerts_per_second"] / found["before"]["minimal_per_second"]
+    warm = found["warm"]["alerts_per_second"] / found["warm"]["minimal_per_second"]
+    options = [f"--alerts {count}"] if count != 1000 else []
+    options += [f"--output {output}"] if output != ASSETS_RESULTS else []
+    command = "`" + " ".join([".venv/bin/python -m bench.overheads --assets", *options]) + "`"
+    text = "\n".join(
+        [
+            "# The asset lookup's overheads (issue 25)",
+            "",
+            f"Produced by {command}.",
+            "",
+            describe(),
+            f"{count:,} alerts wait on the queue; one local host (own process) drains them at 0 ms ServiceNow latency, "
+            f"holding {PER_INSTANCE} + {PER_INSTANCE} messages, rules in blob storage, OAuth tokens in the Key Vault "
+            "emulator (as deployed). Every alert names two devices of the cloud source (origin.devices.related, and "
+            "their addresses). **before**: DEVICE_SYNC_ENABLED false, so no lookup; **cold**: the sync on, each "
+            "alert's two devices in the index and named by no alert before; **warm**: the alerts' devices drawn "
+            f"from a plant of {PLANT * 2} in the index (the process's cache, 300 s, answers after their first read).",
+            "",
+            "| per alert | " + " | ".join(variants) + " |",
+            "|---|" + "---|" * len(variants),
+            *rows,
+            "",
+            f"Throughput ÷ the minimal consumer (the essential I/O: queue receive and delete, a ledger insert and "
+            "update, one HTTPS POST; in the cold and warm variants also the asset index's point reads, each "
+            f"device's once, as the product's cache reads them) is {before:.2f} without the lookup and "
+            f"{ratio:.2f} with it, cold ({ratio / before:.2f} of before); warm {warm:.2f} ({warm / before:.2f} of "
+            "before). Each variant's minimal consumer runs in its own stack after its host.",
+            "",
+            "Storage calls: every request Azurite logged from the host's start to the last record (its debug log, in "
+            "a run of its own), ÷ alerts; the asset index's are the reads of the device sync's state table.",
+            "",
+        ]
+    )
+    output.write_text(text)
     print(text)
 
 

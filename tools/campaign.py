@@ -25,7 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from shared.assets.index import IndexWriter
+from shared.assets.model import Asset
+from shared.defender.model import Device
 from shared.http.errors import HttpError
+from shared.platform.storage import create_table_if_missing, table_service
 from shared.servicenow.oauth import TokenError
 from tools.machine import describe as machine
 from tools.stack.appstack import AppStack, alert_correlation_id, alert_document
@@ -68,6 +72,7 @@ class Plan:
     receive_visibility: int = 10  # seconds before a killed host's messages are visible again
     seed: int = 2026
     timeout: float = 3600.0
+    assets: bool = False  # the device sync on, each alert naming a device of the asset index: records name its CI
 
 
 @dataclass
@@ -84,6 +89,7 @@ class Report:
     servicenow_requests: int = 0
     servicenow_faults: int = 0
     key_vault_faults: int = 0
+    unlinked: int = 0  # with Plan.assets: valid alerts' records without their device's CI
     kills: int = 0
     deferrals: int = 0
     events: list[str] = field(default_factory=list)
@@ -100,6 +106,27 @@ class Report:
         )
 
 
+ASSET_SETTINGS = {"DEVICE_SYNC_ENABLED": "true", "DEVICE_SYNC_STATE_TABLE": "campaignassets"}
+PLANT = 50  # the devices the alerts of a campaign with assets concern
+
+
+def device(run: str, number: int) -> str:
+    return f"{run}-device-{number % PLANT}"
+
+
+def index_devices(stack: AppStack, run: str) -> dict[str, str]:
+    """The asset index as the device sync leaves it, for the cloud source's devices the alerts name: name → CI."""
+    table = table_service(stack.settings.alerts_storage).get_table_client(stack.settings.device_sync.state_table)
+    create_table_if_missing(table)
+    writer, cis = IndexWriter(table), {}
+    for number in range(PLANT):
+        name = device(run, number)
+        cis[name] = stack.servicenow.store.insert("cmdb_ci_ot_control", {"name": name}, "campaign")["sys_id"]
+        writer.put(Asset.of("cloud", Device(name, name, 0, "PLC"), cis[name], "cmdb_ci_ot_control"))
+    writer.flush()
+    return cis
+
+
 def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) -> Report:
     report = Report(plan)
     rng = random.Random(plan.seed)  # a reproducible fault schedule, not security  # nosec B311
@@ -112,7 +139,8 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
         report.events.append(line)
         say(line)
 
-    with AppStack(workdir, settings=SETTINGS, receive_visibility=plan.receive_visibility) as stack:
+    settings = {**SETTINGS, **ASSET_SETTINGS} if plan.assets else SETTINGS
+    with AppStack(workdir, settings=settings, receive_visibility=plan.receive_visibility) as stack:
         servicenow, vault = stack.servicenow, stack.vault
         servicenow.faults.configure(
             {
@@ -127,6 +155,9 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
             }
         )
         valid = [alert_document(i, run) for i in range(plan.alerts)]
+        cis = index_devices(stack, run) if plan.assets else {}
+        for number, document in enumerate(valid) if plan.assets else ():
+            document["origin"] = {"source": "cloud", "ref": f"a{number}", "devices": {"related": [device(run, number)]}}
         messages: list[Any] = [*valid, *invalid_messages(plan.invalid, run)]
         rng.shuffle(messages)
         stack.start_host()
@@ -203,6 +234,9 @@ def run_campaign(plan: Plan, workdir: Path, say: Callable[[str], None] = print) 
         report.recorded = len(expected.intersection(counts))
         report.lost = len(expected - set(counts))
         report.duplicated = sum(counts[c] - 1 for c in expected if counts[c] > 1)
+        if plan.assets:
+            records = [r for r in servicenow.store.all("incident") if r.get("correlation_id") in expected]
+            report.unlinked = sum(r.get("cmdb_ci") not in cis.values() for r in records)
         invalid_bodies = {m for m in messages if isinstance(m, bytes)}
         poisoned = stack.drain_poison()
         found_invalid: set[bytes] = set()
@@ -252,6 +286,7 @@ def describe(report: Report) -> list[str]:
         f"| Key Vault faults injected | {report.key_vault_faults:,} |",
         f"| alerts deferred (log lines) | {report.deferrals:,} |",
         f"| host SIGKILLs | {report.kills} |",
+        *([f"| records without their device's CI (the asset lookup on) | {report.unlinked} |"] if plan.assets else []),
         f"| wall time | {report.seconds:,.0f} s |",
     ]
 
@@ -268,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--key-vault-outage-seconds", type=float, default=defaults.key_vault_outage_seconds)
     parser.add_argument("--kills", type=int, default=defaults.kills)
     parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--assets", action="store_true", help="the device sync on: records name their devices' CIs")
     parser.add_argument("--output", type=Path, help="write the report (markdown) here")
     args = parser.parse_args(argv)
     logging.disable(logging.WARNING)
@@ -279,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         key_vault_outage_seconds=args.key_vault_outage_seconds,
         kills=args.kills,
         seed=args.seed,
+        assets=args.assets,
     )
     with tempfile.TemporaryDirectory() as scratch:
         report = run_campaign(plan, Path(scratch))

@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 
 from azure.storage.queue import QueueClient
 
+from shared.alerting.assets import AssetLookup
 from shared.alerting.deferral import Deferral, Delivery
 from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
@@ -60,9 +61,11 @@ class Forwarder:
         clients: Mapping[str, ServiceNowClient],
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         run_seconds: float = math.inf,
+        assets: AssetLookup | None = None,
     ) -> None:
         """``run_seconds``: how long one message may work (``Settings.run_seconds``, under host.json's
-        functionTimeout); past it, the actions not yet written follow in a redelivery."""
+        functionTimeout); past it, the actions not yet written follow in a redelivery. ``assets``: the asset
+        index the device sync keeps, where a new record finds its devices' CIs (None: records name none)."""
         self.run_seconds = run_seconds
         self.rules = rules
         self.ledger = ledger
@@ -72,7 +75,8 @@ class Forwarder:
         self.clients = clients
         self.clock = clock
         self._records: dict[tuple[str, int], Records] = {}
-        self.router = Router(self.current_rules, ledger, groups, self.records, self.now)
+        self.assets = assets
+        self.router = Router(self.current_rules, ledger, groups, self.records, self.now, assets)
         self.deferral = Deferral(settings, queue, poison, self.now)
 
     # Read late, as the clock: a test may set the forwarder's clock or rules after building it.

@@ -28,6 +28,10 @@ class RecordStore(Protocol):
 
     def resolve(self, table: str, sys_id: str, close_code: str, close_notes: str) -> dict[str, Any]: ...
 
+    def affect(self, task_sys_id: str, ci_sys_id: str) -> dict[str, Any]: ...
+
+    def link(self, table: str, sys_id: str) -> str: ...
+
 
 # The records of a connection, for calls made at a priority (the alert's, within the ServiceNow budget).
 RecordsFor = Callable[[str, int], RecordStore]

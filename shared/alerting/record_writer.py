@@ -10,20 +10,29 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from shared.alerting.assets import AssetFields, AssetLookup, asset_fields
 from shared.alerting.failures import DeferError, classify
 from shared.alerting.ledger import Entry
 from shared.alerting.outcomes import BUSY_RETRY_SECONDS, Operation, Outcome, observe_latency
-from shared.alerting.ports import LedgerPort, RecordsFor
+from shared.alerting.ports import LedgerPort, RecordsFor, RecordStore
 from shared.alerting.records import PreparedAlert, fields_for
 from shared.alerting.repeats import Repeats
 from shared.alerting.rules import Action
 
 
 class RecordWriter:
-    def __init__(self, ledger: LedgerPort, records: RecordsFor, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        ledger: LedgerPort,
+        records: RecordsFor,
+        clock: Callable[[], datetime],
+        assets: AssetLookup | None = None,
+    ) -> None:
+        """``assets``: the asset index, when the device sync keeps one (a new record names its devices' CIs)."""
         self.ledger = ledger
         self.records = records
         self.clock = clock
+        self.assets = assets
         self.repeats = Repeats(ledger, records, self.write)
 
     def ensure(self, alert: PreparedAlert, action: Action, delivery_id: str) -> Outcome:
@@ -47,14 +56,16 @@ class RecordWriter:
     ) -> Outcome:
         """Holding the claim on ``entry``: find the record a lost attempt may have written, else create it."""
         generation = entry.generation
-        fields = fields_for(alert, action, generation)
+        correlation = alert.correlation_id(action.name, generation)
         records = self.records(action.connection, alert.priority)
+        assets: AssetFields | None = None
         try:
-            found = records.find(action.table, fields["correlation_id"]) if recover else None
+            found = records.find(action.table, correlation) if recover else None
             if found is not None:
                 record, operation = found, "recovered"
             else:
-                record = records.create(action.table, fields)
+                assets = self._assets(alert, action, records)
+                record = records.create(action.table, fields_for(alert, action, generation, assets))
         except Exception as exc:
             failure = classify(exc)
             # An unforeseen failure may have come after the write: treat it as possibly written.
@@ -69,11 +80,32 @@ class RecordWriter:
             sys_id=record["sys_id"],
             number=record.get("number", ""),
             table=action.table,
-            correlation_id=fields["correlation_id"],
+            correlation_id=correlation,
             delivery_id=delivery_id,
             generation=generation,
             origin=(origin.source, origin.ref) if origin else None,
         )
         if operation != "recovered":  # a recovered record was written by an earlier attempt, at a time unknown
             observe_latency(alert.message, action.name, self.clock())
+        if assets is not None and assets.affected:
+            self._affect(records, record["sys_id"], assets.affected)
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
+
+    def _assets(self, alert: PreparedAlert, action: Action, records: RecordStore) -> AssetFields | None:
+        """What the asset index says of the alert's devices, looked up for a new record only."""
+        lookup = self.assets.find(alert.message) if self.assets is not None else None
+        if lookup is None:
+            return None
+        return asset_fields(
+            lookup, action, alert.values["details"], lambda a: f"CI: {records.link(a.ci_class, a.sys_id)}"
+        )
+
+    def _affect(self, records: RecordStore, sys_id: str, cis: tuple[str, ...]) -> None:
+        """The record's other CIs in its Affected CIs list, after the record is in the ledger: a failure here
+        leaves the list short (counted and logged), never the record unwritten or written twice."""
+        for ci in cis:
+            try:
+                records.affect(sys_id, ci)
+            except Exception as exc:  # the record is written; the list is the lesser part
+                assert self.assets is not None
+                self.assets.failed(f"an Affected CI of {sys_id} was not written: {exc}", "affected_ci_failed")

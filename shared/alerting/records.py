@@ -17,9 +17,10 @@ from datetime import datetime
 from functools import cached_property
 from typing import Any
 
-from shared.alerting.messages import AlertMessage, Severity
+from shared.alerting.assets import AssetFields
 from shared.alerting.rules import Action
-from shared.alerting.templates import Placeholders, render, truncate
+from shared.alerting.templates import NO_ASSETS, Placeholders, render, truncate
+from shared.contract.model import AlertMessage, Severity
 from shared.servicenow.records import table_of
 
 SHORT_DESCRIPTION_LIMIT = 160
@@ -132,7 +133,7 @@ def values(message: AlertMessage) -> dict[str, str]:
         }
     result = {**common, **specific}
     # Placeholders refuses a missing or an unknown value, so the values cannot drift from what templates may use.
-    return Placeholders(**result, details=details(message, result)).as_dict()
+    return Placeholders(**result, details=details(message, result), **NO_ASSETS).as_dict()
 
 
 def details(message: AlertMessage, v: dict[str, str]) -> str:
@@ -165,15 +166,21 @@ def record_values(message: AlertMessage, action: Action, generation: int = 0) ->
     return fields_for(prepare(message), action, generation)
 
 
-def fields_for(alert: PreparedAlert, action: Action, generation: int = 0) -> dict[str, Any]:
-    """The field values to write for this alert and action."""
-    v = alert.values
-    common = {
+def fields_for(
+    alert: PreparedAlert, action: Action, generation: int = 0, assets: AssetFields | None = None
+) -> dict[str, Any]:
+    """The field values to write for this alert and action; ``assets``: what the asset index said of its
+    devices (a new record's: :mod:`shared.alerting.assets`)."""
+    v = {**alert.values, **assets.values} if assets else alert.values
+    common: dict[str, Any] = {
         "correlation_id": alert.correlation_id(action.name, generation),
         "correlation_display": CORRELATION_DISPLAY,
     }
+    if assets and assets.cmdb_ci:
+        common["cmdb_ci"] = assets.cmdb_ci
     if action.report == "incident":
         impact, urgency = action.severity_map.get(v["severity"], (3, 3))
+        impact = assets.impact if assets and assets.impact else impact
         record: dict[str, Any] = {
             **action.fields,
             "short_description": truncate(render(action.short_description, v), SHORT_DESCRIPTION_LIMIT),
@@ -190,6 +197,8 @@ def fields_for(alert: PreparedAlert, action: Action, generation: int = 0) -> dic
         record[target] = truncate(text, SHORT_DESCRIPTION_LIMIT) if target == "short_description" else text
     if "severity" not in mapping and table_of(action.table).rated:
         record["severity"] = SECURITY_SEVERITY.get(v["severity"], "3")
+    if assets and assets.impact and "impact" not in mapping:
+        record["impact"] = str(assets.impact)
     record.update(common)
     return record
 

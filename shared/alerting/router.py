@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
+from shared.alerting.assets import AssetLookup
 from shared.alerting.failures import DeferError
 from shared.alerting.group_join import GroupJoiner
 from shared.alerting.outcomes import BUSY_RETRY_SECONDS, Outcome, Result
@@ -25,9 +26,10 @@ class Router:
         groups: GroupPort,
         records: RecordsFor,
         clock: Callable[[], datetime],
+        assets: AssetLookup | None = None,
     ) -> None:
         self.rules = rules
-        self.writer = RecordWriter(ledger, records, clock)
+        self.writer = RecordWriter(ledger, records, clock, assets)
         self.joiner = GroupJoiner(groups, records, clock)
         self.resolver = Resolver(ledger, records)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from shared.alerting.messages import AlertMessage
 from shared.alerting.rules_document import load_document, parse_rules, stamp
 from shared.alerting.rules_model import (
     DEFAULT_SEVERITY_MAP,
@@ -27,6 +26,7 @@ from shared.alerting.rules_model import (
     RuleSet,
     Selection,
 )
+from shared.contract.model import AlertMessage
 
 # The one name for the rules: their types (rules_model) and their documents (rules_document) are imported from here.
 __all__ = [

@@ -16,8 +16,9 @@ from typing import Any
 import yaml
 
 from shared.alerting import templates
-from shared.alerting.messages import InvalidMessageError, Severity
 from shared.alerting.rules_model import DEFAULT_SEVERITY_MAP, Action, Grouping, Rule, RulesError, RuleSet, Selection
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import Severity
 from shared.platform.times import parse_iso
 from shared.servicenow.query import TABLE_PATTERN
 
@@ -52,6 +53,9 @@ ACTION_FIELDS = {
     "done_states",
     "learn_close_codes",
     "group",
+    "configuration_item",
+    "affected_cis",
+    "impact_from_criticality",
 }
 GROUP_FIELDS = {"key", "window_minutes"}
 MAX_GROUP_WINDOW_MINUTES = 7 * 24 * 60
@@ -127,7 +131,7 @@ def _check_texts(raw: Mapping[str, Any], where: str, errors: _Collector) -> None
     for key in ("short_description", "close_code", "close_notes"):
         if key in raw and not (isinstance(raw[key], str) and raw[key].strip()):
             errors.fail(f"{where}.{key}: expected a non-empty text")
-        elif key in raw and key != "close_code" and (problem := templates.check(raw[key])):
+        elif key in raw and key != "close_code" and (problem := templates.check(raw[key], assets=key != "close_notes")):
             errors.fail(f"{where}.{key}: {problem}")
 
 
@@ -167,6 +171,7 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
         if isinstance(template, str) and (problem := templates.check(template)):
             errors.fail(f"{where}.field_map.{target}: {problem}")
     group = _grouping(raw.get("group"), f"{where}.group", errors) if "group" in raw else None
+    assets = _asset_options(raw, where, errors)
     if len(errors.errors) > start:
         return None
     options = {k: raw[k] for k in ("short_description", "close_code", "close_notes") if k in raw}
@@ -183,8 +188,34 @@ def _parse_action(raw: Any, where: str, connections: Sequence[str] | None, error
         done_states=lists["done_states"],
         learn_close_codes=lists["learn_close_codes"],
         group=group,
+        **assets,
         **options,
     )
+
+
+def _asset_options(raw: Mapping[str, Any], where: str, errors: _Collector) -> dict[str, Any]:
+    """Which device's CI the record names, whether the others are its affected CIs, and the impact by the
+    CI's criticality."""
+    role = raw.get("configuration_item", "destination")
+    if role not in ("destination", "source"):
+        errors.fail(f"{where}.configuration_item: expected 'destination' or 'source', got {role!r}")
+    affected = _flag(raw, "affected_cis", False, where, errors)
+    impacts: dict[str, int] = {}
+    mapping = raw.get("impact_from_criticality", {})
+    if not isinstance(mapping, dict):
+        mapping = {None: None}
+    for criticality, impact in mapping.items():
+        if (
+            not (isinstance(criticality, str) and 0 < len(criticality.strip()) <= 64)
+            or isinstance(impact, bool)
+            or impact not in (1, 2, 3)
+        ):
+            errors.fail(
+                f"{where}.impact_from_criticality: expected an object of Defender criticality (e.g. High) → impact 1-3"
+            )
+            break
+        impacts[criticality.strip().casefold()] = impact
+    return {"configuration_item": role, "affected_cis": affected, "impact_from_criticality": impacts}
 
 
 def _grouping(raw: Any, where: str, errors: _Collector) -> Grouping | None:
@@ -199,7 +230,7 @@ def _grouping(raw: Any, where: str, errors: _Collector) -> Grouping | None:
     if not isinstance(key, str) or not key.strip():
         errors.fail(f"{where}.key: expected a template such as '{{sensor}}:{{title}}'")
         return None
-    if problem := templates.check(key):
+    if problem := templates.check(key, assets=False):
         errors.fail(f"{where}.key: {problem}")
         return None
     window = raw.get("window_minutes", 60)

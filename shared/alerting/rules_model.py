@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
-from shared.alerting.messages import Severity
+from shared.contract.model import Severity
 from shared.servicenow.records import table_of
 
 ReportType = Literal["incident", "full"]
+Role = Literal["destination", "source"]
 DEFAULT_SEVERITY_MAP: dict[str, tuple[int, int]] = {
     "Critical": (1, 1),
     "Major": (1, 2),
@@ -59,6 +60,11 @@ class Action:
     done_states: tuple[str, ...] = ()  # empty: the table's (shared.servicenow.records.table_of)
     learn_close_codes: tuple[str, ...] = ()  # close codes that close the alert and learn its traffic
     group: Grouping | None = None  # storms: one record per group of related alerts, not per alert
+    # Which device's CI the record names (cmdb_ci). The destination by default: a protocol or policy violation's
+    # target is the asset at risk; a scan's source is the scanning host, which a scan rule chooses.
+    configuration_item: Role = "destination"
+    affected_cis: bool = False  # the other device(s) in task_ci too: a ServiceNow call per device
+    impact_from_criticality: Mapping[str, int] = field(default_factory=dict)  # casefolded criticality → impact
 
     @property
     def done(self) -> tuple[str, ...]:

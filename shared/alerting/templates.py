@@ -38,13 +38,25 @@ class Placeholders:
     resolution: str  # how Defender handled the alert (alert_status messages)
     handled_by: str
     resolution_notes: str
-    details: str  # everything above, in reading order: the description
+    details: str  # everything above, in reading order, and the asset section below: the description
+    # The alert's devices as the asset index knows them when its record is written (empty until then, and when
+    # the device is not in the CMDB): the Configuration item's name and class, its Purdue level and criticality,
+    # its open CVEs (the top five by score, the rest counted), and the section on every device the alert names.
+    ci: str
+    ci_class: str
+    purdue_level: str
+    criticality: str
+    cves: str
+    assets: str
 
     def as_dict(self) -> dict[str, str]:
         return dataclasses.asdict(self)
 
 
 PLACEHOLDERS = frozenset(f.name for f in dataclasses.fields(Placeholders))
+# Known when a new record is written only: a group's key, a closing's notes and a repeat's note never see them.
+ASSET_PLACEHOLDERS = frozenset({"ci", "ci_class", "purdue_level", "criticality", "cves", "assets"})
+NO_ASSETS = dict.fromkeys(ASSET_PLACEHOLDERS, "")
 ELLIPSIS = "…"
 
 
@@ -60,15 +72,19 @@ def placeholders(template: str) -> list[str]:
     return names
 
 
-def check(template: str) -> str | None:
-    """None when the template is valid, else what is wrong with it."""
+def check(template: str, *, assets: bool = True) -> str | None:
+    """None when the template is valid, else what is wrong with it. ``assets``: whether the template is rendered
+    when a new record is written, where the asset placeholders have their values."""
     try:
-        unknown = sorted(set(placeholders(template)) - PLACEHOLDERS)
+        used = set(placeholders(template))
     except ValueError as exc:
         return str(exc)
-    if unknown:
+    if unknown := sorted(used - PLACEHOLDERS):
         names = ", ".join("{" + u + "}" for u in unknown)
         return f"unknown placeholder(s) {names}; known: {', '.join(sorted(PLACEHOLDERS))}"
+    if not assets and (late := sorted(used & ASSET_PLACEHOLDERS)):
+        names = ", ".join("{" + u + "}" for u in late)
+        return f"{names} known only when a new record is written, not here"
     return None
 
 

@@ -18,6 +18,7 @@ from typing import Generic, TypeVar
 
 from azure.data.tables import TableClient
 
+from shared.defender.settings import SourceSettings
 from shared.http.policies import Credential
 from shared.http.settings import HttpSettings
 from shared.platform.budget_board import TableBudgetBoard
@@ -86,6 +87,12 @@ def servicenow_client(
     connection: ServiceNowConnection, secrets: SecretStore, http: HttpSettings, budget: Budget | None = None
 ) -> ServiceNowClient:
     return ServiceNowClient.for_connection(connection, credential_for(connection, secrets, http), http, budget)
+
+
+def sync_scope(source: SourceSettings) -> str:
+    """The scope a source's device sync keeps its state and its devices' index rows under: its name; the console
+    of the legacy ``CONSOLE_*`` settings keeps the unscoped rows it always had."""
+    return "" if getattr(source, "legacy", False) else source.name
 
 
 def forwarding_table(settings: Settings) -> TableClient:

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from azure.data.tables import TableServiceClient
 
-from shared.app import budget_for, secret_store, servicenow_client
+from shared.app import budget_for, secret_store, servicenow_client, sync_scope
 from shared.app.sources import device_source
 from shared.defender.settings import SourceSettings
 from shared.devices.state import SyncState, SyncStatus
@@ -23,7 +23,7 @@ logger = logging.getLogger("shared.app.devices")
 def sync_state(settings: Settings, source: SourceSettings, tables: TableServiceClient | None = None) -> SyncState:
     """One source's sync state; the console of the ``CONSOLE_*`` settings keeps its unscoped rows. ``tables``:
     a client of the caller's (``status`` gives up on storage sooner than the timer does)."""
-    scope = "" if getattr(source, "legacy", False) else source.name
+    scope = sync_scope(source)
     tables = tables or table_service(settings.alerts_storage)
     return SyncState(tables.get_table_client(settings.device_sync.state_table), scope)
 

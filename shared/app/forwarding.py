@@ -2,14 +2,44 @@
 
 from __future__ import annotations
 
+from shared.alerting.assets import AssetLookup
 from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.groups import GroupBook
 from shared.alerting.ledger import Ledger
 from shared.alerting.poison import poison_queue_name
-from shared.app import ProcessSingleton, budget_for, forwarding_table, report_soon, secret_store, servicenow_client
+from shared.app import (
+    ProcessSingleton,
+    budget_for,
+    forwarding_table,
+    report_soon,
+    secret_store,
+    servicenow_client,
+    sync_scope,
+)
 from shared.app.rules import rules_source
-from shared.platform.storage import queue_service
+from shared.assets.index import AssetDirectory
+from shared.platform.storage import queue_service, table_service
 from shared.settings import Settings, get_settings
+
+# The asset index is read on the way of an alert: a storage that answers slowly or not at all costs a new record
+# this much at most (then it is written without its CI), not the SDK's default retries.
+INDEX_TIMEOUT_SECONDS = 5
+INDEX_RETRIES = 1
+
+
+def asset_lookup(settings: Settings) -> AssetLookup | None:
+    """The asset index in the device sync's state table, where the sync keeps it; None when no sync runs."""
+    sync = settings.device_sync
+    if not sync.enabled:
+        return None
+    tables = table_service(
+        settings.alerts_storage,
+        retry_total=INDEX_RETRIES,
+        connection_timeout=INDEX_TIMEOUT_SECONDS,
+        read_timeout=INDEX_TIMEOUT_SECONDS,
+    )
+    scopes = {source.name: sync_scope(source) for source in sync.sources}
+    return AssetLookup(AssetDirectory(tables.get_table_client(sync.state_table)), scopes)
 
 
 def build_forwarder(settings: Settings) -> Forwarder:
@@ -30,6 +60,7 @@ def build_forwarder(settings: Settings) -> Forwarder:
             c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections
         },
         run_seconds=settings.run_seconds,
+        assets=asset_lookup(settings),
     )
 
 

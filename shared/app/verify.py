@@ -1,8 +1,6 @@
 """``verify``: does this deployment work? Each check is one line that says what it found and, when it failed,
 how to fix it; then one synthetic test alert end to end (enqueued, forwarded, its record found, resolved).
-
-The checks read, they do not repair: nothing is created but the test alert's record, which is marked as a
-test and resolved at once.
+The checks read, they do not repair: nothing is created but the test alert's record, marked a test and resolved.
 """
 
 from __future__ import annotations
@@ -41,6 +39,7 @@ TABLE_ROLES = {
     "incident": ("itil",),
     "sn_si_incident": ("sn_si.basic", "sn_si.analyst"),
     "sn_vul_vulnerable_item": ("sn_vul.vulnerability_write", "sn_vul.admin"),
+    "task_ci": ("itil", "sn_si.basic", "sn_si.analyst"),  # an incident's or a security incident's Affected CIs
 }
 IRE_ROLES = ("itil", "asset")  # the Identification and Reconciliation API's documented roles
 SECRET_ROLES = {"oauth": ("client-secret", "refresh-token"), "client_credentials": ("client-secret",)}
@@ -191,10 +190,13 @@ class Verifier:
         if connection.auth == "oauth" and isinstance(self.secrets, KeyVaultSecretStore):
             yield self._refresh_token(connection, self.secrets)
         roles = self._roles(client, user)
-        for table in sorted({a.table for a in actions}):
+        tables = {a.table for a in actions}
+        if self.settings.device_sync.enabled and any(a.affected_cis and a.group is None for a in actions):
+            tables.add("task_ci")  # new records list their other devices' CIs as Affected CIs
+        for table in sorted(tables):
             check = self._table(client, connection, table, roles)
             yield check
-            if check.ok:
+            if check.ok and table != "task_ci":
                 yield self._fields(client, connection, table, [a for a in actions if a.table == table])
         if self.settings.device_sync.enabled and self.settings.device_sync.connection == connection.name:
             if roles is not None and not roles & set(IRE_ROLES):
@@ -275,6 +277,7 @@ class Verifier:
         written = set(WRITTEN_ALWAYS)
         for action in actions:
             written |= set(record_values(message, action))
+            written |= {"cmdb_ci"} if self.settings.device_sync.enabled and action.group is None else set()  # its CI
         try:
             defined = self._dictionary(client, table)
         except HttpError as exc:

@@ -36,6 +36,7 @@ class Involved:
     source: Asset | None = None
     destination: Asset | None = None
     named: tuple[str, ...] = ()  # the roles the alert names a device for
+    others: tuple[Asset, ...] = ()  # a cloud alert's devices found that took no role (no address to tell by)
 
     def asset(self, role: str) -> Asset | None:
         return self.source if role == "source" else self.destination
@@ -53,14 +54,18 @@ def find(directory: AssetDirectory, sighting: Sighting) -> Involved:
     related = [a for a in (directory.device(sighting.scope, r) for r in sighting.devices.related) if a is not None]
     for role in ROLES:
         address = normalise_address(sighting.address(role))
+        # A device of the alert takes one role: of two with the same address (two zones), each takes one.
+        free = [a for a in related if a is not found.get("source")]
         if ids[role]:
             found[role] = directory.device(sighting.scope, str(ids[role]))
-        elif address and (match := next((a for a in related if address in a.ips), None)) is not None:
+        elif address and (match := next((a for a in free if address in a.ips), None)) is not None:
             found[role] = match
         elif address:
             found[role] = directory.address(sighting.site, sighting.zone, address)
     named = tuple(role for role in ROLES if ids[role] or sighting.address(role))
-    return Involved(found.get("source"), found.get("destination"), named)
+    taken = {a.sys_id for a in found.values() if a is not None}
+    others = tuple({a.sys_id: a for a in related if a.sys_id not in taken}.values())
+    return Involved(found.get("source"), found.get("destination"), named, others)
 
 
 def summary(asset: Asset) -> str:
@@ -98,7 +103,7 @@ def describe(involved: Involved, sighting: Sighting, link: Callable[[Asset], str
             what = sighting.address(role) or str(named or "")
             lines.append(f"{label} device {what}: not in the CMDB when this record was written.")
             continue
-        lines.append(f"{label}: {summary(asset)}")
-        lines.append(f"  {cve_line(asset)}")
-        lines.append(f"  {link(asset)}")
+        lines += [f"{label}: {summary(asset)}", f"  {cve_line(asset)}", f"  {link(asset)}"]
+    for asset in involved.others:
+        lines += [f"Device: {summary(asset)}", f"  {cve_line(asset)}", f"  {link(asset)}"]
     return "\n".join(lines)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 from typing import Any
 
 import click
 
+from shared.alerting.assets import Lookup, asset_fields
 from shared.alerting.groups import group_value
-from shared.alerting.records import prepare, record_values
+from shared.alerting.records import fields_for, prepare, record_values
 from shared.alerting.rules import RulesError, RuleSet, describe, evaluate, load_document, parse_rules, stamp
 from shared.alerting.rules_store import read_rules, write_rules
+from shared.app.forwarding import asset_lookup
+from shared.assets.model import Asset
 from shared.cli.context import CommandError, Operator, pass_operator, read_input
 from shared.contract.fields import InvalidMessageError
+from shared.contract.model import AlertMessage
 from shared.contract.parse import parse_message
 from shared.platform.settings import SettingsError
+from shared.servicenow.records import record_link
 from shared.settings import load_settings
 
 
@@ -128,13 +134,42 @@ def dry_run(operator: Operator, message_file: str) -> int:
     click.echo(f"rules matched: {', '.join(decision.rules) or 'none'}")
     for name, reason in decision.skipped.items():
         click.echo(f"  skipped {name}: {reason}")
+    lookup = _lookup(operator, message) if any(a.group is None for a in decision.actions) else None
+    alert = prepare(message)
     for action in decision.actions:
         click.echo(f"action {action.name} → {action.report} in {action.table} on connection {action.connection}:")
         if action.group is not None:
-            value = group_value(prepare(message), action.group)
+            value = group_value(alert, action.group)
             click.echo(
                 f"  group: key {action.group.key} = {value!r}, window {action.group.window_minutes:g} min; the first "
                 "alert of the group writes the record, later ones are listed in its work notes"
             )
-        click.echo(json.dumps(record_values(message, action), indent=2))
+            click.echo(json.dumps(record_values(message, action), indent=2))
+            continue
+        assets = None
+        if lookup is not None:
+            link = functools.partial(_link, operator.settings.connection(action.connection).instance_url)
+            assets = asset_fields(lookup, action, alert.values["details"], link, count=False)
+            shown = ", ".join(f"{{{k}}} = {assets.values[k]!r}" for k in ASSET_SHOWN)
+            click.echo(f"  assets ({action.configuration_item}'s CI): {shown}")
+        click.echo(json.dumps(fields_for(alert, action, 0, assets), indent=2))
     return 0
+
+
+ASSET_SHOWN = ("ci", "ci_class", "purdue_level", "criticality", "cves")  # {assets} is the description's section
+
+
+def _link(instance_url: str, asset: Asset) -> str:
+    return f"CI: {record_link(instance_url, asset.ci_class, asset.sys_id)}"
+
+
+def _lookup(operator: Operator, message: AlertMessage) -> Lookup | None:
+    """The message's devices in the asset index, as the forwarder would find them now."""
+    assets = asset_lookup(operator.settings)
+    if assets is None:
+        click.echo("assets: the device sync is off (DEVICE_SYNC_ENABLED), so records name no CI")
+        return None
+    found = assets.find(message)
+    if found is None:
+        click.echo("assets: the message names no device (no device id, no address)")
+    return found

@@ -89,6 +89,11 @@ DUPLICATES_AVOIDED = _meter.create_counter(
 ALERTS_LATENCY = _meter.create_histogram(
     "alerts.latency", unit="s", description="From the alert's time in Defender to its new record in ServiceNow"
 )
+ALERT_ASSETS = _meter.create_counter(
+    "alerts.assets",
+    unit="{record}",
+    description="New records and their devices in the asset index: linked, not_in_cmdb, failed, affected_ci_failed",
+)
 
 
 # -- the ServiceNow budget (shared.servicenow.budget) --------------------------------------------------------

@@ -81,6 +81,11 @@ def table_of(name: str) -> RecordTable:
     return TABLES.get(name, OTHER_TABLE)
 
 
+def record_link(instance_url: str, table: str, sys_id: str) -> str:
+    """Where a record opens in the instance's UI."""
+    return f"{instance_url}/nav_to.do?uri={table}.do?sys_id={sys_id}"
+
+
 @dataclass(frozen=True)
 class Records:
     """One ServiceNow instance's records, through its client."""
@@ -109,6 +114,13 @@ class Records:
     def reopen(self, table: str, sys_id: str, note: str) -> Record:
         change = {"state": table_of(table).reopened, "work_notes": note}
         return self.client.update_record(table, sys_id, change, retry_safe=False)
+
+    def affect(self, task_sys_id: str, ci_sys_id: str) -> Record:
+        """List a CI among a record's Affected CIs (a ``task_ci`` row)."""
+        return self.client.create_record("task_ci", {"task": task_sys_id, "ci_item": ci_sys_id})
+
+    def link(self, table: str, sys_id: str) -> str:
+        return record_link(self.client.instance_url, table, sys_id)
 
     def resolve(self, table: str, sys_id: str, close_code: str, close_notes: str) -> Record:
         change = {"state": table_of(table).resolved, "close_code": close_code, "close_notes": close_notes}

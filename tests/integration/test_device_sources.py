@@ -16,9 +16,9 @@ from azure.data.tables import TableServiceClient
 from azure.storage.queue import QueueClient
 
 from shared.alerting.intake import Intake, IntakeState
-from shared.alerting.messages import parse_message
 from shared.app import servicenow_client
 from shared.app.sources import cloud_source
+from shared.contract.parse import parse_message
 from shared.defender.cloud import CloudInventory
 from shared.defender.model import DeviceSource
 from shared.defender.sensor import SensorSource

@@ -15,9 +15,9 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.storage.queue import QueueClient
 
 from shared.alerting.enqueue import alert_envelope, enqueue_alerts
-from shared.alerting.messages import SCHEMA
 from shared.app import ProcessSingleton
 from shared.app import forwarding as app_forwarding
+from shared.contract.model import SCHEMA
 from shared.settings import get_settings
 from tests.conftest import ROOT, SN_PASSWORD
 from tests.support.settings import app_settings

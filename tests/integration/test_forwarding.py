@@ -18,9 +18,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from shared.alerting.forwarder import Result
-from shared.alerting.messages import SCHEMA
 from shared.app import ProcessSingleton
 from shared.app import forwarding as app_forwarding
+from shared.contract.model import SCHEMA
 from tests.conftest import SN_USER
 from tests.support.forwarding import Stack, alert, body, rules
 
@@ -116,8 +116,8 @@ def test_lost_response_is_recovered_by_correlation_id(make_stack: Callable[..., 
 def test_crash_after_the_servicenow_write_is_recovered(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack()
     # What a worker that died right after the ServiceNow write leaves behind: a claim and a record.
-    from shared.alerting.messages import parse_message
     from shared.alerting.records import alert_key, correlation_id, record_values
+    from shared.contract.parse import parse_message
 
     message = parse_message(body(alert()))
     action = stack.forwarder.rules.current().actions["incident"]

@@ -15,9 +15,9 @@ import pytest
 
 from shared.alerting.forwarder import Result
 from shared.alerting.groups import Header, group_correlation_id, group_id
-from shared.alerting.messages import parse_message
 from shared.alerting.records import prepare
 from shared.app.groups import build_group_notes
+from shared.contract.parse import parse_message
 from shared.http.errors import PermanentError
 from shared.platform.times import Deadline
 from tests.support.forwarding import Stack, alert, body, rules

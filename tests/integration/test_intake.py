@@ -19,8 +19,8 @@ from azure.mgmt.resourcegraph.models import QueryRequest
 from azure.storage.queue import QueueClient
 
 from shared.alerting.intake import Intake, IntakeState
-from shared.alerting.messages import parse_message
 from shared.app.sources import cloud_source
+from shared.contract.parse import parse_message
 from shared.defender.cloud import ALERTS, CloudSource, query
 from shared.defender.model import ReadReport
 from shared.defender.settings import CloudSourceSettings

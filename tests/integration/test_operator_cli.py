@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from azure.storage.queue import QueueClient
 
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.rules_store import read_rules
 from shared.cli import main
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 from shared.platform.storage import blob_service
 from shared.settings import get_settings
 from tests.support.settings import app_settings
@@ -142,6 +143,57 @@ def test_rules_validate_apply_list_and_dry_run(
 
     assert main(["rules", "dry-run", str(ROOT / "examples" / "alert-message.json")]) == 0
     assert "skipped major: raised before the rule was created" in capsys.readouterr().out
+
+
+def test_rules_dry_run_shows_the_asset_placeholders_as_the_index_has_them_now(
+    settings_env: dict[str, str],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    azurite: Azurite,
+) -> None:
+    from azure.data.tables import TableClient
+
+    from shared.assets.index import IndexWriter
+    from shared.assets.model import Asset
+    from shared.defender.model import Device
+
+    table_name = f"sync{uuid.uuid4().hex[:10]}"
+    for name, value in {
+        "DEVICE_SYNC_ENABLED": "true",
+        "CONSOLE_URL": "https://console.plant-a.internal",
+        "DEVICE_SYNC_STATE_TABLE": table_name,
+    }.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    table = TableClient.from_connection_string(azurite.connection_string, table_name)
+    table.create_table()
+    writer = IndexWriter(table)
+    plc = Device("9", "PLC-9", 0, "PLC", purdue_level="L1", criticality="High", site="A", zone="L3", ips=("10.1.0.9",))
+    writer.put(Asset.of("", plc, "a" * 32, "cmdb_ci_ot_control"))  # the legacy console's device, by its address
+    writer.flush()
+    path = tmp_path / "rules.json"
+    path.write_text(
+        json.dumps(
+            {
+                "actions": [
+                    {"name": "i", "connection": "default", "report": "incident", "short_description": "{title} on {ci}"}
+                ],
+                "rules": [{"name": "all", "actions": ["i"]}],
+            }
+        )
+    )
+    assert main(["rules", "apply", str(path)]) == 0
+    alert_file = tmp_path / "alert.json"
+    later = {**DEFENDER_ALERTS[0], "time": 4102444800000, "destinationDeviceAddress": "10.1.0.9"}
+    sensor = {"name": "s", "site": "A", "zone": "L3"}
+    alert_file.write_text(json.dumps({"schema": SCHEMA, "kind": "alert", "sensor": sensor, "alert": later}))
+    capsys.readouterr()
+    assert main(["rules", "dry-run", str(alert_file)]) == 0
+    dry = capsys.readouterr().out
+    assert "assets (destination's CI): {ci} = 'PLC-9', {ci_class} = 'cmdb_ci_ot_control'" in dry, dry
+    assert "{criticality} = 'High', {cves} = 'no open CVEs known'" in dry
+    assert f'"cmdb_ci": "{"a" * 32}"' in dry and "on PLC-9" in dry
 
 
 def test_rules_apply_says_when_the_rules_take_effect(

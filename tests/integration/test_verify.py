@@ -119,6 +119,42 @@ def test_a_field_the_table_does_not_have_is_named(stack: AppStack, tmp_path: Pat
     )
 
 
+def test_with_the_asset_index_the_user_may_write_cmdb_ci_and_task_ci_when_an_action_asks(
+    stack: AppStack, tmp_path: Path
+) -> None:
+    from shared.alerting.rules_store import read_rules
+    from shared.platform.storage import blob_service
+
+    rules = tmp_path / "rules.json"
+    document = read_rules(stack.settings.forwarding.rules_location, blob_service(stack.settings.alerts_storage))
+    document["actions"][0]["affected_cis"] = True
+    rules.write_text(json.dumps(document))
+    location = replace(stack.settings.forwarding.rules_location, text=f"file:{rules}", path=rules)
+    linked = replace(
+        stack.settings,
+        forwarding=replace(stack.settings.forwarding, rules_location=location),
+        device_sync=replace(stack.settings.device_sync, enabled=True),
+    )
+    lines = [c.line() for c in run_checks(linked, end_to_end=False)]
+    assert "ok   ServiceNow 'default' table task_ci: present; role itil" in lines, lines
+    fields = next(line for line in lines if line.startswith("ok   ServiceNow 'default' fields of incident"))
+    without = [c.line() for c in run_checks(stack.settings, end_to_end=False)]
+    counted = next(line for line in without if line.startswith("ok   ServiceNow 'default' fields of incident"))
+    assert fields != counted  # one field more: cmdb_ci, which the incident table has
+    assert not any("task_ci" in line for line in without)
+    stack.servicenow.roles[USER] -= {"itil", "sn_si.analyst"}
+    stack.servicenow.seed_directory()
+    try:
+        problems = [c.line() for c in failing(linked)]
+    finally:
+        stack.servicenow.roles[USER] |= {"itil", "sn_si.analyst"}
+        stack.servicenow.seed_directory()
+    assert (
+        f"FAIL ServiceNow 'default' table task_ci: present, but {USER} lacks the role itil or sn_si.basic or "
+        f"sn_si.analyst — fix: give {USER} itil or sn_si.basic or sn_si.analyst"
+    ) in problems, problems
+
+
 @pytest.mark.timeout(300)
 def test_the_after_provision_steps_sign_in_apply_the_starter_rules_and_verify_then_repeat_nothing(
     stack: AppStack, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]

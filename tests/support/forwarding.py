@@ -14,7 +14,7 @@ from azure.storage.queue import QueueClient
 
 from shared.alerting.forwarder import Forwarder, Result
 from shared.alerting.group_notes import NotesReport
-from shared.alerting.messages import SCHEMA
+from shared.contract.model import SCHEMA
 from shared.settings import Settings
 from tools.emulators.servicenow import ServiceNowEmulator
 

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from shared.alerting.messages import SCHEMA, InvalidMessageError, Severity, parse_message
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import SCHEMA, Severity
+from shared.contract.parse import parse_message
 
 DEFENDER_ALERT = {
     "id": 1234,

@@ -87,6 +87,12 @@ def test_a_cloud_alerts_devices_take_the_role_of_their_address(directory: AssetD
     assert (found.source.name, found.destination.name) == ("EWS-4", "PLC-8")  # type: ignore[union-attr]
 
 
+def test_two_devices_of_a_cloud_alert_with_the_same_address_take_one_role_each(directory: AssetDirectory) -> None:
+    seen = sighting(devices=AlertDevices(related=("line-1:8", "line-1:9")), source_address="10.1.0.9")
+    found = find(directory, seen)
+    assert {found.source.sys_id, found.destination.sys_id} == {"b" * 32, "c" * 32}  # type: ignore[union-attr]
+
+
 def test_a_device_not_synced_is_named_as_missing_and_said_so(directory: AssetDirectory) -> None:
     seen = sighting(devices=AlertDevices("line-1:4", "line-1:99"), destination_address="10.1.0.99")
     found = find(directory, seen)

@@ -11,7 +11,7 @@ import pytest
 
 from shared.alerting.enqueue import validate
 from shared.alerting.intake import alert_message
-from shared.alerting.messages import parse_message
+from shared.contract.parse import parse_message
 from shared.defender.cloud import (
     SENSORS,
     SITE_SENSORS,

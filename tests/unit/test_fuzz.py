@@ -15,9 +15,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from shared.alerting.messages import SCHEMA, AlertMessage, InvalidMessageError, parse_message
 from shared.alerting.records import CORRELATION_LIMIT, correlation_id, record_values
 from shared.alerting.rules import RulesError, evaluate, load_document, parse_rules
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import SCHEMA, AlertMessage
+from shared.contract.parse import parse_message
 from shared.servicenow.query import EncodedQuery, QueryValueError
 from tools.emulators.servicenow.query import Condition, parse
 

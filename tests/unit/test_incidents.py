@@ -8,10 +8,11 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.records import correlation_id, record_values, values
 from shared.alerting.rules import parse_rules
 from shared.alerting.templates import ELLIPSIS, PLACEHOLDERS, truncate
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 
 RULES = parse_rules(
     {

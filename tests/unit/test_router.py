@@ -16,11 +16,12 @@ import pytest
 from shared.alerting.deferral import Deferral, Delivery
 from shared.alerting.groups import Header, Member, group_correlation_id
 from shared.alerting.ledger import Claim, Entry
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.records import PreparedAlert, prepare
 from shared.alerting.router import Router
 from shared.alerting.rules import Action, RuleSet, parse_rules
 from shared.alerting.settings import ForwardingSettings
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 from shared.http.errors import ConnectionFailedError, NotFoundError, PermanentError
 from shared.platform.times import Deadline
 from shared.servicenow.records import table_of
@@ -95,6 +96,13 @@ class FakeRecords:
         record = self._get(table, sys_id)
         record.update(state=table_of(table).resolved, close_code=close_code, close_notes=close_notes)
         return record
+
+    def affect(self, task_sys_id: str, ci_sys_id: str) -> dict[str, Any]:
+        self.calls.append("affect")
+        return {"task": task_sys_id, "ci_item": ci_sys_id}
+
+    def link(self, table: str, sys_id: str) -> str:
+        return f"https://instance/{table}/{sys_id}"
 
 
 class FakeLedger:

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from shared.alerting.messages import SCHEMA, parse_message
 from shared.alerting.rules import RulesError, evaluate, parse_rules, stamp
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 
 CREATED = "2025-01-01T00:00:00+00:00"
 ACTIONS = [
@@ -138,9 +139,9 @@ def test_invalid_document_lists_every_error() -> None:
     with pytest.raises(RulesError) as info:
         parse_rules(document, connections=["default"])
     assert info.value.errors == [
-        "actions[0].colour: unknown field (expected close_code, close_notes, connection, done_states, field_map, "
-        "fields, group, learn_close_codes, name, on_closed, report, severity_map, short_description, table, "
-        "write_back)",
+        "actions[0].colour: unknown field (expected affected_cis, close_code, close_notes, configuration_item, "
+        "connection, done_states, field_map, fields, group, impact_from_criticality, learn_close_codes, name, "
+        "on_closed, report, severity_map, short_description, table, write_back)",
         "actions[0].connection: 'nowhere' is not in SERVICENOW_CONNECTIONS (default)",
         "actions[0].report: expected 'incident' or 'full'",
         "actions[0].short_description: placeholder {secret.__class__} must be a plain name, without format spec or "
@@ -172,6 +173,46 @@ def test_grouping_is_an_action_option_checked_like_a_template() -> None:
         with pytest.raises(RulesError) as info:
             parse_rules(broken)
         assert any(e.replace("actions[0].group", "g").startswith(error) for e in info.value.errors), info.value.errors
+
+
+def test_the_asset_options_are_checked_each_with_one_line() -> None:
+    action: dict[str, Any] = {"name": "a", "connection": "default", "report": "incident"}
+    document: dict[str, Any] = {"actions": [action], "rules": [{"name": "r", "created_at": CREATED, "actions": ["a"]}]}
+    plain = parse_rules(document).actions["a"]
+    assert (plain.configuration_item, plain.affected_cis, dict(plain.impact_from_criticality)) == (
+        "destination",
+        False,
+        {},
+    )
+    chosen = {**action, "configuration_item": "source", "affected_cis": True, "impact_from_criticality": {" High ": 1}}
+    parsed = parse_rules({**document, "actions": [chosen]}).actions["a"]
+    assert (parsed.configuration_item, parsed.affected_cis, dict(parsed.impact_from_criticality)) == (
+        "source",
+        True,
+        {"high": 1},
+    )
+    bad: list[tuple[dict[str, Any], str]] = [
+        (
+            {"configuration_item": "both"},
+            "actions[0].configuration_item: expected 'destination' or 'source', got 'both'",
+        ),
+        ({"affected_cis": "yes"}, "actions[0].affected_cis: expected true or false"),
+        ({"impact_from_criticality": {"High": 4}}, "actions[0].impact_from_criticality: expected an object of"),
+        ({"impact_from_criticality": {"High": True}}, "actions[0].impact_from_criticality: expected an object of"),
+        ({"impact_from_criticality": ["High"]}, "actions[0].impact_from_criticality: expected an object of"),
+        (
+            {"short_description": "{title} on {ci_name}"},
+            "actions[0].short_description: unknown placeholder(s) {ci_name}",
+        ),
+        ({"close_notes": "closed on {ci}"}, "actions[0].close_notes: {ci} known only when a new record is written"),
+        ({"group": {"key": "{cves}"}}, "actions[0].group.key: {cves} known only when a new record is written"),
+    ]
+    for extra, error in bad:
+        with pytest.raises(RulesError) as info:
+            parse_rules({**document, "actions": [{**action, **extra}]})
+        assert len(info.value.errors) == 1 and info.value.errors[0].startswith(error), info.value.errors
+    fine = {**action, "short_description": "{title} on {ci} ({ci_class}, {purdue_level}, {criticality})"}
+    assert parse_rules({**document, "actions": [{**fine, "field_map": {"description": "{assets} {cves}"}}]})
 
 
 def test_stamp_keeps_known_creation_times() -> None:

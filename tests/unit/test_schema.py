@@ -8,7 +8,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from shared.alerting.messages import SCHEMA, InvalidMessageError, parse_message
+from shared.contract.fields import InvalidMessageError
+from shared.contract.model import SCHEMA
+from shared.contract.parse import parse_message
 from tests.conftest import ROOT
 
 PUBLISHED = json.loads((ROOT / "schemas" / "alert-message.v1.json").read_text())
@@ -98,6 +100,9 @@ GOOD_RULES = {
             "severity_map": {"Critical": {"impact": 1, "urgency": 1}},
             "fields": {"assignment_group": "OT"},
             "group": {"key": "{sensor}:{title}", "window_minutes": 30},
+            "configuration_item": "source",
+            "affected_cis": True,
+            "impact_from_criticality": {"High": 1, "Low": 3},
         },
         {"name": "soc", "connection": "default", "report": "full", "field_map": {"u_sensor": "{sensor}"}},
     ],
@@ -119,6 +124,16 @@ BAD_RULES = [
         "actions": [{"name": "x", "connection": "default", "report": "incident", "group": {"window_minutes": 5}}],
     },
     {**GOOD_RULES, "actions": [{"name": "x", "connection": "default", "report": "email"}]},
+    {
+        **GOOD_RULES,
+        "actions": [{"name": "x", "connection": "default", "report": "incident", "configuration_item": "x"}],
+    },
+    {
+        **GOOD_RULES,
+        "actions": [
+            {"name": "x", "connection": "default", "report": "incident", "impact_from_criticality": {"High": 5}}
+        ],
+    },
     {
         **GOOD_RULES,
         "rules": [

@@ -30,7 +30,7 @@ from shared.cli.context import QUICK_STORAGE, storage_problem
 from shared.cli.status import plain_lines
 from shared.contract.model import SCHEMA
 from shared.contract.parse import parse_message
-from shared.defender.cloud import ALERTS, SITE_SENSORS
+from shared.defender.cloud import ALERTS, DEVICES, SITE_SENSORS, VULNERABILITIES
 from shared.defender.cloud_records import parse_alert, parse_sensor
 from shared.platform.storage import blob_service, queue_service
 from shared.settings import Settings
@@ -181,15 +181,40 @@ def cloud_world(graph: ResourceGraphEmulator, now_ms: int) -> list[dict[str, Any
     return [
         cloud_alert(1, "High", "Unauthorized Internet Connectivity Detected", "10.30.0.17"),
         cloud_alert(2, "Medium", "Unauthorized Device Connected to the Network", "10.30.0.23"),
+        *between_devices(graph, cloud_alert(3, "High", "Unauthorized PLC Program Upload", "")),
         sensor("sensor-plant-c-1", "Ok"),
         sensor("sensor-plant-c-2", "Disconnected"),
     ]
+
+
+def between_devices(graph: ResourceGraphEmulator, alert: dict[str, Any]) -> list[dict[str, Any]]:
+    """The alert between two of the world's cloud devices (the device sync puts them in the CMDB first, so its
+    record names the destination's CI), as the cloud lists them: DeviceResourceIds and their addresses."""
+    with graph.lock:
+        vulnerable = {
+            str(v.document["properties"].get("deviceId")) for v in graph.by_type.get(VULNERABILITIES, {}).values()
+        }
+        found = sorted(graph.by_type.get(DEVICES, {}).values(), key=lambda d: str(d.document["id"]))
+    # The destination one with CVEs, so that the record shows them.
+    targets = [d for d in found if d.document["name"] in vulnerable] or found
+    sources = [d for d in found if d is not targets[0]] if targets else []
+    if not sources:
+        return []
+    devices = [sources[0], targets[0]]
+    extended = alert["properties"]["extendedProperties"]
+    for role, stored in zip(("Source", "Destination"), devices, strict=True):
+        addresses = stored.document["properties"].get("nics") or []
+        address = next((str(n.get("ipv4Address", "")) for n in addresses if isinstance(n, dict)), "")
+        extended[f"{role}DeviceAddress"] = address
+    extended["DeviceResourceIds"] = [str(d.document["id"]) for d in devices]
+    return [alert]
 
 
 def run_demo(
     settings: Settings, emulator: ServiceNowEmulator, graph: ResourceGraphEmulator, timeout: float = 90.0
 ) -> str:
     """Play the demo and return the report."""
+    synced = device_sync_report(settings, emulator)  # the CMDB first: new records name their devices' CIs
     location, blobs = settings.forwarding.rules_location, blob_service(settings.alerts_storage)
     now = datetime.now(UTC)
     write_rules(location, blobs, stamp(DEMO_RULES, read_rules(location, blobs), now))
@@ -228,7 +253,7 @@ def run_demo(
     documents.append(system_message(parse_sensor(world[-1], now), now).to_document())
     wait_until_drained(queue, emulator, timeout)
     poison = service.get_queue_client(poison_queue_name(settings.alerts_queue))
-    lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1))
+    lines = report(settings, emulator, documents, poison, since=now - timedelta(seconds=1), synced=synced)
     closing = close_in_the_cloud(settings, emulator, graph, world[0], queue, timeout)
     resolved = resolve_in_servicenow(settings, emulator, graph, world[1])
     return "\n".join([lines, closing, resolved, "", *status_report(settings)])
@@ -350,12 +375,28 @@ def device_sync_report(settings: Settings, emulator: ServiceNowEmulator) -> list
     ]
 
 
+def configuration_item(emulator: ServiceNowEmulator, record: dict[str, Any]) -> list[str]:
+    """The record's CI as the instance shows it (its name and class) and the description's CVE lines."""
+    sys_id = record.get("cmdb_ci")
+    if not sys_id:
+        missing = "not in the CMDB when this record was written" in str(record.get("description", ""))
+        return ["      no Configuration item: the asset was not in the CMDB yet"] if missing else []
+    found = next(((t, c) for t in OT_CLASSES for c in emulator.store.all(t) if c["sys_id"] == sys_id), None)
+    name, table = (found[1].get("name", sys_id), found[0]) if found else (sys_id, "cmdb_ci")
+    # The asset section's CVE line of the CI's device (the demo's actions name the destination's): after its summary.
+    lines = str(record.get("description", "")).splitlines()
+    after = {line.split(":", 1)[0]: lines[i + 1].strip() for i, line in enumerate(lines[:-1]) if ": " in line}
+    cves = after.get("Destination") or after.get("Source")
+    return [f"      Configuration item: {name} ({table})", *([f"      {cves}"] if cves else [])]
+
+
 def report(
     settings: Settings,
     emulator: ServiceNowEmulator,
     documents: list[dict[str, Any]],
     poison: QueueClient,
     since: datetime,
+    synced: list[str],
 ) -> str:
     applied = read_rules(settings.forwarding.rules_location, blob_service(settings.alerts_storage))
     rules = parse_rules(applied, [c.name for c in settings.connections])
@@ -404,6 +445,7 @@ def report(
                     f"    → {table} {record.get('number', '')} ({record['sys_id']}): "
                     f"{record.get('short_description', '')}{extra}"
                 )
+                lines += configuration_item(emulator, record)
             if not found:
                 lines.append(f"    → {action.name}: no record yet (deferred? see the host log)")
     lines.append("")
@@ -418,7 +460,7 @@ def report(
         entry = PoisonEntry.decode(queued.content)
         lines.append(f"    {entry.alert}: {entry.reason}")
     lines.append("")
-    lines += device_sync_report(settings, emulator)
+    lines += synced
     lines.append(
         f"ServiceNow emulator: {emulator.url} (user svc_defender); try "
         f"curl --cacert {emulator.ca_pem} -u svc_defender:Emulator-Passw0rd "
