@@ -59,22 +59,38 @@ def child(spec: dict[str, Any]) -> None:
     )
     connection = ServiceNowConnection("bench", spec["servicenow"], "basic", username=USER, ca_bundle=Path(spec["ca"]))
     client = servicenow_client(connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http)
-    tables = TableServiceClient.from_connection_string(spec["storage"], session=pooled_session(20))
+    session = pooled_session(20)
+    storage_calls = [0]
+    session.hooks["response"].append(lambda response, **_: storage_calls.__setitem__(0, storage_calls[0] + 1))
+    tables = TableServiceClient.from_connection_string(spec["storage"], session=session)
+    if spec.get("board_table"):  # the realistic run: the app's budget, shared with the alerts through the board
+        from shared.platform.budget_board import TableBudgetBoard
+        from shared.servicenow.budget import Budget
+
+        board = TableBudgetBoard(tables.get_table_client(spec["board_table"]))
+        budget = Budget("bench", spec["instance_concurrency"], board=board, max_wait=120)
+        client = servicenow_client(
+            connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http, budget
+        )
     sync = DeviceSync(
-        DeviceSyncSettings(batch_size=100, page_size=500),
+        DeviceSyncSettings(batch_size=100, page_size=500, concurrency=spec.get("concurrency", 12)),
         console,
         client,
         SyncState(tables.get_table_client(spec["table"])),
     )
     started = time.perf_counter()
+    calls_before = storage_calls[0]
     status = sync.run()
     print(
         json.dumps(
             {
                 "seconds": time.perf_counter() - started,
+                "started": time.time() - (time.perf_counter() - started),
                 "error": status.error,
                 "counts": status.counts.__dict__,
                 "peak_mb": peak_resident_mb(),
+                "servicenow_calls": status.servicenow_calls,
+                "storage_calls": storage_calls[0] - calls_before,
             }
         )
     )

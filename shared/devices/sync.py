@@ -87,7 +87,7 @@ class DeviceSync(Links, Cves):
             last = self.state.last_sync()
             self._sensors(status.counts)
             whole = self._whole_read_due(started, resuming=last is not None and last.stopped == "devices")
-            if whole:  # the whole kind at once: a range query instead of a point read per device
+            if whole or not self.state.watermark("devices"):  # a whole read, or a first one: range queries
                 for kind in ("device", "connection", "cve"):
                     self.rows.load(kind)
             seen = self._devices(status.counts, whole)
