@@ -195,7 +195,7 @@ def report(command: str, rows: list[str], naive_rows: list[str]) -> list[str]:
         *(comparison if naive_rows else []),
         "Peak memory is the sync process's maximum resident set (Python, SDKs and one page of devices): it "
         "should not grow with the inventory, only with the page size. Where the requests go: one IRE call per 100 "
-        "changed devices, one per 50 new connections, and for vulnerable items one lookup (an IN query on the "
+        "changed devices, one per 100 new connections, and for vulnerable items one lookup (an IN query on the "
         "correlation id) per 100 CVE changes and one Batch API call per 100 writes. At 0 ms the emulator "
         "answers faster than the extra IRE work costs, so wall time favours many tiny calls there; with latency, "
         "the request count decides.",

@@ -34,7 +34,9 @@ class Links(SyncBase):
             devices = self.rows.get_many("device", sorted({d for c in new for d in (c.source, c.target)}))
             # A connection to a device not in the CMDB yet waits: its key is not stored, so it is read again.
             writable = [c for c in new if devices[c.source] and devices[c.target] and c.source != c.target]
-            for chunk in chunks(writable, max(1, self.settings.batch_size // 2)):
+            # batch_size connections a payload (at most twice as many devices named, as a device payload
+            # holds each device and its addresses): the payload's own cost, not its items, dominates at an instance.
+            for chunk in chunks(writable, self.settings.batch_size):
                 if self.stopping():  # the stored keys make this page's written ones free next time
                     break
                 self._send_connections(chunk, devices, counts)

@@ -248,8 +248,10 @@ def test_alerts_keep_their_share_while_a_sync_fills_the_instance(
     runner = threading.Thread(target=sync.run)
     runner.start()
     try:
-        while budget.in_flight < 4:  # the sync holds every slot
+        give_up = time.monotonic() + 30
+        while budget.in_flight < 4 and time.monotonic() < give_up:  # the sync holds every slot
             time.sleep(0.01)
+        assert budget.in_flight == 4, "the sync never filled the instance"
         for number in range(8):
             started = time.monotonic()
             alerts.create_record("incident", {"short_description": f"alert {number} during the sync"})
