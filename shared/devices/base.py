@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from shared.assets.index import IndexWriter
 from shared.defender.model import DeviceSource, Sensor
 from shared.devices.references import References
 from shared.devices.settings import DeviceSyncSettings
@@ -60,8 +61,10 @@ class SyncBase:
         *,
         data_source: str | None = None,
         deadline: Deadline = NO_DEADLINE,
+        index: IndexWriter | None = None,
     ) -> None:
         self.settings = settings
+        self.index = index  # the asset index: what ServiceNow confirmed of each device, for the forwarder
         self.source = source
         self.servicenow = servicenow
         self.state = state
@@ -72,7 +75,7 @@ class SyncBase:
         self.stop_requested = threading.Event()  # set from another thread or a signal handler: stop cleanly
         self.sensors: dict[str, Sensor] = {}
         self.references = References(servicenow)
-        self.rows = RunRows(state)
+        self.rows = RunRows(state, [index.flush] if index is not None else [])
         self.writer = Writer(1)
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}

@@ -5,7 +5,7 @@ reported and closed when no longer reported, 100 changes a job, the jobs in para
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shared.defender.model import Cve, DeviceCves
@@ -68,17 +68,16 @@ class Cves(SyncBase):
                 for cve_id in sorted(was_open - set(now_open[row.device_id]))
             ]
         failed: set[str] = set()
+        reported = {row.device_id: row.cves for row in page}
 
         def finish() -> None:
-            self.rows.stage(
-                "cve",
-                [
-                    {"RowKey": device_id, "open": json.dumps(ids)}
-                    for device_id, ids in now_open.items()
-                    if device_id not in failed and (stored[device_id] or {}).get("open") != json.dumps(ids)
-                ],
-            )
-            self.cves_now({d: ids for d, ids in now_open.items() if d not in failed}, devices)
+            landed = [
+                device_id
+                for device_id, ids in now_open.items()
+                if device_id not in failed and (stored[device_id] or {}).get("open") != json.dumps(ids)
+            ]
+            self.rows.stage("cve", [{"RowKey": d, "open": json.dumps(now_open[d])} for d in landed])
+            self.cves_now({device_id: reported.get(device_id, ()) for device_id in landed})
             if then is not None:
                 then(bool(failed))
 
@@ -102,8 +101,8 @@ class Cves(SyncBase):
         keys = {f"cve:{c.cve_id}" for c in chunk if c.opening}  # one job makes a CVE's entry, not two at once
         self.writer.submit(keys, lambda: write_chunk(self.servicenow, chunk, mine, batch_size, deadline), done, work)
 
-    def cves_now(self, open_by_device: dict[str, list[str]], devices: dict[str, dict[str, Any] | None]) -> None:
-        """Hook: each device's open CVEs as ServiceNow now has them (the asset index carries them)."""
+    def cves_now(self, open_by_device: Mapping[str, Sequence[Cve]]) -> None:
+        """Hook: the open CVEs of each device whose vulnerable items changed and landed (the asset index)."""
 
     def cve_snapshot(self, pages: Iterable[list[DeviceCves]], counts: SyncCounts) -> None:
         """A source that reports all CVEs at once: each device's list as now; a device with open CVEs

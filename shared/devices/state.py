@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -148,8 +148,9 @@ class RunRows:
     A staged row is visible to the run's later reads at once.
     """
 
-    def __init__(self, state: SyncState) -> None:
+    def __init__(self, state: SyncState, companions: Sequence[Callable[[], None]] = ()) -> None:
         self.state = state
+        self.companions = companions  # flushed with the rows (the asset index), so both say the same
         self.loaded: dict[str, dict[str, dict[str, Any]]] = {}
         self._staged: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (kind, partition) → key → row
 
@@ -195,6 +196,8 @@ class RunRows:
     def flush(self) -> None:
         for kind, partition in list(self._staged):
             self._write(kind, partition)
+        for flush in self.companions:
+            flush()
 
     def _write(self, kind: str, partition: str) -> None:
         members = self._staged.pop((kind, partition), {})

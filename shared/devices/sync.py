@@ -27,12 +27,13 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.defender.model import Device
+from shared.assets.model import Asset
+from shared.defender.model import Cve, Device
 from shared.defender.rest import DefenderApiError
 from shared.devices.base import StoppedError, SyncProgress, chunks
 from shared.devices.cmdb import DETECTS, content_hash, device_hash, device_items, identity_item, owned, sensor_item
@@ -80,7 +81,7 @@ class DeviceSync(Links, Cves):
         self._read = {}
         self.addresses = {}
         self.references = References(self.servicenow)  # names resolved once per run
-        self.rows = RunRows(self.state)
+        self.rows = RunRows(self.state, [self.index.flush] if self.index is not None else [])
         self.writer = Writer(self.settings.concurrency)
         try:
             self.state.ensure()
@@ -303,8 +304,27 @@ class DeviceSync(Links, Cves):
         keys = [str(item["sys_object_source_info"]["source_native_key"]) for item in payload if item["values"]]
         self.writer.submit(keys, lambda: self.reconcile(payload, relations), done, work)
 
+    # -- the asset index: what ServiceNow confirmed, flushed with the rows (RunRows' companion) ---------
     def devices_confirmed(self, chunk: Sequence[Device], rows: Sequence[dict[str, Any]]) -> None:
-        """Hook: the devices ServiceNow confirmed, with their rows (the asset index)."""
+        """Each device ServiceNow confirmed, by its CI: put overwrites, so a device the IRE re-identified
+        under another sys_id is found under the new one."""
+        if self.index is None:
+            return
+        by_id = {d.id: d for d in chunk}
+        for row in rows:
+            device = by_id[row["RowKey"]]
+            self.index.put(Asset.of(self.state.scope, device, row["sys_id"], row["class_name"]))
+
+    def cves_now(self, open_by_device: Mapping[str, Sequence[Cve]]) -> None:
+        if self.index is not None:
+            for device_id, cves in open_by_device.items():
+                self.index.cves(self.state.scope, device_id, cves)
+
+    def retired_now(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Retired devices stay findable: a record may point at a retired CI."""
+        if self.index is not None:
+            for row in rows:
+                self.index.retire(self.state.scope, str(row["RowKey"]))
 
 
 def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:
