@@ -12,7 +12,7 @@ Alerts: another process, as a forwarder instance, creates an incident (priority 
 High) every 250 ms through its own budget on the same board, before, during and after the sync; their
 latency p99 with and without the sync running comes from that one run.
 
-Run: `.venv/bin/python -m bench.device_sync_realistic [--sizes 100000]`; writes
+Run: `.venv/bin/python -m bench.device_sync_realistic [--sizes 10000 100000]`; writes
 bench/results/device_sync_realistic.md.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess  # runs this interpreter on this module only  # nosec B404
 import sys
@@ -61,19 +62,31 @@ def alerts_child(spec: dict[str, Any]) -> None:
     connection = ServiceNowConnection("bench", spec["servicenow"], "basic", username=USER, ca_bundle=Path(spec["ca"]))
     secrets = EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD})
     client = servicenow_client(connection, secrets, http, budget).with_context(**{PRIORITY: 3})
-    samples: list[tuple[float, float, bool]] = []
+    samples: list[tuple[float, float, bool, float]] = []
     lock = threading.Lock()
     stop = threading.Event()
+    waited = threading.local()  # the time this thread's request waited for a budget slot
+    acquire = budget.acquire
+
+    def timed_acquire(level: int) -> None:
+        started = time.perf_counter()
+        try:
+            acquire(level)
+        finally:
+            waited.seconds = getattr(waited, "seconds", 0.0) + time.perf_counter() - started
+
+    budget.acquire = timed_acquire  # type: ignore[method-assign]
 
     def one(number: int) -> None:
         started = time.time()
+        waited.seconds = 0.0
         ok = True
         try:
             client.create_record("incident", {"short_description": f"bench alert {number}"})
         except Exception:  # a refused or failed alert counts as not forwarded
             ok = False
         with lock:
-            samples.append((started, time.time() - started, ok))
+            samples.append((started, time.time() - started, ok, waited.seconds))
 
     def pace() -> None:
         number = 0
@@ -122,6 +135,8 @@ def run_size(size: int, tls: Path, storage: str) -> list[str]:
         time.sleep(QUIET_SECONDS)
         out, _ = alerts.communicate("", timeout=120)
         samples = json.loads(out.strip().splitlines()[-1])["samples"]
+        if os.environ.get("BENCH_SAMPLES"):  # for a closer look: every alert, and the sync's span
+            Path(os.environ["BENCH_SAMPLES"]).write_text(json.dumps({"samples": samples, "sync": first}))
         during = [s for s in samples if first["started"] <= s[0] <= first["started"] + first["seconds"]]
         quiet = [s for s in samples if s not in during]
         again = sync_child(spec)
@@ -140,11 +155,12 @@ def run_size(size: int, tls: Path, storage: str) -> list[str]:
         f"time would wait, at least; {busy_s / first['seconds']:.1f} transactions busy on average); "
         f"{rejected:,} request(s) refused by the full instance (429).",
         "",
-        "| alerts | count | not forwarded | p50 ms | p99 ms |",
-        "|---|---|---|---|---|",
+        "| alerts | count | not forwarded | p50 ms | p99 ms | budget wait p99 / max ms |",
+        "|---|---|---|---|---|---|",
         *(
             f"| {label} | {len(group)} | {sum(1 for s in group if not s[2])} | "
-            f"{statistics.median([s[1] for s in group]) * 1000:.0f} | {p99([s[1] for s in group]) * 1000:.0f} |"
+            f"{statistics.median([s[1] for s in group]) * 1000:.0f} | {p99([s[1] for s in group]) * 1000:.0f} | "
+            f"{p99([s[3] for s in group]) * 1000:.1f} / {max(s[3] for s in group) * 1000:.1f} |"
             for label, group in (("without the sync (before and after it)", quiet), ("while the sync runs", during))
             if group
         ),
@@ -166,6 +182,8 @@ def main() -> None:
     from tools.stack.azurite import start_azurite
 
     logging.disable(logging.WARNING)
+    if os.environ.get("BENCH_SWITCH_INTERVAL"):
+        sys.setswitchinterval(float(os.environ["BENCH_SWITCH_INTERVAL"]))
     command = ".venv/bin/python -m bench.device_sync_realistic " + " ".join(sys.argv[1:])
     lines = [
         "# Device sync at a real instance's latencies",
@@ -188,11 +206,12 @@ def main() -> None:
     azurite = start_azurite()
     try:
         with tempfile.TemporaryDirectory() as scratch:
+            table_end = len(lines)  # the sizes' rows go in one table, each size's notes after it
             for size in args.sizes:
                 figures = run_size(size, Path(scratch) / "tls", azurite.connection_string)
-                table_end = len(lines)
                 lines[table_end:table_end] = figures[:2]
-                lines += figures[2:]
+                table_end += 2
+                lines += ["", f"At {size:,} devices:", "", *figures[3:]]
                 args.output.write_text("\n".join(lines) + "\n")
     finally:
         azurite.stop()

@@ -165,8 +165,8 @@ class RunRows:
         if kind in self.loaded:
             rows = self.loaded[kind]
             return {key: rows.get(key) for key in keys}
-        found = self.state.get_many(kind, [k for k in keys if not self._staged_row(kind, k)])
-        return {key: self._merged(kind, key, found.get(key)) for key in keys}
+        found = self.state.get_many(kind, keys)  # a staged row may be partial (a mark): merged over the stored one
+        return {key: self._merged(kind, key, found[key]) for key in keys}
 
     def rows(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
         """Every row of one kind (loaded ones from memory)."""

@@ -264,3 +264,45 @@ def test_alerts_keep_their_share_while_a_sync_fills_the_instance(
     # Served before the sync's dozen waiting writes: one payload's time at most (first come, three or more).
     assert max(waits) < payload_seconds * 1.8
     assert sync.state.last_sync() is not None and sync.state.last_sync().error == ""  # type: ignore[union-attr]
+
+
+def test_ctrl_c_in_sync_run_stops_cleanly_and_the_next_run_resumes(
+    console: ConsoleEmulator,
+    servicenow: ServiceNowEmulator,
+    azurite: Azurite,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from shared.cli import main
+    from shared.settings import get_settings
+    from tests.support.settings import app_settings
+
+    environ = app_settings(
+        azurite.connection_string,
+        servicenow.url,
+        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
+        SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
+        DEVICE_SYNC_ENABLED="true",
+        CONSOLE_URL=console.url,
+        CONSOLE_CA_BUNDLE=str(console.ca_pem),
+        DEFENDER_CONSOLE_API_TOKEN=TOKEN,
+        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+        DEVICE_SYNC_BATCH_SIZE="3",
+        DEVICE_SYNC_PAGE_SIZE="10",
+        DEVICE_SYNC_CONCURRENCY="4",
+    )
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    servicenow.ire_cost.configure({"payload_ms": 150})
+    before = signal.getsignal(signal.SIGINT)
+    threading.Timer(0.8, os.kill, (os.getpid(), signal.SIGINT)).start()  # the operator's Ctrl-C
+    assert main(["sync", "run"]) == 0
+    out = capsys.readouterr()
+    assert "stopping: the writes in flight finish" in out.err
+    assert "stopped in devices" in out.out and 0 < len(in_cmdb(servicenow)) < DEVICES
+    assert signal.getsignal(signal.SIGINT) is before  # Ctrl-C is the terminal's again
+    servicenow.ire_cost.configure({"payload_ms": 0})
+    assert main(["sync", "run"]) == 0
+    assert "succeeded" in capsys.readouterr().out
+    assert len(in_cmdb(servicenow)) == DEVICES and max(devices_by_key(servicenow).values()) == 1
