@@ -58,6 +58,10 @@ param deviceSyncDataSource string = 'MicrosoftDefenderForIoT'
 param deviceSyncClassMap string = ''
 param deviceSyncBatchSize int = 100
 param deviceSyncPageSize int = 500
+@description('ServiceNow writes (IRE payloads, vulnerable-item Batch calls) the device sync keeps in flight at once, within the connection budget at low priority.')
+@minValue(1)
+@maxValue(64)
+param deviceSyncConcurrency int = 12
 @description('Hours a device may be missing from a source without a deletions feed (a sensor, the cloud) before its CI is retired.')
 param deviceSyncAbsenceHours int = 24
 
@@ -262,6 +266,7 @@ module app 'modules/app.bicep' = {
       DEVICE_SYNC_CLASS_MAP: deviceSyncClassMap
       DEVICE_SYNC_BATCH_SIZE: deviceSyncBatchSize
       DEVICE_SYNC_PAGE_SIZE: deviceSyncPageSize
+      DEVICE_SYNC_CONCURRENCY: deviceSyncConcurrency
       DEVICE_SYNC_ABSENCE_HOURS: deviceSyncAbsenceHours
       ALERT_INTAKE_SCHEDULE: alertIntakeSchedule
       DEFENDER_SOURCES: defenderSources

@@ -10,6 +10,7 @@ from azure.data.tables import TableServiceClient
 
 from shared.app import budget_for, secret_store, servicenow_client, sync_scope
 from shared.app.sources import device_source
+from shared.assets.index import IndexWriter
 from shared.defender.settings import SourceSettings
 from shared.devices.state import SyncState, SyncStatus
 from shared.devices.sync import DeviceSync, SyncProgress, run_if_due
@@ -51,14 +52,16 @@ def build_sync(
     secrets = secret_store(settings)
     connection = settings.connection(sync.connection)
     servicenow = servicenow_client(connection, secrets, settings.http, budget_for(settings, connection))
+    state = state or sync_state(settings, source)
     return DeviceSync(
         sync,
         device_source(source, settings, secrets),
         servicenow,
-        state or sync_state(settings, source),
+        state,
         progress=progress,
         data_source=source.data_source,
         deadline=deadline,
+        index=IndexWriter(state.table),  # beside the sync state, in its table (issue 25)
     )
 
 

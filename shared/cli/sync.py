@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
+from types import FrameType
 
 import click
 
@@ -14,7 +17,7 @@ from shared.app.devices import build_sync, source_named, sync_state
 from shared.cli.context import Operator, pass_operator
 from shared.defender.settings import SourceSettings
 from shared.devices.state import SyncStatus
-from shared.devices.sync import SyncProgress
+from shared.devices.sync import DeviceSync, SyncProgress
 
 LINE_EVERY_SECONDS = 10.0
 
@@ -27,8 +30,29 @@ def sync() -> None:
 def _progress_text(progress: SyncProgress) -> str:
     return (
         f"{progress.stream}: {progress.pages} page(s), {progress.items:,} item(s) read; "
-        f"{progress.servicenow_calls:,} ServiceNow call(s) so far"
+        f"{progress.servicenow_calls:,} ServiceNow call(s) so far, {progress.in_flight} write(s) in flight"
     )
+
+
+@contextmanager
+def _stop_on_interrupt(sync: DeviceSync) -> Iterator[None]:
+    """The first Ctrl-C stops the sync cleanly: no new write is sent, the ones in flight finish and are saved,
+    and the next run resumes there. A second one interrupts at once (what is saved is still consistent)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if sync.stop_requested.is_set():
+            raise KeyboardInterrupt
+        sync.stop_requested.set()
+        click.echo("stopping: the writes in flight finish and are saved; Ctrl-C again to interrupt now", err=True)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @contextmanager
@@ -56,7 +80,7 @@ def _report(status: SyncStatus, source: SourceSettings) -> int:
     result = (
         f"failed: {status.error}"
         if status.error
-        else f"stopped at its deadline in {status.stopped} (the next tick resumes there)"
+        else f"stopped in {status.stopped} (its deadline or Ctrl-C; the next run resumes there)"
         if status.stopped
         else "succeeded"
     )
@@ -90,12 +114,16 @@ SOURCE_OPTION = click.option("--source", "source_name", metavar="NAME", help="On
 @SOURCE_OPTION
 @pass_operator
 def run(operator: Operator, source_name: str | None) -> int:
-    """Run the device sync now, whatever its schedule."""
+    """Run the device sync now, whatever its schedule. Ctrl-C stops it cleanly (the next run resumes)."""
     worst = 0
     for source in _sources(operator, source_name):
         with _progress() as show:
-            status = build_sync(operator.settings, source, progress=show).run()
+            device_sync = build_sync(operator.settings, source, progress=show)
+            with _stop_on_interrupt(device_sync):
+                status = device_sync.run()
         worst = max(worst, _report(status, source))
+        if device_sync.stop_requested.is_set():
+            break  # the operator asked to stop: not the next source either
     return worst
 
 

@@ -21,6 +21,7 @@ declare(
     "DEVICE_SYNC_DATA_SOURCE",
     "DEVICE_SYNC_BATCH_SIZE",
     "DEVICE_SYNC_PAGE_SIZE",
+    "DEVICE_SYNC_CONCURRENCY",
     "DEVICE_SYNC_CLASS_MAP",
     "DEVICE_SYNC_ABSENCE_HOURS",
     "DEVICE_SYNC_CLOUD_DATA_SOURCES",
@@ -46,6 +47,7 @@ class DeviceSyncSettings:
     data_source: str = "MicrosoftDefenderForIoT"
     batch_size: int = 100
     page_size: int = 500
+    concurrency: int = 12  # ServiceNow writes in flight at once (within the connection's budget, at low priority)
     class_map: Mapping[str, str] = field(default_factory=dict)
     absence_hours: float = 24.0  # a device missing this long from a source without a deletions feed is retired
     sources: tuple[SourceSettings, ...] = ()  # every source the sync reads (DEFENDER_SOURCES, CONSOLE_URL)
@@ -144,6 +146,7 @@ def check_device_sync(
         data_source=reader.raw("DEVICE_SYNC_DATA_SOURCE") or DeviceSyncSettings.data_source,
         batch_size=reader.integer("DEVICE_SYNC_BATCH_SIZE", 100, 1, 1000),
         page_size=reader.integer("DEVICE_SYNC_PAGE_SIZE", 500, 10, 10_000),
+        concurrency=reader.integer("DEVICE_SYNC_CONCURRENCY", 12, 1, 64),
         class_map=class_map,
         absence_hours=reader.number("DEVICE_SYNC_ABSENCE_HOURS", 24.0, 1, 24 * 90),
         sources=sources,

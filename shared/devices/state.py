@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -96,9 +96,9 @@ class SyncState:
         for row in rows:
             partitions.setdefault(self.partition(kind, row["RowKey"]), []).append(row)
         for partition, members in partitions.items():
-            self._put_partition(partition, members)
+            self.put_partition(partition, members)
 
-    def _put_partition(self, partition: str, rows: Sequence[dict[str, Any]]) -> None:
+    def put_partition(self, partition: str, rows: Sequence[dict[str, Any]]) -> None:
         for start in range(0, len(rows), 100):
             operations = [
                 ("upsert", {**row, "PartitionKey": partition}, {"mode": UpdateMode.MERGE})
@@ -109,6 +109,10 @@ class SyncState:
             except TableTransactionError:
                 for _, entity, _ in operations:
                     self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
+
+    def load(self, kind: str, fields: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Every row of one kind at once, only ``fields`` of each (a whole read's view: one range query, paged)."""
+        return {str(row["RowKey"]): {f: row[f] for f in fields if f in row} for row in self.rows(kind)}
 
     def _single(self, partition: str, key: str) -> dict[str, Any] | None:
         try:
@@ -132,3 +136,74 @@ class SyncState:
         self.table.upsert_entity(
             {"PartitionKey": "status", "RowKey": self._prefix + "last", "json": json.dumps(asdict(status))}
         )
+
+
+class RunRows:
+    """One run's reads and writes of the per-item rows.
+
+    Reads: a kind ``load``-ed once (a whole read: one range query for all its rows) is served from memory;
+    otherwise a page's rows are point reads. Writes: rows are staged and written in transactions of 100 per
+    partition (the Table service's limit) as partitions fill, and every staged row on ``flush`` — which the
+    sync calls before it moves a watermark past them, so the state never says more than ServiceNow confirmed.
+    A staged row is visible to the run's later reads at once.
+    """
+
+    def __init__(self, state: SyncState, companions: Sequence[Callable[[], None]] = ()) -> None:
+        self.state = state
+        self.companions = companions  # flushed with the rows (the asset index), so both say the same
+        self.loaded: dict[str, dict[str, dict[str, Any]]] = {}
+        self._staged: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (kind, partition) → key → row
+
+    def load(self, kind: str) -> None:
+        if kind not in self.loaded:
+            self.loaded[kind] = self.state.load(kind, sorted(_KEPT))
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self.get_many(kind, [key])[key]
+
+    def get_many(self, kind: str, keys: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        if kind in self.loaded:
+            rows = self.loaded[kind]
+            return {key: rows.get(key) for key in keys}
+        found = self.state.get_many(kind, keys)  # a staged row may be partial (a mark): merged over the stored one
+        return {key: self._merged(kind, key, found[key]) for key in keys}
+
+    def rows(self, kind: str) -> list[tuple[str, dict[str, Any]]]:
+        """Every row of one kind (loaded ones from memory)."""
+        if kind in self.loaded:
+            return list(self.loaded[kind].items())
+        return [(str(row["RowKey"]), row) for row in self.state.rows(kind)]
+
+    def _staged_row(self, kind: str, key: str) -> dict[str, Any] | None:
+        return self._staged.get((kind, self.state.partition(kind, key)), {}).get(key)
+
+    def _merged(self, kind: str, key: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
+        staged = self._staged_row(kind, key)
+        return stored if staged is None else {**(stored or {}), **staged}
+
+    def stage(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
+        for row in rows:
+            key = str(row["RowKey"])
+            partition = self.state.partition(kind, key)
+            members = self._staged.setdefault((kind, partition), {})
+            members[key] = {**members.get(key, {}), **row}
+            if kind in self.loaded:
+                cached = self.loaded[kind].setdefault(key, {})
+                cached.update({k: v for k, v in row.items() if k in _KEPT})
+            if len(members) >= 100:
+                self._write(kind, partition)
+
+    def flush(self) -> None:
+        for kind, partition in list(self._staged):
+            self._write(kind, partition)
+        for flush in self.companions:
+            flush()
+
+    def _write(self, kind: str, partition: str) -> None:
+        members = self._staged.pop((kind, partition), {})
+        if members:
+            self.state.put_partition(partition, list(members.values()))
+
+
+# The fields a loaded row keeps in memory (what the sync reads back): 100,000 devices stay within tens of MB.
+_KEPT = frozenset({"hash", "sys_id", "class_name", "retired", "missing_since", "open"})

@@ -294,7 +294,10 @@ def test_sync_commands_run_and_show_status(
     progress = capsys.readouterr().out
     for stream in ("devices", "connections", "cves"):
         assert re.search(
-            rf"^{stream}: 1 page\(s\), [\d,]+ item\(s\) read; [\d,]+ ServiceNow call\(s\) so far$", progress, re.M
+            rf"^{stream}: 1 page\(s\), [\d,]+ item\(s\) read; [\d,]+ ServiceNow call\(s\) so far, "
+            r"\d+ write\(s\) in flight$",
+            progress,
+            re.M,
         )
     assert main(["sync", "status"]) == 0
     out = progress + capsys.readouterr().out

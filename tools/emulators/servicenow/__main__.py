@@ -53,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--error-rate", type=_rate, action="append", default=[], help="STATUS=RATE, e.g. 503=0.2")
     parser.add_argument("--retry-after", help="Retry-After sent with injected errors")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random faults")
+    parser.add_argument("--max-transactions", type=int, help="concurrent API transactions (default: no limit)")
+    parser.add_argument("--ire-payload-ms", type=float, default=0.0, help="time per IRE payload")
+    parser.add_argument("--ire-rule-item-ms", type=float, default=0.0, help="per IRE item matched by rules")
+    parser.add_argument("--ire-native-item-ms", type=float, default=0.0, help="per IRE item found by its source key")
     args = parser.parse_args(argv)
 
     users = dict(args.user or [_pair(DEFAULT_USER)])
@@ -67,6 +71,14 @@ def main(argv: list[str] | None = None) -> int:
             "error_rates": dict(args.error_rate),
             "retry_after": args.retry_after,
             "seed": args.seed,
+        }
+    )
+    emulator.max_transactions = args.max_transactions
+    emulator.ire_cost.configure(
+        {
+            "payload_ms": args.ire_payload_ms,
+            "rule_item_ms": args.ire_rule_item_ms,
+            "native_item_ms": args.ire_native_item_ms,
         }
     )
     return emulator.serve_until_stopped(

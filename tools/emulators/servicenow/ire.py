@@ -199,10 +199,19 @@ class Ire:
             duplicate = self._duplicates(items)
             if duplicate:
                 return self._refused(items, "DUPLICATE_PAYLOAD_RECORDS", duplicate)
-            owners = self._owners(items, relations)
-            written: dict[int, str] = {}  # item index → its sys_id, in payload order (an owner before its IPs)
-            results = [self._item(index, item, owners, written, user, source) for index, item in enumerate(items)]
-            related = [self._relation(i, r, results, user, len(items)) for i, r in enumerate(relations)]
+        owners = self._owners(items, relations)
+        written: dict[int, str] = {}  # item index → its sys_id, in payload order (an owner before its IPs)
+        # Each item, then each relation, under the store's lock in turn, as a database locks rows rather than
+        # the whole CMDB: other requests are served between them (two payloads that write one CI race, as
+        # on an instance).
+        results = []
+        for index, item in enumerate(items):
+            with self.store.lock:
+                results.append(self._item(index, item, owners, written, user, source))
+        related = []
+        for number, relation in enumerate(relations):
+            with self.store.lock:
+                related.append(self._relation(number, relation, results, user, len(items)))
         if self.shuffle:
             self.rng.shuffle(results)
         return {

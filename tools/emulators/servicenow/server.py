@@ -26,6 +26,7 @@ from tools.emulators.faults import FaultPlan
 from tools.emulators.httpserver import Reply, TlsEmulator
 from tools.emulators.servicenow import dictionary
 from tools.emulators.servicenow.ire import Ire
+from tools.emulators.servicenow.ire_cost import InFlight, IreCost
 from tools.emulators.servicenow.oauth import OAuthClient, OAuthDeniedError, OAuthServer
 from tools.emulators.servicenow.query import ParsedQuery, QuerySyntaxError, parse
 from tools.emulators.servicenow.shape import Renderer
@@ -99,6 +100,8 @@ class ServiceNowEmulator(TlsEmulator):
         self.oauth = OAuthServer(self.clock, users=dict(users or {}), clients={c.client_id: c for c in clients})
         self.faults = FaultPlan(self.clock)
         self.ire = Ire(self.store)
+        self.ire_cost = IreCost()  # what a payload costs a real instance (none: the emulator's speed)
+        self.ire_in_flight = InFlight()  # the CIs the payloads in flight write
         self.renderer = Renderer(self.store, lambda: self.url)
         self.session_queue_limit = session_queue_limit
         self.batch_max_serviced = batch_max_serviced
@@ -150,6 +153,8 @@ class ServiceNowEmulator(TlsEmulator):
         self.rate_limit_per_hour = None
         self.rate_windows.clear()
         self.ire.shuffle = False
+        self.ire_cost = IreCost()
+        self.ire_in_flight.clear()
         self.hibernating = False
         self.acl_hidden.clear()
         self.seed_directory()
@@ -568,10 +573,16 @@ class ServiceNowEmulator(TlsEmulator):
                 for item in payload.get("items") or []
                 if isinstance(item, dict)
             )
+        ticket = self.ire_in_flight.enter(payload.get("items") or [])
         try:
-            return Reply(200, {"result": self.ire.reconcile(payload, user, source)})
+            result = self.ire.reconcile(payload, user, source)
+            # The instance's time for the payload, in this request's transaction slot (not under the store's lock).
+            self.ire_cost.spend(result["items"])
+            return Reply(200, {"result": result})
         except StoreError as exc:
             return envelope(exc.status, exc.message, exc.detail)
+        finally:
+            self.ire_in_flight.leave(ticket)
 
     # -- admin API -------------------------------------------------------------------------
     def admin(self, method: str, path: str, body: bytes) -> Reply:
@@ -592,7 +603,11 @@ class ServiceNowEmulator(TlsEmulator):
         if name == "faults":
             return Reply(200, self.faults.admin(method, spec))
         if name == "ire":
-            return Reply(200, self.ire.admin(spec))
+            # {"shuffle": bool, "cost": {"payload_ms": …, "native_item_ms": …, "rule_item_ms": …}}
+            self.ire_cost.configure(spec.get("cost") or {})
+            with self.ire_in_flight.lock:
+                in_flight = {"most": self.ire_in_flight.most, "overlaps": list(self.ire_in_flight.overlaps)}
+            return Reply(200, {**self.ire.admin(spec), "cost": self.ire_cost.as_dict(), "in_flight": in_flight})
         if name == "reset" and method == "POST":
             self.reset()
             return Reply(200, {"status": "reset"})
