@@ -40,7 +40,7 @@ def encode(body: bytes | str) -> str:
     return base64.b64encode(body.encode() if isinstance(body, str) else body).decode()
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+def wait_until(condition: Callable[[], bool], timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
