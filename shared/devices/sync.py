@@ -51,6 +51,7 @@ from shared.servicenow.ire import IreResult
 __all__ = ["DeviceSync", "SyncProgress", "is_due", "run_if_due"]
 logger = logging.getLogger("shared.devices.sync")
 SAVE_EVERY = 5_000  # devices settled between two saves of the watermark (and the rows before it)
+INDEXED = "asset-index"  # the watermark that says since when the asset index holds every device of the scope
 
 
 @dataclass
@@ -87,11 +88,14 @@ class DeviceSync(Links, Cves):
             self.state.ensure()
             last = self.state.last_sync()
             self._sensors(status.counts)
-            whole = self._whole_read_due(started, resuming=last is not None and last.stopped == "devices")
+            backfill = self._index_backfill_due(started, first=last is None)
+            whole = backfill or self._whole_read_due(started, resuming=last is not None and last.stopped == "devices")
             if whole or not self.state.watermark("devices"):  # a whole read, or a first one: range queries
                 for kind in ("device", "connection", "cve"):
                     self.rows.load(kind)
-            seen = self._devices(status.counts, whole)
+            seen = self._devices(status.counts, whole, backfill)
+            if backfill:  # read whole without a stop: every device ServiceNow has is in the index now
+                self.state.set_watermark(INDEXED, int(started.timestamp() * 1000))
             if capabilities.connections:
                 self.connections(status.counts)
             if capabilities.deletions == "feed":
@@ -189,8 +193,20 @@ class DeviceSync(Links, Cves):
         last = self.state.watermark("whole-read")
         return now.timestamp() * 1000 - last >= self.settings.absence_hours * 3_600_000 / 2
 
-    def _devices(self, counts: SyncCounts, whole: bool) -> set[str] | None:
+    def _index_backfill_due(self, now: datetime, *, first: bool) -> bool:
+        """Whether the asset index must be filled from a whole read: a sync that ran before the index existed
+        (an upgrade) wrote devices the index has never seen, and an unchanged device is not written again. A
+        first sync indexes each device as ServiceNow confirms it, so it only marks the index as begun."""
+        if self.index is None or self.state.watermark(INDEXED):
+            return False
+        if first:
+            self.state.set_watermark(INDEXED, int(now.timestamp() * 1000))
+            return False
+        return True
+
+    def _devices(self, counts: SyncCounts, whole: bool, backfill: bool = False) -> set[str] | None:
         """Write the changed devices; returns every device id read when the read was whole and complete.
+        ``backfill``: the unchanged devices go into the asset index too, with the CI their row names.
 
         Payloads of several pages are in flight at once; each page settles in source order once its payloads
         are over, and the watermark moves past settled pages only (before the first device that did not land).
@@ -205,6 +221,8 @@ class DeviceSync(Links, Cves):
             stored = self.rows.get_many("device", [d.id for d in page.devices])
             changed = [d for d in page.devices if (stored[d.id] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page.devices) - len(changed)
+            if backfill:
+                self._index_unchanged(page.devices, changed, stored)
             work = self.writer.open_page(functools.partial(self._settle, page, marks))
             for chunk in chunks(changed, self.settings.batch_size):
                 if self.stopping():
@@ -314,6 +332,17 @@ class DeviceSync(Links, Cves):
         for row in rows:
             device = by_id[row["RowKey"]]
             self.index.put(Asset.of(self.state.scope, device, row["sys_id"], row["class_name"]))
+
+    def _index_unchanged(
+        self, devices: Sequence[Device], changed: Sequence[Device], stored: Mapping[str, dict[str, Any] | None]
+    ) -> None:
+        """The backfill: each unchanged device under the CI its row names (a changed one is put once written)."""
+        assert self.index is not None
+        writing = {d.id for d in changed}
+        for device in devices:
+            row = stored[device.id] or {}
+            if device.id not in writing and row.get("sys_id"):
+                self.index.put(Asset.of(self.state.scope, device, str(row["sys_id"]), str(row.get("class_name", ""))))
 
     def cves_now(self, open_by_device: Mapping[str, Sequence[Cve]]) -> None:
         if self.index is not None:

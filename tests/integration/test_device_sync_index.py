@@ -48,12 +48,12 @@ def reader(console: ConsoleEmulator) -> ConsoleClient:
 @pytest.fixture
 def make_sync(
     reader: ConsoleClient, servicenow: ServiceNowEmulator, azurite: Azurite
-) -> Callable[[], tuple[DeviceSync, AssetDirectory]]:
+) -> Callable[..., tuple[DeviceSync, AssetDirectory]]:
     table = TableServiceClient.from_connection_string(azurite.connection_string).get_table_client(
         f"sync{uuid.uuid4().hex[:12]}"
     )
 
-    def make() -> tuple[DeviceSync, AssetDirectory]:
+    def make(indexed: bool = True) -> tuple[DeviceSync, AssetDirectory]:
         http = HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=2)
         connection = ServiceNowConnection(
             "default", servicenow.url, "basic", username=SN_USER, ca_bundle=servicenow.ca_pem
@@ -63,7 +63,8 @@ def make_sync(
         )
         state = SyncState(table, SCOPE)
         settings = DeviceSyncSettings(batch_size=4, page_size=10, concurrency=4)
-        return DeviceSync(settings, reader, client, state, index=IndexWriter(table)), AssetDirectory(table)
+        index = IndexWriter(table) if indexed else None
+        return DeviceSync(settings, reader, client, state, index=index), AssetDirectory(table)
 
     return make
 
@@ -82,7 +83,7 @@ def every_device(reader: ConsoleClient) -> list[Device]:
 
 
 def test_after_a_sync_each_device_is_found_by_id_and_by_address_within_its_zone(
-    make_sync: Callable[[], tuple[DeviceSync, AssetDirectory]],
+    make_sync: Callable[..., tuple[DeviceSync, AssetDirectory]],
     reader: ConsoleClient,
     servicenow: ServiceNowEmulator,
 ) -> None:
@@ -107,7 +108,7 @@ def test_after_a_sync_each_device_is_found_by_id_and_by_address_within_its_zone(
 
 
 def test_a_retired_device_stays_findable_and_a_reidentified_one_moves_to_its_new_ci(
-    make_sync: Callable[[], tuple[DeviceSync, AssetDirectory]],
+    make_sync: Callable[..., tuple[DeviceSync, AssetDirectory]],
     console: ConsoleEmulator,
     servicenow: ServiceNowEmulator,
 ) -> None:
@@ -126,3 +127,25 @@ def test_a_retired_device_stays_findable_and_a_reidentified_one_moves_to_its_new
         assert found is not None and found.retired  # a record may still point at a retired CI
     moved = directory.device(SCOPE, updated)
     assert moved is not None and moved.sys_id == cmdb(servicenow)[updated][0] != old_sys_id
+
+
+def test_devices_synced_before_the_index_existed_are_indexed_by_the_next_sync_once(
+    make_sync: Callable[..., tuple[DeviceSync, AssetDirectory]],
+    reader: ConsoleClient,
+    servicenow: ServiceNowEmulator,
+) -> None:
+    """An upgrade: the console's sync (a deletions feed, so it never reads whole) ran without the index; the
+    next sync finds every device unchanged, writes nothing to ServiceNow, and still fills the index."""
+    old, _ = make_sync(indexed=False)
+    assert old.run().error == ""
+    sync, directory = make_sync()
+    status = sync.run()
+    counts = status.counts
+    assert status.error == "" and counts.unchanged >= len(every_device(reader))
+    assert (counts.created, counts.updated, counts.retired, counts.cves_opened) == (0, 0, 0, 0)  # nothing changed
+    cis = cmdb(servicenow)
+    for device in every_device(reader):
+        found = directory.device(SCOPE, device.id)
+        assert found is not None and (found.sys_id, found.ci_class) == cis[device.id]
+    again, _ = make_sync()
+    assert again.run().error == "" and again.index is not None and again.index.calls == 0  # filled once
