@@ -43,6 +43,7 @@ def child(spec: dict[str, Any]) -> None:
     from azure.data.tables import TableServiceClient
 
     from shared.app import servicenow_client
+    from shared.assets.index import IndexWriter
     from shared.defender.console import ConsoleClient
     from shared.devices.settings import DeviceSyncSettings
     from shared.devices.state import SyncState
@@ -72,11 +73,13 @@ def child(spec: dict[str, Any]) -> None:
         client = servicenow_client(
             connection, EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD}), http, budget
         )
+    state = SyncState(tables.get_table_client(spec["table"]))
     sync = DeviceSync(
         DeviceSyncSettings(batch_size=100, page_size=500, concurrency=spec.get("concurrency", 12)),
         console,
         client,
-        SyncState(tables.get_table_client(spec["table"])),
+        state,
+        index=IndexWriter(state.table),  # as deployed (app.devices.build_sync): the asset index beside the state
     )
     started = time.perf_counter()
     calls_before = storage_calls[0]

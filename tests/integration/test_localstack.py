@@ -188,10 +188,10 @@ def test_the_demo_plays_the_cloud_path(project: Path, cleanup: list[subprocess.P
     assert "Critical Unauthorized Internet Connectivity Detected\n    rules major-and-above\n    → incident INC" in text
     assert "System   sensor sensor-plant-c-2 went offline\n    rules sensor-health\n    → incident INC" in text
     # An alert between two of the cloud's devices, after the device sync: its record names the destination's CI
-    # once the sync writes the asset index (issue 25; until then it says the asset was not in the CMDB yet).
+    # (its name and OT class, from the asset index the sync wrote) and that device's open CVEs (issue 25).
     assert re.search(
         r"Unauthorized PLC Program Upload\n    rules major-and-above\n    → incident INC\d+ [^\n]*\n      "
-        r"(Configuration item: [^\n]+ \(cmdb_ci_ot\w*\)|no Configuration item: the asset was not in the CMDB yet)",
+        r"Configuration item: [^\n]+ \(cmdb_ci_ot\w*\)\n      \d+ open CVEs: CVE-\d{4}-\d+",
         text,
     ), text
     assert "Closed in the cloud: Unauthorized Internet Connectivity Detected\n    → INC" in text
