@@ -206,4 +206,4 @@ class RunRows:
 
 
 # The fields a loaded row keeps in memory (what the sync reads back): 100,000 devices stay within tens of MB.
-_KEPT = frozenset({"hash", "sys_id", "class_name", "retired", "missing_since", "open"})
+_KEPT = frozenset({"hash", "sys_id", "class_name", "criticality", "retired", "missing_since", "open"})

@@ -27,17 +27,17 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from shared.assets.model import Asset
-from shared.defender.model import Cve, Device
+from shared.defender.model import Device
 from shared.defender.rest import DefenderApiError
 from shared.devices.base import StoppedError, SyncProgress, chunks
 from shared.devices.cmdb import DETECTS, content_hash, device_hash, device_items, identity_item, owned, sensor_item
 from shared.devices.cves import Cves
+from shared.devices.indexing import INDEXED, Indexing
 from shared.devices.links import Links
 from shared.devices.references import References
 from shared.devices.settings import DeviceSyncSettings
@@ -51,7 +51,6 @@ from shared.servicenow.ire import IreResult
 __all__ = ["DeviceSync", "SyncProgress", "is_due", "run_if_due"]
 logger = logging.getLogger("shared.devices.sync")
 SAVE_EVERY = 5_000  # devices settled between two saves of the watermark (and the rows before it)
-INDEXED = "asset-index"  # the watermark that says since when the asset index holds every device of the scope
 
 
 @dataclass
@@ -72,7 +71,7 @@ class _Marks:
     since_save: int = 0  # devices settled since the last save
 
 
-class DeviceSync(Links, Cves):
+class DeviceSync(Indexing, Links, Cves):
     # -- one run ----------------------------------------------------------------------------
     def run(self) -> SyncStatus:
         started = self.clock()
@@ -88,7 +87,7 @@ class DeviceSync(Links, Cves):
             self.state.ensure()
             last = self.state.last_sync()
             self._sensors(status.counts)
-            backfill = self._index_backfill_due(started, first=last is None)
+            backfill = self.index_backfill_due(started, first=last is None)
             whole = backfill or self._whole_read_due(started, resuming=last is not None and last.stopped == "devices")
             if whole or not self.state.watermark("devices"):  # a whole read, or a first one: range queries
                 for kind in ("device", "connection", "cve"):
@@ -193,17 +192,6 @@ class DeviceSync(Links, Cves):
         last = self.state.watermark("whole-read")
         return now.timestamp() * 1000 - last >= self.settings.absence_hours * 3_600_000 / 2
 
-    def _index_backfill_due(self, now: datetime, *, first: bool) -> bool:
-        """Whether the asset index must be filled from a whole read: a sync that ran before the index existed
-        (an upgrade) wrote devices the index has never seen, and an unchanged device is not written again. A
-        first sync indexes each device as ServiceNow confirms it, so it only marks the index as begun."""
-        if self.index is None or self.state.watermark(INDEXED):
-            return False
-        if first:
-            self.state.set_watermark(INDEXED, int(now.timestamp() * 1000))
-            return False
-        return True
-
     def _devices(self, counts: SyncCounts, whole: bool, backfill: bool = False) -> set[str] | None:
         """Write the changed devices; returns every device id read when the read was whole and complete.
         ``backfill``: the unchanged devices go into the asset index too, with the CI their row names.
@@ -221,8 +209,8 @@ class DeviceSync(Links, Cves):
             stored = self.rows.get_many("device", [d.id for d in page.devices])
             changed = [d for d in page.devices if (stored[d.id] or {}).get("hash") != hashes[d.id]]
             counts.unchanged += len(page.devices) - len(changed)
-            if backfill:
-                self._index_unchanged(page.devices, changed, stored)
+            if self.index is not None:
+                self.index_unchanged(page.devices, changed, stored, every=backfill)
             work = self.writer.open_page(functools.partial(self._settle, page, marks))
             for chunk in chunks(changed, self.settings.batch_size):
                 if self.stopping():
@@ -309,6 +297,7 @@ class DeviceSync(Links, Cves):
                             "hash": hashes[device.id],
                             "sys_id": device_result.sys_id,
                             "class_name": items[device.id][0]["className"],
+                            "criticality": device.criticality,
                             "retired": False,
                             "missing_since": "",
                         }
@@ -321,39 +310,6 @@ class DeviceSync(Links, Cves):
 
         keys = [str(item["sys_object_source_info"]["source_native_key"]) for item in payload if item["values"]]
         self.writer.submit(keys, lambda: self.reconcile(payload, relations), done, work)
-
-    # -- the asset index: what ServiceNow confirmed, flushed with the rows (RunRows' companion) ---------
-    def devices_confirmed(self, chunk: Sequence[Device], rows: Sequence[dict[str, Any]]) -> None:
-        """Each device ServiceNow confirmed, by its CI: put overwrites, so a device the IRE re-identified
-        under another sys_id is found under the new one."""
-        if self.index is None:
-            return
-        by_id = {d.id: d for d in chunk}
-        for row in rows:
-            device = by_id[row["RowKey"]]
-            self.index.put(Asset.of(self.state.scope, device, row["sys_id"], row["class_name"]))
-
-    def _index_unchanged(
-        self, devices: Sequence[Device], changed: Sequence[Device], stored: Mapping[str, dict[str, Any] | None]
-    ) -> None:
-        """The backfill: each unchanged device under the CI its row names (a changed one is put once written)."""
-        assert self.index is not None
-        writing = {d.id for d in changed}
-        for device in devices:
-            row = stored[device.id] or {}
-            if device.id not in writing and row.get("sys_id"):
-                self.index.put(Asset.of(self.state.scope, device, str(row["sys_id"]), str(row.get("class_name", ""))))
-
-    def cves_now(self, open_by_device: Mapping[str, Sequence[Cve]]) -> None:
-        if self.index is not None:
-            for device_id, cves in open_by_device.items():
-                self.index.cves(self.state.scope, device_id, cves)
-
-    def retired_now(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Retired devices stay findable: a record may point at a retired CI."""
-        if self.index is not None:
-            for row in rows:
-                self.index.retire(self.state.scope, str(row["RowKey"]))
 
 
 def is_due(last: SyncStatus | None, frequency_minutes: int, now: datetime) -> bool:

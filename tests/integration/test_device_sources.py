@@ -18,8 +18,9 @@ from azure.storage.queue import QueueClient
 from shared.alerting.intake import Intake, IntakeState
 from shared.app import servicenow_client
 from shared.app.sources import cloud_source
+from shared.assets.index import AssetDirectory, IndexWriter
 from shared.contract.parse import parse_message
-from shared.defender.cloud import CloudInventory
+from shared.defender.cloud import DEVICES, CloudInventory
 from shared.defender.model import DeviceSource
 from shared.defender.sensor import SensorSource
 from shared.defender.settings import CloudSourceSettings, SensorSourceSettings
@@ -87,7 +88,7 @@ def local_sensor(emulator: SensorEmulator) -> SensorSource:
 def make_sync(servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[..., DeviceSync]:
     table = f"sync{uuid.uuid4().hex[:12]}"
 
-    def make(source: DeviceSource, clock: Callable[[], datetime] | None = None) -> DeviceSync:
+    def make(source: DeviceSource, clock: Callable[[], datetime] | None = None, index: bool = False) -> DeviceSync:
         connection = ServiceNowConnection(
             "default", servicenow.url, "basic", username=SN_USER, ca_bundle=servicenow.ca_pem
         )
@@ -97,6 +98,8 @@ def make_sync(servicenow: ServiceNowEmulator, azurite: Azurite) -> Callable[...,
         tables = TableServiceClient.from_connection_string(azurite.connection_string)
         state = SyncState(tables.get_table_client(table), scope=source.name)
         options: dict[str, Any] = {"clock": clock} if clock else {}
+        if index:  # the asset index beside the state, as deployed
+            options["index"] = IndexWriter(state.table)
         return DeviceSync(
             DeviceSyncSettings(batch_size=10, page_size=500),
             source,
@@ -150,6 +153,29 @@ def test_cloud_rerun_without_change_writes_nothing(
     assert status.error == "" and status.counts.created == status.counts.updated == 0
     assert servicenow.stats["requests"] == before  # not one ServiceNow call
     assert graph.stats["queries"] - queries == 3
+
+
+def test_cloud_criticality_changed_reaches_the_asset_index_without_a_servicenow_write(
+    make_sync: Callable[..., DeviceSync], world: Inventory, graph: ResourceGraphEmulator, servicenow: ServiceNowEmulator
+) -> None:
+    """Defender's criticality is in no CMDB field (so not in the content hash), but the index shows it and a
+    rule's impact follows it: a device whose criticality alone changed is put again, with no ServiceNow call."""
+    sync = make_sync(cloud(graph), index=True)
+    assert sync.run().error == ""
+    with graph.lock:
+        document = json.loads(json.dumps(min(graph.by_type[DEVICES].values(), key=lambda d: d.document["id"]).document))
+    name = str(document["name"])
+    assert sync.index is not None and AssetDirectory(sync.state.table).device(sync.state.scope, name) is not None
+    document["properties"]["criticality"] = "Critical"
+    document["properties"]["lastUpdated"] = datetime.now(UTC).isoformat()  # as Defender stamps a change
+    graph.put(document)
+    requests = servicenow.stats["requests"]
+    status = sync.run()
+    assert status.error == "" and status.counts.updated == 0 and servicenow.stats["requests"] == requests
+    found = AssetDirectory(sync.state.table).device(sync.state.scope, name)
+    assert found is not None and found.criticality == "Critical"
+    puts = sync.index.calls
+    assert sync.run().error == "" and sync.index.calls == puts  # put once: the row remembers the criticality
 
 
 def test_cloud_changes_and_a_change_that_shows_late_behind_the_watermark(
