@@ -229,6 +229,14 @@ class Budget:
             return
         if not self._syncing.acquire(blocking=False):
             return  # another thread is syncing; this one goes on with the last view
+        if self._last_sync == float("-inf"):  # the first: the share must be known before a request goes
+            self._sync_board()
+        else:  # later ones off the request's path: the request that finds one due does not wait for storage
+            threading.Thread(target=self._sync_board, name="budget-board", daemon=True).start()
+
+    def _sync_board(self) -> None:
+        """One round trip to the board (holding ``_syncing``, which it releases)."""
+        assert self.board is not None
         try:
             self._last_sync = self.clock()
             self._roll_hour(self.wall_clock())

@@ -167,3 +167,38 @@ def test_429s_and_the_pauses_they_start_are_counted_per_connection() -> None:
     budget.release(answer(429, **limited))  # the same window's answer to a request already in flight
     after = counts()
     assert (after[0] - before[0], after[1] - before[1]) == (3, 1)
+
+
+def test_a_later_board_sync_is_off_the_requests_path_the_first_is_on_it() -> None:
+    """The first sync gives the share before any request goes; a later one (every ``sync_seconds``) runs beside
+    the request that finds it due, so a slow board (storage under load) never holds an alert."""
+
+    class SlowBoard(Board):
+        def __init__(self) -> None:
+            super().__init__(instances=2)
+            self.syncs = 0
+            self.entered = threading.Event()
+            self.gate = threading.Event()
+            self.finished = threading.Event()
+
+        def sync(self, used: Mapping[str, int]) -> BoardView:
+            self.syncs += 1
+            if self.syncs > 1:
+                self.entered.set()
+                self.gate.wait(5)
+                self.finished.set()
+            return self.view
+
+    clock = Clock()
+    board = SlowBoard()
+    budget = Budget("sn", 16, board=board, clock=clock)
+    budget.acquire(3)
+    assert board.syncs == 1 and budget.share == 8  # known before the first request
+    budget.release(answer(201))
+    clock.now += budget.sync_seconds
+    budget.acquire(3)  # the board is stuck: the request goes all the same
+    assert not board.finished.is_set() and budget.stats.granted == 2
+    budget.release(answer(201))
+    assert board.entered.wait(5)  # the due sync did start, beside the request
+    board.gate.set()
+    assert board.finished.wait(5)
