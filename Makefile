@@ -94,7 +94,8 @@ bench: deps
 	$(PY) -m bench.tokens
 	$(PY) -m bench.device_sync --sizes 10000
 	$(PY) -m bench.device_sync --sizes 100000 --no-compare --latencies 0 50 --output bench/results/device_sync_100k.md
-	$(PY) -m bench.device_sync_realistic --sizes 10000 100000
+	$(PY) -m bench.device_sync_realistic --sizes 10000 --output bench/results/device_sync_realistic_10k.md
+	$(PY) -m bench.device_sync_realistic --sizes 100000
 	$(PY) -m bench.cloud_sync --sizes 100000
 	$(PY) -m bench.end_to_end
 	$(PY) -m bench.cold_start

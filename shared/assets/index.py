@@ -11,9 +11,11 @@ grant), one partition each:
   is two devices), pointing at the device row.
 
 A row key is the SHA-256 of the key's parts, so nothing an alert or a source says can reach storage as a
-key: hostile text is inert, and every key fits the Table service's rules. One partition per family keeps a
-device sync's page of 100 devices to a transaction or two (the Table service's scalability target of
-2,000 entities a second per partition is far above what a sync writes or alerts read).
+key: hostile text is inert, and every key fits the Table service's rules. Each family is spread over
+:data:`PARTITIONS` partitions by its row key's first byte, as the sync state is: the Table service's
+scalability target is 2,000 entities a second per partition, and Azurite scans a whole partition on each
+write (a 100,000-device first sync into one partition a family slowed to a tenth of its speed). The sync
+flushes every few thousand devices, so its transactions stay nearly full all the same.
 
 Writes are buffered and committed in transactions of 100 (:class:`IndexWriter`); reads are point reads,
 cached for a short time (:class:`AssetDirectory`).
@@ -38,6 +40,7 @@ from shared.defender.model import Cve
 logger = logging.getLogger("shared.assets.index")
 DEVICES = "asset-device"
 ADDRESSES = "asset-address"
+PARTITIONS = 64  # per family, as the sync state's rows (shared.devices.state.SyncState.PARTITIONS)
 TRANSACTION = 100  # the Table service's most operations in one transaction
 FOUND_SECONDS = 300.0  # a device's CI changes rarely: a record written within 5 min may show the old one
 MISSING_SECONDS = 60.0  # a device not yet synced is found within a minute of its sync
@@ -58,13 +61,17 @@ def row_key(*parts: str) -> str:
     return hashlib.sha256("\x1f".join(parts).encode("utf-8", "surrogatepass")).hexdigest()
 
 
+def _spread(family: str, key: str) -> tuple[str, str]:
+    return f"{family}-{int(key[:2], 16) % PARTITIONS:02d}", key
+
+
 def device_row(scope: str, device_id: str) -> tuple[str, str]:
-    return DEVICES, row_key(scope, device_id)
+    return _spread(DEVICES, row_key(scope, device_id))
 
 
 def address_row(site: str, zone: str, address: str) -> tuple[str, str] | None:
     canonical = normalise_address(address)
-    return None if canonical is None else (ADDRESSES, row_key(site.casefold(), zone.casefold(), canonical))
+    return None if canonical is None else _spread(ADDRESSES, row_key(site.casefold(), zone.casefold(), canonical))
 
 
 class IndexWriter:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 from azure.data.tables import TableClient
 
-from shared.assets.index import ADDRESSES, DEVICES, AssetDirectory, AssetLookupError, IndexWriter
+from shared.assets.index import ADDRESSES, DEVICES, PARTITIONS, AssetDirectory, AssetLookupError, IndexWriter
 from shared.assets.model import TOP_CVES, Asset
 from shared.defender.model import Cve, Device, Firmware
 from tools.stack.azurite import Azurite
@@ -46,7 +46,8 @@ def test_a_written_device_is_found_by_its_id_and_by_its_address_within_its_zone(
     writer.put(Asset.of("sensor-a", plc(), "a" * 32, "cmdb_ci_ot_plc"))
     writer.put(Asset.of("sensor-a", plc("8", zone="Line 4"), "b" * 32, "cmdb_ci_ot_plc"))  # same IP, other zone
     writer.flush()
-    assert writer.calls == 2  # one transaction per partition: the devices', the addresses'
+    rows = [(r["PartitionKey"]) for r in table.query_entities("PartitionKey ge 'asset-' and PartitionKey lt 'asset.'")]
+    assert len(rows) == 4 and writer.calls == len(set(rows))  # one transaction per partition written
 
     directory = AssetDirectory(table)
     found = directory.device("sensor-a", "7")
@@ -104,9 +105,12 @@ def test_many_devices_go_in_transactions_of_100(table: TableClient) -> None:
     for n in range(250):
         writer.put(Asset.of("s", plc(str(n), ip=f"10.2.{n // 200}.{n % 200}"), f"{n:032x}", "cmdb_ci_ot_plc"))
     writer.flush()
-    assert writer.calls == 6  # 250 device rows and 250 address rows, 100 to a transaction
-    assert len(list(table.query_entities(f"PartitionKey eq '{DEVICES}'"))) == 250
-    assert len(list(table.query_entities(f"PartitionKey eq '{ADDRESSES}'"))) == 250
+    rows = [dict(e) for e in table.query_entities("PartitionKey ge 'asset-' and PartitionKey lt 'asset.'")]
+    for family in (DEVICES, ADDRESSES):
+        mine = [r for r in rows if r["PartitionKey"].startswith(f"{family}-")]
+        assert len(mine) == 250 and len({r["PartitionKey"] for r in mine}) <= PARTITIONS
+    # One transaction per partition and 100 rows (no partition here gets more than 100 of the 500 rows).
+    assert writer.calls == len({r["PartitionKey"] for r in rows})
 
 
 def test_hostile_keys_are_inert_and_reads_are_cached(table: TableClient) -> None:
