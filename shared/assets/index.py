@@ -14,11 +14,12 @@ A row key is the SHA-256 of the key's parts, so nothing an alert or a source say
 key: hostile text is inert, and every key fits the Table service's rules. Each family is spread over
 :data:`PARTITIONS` partitions by its row key's first byte, as the sync state is: the Table service's
 scalability target is 2,000 entities a second per partition, and Azurite scans a whole partition on each
-write (a 100,000-device first sync into one partition a family slowed to a tenth of its speed). The sync
-flushes every few thousand devices, so its transactions stay nearly full all the same.
+write (a 100,000-device first sync into one partition a family slowed to a tenth of its speed). A partition's
+rows go once it holds 100, and the sync writes the part-full ones only some thousand devices after it
+staged them, so its transactions stay nearly full all the same.
 
-Writes are buffered and committed in transactions of 100 (:class:`IndexWriter`); reads are point reads,
-cached for a short time (:class:`AssetDirectory`).
+Writes go in transactions of 100 in the background (:class:`IndexWriter`); reads are point reads, cached
+for a short time (:class:`AssetDirectory`).
 """
 
 from __future__ import annotations
@@ -36,12 +37,12 @@ from azure.data.tables import UpdateMode
 
 from shared.assets.model import Asset, cves_columns, normalise_address
 from shared.defender.model import Cve
+from shared.platform.table_batches import TableBatches
 
 logger = logging.getLogger("shared.assets.index")
 DEVICES = "asset-device"
 ADDRESSES = "asset-address"
 PARTITIONS = 64  # per family, as the sync state's rows (shared.devices.state.SyncState.PARTITIONS)
-TRANSACTION = 100  # the Table service's most operations in one transaction
 FOUND_SECONDS = 300.0  # a device's CI changes rarely: a record written within 5 min may show the old one
 MISSING_SECONDS = 60.0  # a device not yet synced is found within a minute of its sync
 CACHE_SIZE = 10_000
@@ -55,6 +56,8 @@ class Table(Protocol):
     def get_entity(self, partition_key: str, row_key: str, **kwargs: Any) -> Any: ...
 
     def submit_transaction(self, operations: Iterable[Any], **kwargs: Any) -> Any: ...
+
+    def upsert_entity(self, entity: dict[str, Any], mode: UpdateMode = ..., **kwargs: Any) -> Any: ...
 
 
 def row_key(*parts: str) -> str:
@@ -75,51 +78,36 @@ def address_row(site: str, zone: str, address: str) -> tuple[str, str] | None:
 
 
 class IndexWriter:
-    """Buffers the rows of confirmed devices; :meth:`flush` commits them, a transaction per partition and 100
-    rows. The sync flushes where it saves its own state, so both say the same of what ServiceNow confirmed."""
+    """The rows of confirmed devices, written in transactions of 100 as their partitions fill
+    (:class:`~shared.platform.table_batches.TableBatches`); the sync writes the rest where it saves its own
+    state (the index is one of its rows' companions), so both say the same of what ServiceNow confirmed."""
 
     def __init__(self, table: Table) -> None:
-        self.table = table
-        # partition → row key → (mode, entity): one operation per entity, as a transaction requires
-        self.pending: dict[str, dict[str, tuple[UpdateMode, dict[str, Any]]]] = {}
-        self.calls = 0
+        self.batches = TableBatches(table)
 
-    def _add(self, key: tuple[str, str], mode: UpdateMode, values: dict[str, Any]) -> None:
-        partition = self.pending.setdefault(key[0], {})
-        if key[1] in partition and mode is UpdateMode.MERGE:  # a merge after a write of the same row: combine
-            previous_mode, previous = partition[key[1]]
-            partition[key[1]] = (previous_mode, {**previous, **values})
-        else:
-            partition[key[1]] = (mode, {"PartitionKey": key[0], "RowKey": key[1], **values})
-        if len(partition) >= TRANSACTION:
-            self._commit(key[0])
+    @property
+    def calls(self) -> int:
+        return self.batches.calls
 
     def put(self, asset: Asset) -> None:
         """The device's row (its CVEs, if known already, are kept: a merge) and a row per address."""
-        self._add(
-            device_row(asset.scope, asset.device_id),
-            UpdateMode.MERGE,
+        self.batches.add(
+            *device_row(asset.scope, asset.device_id),
             {"asset": asset.to_json(), "sys_id": asset.sys_id, "retired": asset.retired},
         )
         for address in asset.ips:
             key = address_row(asset.site, asset.zone, address)
             if key is not None:
-                self._add(key, UpdateMode.REPLACE, {"scope": asset.scope, "device": asset.device_id})
+                self.batches.add(*key, {"scope": asset.scope, "device": asset.device_id}, UpdateMode.REPLACE)
 
     def cves(self, scope: str, device_id: str, cves: Sequence[Cve]) -> None:
-        self._add(device_row(scope, device_id), UpdateMode.MERGE, cves_columns(cves))
+        self.batches.add(*device_row(scope, device_id), cves_columns(cves))
 
     def retire(self, scope: str, device_id: str) -> None:
-        self._add(device_row(scope, device_id), UpdateMode.MERGE, {"retired": True})
-
-    def _commit(self, partition: str) -> None:
-        rows = self.pending.pop(partition)
-        self.table.submit_transaction([("upsert", entity, {"mode": mode}) for mode, entity in rows.values()])
-        self.calls += 1
+        self.batches.add(*device_row(scope, device_id), {"retired": True})
 
     def flush(self) -> None:
-        for partition in list(self.pending):
-            self._commit(partition)
+        self.batches.flush()
 
 
 class AssetDirectory:

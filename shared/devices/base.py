@@ -21,6 +21,7 @@ from shared.servicenow import ServiceNowClient
 from shared.servicenow.ire import IreResult, results
 
 logger = logging.getLogger("shared.devices.sync")
+SAVE_EVERY = 5_000  # items settled between two checkpoints of a stream (its rows, then its watermark)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ def chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
 
 
 class SyncBase:
+    save_every = SAVE_EVERY
+
     def __init__(
         self,
         settings: DeviceSyncSettings,
@@ -75,7 +78,7 @@ class SyncBase:
         self.stop_requested = threading.Event()  # set from another thread or a signal handler: stop cleanly
         self.sensors: dict[str, Sensor] = {}
         self.references = References(servicenow)
-        self.rows = RunRows(state, [index.flush] if index is not None else [])
+        self.rows = RunRows(state, [index.batches] if index is not None else [])
         self.writer = Writer(1)
         self._calls_before = 0
         self._read: dict[str, tuple[int, int]] = {}

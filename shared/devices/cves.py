@@ -4,13 +4,14 @@ reported and closed when no longer reported, 100 changes a job, the jobs in para
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from shared.defender.model import Cve, DeviceCves
 from shared.devices.base import SyncBase, chunks
-from shared.devices.state import SyncCounts
+from shared.devices.state import Checkpoints, SyncCounts
 from shared.devices.vulnerabilities import CveChange, write_chunk
 
 
@@ -18,23 +19,27 @@ class Cves(SyncBase):
     addresses: dict[str, str]  # IP address → device id, from a whole read (CVEs by address)
 
     def cves(self, counts: SyncCounts) -> None:
-        """An incremental source: per page, the watermark moves (in page order) once its writes landed."""
+        """An incremental source: the watermark moves past pages (in page order) whose writes landed, once
+        their rows are stored (:class:`Checkpoints`)."""
         state = {"blocked": False}
+        save = functools.partial(self.state.set_watermark, "cves")
+        saves = Checkpoints(self.rows, save, self.state.watermark("cves"), every=self.save_every)
 
         def settle(page: Sequence[DeviceCves]) -> Callable[[bool], None]:
             def finish(failed: bool) -> None:
                 state["blocked"] = state["blocked"] or failed
-                if page and not state["blocked"]:
-                    self.rows.flush()
-                    self.state.set_watermark("cves", max(r.last_update for r in page) - 1)
+                moving = bool(page) and not state["blocked"]
+                saves.settled(len(page), max(r.last_update for r in page) - 1 if moving else None)
 
             return finish
 
-        for page in self.source.cve_pages(self.state.watermark("cves")):
+        for page in self.source.cve_pages(saves.stored):
             self.cve_page(page, counts, settle(page))
             self.page_read("cves", len(page))
             if self.stopping():
                 break
+        self.writer.drain()
+        saves.finish()
         self.finish_stream("cves")
 
     def cve_page(

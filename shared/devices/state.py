@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -14,6 +15,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
 from shared.platform.storage import create_table_if_missing
+from shared.platform.table_batches import TableBatches
 
 
 @dataclass
@@ -142,17 +144,19 @@ class RunRows:
     """One run's reads and writes of the per-item rows.
 
     Reads: a kind ``load``-ed once (a whole read: one range query for all its rows) is served from memory;
-    otherwise a page's rows are point reads. Writes: rows are staged and written in transactions of 100 per
-    partition (the Table service's limit) as partitions fill, and every staged row on ``flush`` — which the
-    sync calls before it moves a watermark past them, so the state never says more than ServiceNow confirmed.
-    A staged row is visible to the run's later reads at once.
+    otherwise a page's rows are point reads. Writes: rows are staged and go in transactions of 100 per
+    partition (the Table service's limit) in the background as partitions fill
+    (:class:`~shared.platform.table_batches.TableBatches`), with the companions' (the asset index), epoch by
+    epoch: a stream closes an epoch where it could move its watermark (``advance``) and moves it once that
+    epoch is written (``write_through``, a checkpoint or two later, when most partitions have gone full), so
+    the state never says more than ServiceNow confirmed. A staged row is visible to the run's later reads at once.
     """
 
-    def __init__(self, state: SyncState, companions: Sequence[Callable[[], None]] = ()) -> None:
+    def __init__(self, state: SyncState, companions: Sequence[TableBatches] = ()) -> None:
         self.state = state
-        self.companions = companions  # flushed with the rows (the asset index), so both say the same
+        self.batches = TableBatches(state.table)
+        self.companions = companions  # written with the rows (the asset index), so both say the same
         self.loaded: dict[str, dict[str, dict[str, Any]]] = {}
-        self._staged: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}  # (kind, partition) → key → row
 
     def load(self, kind: str) -> None:
         if kind not in self.loaded:
@@ -174,35 +178,81 @@ class RunRows:
             return list(self.loaded[kind].items())
         return [(str(row["RowKey"]), row) for row in self.state.rows(kind)]
 
-    def _staged_row(self, kind: str, key: str) -> dict[str, Any] | None:
-        return self._staged.get((kind, self.state.partition(kind, key)), {}).get(key)
-
     def _merged(self, kind: str, key: str, stored: dict[str, Any] | None) -> dict[str, Any] | None:
-        staged = self._staged_row(kind, key)
+        staged = self.batches.row(self.state.partition(kind, key), key)
         return stored if staged is None else {**(stored or {}), **staged}
 
     def stage(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
         for row in rows:
             key = str(row["RowKey"])
-            partition = self.state.partition(kind, key)
-            members = self._staged.setdefault((kind, partition), {})
-            members[key] = {**members.get(key, {}), **row}
+            self.batches.add(self.state.partition(kind, key), key, row)
             if kind in self.loaded:
                 cached = self.loaded[kind].setdefault(key, {})
                 cached.update({k: v for k, v in row.items() if k in _KEPT})
-            if len(members) >= 100:
-                self._write(kind, partition)
+
+    def advance(self) -> int:
+        """Close the epoch (the rows staged so far, and the companions'); returns its number."""
+        epoch = self.batches.advance()
+        for companion in self.companions:
+            companion.advance()
+        return epoch
+
+    def write_through(self, epoch: int) -> None:
+        """Every row staged in ``epoch`` or before stored (raises the first write that failed)."""
+        for batches in (self.batches, *self.companions):
+            batches.write_through(epoch)
 
     def flush(self) -> None:
-        for kind, partition in list(self._staged):
-            self._write(kind, partition)
-        for flush in self.companions:
-            flush()
+        """Every staged row stored (raises the first write that failed)."""
+        for batches in (self.batches, *self.companions):
+            batches.flush()
 
-    def _write(self, kind: str, partition: str) -> None:
-        members = self._staged.pop((kind, partition), {})
-        if members:
-            self.state.put_partition(partition, list(members.values()))
+    def close(self) -> None:
+        for batches in (self.batches, *self.companions):
+            batches.close()
+
+
+class Checkpoints:
+    """One stream's watermark, saved as a run goes. Every ``every`` items settled close an epoch of the run's
+    rows; the watermark then moves to where it could go ``lag`` epochs before, once those are stored — most of
+    their partitions filled and went in full transactions meanwhile, so a save writes few part-full ones. A
+    run killed outright redoes at most ``(lag + 1) * every`` items (their hashes were not stored), no more."""
+
+    def __init__(self, rows: RunRows, save: Callable[[int], None], stored: int, *, every: int, lag: int = 2):
+        self.rows = rows
+        self.save = save
+        self.stored = stored
+        self.every = every
+        self.lag = lag
+        self.mark: int | None = None  # where the watermark may go once every row staged so far is stored
+        self._since = 0
+        self._epochs: deque[tuple[int, int | None]] = deque()  # closed epochs not yet written, and their marks
+
+    def settled(self, items: int, mark: int | None = None) -> None:
+        """``items`` more settled; the watermark may go to ``mark`` (None: where it could before) once the
+        rows staged so far are stored."""
+        if mark is not None:
+            self.mark = mark
+        self._since += items
+        if self._since < self.every:
+            return
+        self._since = 0
+        self._epochs.append((self.rows.advance(), self.mark))
+        if len(self._epochs) > self.lag:
+            epoch, mark_then = self._epochs.popleft()
+            self.rows.write_through(epoch)
+            self._move(mark_then)
+
+    def finish(self) -> None:
+        """Every staged row stored, then the watermark as far as it may go."""
+        self.rows.flush()
+        self._epochs.clear()
+        self._move(self.mark)
+
+    def _move(self, mark: int | None) -> None:
+        if mark is not None and mark > self.stored:
+            self.save(mark)
+            self.stored = mark
 
 
 # The fields a loaded row keeps in memory (what the sync reads back): 100,000 devices stay within tens of MB.

@@ -15,8 +15,9 @@ Writes go in parallel (:mod:`shared.devices.writer`, ``DEVICE_SYNC_CONCURRENCY``
 connection's budget at the sync's low priority), never two in flight that write the same CI: sensors first,
 then the devices (each payload names the sensors that detect its devices, written before), then connections
 and retirements (:mod:`shared.devices.links`) and CVEs (:mod:`shared.devices.cves`). A whole read loads the
-stored rows of a kind once (a range query) instead of a point read per device; rows are written in
-transactions of 100, only for what ServiceNow confirmed, before a watermark moves past them.
+stored rows of a kind once (a range query) instead of a point read per device; rows are staged only for what
+ServiceNow confirmed and go in transactions of 100 in the background as their partitions fill, and a watermark
+moves past them once they are stored (:class:`~shared.devices.state.Checkpoints`, two checkpoints behind).
 
 A run stops at its deadline (``Settings.run_seconds``, under host.json's functionTimeout) or when the operator
 asks (Ctrl-C in ``sync run``): no new payload is sent, the ones in flight finish, what they wrote is saved as
@@ -32,6 +33,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from shared.defender.model import Device
 from shared.defender.rest import DefenderApiError
 from shared.devices.base import StoppedError, SyncProgress, chunks
@@ -41,7 +44,7 @@ from shared.devices.indexing import INDEXED, Indexing
 from shared.devices.links import Links
 from shared.devices.references import References
 from shared.devices.settings import DeviceSyncSettings
-from shared.devices.state import RunRows, SyncCounts, SyncState, SyncStatus
+from shared.devices.state import Checkpoints, RunRows, SyncCounts, SyncState, SyncStatus
 from shared.devices.writer import Writer
 from shared.http.errors import HttpError
 from shared.platform.telemetry import SYNC_AGE, SYNC_ITEMS, SYNC_RUNS
@@ -50,7 +53,6 @@ from shared.servicenow.ire import IreResult
 
 __all__ = ["DeviceSync", "SyncProgress", "is_due", "run_if_due"]
 logger = logging.getLogger("shared.devices.sync")
-SAVE_EVERY = 5_000  # devices settled between two saves of the watermark (and the rows before it)
 
 
 @dataclass
@@ -63,12 +65,11 @@ class _DevicePage:
 
 @dataclass
 class _Marks:
-    """The devices' watermark as stored, as it may move to, and whether an item that did not land holds it."""
+    """Where the devices' watermark may move to, whether an item that did not land holds it, and its saves."""
 
-    stored: int
+    saves: Checkpoints
     new: int | None = None
     blocked: bool = False
-    since_save: int = 0  # devices settled since the last save
 
 
 class DeviceSync(Indexing, Links, Cves):
@@ -81,7 +82,7 @@ class DeviceSync(Indexing, Links, Cves):
         self._read = {}
         self.addresses = {}
         self.references = References(self.servicenow)  # names resolved once per run
-        self.rows = RunRows(self.state, [self.index.flush] if self.index is not None else [])
+        self.rows = RunRows(self.state, [self.index.batches] if self.index is not None else [])
         self.writer = Writer(self.settings.concurrency)
         try:
             self.state.ensure()
@@ -112,12 +113,16 @@ class DeviceSync(Indexing, Links, Cves):
             why = "the operator's stop" if self.stop_requested.is_set() else str(self.deadline)
             status.notes.append(f"stopped at {why} in {stop.stream}; the next tick resumes there")
             logger.warning("device sync stopped at %s in %s; its progress is saved", why, stop.stream)
-        except (DefenderApiError, HttpError, OSError) as exc:  # every source's failures are DefenderApiError
+        except (DefenderApiError, HttpError, OSError, AzureError) as exc:  # a source's: DefenderApiError
             status.error = f"{type(exc).__name__}: {exc}"
             logger.error("device sync failed (it resumes from the last written item next time): %s", status.error)
         finally:
             self.writer.close()  # every payload in flight finishes; what it confirmed is saved
-            self.rows.flush()
+            try:
+                self.rows.close()
+            except AzureError as exc:  # the watermarks stayed before what was not stored: the next run redoes it
+                status.error = status.error or f"storage: {type(exc).__name__}: {exc}"
+                logger.error("device sync could not store its progress (the next run redoes it): %s", status.error)
         self._finish(status, started, calls_before)
         return status
 
@@ -199,9 +204,10 @@ class DeviceSync(Indexing, Links, Cves):
         Payloads of several pages are in flight at once; each page settles in source order once its payloads
         are over, and the watermark moves past settled pages only (before the first device that did not land).
         """
-        marks = _Marks(self.state.watermark("devices"))
+        save = functools.partial(self.state.set_watermark, "devices")
+        marks = _Marks(Checkpoints(self.rows, save, self.state.watermark("devices"), every=self.save_every))
         seen: set[str] = set()
-        for read in self.source.device_pages(0 if whole else marks.stored):
+        for read in self.source.device_pages(0 if whole else marks.saves.stored):
             # A device listed twice (a page boundary, a source that repeats itself) is one CI: a payload with
             # the same CI twice is refused whole (DUPLICATE_PAYLOAD_RECORDS).
             page = _DevicePage(list({d.id: d for d in read}.values()))
@@ -227,7 +233,7 @@ class DeviceSync(Indexing, Links, Cves):
             if self.stopping():
                 break
         self.writer.drain()
-        self._save_mark(marks)
+        marks.saves.finish()
         self.finish_stream("devices")
         if not whole or marks.blocked:
             return None
@@ -242,16 +248,7 @@ class DeviceSync(Indexing, Links, Cves):
             marks.blocked = True  # once an item fails, the watermark stays before it for the rest of the run
         elif page.devices and not marks.blocked:
             marks.new = max(d.last_update for d in page.devices) - 1
-        marks.since_save += len(page.devices)
-        if marks.since_save >= SAVE_EVERY:  # rows first, then the mark: a few flushes a run, not one a page
-            self._save_mark(marks)
-
-    def _save_mark(self, marks: _Marks) -> None:
-        marks.since_save = 0
-        if marks.new is not None and marks.new > marks.stored:
-            self.rows.flush()
-            self.state.set_watermark("devices", marks.new)
-            marks.stored = marks.new
+        marks.saves.settled(len(page.devices), marks.new)
 
     def _send_devices(
         self, chunk: Sequence[Device], hashes: dict[str, str], counts: SyncCounts, page: _DevicePage, work: Any

@@ -27,9 +27,11 @@ class MemoryTable:
 
     def submit_transaction(self, operations: Iterable[Any], **_: Any) -> None:
         for _verb, entity, options in operations:
-            key = (entity["PartitionKey"], entity["RowKey"])
-            merge = options["mode"] is UpdateMode.MERGE
-            self.rows[key] = {**(self.rows.get(key, {}) if merge else {}), **entity}
+            self.upsert_entity(entity, mode=options["mode"])
+
+    def upsert_entity(self, entity: dict[str, Any], mode: UpdateMode = UpdateMode.MERGE, **_: Any) -> None:
+        key = (entity["PartitionKey"], entity["RowKey"])
+        self.rows[key] = {**(self.rows.get(key, {}) if mode is UpdateMode.MERGE else {}), **entity}
 
 
 def device(device_id: str, ip: str, *, zone: str = "Line 3", name: str = "") -> Device:
