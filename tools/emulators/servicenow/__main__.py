@@ -57,7 +57,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ire-payload-ms", type=float, default=0.0, help="time per IRE payload")
     parser.add_argument("--ire-rule-item-ms", type=float, default=0.0, help="per IRE item matched by rules")
     parser.add_argument("--ire-native-item-ms", type=float, default=0.0, help="per IRE item found by its source key")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="the interpreter's thread switch interval, seconds (default 0.005): shorter lets a Table API request "
+        "waiting behind the IRE's Python work run sooner, as an instance's REST threads do not wait for its IRE",
+    )
     args = parser.parse_args(argv)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
 
     users = dict(args.user or [_pair(DEFAULT_USER)])
     clients = [
