@@ -181,6 +181,8 @@ WHO: dict[str, list[tuple[str, str] | tuple[str, str, frozenset[str]]]] = {
     "shared/app/status/forwarding.py": [("deployer", "queue:alerts"), ("deployer", "queue:poison")],
     # the asset index lives in the sync's table: the sync (timer or `sync run`) writes it, the forwarder reads it
     "shared/assets/index.py": [("app", "table:sync"), ("deployer", "table:sync")],
+    # the device sync's state and the asset index, written in transactions (both in the sync state table)
+    "shared/platform/table_batches.py": [("app", "table:sync"), ("deployer", "table:sync")],
     "shared/platform/budget_board.py": [
         ("app", "table:ledger"),
         ("deployer", "table:ledger", frozenset({"query_entities"})),  # status reads the board
