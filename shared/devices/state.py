@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from azure.core.exceptions import ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient
 
 from shared.platform.storage import create_table_if_missing
 from shared.platform.table_batches import TableBatches
@@ -91,26 +91,6 @@ class SyncState:
         """A page's stored rows at once: point reads in parallel, one page at a time (memory stays bounded)."""
         with ThreadPoolExecutor(max_workers=16) as pool:
             return dict(zip(keys, pool.map(lambda key: self.get(kind, key), keys), strict=True))
-
-    def put(self, kind: str, rows: Sequence[dict[str, Any]]) -> None:
-        """Upsert rows of one kind: a transaction per partition, 100 rows at most (the Table service's limits)."""
-        partitions: dict[str, list[dict[str, Any]]] = {}
-        for row in rows:
-            partitions.setdefault(self.partition(kind, row["RowKey"]), []).append(row)
-        for partition, members in partitions.items():
-            self.put_partition(partition, members)
-
-    def put_partition(self, partition: str, rows: Sequence[dict[str, Any]]) -> None:
-        for start in range(0, len(rows), 100):
-            operations = [
-                ("upsert", {**row, "PartitionKey": partition}, {"mode": UpdateMode.MERGE})
-                for row in rows[start : start + 100]
-            ]
-            try:
-                self.table.submit_transaction(operations)
-            except TableTransactionError:
-                for _, entity, _ in operations:
-                    self.table.upsert_entity(entity, mode=UpdateMode.MERGE)
 
     def load(self, kind: str, fields: Sequence[str]) -> dict[str, dict[str, Any]]:
         """Every row of one kind at once, only ``fields`` of each (a whole read's view: one range query, paged)."""

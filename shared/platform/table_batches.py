@@ -46,8 +46,7 @@ class TableBatches:
         self._lanes: list[ThreadPoolExecutor] = []
         self._pending: dict[str, dict[str, Operation]] = {}  # partition → row key → operation
         self._opened: dict[str, int] = {}  # partition → the epoch of its oldest waiting row
-        self._writing: dict[Future[None], dict[str, Operation]] = {}  # in flight (its partition's rows)
-        self._partition_of: dict[Future[None], str] = {}
+        self._writing: dict[Future[None], tuple[str, dict[str, Operation]]] = {}  # in flight: partition, rows
 
     def add(self, partition: str, key: str, values: dict[str, Any], mode: UpdateMode = UpdateMode.MERGE) -> None:
         """Upsert a row. A merge into a row already waiting combines with it (one operation per row, as a
@@ -65,8 +64,8 @@ class TableBatches:
     def row(self, partition: str, key: str) -> dict[str, Any] | None:
         """What is waiting or in flight for a row (merged, oldest first), or None."""
         found: dict[str, Any] | None = None
-        for future, rows in self._writing.items():
-            if not future.done() and self._partition_of[future] == partition and key in rows:
+        for future, (written, rows) in self._writing.items():
+            if not future.done() and written == partition and key in rows:
                 found = {**(found or {}), **rows[key][1]}
         waiting = self._pending.get(partition, {}).get(key)
         return found if waiting is None else {**(found or {}), **waiting[1]}
@@ -107,11 +106,10 @@ class TableBatches:
                 ThreadPoolExecutor(max_workers=1, thread_name_prefix="table-batches") for _ in range(self._lane_count)
             ]
         for future in [f for f in self._writing if f.done() and f.exception() is None]:
-            del self._writing[future], self._partition_of[future]  # stored: read from the table now
+            del self._writing[future]  # stored: read from the table now
         lane = self._lanes[zlib.crc32(partition.encode()) % len(self._lanes)]
         future = lane.submit(self._write, [("upsert", entity, {"mode": mode}) for mode, entity in rows.values()])
-        self._writing[future] = rows
-        self._partition_of[future] = partition
+        self._writing[future] = (partition, rows)
         self.calls += 1
 
     def _write(self, operations: list[tuple[str, dict[str, Any], dict[str, Any]]]) -> None:
@@ -133,7 +131,6 @@ class TableBatches:
         futures = list(self._writing)
         wait(futures)
         self._writing.clear()
-        self._partition_of.clear()
         for future in futures:
             if (error := future.exception()) is not None:
                 raise error
