@@ -26,6 +26,7 @@ from shared.defender.settings import (
 )
 from shared.devices.settings import DeviceSyncSettings, check_device_sync
 from shared.http.settings import HttpSettings, read_http_settings
+from shared.platform.imports import late_imports
 from shared.platform.settings import (
     KeyVaultSettings,
     Reader,
@@ -188,7 +189,8 @@ def unknown_settings(settings: Settings, environ: Mapping[str, str]) -> list[str
     for name in sorted(environ):
         if not name.startswith(PREFIXES) or is_declared(name) or name in secrets:
             continue
-        import difflib  # noqa: PLC0415 - only for a setting to warn about: start-up stays light
+        with late_imports:
+            import difflib  # noqa: PLC0415 - only for a setting to warn about: start-up stays light
 
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.75)
         hint = f"; did you mean {close[0]}?" if close else ""

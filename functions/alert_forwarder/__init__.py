@@ -4,6 +4,8 @@ import logging
 
 import azure.functions as func
 
+from shared.platform.imports import late_imports
+
 # The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
 # the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
@@ -14,6 +16,7 @@ logger = logging.getLogger(__name__)
 @bp.queue_trigger(arg_name="msg", queue_name="%ALERTS_QUEUE%", connection="ALERTS_STORAGE")
 def alert_forwarder(msg: func.QueueMessage) -> None:
     logger.info("alert message %s received (dequeue count %s)", msg.id, msg.dequeue_count)
-    from shared.app.forwarding import handle_queue_message  # noqa: PLC0415 - see above
+    with late_imports:
+        from shared.app.forwarding import handle_queue_message  # noqa: PLC0415 - see above
 
     handle_queue_message(msg.get_body(), message_id=msg.id or "")

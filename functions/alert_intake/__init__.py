@@ -4,6 +4,8 @@ the alerts queue, then closes at their source the alerts whose records analysts 
 
 import azure.functions as func
 
+from shared.platform.imports import late_imports
+
 # The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
 # the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
@@ -12,6 +14,7 @@ bp = func.Blueprint()
 @bp.function_name("alert_intake")
 @bp.timer_trigger(arg_name="timer", schedule="%ALERT_INTAKE_SCHEDULE%", run_on_startup=False, use_monitor=True)
 def alert_intake(timer: func.TimerRequest) -> None:
-    from shared.app.intake import run_cycle  # noqa: PLC0415 - see above
+    with late_imports:
+        from shared.app.intake import run_cycle  # noqa: PLC0415 - see above
 
     run_cycle()

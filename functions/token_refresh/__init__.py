@@ -4,6 +4,8 @@ import logging
 
 import azure.functions as func
 
+from shared.platform.imports import late_imports
+
 # The handler (and the SDKs it needs) is imported on the first invocation, not when the host indexes
 # the app: start-up stays light and each function loads only what it uses.
 bp = func.Blueprint()
@@ -15,7 +17,8 @@ logger = logging.getLogger(__name__)
 def token_refresh(timer: func.TimerRequest) -> None:
     if timer.past_due:
         logger.warning("token refresh tick is past due; running now")
-    from shared.app.tokens import refresh_tokens  # noqa: PLC0415 - see above
+    with late_imports:
+        from shared.app.tokens import refresh_tokens  # noqa: PLC0415 - see above
 
     outcomes = refresh_tokens()
     failed = [o.connection for o in outcomes if o.error]

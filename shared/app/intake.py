@@ -9,6 +9,7 @@ from shared.alerting.intake import Intake, IntakeCycle, IntakeResult, IntakeStat
 from shared.app import secret_store
 from shared.app.sources import alert_source
 from shared.defender.rest import DefenderApiError
+from shared.platform.imports import late_imports
 from shared.platform.storage import queue_service, table_service
 from shared.platform.times import NO_DEADLINE, Deadline
 from shared.settings import Settings, get_settings
@@ -77,7 +78,8 @@ def run_cycle(settings: Settings | None = None) -> None:
     """The alert_intake timer: take in what the sources raised and closed, then write back what analysts
     resolved in ServiceNow (:mod:`shared.app.writeback`). Either failing does not stop the other; the
     invocation fails after both, so that it shows."""
-    from shared.app.writeback import run_writeback  # noqa: PLC0415 - the rules and ledger only when needed
+    with late_imports:
+        from shared.app.writeback import run_writeback  # noqa: PLC0415 - the rules and ledger only when needed
 
     settings = settings or get_settings()
     deadline = Deadline(settings.run_seconds)  # one for both steps: they share the invocation

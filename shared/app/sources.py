@@ -12,6 +12,7 @@ from shared.defender.settings import CloudSourceSettings, ConsoleSourceSettings,
 from shared.defender.writeback import AlertWriter, CloudAlertWriter
 from shared.http.settings import HttpSettings
 from shared.platform.identity import credential_named
+from shared.platform.imports import late_imports
 from shared.platform.secrets import SecretStore
 from shared.settings import Settings
 
@@ -29,7 +30,8 @@ def cloud_source(source: CloudSourceSettings, http: HttpSettings | None = None) 
     ``http`` (the app's timeouts and retry budget; their defaults when None)."""
     # Only cloud sources load the Resource Graph SDK, and only through this module (see its imports there):
     # a console-only sync's cold start stays as it was.
-    from shared.defender.cloud import CloudSource  # noqa: PLC0415
+    with late_imports:
+        from shared.defender.cloud import CloudSource  # noqa: PLC0415
 
     return CloudSource.connect(
         source.name,
@@ -74,7 +76,8 @@ def alert_writer(source: SourceSettings, settings: Settings, secrets: SecretStor
 
 def device_source(source: SourceSettings, settings: Settings, secrets: SecretStore) -> DeviceSource:
     if isinstance(source, CloudSourceSettings):
-        from shared.defender.cloud import CloudInventory  # noqa: PLC0415 - as in cloud_source
+        with late_imports:
+            from shared.defender.cloud import CloudInventory  # noqa: PLC0415 - as in cloud_source
 
         return CloudInventory(
             cloud_source(source, settings.http),

@@ -10,12 +10,15 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from shared.platform.imports import late_imports
+
 
 class LocalEmulatorCredential:
     """A token for the local Key Vault emulator only (settings refuse it for any other vault URL)."""
 
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
-        from azure.core.credentials import AccessToken  # noqa: PLC0415 - only used locally
+        with late_imports:
+            from azure.core.credentials import AccessToken  # noqa: PLC0415 - only used locally
 
         return AccessToken("local-key-vault-emulator", int(time.time()) + 3600)
 
@@ -25,12 +28,14 @@ def azure_credential(client_id: str | None, *, managed_identity: bool | None = N
 
     ``managed_identity`` None: the managed identity when a client id is given, else the developer's sign-in.
     """
-    # azure.identity is heavy: imported when a credential is first needed, never at start-up.
-    from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: PLC0415
+    # azure.identity is heavy: imported when a credential is first needed, never at start-up. Its credentials
+    # import their transports when built, so they are built under the lock too.
+    with late_imports:
+        from azure.identity import DefaultAzureCredential, ManagedIdentityCredential  # noqa: PLC0415
 
-    if managed_identity if managed_identity is not None else bool(client_id):
-        return ManagedIdentityCredential(client_id=client_id)
-    return DefaultAzureCredential()
+        if managed_identity if managed_identity is not None else bool(client_id):
+            return ManagedIdentityCredential(client_id=client_id)
+        return DefaultAzureCredential()
 
 
 def credential_named(kind: str, client_id: str | None) -> Any:

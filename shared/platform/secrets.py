@@ -21,6 +21,8 @@ from typing import Any, Protocol
 
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
+from shared.platform.imports import late_imports
+
 
 class Secret:
     """A secret string that refuses to print itself."""
@@ -104,7 +106,8 @@ class KeyVaultSecretStore:
     def connect(
         cls, url: str, credential: Any, ca_bundle: Path | None = None, ttl: float = 60.0
     ) -> KeyVaultSecretStore:
-        from azure.keyvault.secrets import SecretClient  # noqa: PLC0415 - heavy; only when Key Vault is configured
+        with late_imports:
+            from azure.keyvault.secrets import SecretClient  # noqa: PLC0415 - heavy; only when Key Vault is configured
 
         options: dict[str, Any] = {"retry_total": 3, "retry_backoff_factor": 0.5, "retry_backoff_max": 8}
         if ca_bundle is not None:  # the local emulator: private CA, challenge resource on localhost

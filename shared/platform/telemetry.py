@@ -29,6 +29,7 @@ from opentelemetry.util.types import Attributes
 
 from shared.platform import outcomes
 from shared.platform.identity import azure_credential
+from shared.platform.imports import late_imports
 
 logger = logging.getLogger("shared.platform.telemetry")
 _configured = False
@@ -141,12 +142,14 @@ def configure() -> bool:
     with _lock:
         if _configured or not os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING"):
             return _configured
-        from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - heavy, only when used
+        with late_imports:
+            from opentelemetry.sdk.metrics import MeterProvider  # noqa: PLC0415 - heavy, only when used
 
         if isinstance(metrics.get_meter_provider(), MeterProvider):
             logger.info("telemetry exported by the Python worker's OpenTelemetry distro")
         else:
-            from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - as above
+            with late_imports:
+                from azure.monitor.opentelemetry import configure_azure_monitor  # noqa: PLC0415 - as above
 
             # Live Metrics stays on, as the distro's default, chosen here so it is a decision: the portal's live
             # view of the app; unwatched, each instance only pings the service every 5 s.
