@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.child import run_child
+from tools.collections_watch import watch_full_collections
 from tools.machine import describe
 
 RESULTS = Path(__file__).parent / "results" / "device_sync.md"
@@ -81,6 +82,8 @@ def child(spec: dict[str, Any]) -> None:
         state,
         index=IndexWriter(state.table),  # as deployed (app.devices.build_sync): the asset index beside the state
     )
+    collections: dict[str, int] = {}
+    watch_full_collections(collections)
     started = time.perf_counter()
     calls_before = storage_calls[0]
     status = sync.run()
@@ -94,6 +97,7 @@ def child(spec: dict[str, Any]) -> None:
                 "peak_mb": peak_resident_mb(),
                 "servicenow_calls": status.servicenow_calls,
                 "storage_calls": storage_calls[0] - calls_before,
+                **collections,
             }
         )
     )

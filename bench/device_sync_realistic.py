@@ -11,7 +11,9 @@ with every instance) at the sync's low priority, ``DEVICE_SYNC_CONCURRENCY`` 12.
 Alerts: another process, as a forwarder instance, creates an incident (priority 3, the budget's severity
 High) every 250 ms through its own budget on the same board, before, during and after the sync; their
 latency p99 with and without the sync running comes from that one run. The ServiceNow emulator runs in a
-process of its own (an instance is a machine of its own), the console emulator in this one.
+process of its own (an instance is a machine of its own), its heap frozen every second (``BENCH_FREEZE_GC=0``
+leaves its collector alone), the console emulator in this one. Each alert's time splits into the instance's own
+(the emulator's ``Server-Timing``) and the rest, and both processes' full garbage collections are counted.
 
 Run: `.venv/bin/python -m bench.device_sync_realistic [--sizes 10000 100000]`; writes
 bench/results/device_sync_realistic.md.
@@ -44,6 +46,9 @@ QUIET_SECONDS = 30.0  # alerts alone, before and after the sync
 # The emulator's interpreter switches threads every 0.5 ms, not 5: its IRE is Python on one interpreter lock, and
 # a thread preempted while it holds the store's lock holds up the alerts' inserts (holds of 0.5-0.8 s measured).
 SWITCH_INTERVAL = 0.0005
+# Its heap frozen every second: a full collection of a 100,000-device store stopped every thread, the alerts'
+# included, for most of a second (alerts that waited outside the instance's own time, in bursts).
+FREEZE_GC = float(os.environ.get("BENCH_FREEZE_GC", "1"))
 
 
 def alerts_child(spec: dict[str, Any]) -> None:
@@ -51,6 +56,7 @@ def alerts_child(spec: dict[str, Any]) -> None:
     import logging
 
     from azure.data.tables import TableServiceClient
+    from requests.adapters import HTTPAdapter
 
     from shared.app import servicenow_client
     from shared.http.settings import HttpSettings
@@ -66,7 +72,7 @@ def alerts_child(spec: dict[str, Any]) -> None:
     connection = ServiceNowConnection("bench", spec["servicenow"], "basic", username=USER, ca_bundle=Path(spec["ca"]))
     secrets = EnvironmentSecretStore({"SERVICENOW_BENCH_PASSWORD": PASSWORD})
     client = servicenow_client(connection, secrets, http, budget).with_context(**{PRIORITY: 3})
-    samples: list[tuple[float, float, bool, float]] = []
+    samples: list[tuple[float, float, bool, float, float]] = []
     lock = threading.Lock()
     stop = threading.Event()
     waited = threading.local()  # the time this thread's request waited for a budget slot
@@ -80,17 +86,29 @@ def alerts_child(spec: dict[str, Any]) -> None:
             waited.seconds = getattr(waited, "seconds", 0.0) + time.perf_counter() - started
 
     budget.acquire = timed_acquire  # type: ignore[method-assign]
+    send = HTTPAdapter.send
+
+    def timed_send(adapter: HTTPAdapter, request: Any, **kwargs: Any) -> Any:
+        # The instance's own time for each answer (the emulator's Server-Timing): the rest is the client's and
+        # the wire's, so a slower alert shows which side of the wire it waited on.
+        response = send(adapter, request, **kwargs)
+        timing = response.headers.get("Server-Timing", "")
+        if "dur=" in timing:
+            waited.instance = getattr(waited, "instance", 0.0) + float(timing.rsplit("dur=", 1)[1]) / 1000
+        return response
+
+    HTTPAdapter.send = timed_send  # type: ignore[method-assign,assignment]
 
     def one(number: int) -> None:
         started = time.time()
-        waited.seconds = 0.0
+        waited.seconds = waited.instance = 0.0
         ok = True
         try:
             client.create_record("incident", {"short_description": f"bench alert {number}"})
         except Exception:  # a refused or failed alert counts as not forwarded
             ok = False
         with lock:
-            samples.append((started, time.time() - started, ok, waited.seconds))
+            samples.append((started, time.time() - started, ok, waited.seconds, waited.instance))
 
     def pace() -> None:
         number = 0
@@ -132,6 +150,7 @@ class ServiceNowProcess:
             f"--ire-rule-item-ms={COST['rule_item_ms']}",
             f"--ire-native-item-ms={COST['native_item_ms']}",
             f"--switch-interval={SWITCH_INTERVAL}",
+            *([f"--freeze-gc={FREEZE_GC}"] if FREEZE_GC else []),
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)  # noqa: S603  # nosec B603
         assert self.process.stdout is not None
@@ -193,14 +212,22 @@ def run_size(size: int, tls: Path, storage: str) -> list[str]:
         "",
         f"Instance transaction time the first sync and the alerts used: {busy_s:,.0f} s (what one request at a "
         f"time would wait, at least; {busy_s / first['seconds']:.1f} transactions busy on average); "
-        f"{rejected:,} request(s) refused by the full instance (429).",
+        f"{rejected:,} request(s) refused by the full instance (429). The emulator's full garbage collections: "
+        f"{after.get('gc_full_collections', 0) - before.get('gc_full_collections', 0)}, "
+        f"{after.get('gc_full_pause_ms', 0) - before.get('gc_full_pause_ms', 0):,} ms in all, the longest "
+        f"{after.get('gc_full_pause_max_ms', 0):,} ms; the sync process's: {first.get('gc_full_collections', 0)}, "
+        f"{first.get('gc_full_pause_ms', 0):,} ms in all, the longest {first.get('gc_full_pause_max_ms', 0):,} ms.",
         "",
-        "| alerts | count | not forwarded | p50 ms | p99 ms | budget wait p99 / max ms |",
-        "|---|---|---|---|---|---|",
+        "| alerts | count | not forwarded | p50 ms | p99 ms | budget wait p99 / max ms | instance's time p50 / p99 ms "
+        "| outside the instance p50 / p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
         *(
             f"| {label} | {len(group)} | {sum(1 for s in group if not s[2])} | "
             f"{statistics.median([s[1] for s in group]) * 1000:.0f} | {p99([s[1] for s in group]) * 1000:.0f} | "
-            f"{p99([s[3] for s in group]) * 1000:.1f} / {max(s[3] for s in group) * 1000:.1f} |"
+            f"{p99([s[3] for s in group]) * 1000:.1f} / {max(s[3] for s in group) * 1000:.1f} | "
+            f"{statistics.median([s[4] for s in group]) * 1000:.0f} / {p99([s[4] for s in group]) * 1000:.0f} | "
+            f"{statistics.median([s[1] - s[4] for s in group]) * 1000:.0f} / "
+            f"{p99([s[1] - s[4] for s in group]) * 1000:.0f} |"
             for label, group in (("without the sync (before and after it)", quiet), ("while the sync runs", during))
             if group
         ),
@@ -237,7 +264,10 @@ def main() -> None:
         "batches of 100 devices or connections, console pages of 500. Alerts: an incident every 250 ms from "
         "another process (priority High) through its own budget on the same board. Inventories from the console "
         "emulator (4 sensors, 0-2 connections per device, 10% with CVEs); state in Azurite. The ServiceNow emulator "
-        f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms).",
+        f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms; its heap frozen every "
+        f"{FREEZE_GC:g} s)."
+        if FREEZE_GC
+        else f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms).",
         "",
         "| devices | run | wall s | ServiceNow calls | per device | storage calls per device | peak MB |",
         "|---|---|---|---|---|---|---|",

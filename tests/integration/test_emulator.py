@@ -156,6 +156,18 @@ def test_faults_through_the_admin_api(servicenow: ServiceNowEmulator, http: requ
     assert stats["faults_injected"] >= 71
 
 
+def test_each_answer_carries_the_servers_own_time(servicenow: ServiceNowEmulator, http: requests.Session) -> None:
+    # What a benchmark subtracts from the client's time to tell the instance's wait from its own.
+    http.auth = (SN_USER, SN_PASSWORD)
+    http.post(f"{servicenow.url}/_emulator/faults", json={"latency_ms": 80})
+    try:
+        answer = http.get(f"{servicenow.url}/api/now/table/incident")
+    finally:
+        http.delete(f"{servicenow.url}/_emulator/faults")
+    name, _, duration = answer.headers["Server-Timing"].partition(";dur=")
+    assert name == "server" and 80 <= float(duration) <= answer.elapsed.total_seconds() * 1000
+
+
 def test_a_saturated_instance_refuses_beyond_its_transactions_without_retry_after(
     servicenow: ServiceNowEmulator, http: requests.Session
 ) -> None:

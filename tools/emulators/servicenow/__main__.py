@@ -7,9 +7,13 @@ until Ctrl-C. Faults can be set here or at run time through ``POST /_emulator/fa
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
+import threading
+import time
 from pathlib import Path
 
+from tools.collections_watch import watch_full_collections
 from tools.emulators.servicenow.oauth import OAuthClient
 from tools.emulators.servicenow.server import ServiceNowEmulator
 
@@ -32,6 +36,17 @@ def _rate(value: str) -> tuple[int, float]:
         return int(status), float(rate)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected STATUS=RATE such as 503=0.2, got {value!r}") from None
+
+
+def freeze_heap(every: float) -> None:
+    """``gc.freeze()`` every ``every`` seconds: what was allocated by then stays out of the collector's walks."""
+
+    def freeze() -> None:
+        while True:
+            time.sleep(every)
+            gc.freeze()
+
+    threading.Thread(target=freeze, name="gc-freeze", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         help="the interpreter's thread switch interval, seconds (default 0.005): shorter lets a Table API request "
         "waiting behind the IRE's Python work run sooner, as an instance's REST threads do not wait for its IRE",
     )
+    parser.add_argument(
+        "--freeze-gc",
+        type=float,
+        metavar="SECONDS",
+        help="every SECONDS, move what the interpreter holds out of the cyclic collector's reach (gc.freeze): its "
+        "full collections stop every thread for a time that grows with the store (an instance's collector does not "
+        "stop its REST threads for the CMDB's size)",
+    )
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
@@ -82,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
         }
     )
     emulator.max_transactions = args.max_transactions
+    watch_full_collections(emulator.stats)  # in /_emulator/stats
+    if args.freeze_gc:
+        freeze_heap(args.freeze_gc)
     emulator.ire_cost.configure(
         {
             "payload_ms": args.ire_payload_ms,
