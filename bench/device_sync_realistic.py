@@ -264,10 +264,8 @@ def main() -> None:
         "batches of 100 devices or connections, console pages of 500. Alerts: an incident every 250 ms from "
         "another process (priority High) through its own budget on the same board. Inventories from the console "
         "emulator (4 sensors, 0-2 connections per device, 10% with CVEs); state in Azurite. The ServiceNow emulator "
-        f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms; its heap frozen every "
-        f"{FREEZE_GC:g} s)."
-        if FREEZE_GC
-        else f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms).",
+        f"runs in a process of its own (thread switch interval {SWITCH_INTERVAL * 1000:g} ms"
+        f"{f'; its heap frozen every {FREEZE_GC:g} s' if FREEZE_GC else ''}).",
         "",
         "| devices | run | wall s | ServiceNow calls | per device | storage calls per device | peak MB |",
         "|---|---|---|---|---|---|---|",

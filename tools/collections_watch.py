@@ -1,4 +1,5 @@
-"""How long the cyclic garbage collector's full collections stop a process's threads.
+"""How long the cyclic garbage collector's full collections stop a process's threads, and keeping a heap out
+of them.
 
 A full collection walks every tracked object while it holds the interpreter lock, so its pause grows with the
 heap: a benchmark that measures one request's latency beside a large heap (the ServiceNow emulator's store,
@@ -8,6 +9,7 @@ a sync's rows) counts these pauses with it.
 from __future__ import annotations
 
 import gc
+import threading
 import time
 from collections.abc import MutableMapping
 from typing import Any
@@ -34,3 +36,14 @@ def watch_full_collections(sink: MutableMapping[str, Any]) -> None:
         sink["gc_full_pause_max_ms"] = max(sink.get("gc_full_pause_max_ms", 0), pause)
 
     gc.callbacks.append(observe)
+
+
+def freeze_heap(every: float) -> None:
+    """``gc.freeze()`` every ``every`` seconds: what was allocated by then stays out of the collector's walks."""
+
+    def freeze() -> None:
+        while True:
+            time.sleep(every)
+            gc.freeze()
+
+    threading.Thread(target=freeze, name="gc-freeze", daemon=True).start()

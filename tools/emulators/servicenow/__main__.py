@@ -7,13 +7,10 @@ until Ctrl-C. Faults can be set here or at run time through ``POST /_emulator/fa
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
-import threading
-import time
 from pathlib import Path
 
-from tools.collections_watch import watch_full_collections
+from tools.collections_watch import freeze_heap, watch_full_collections
 from tools.emulators.servicenow.oauth import OAuthClient
 from tools.emulators.servicenow.server import ServiceNowEmulator
 
@@ -36,17 +33,6 @@ def _rate(value: str) -> tuple[int, float]:
         return int(status), float(rate)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected STATUS=RATE such as 503=0.2, got {value!r}") from None
-
-
-def freeze_heap(every: float) -> None:
-    """``gc.freeze()`` every ``every`` seconds: what was allocated by then stays out of the collector's walks."""
-
-    def freeze() -> None:
-        while True:
-            time.sleep(every)
-            gc.freeze()
-
-    threading.Thread(target=freeze, name="gc-freeze", daemon=True).start()
 
 
 def main(argv: list[str] | None = None) -> int:
