@@ -148,9 +148,9 @@ def matches_condition(record: dict[str, str], condition: Condition) -> bool:
     if op == "ISNOTEMPTY":
         return actual != ""
     if op == "IN":
-        return actual in _members(value)
+        return actual in members(value)
     if op == "NOT IN":
-        return actual not in _members(value)
+        return actual not in members(value)
     if op == "LIKE":
         return value.lower() in actual.lower()
     if op == "NOT LIKE":
@@ -164,7 +164,7 @@ def matches_condition(record: dict[str, str], condition: Condition) -> bool:
 
 
 @functools.lru_cache(maxsize=256)
-def _members(value: str) -> frozenset[str]:
+def members(value: str) -> frozenset[str]:
     """An IN list's values, split once per query rather than once per record scanned."""
     return frozenset(value.split(","))
 
