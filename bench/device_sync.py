@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sys
 import tempfile
@@ -40,6 +41,9 @@ def peak_resident_mb() -> float:
 def child(spec: dict[str, Any]) -> None:
     """Run one sync and print its figures (in its own process)."""
     import logging
+
+    if spec.get("nice"):  # before any thread starts: they all take it (bench.device_sync_realistic)
+        os.setpriority(os.PRIO_PROCESS, 0, int(spec["nice"]))
 
     from azure.data.tables import TableServiceClient
 
