@@ -3,7 +3,8 @@ other devices (in its description, and in ``task_ci`` when an action asks), what
 vulnerable to (the description's asset section and the asset placeholders), and its impact by the CI's
 criticality.
 
-The record writer looks an alert's devices up when it writes a new record, and only then (a repeat or a
+The record writer and the group joiner (a group's record, and the group notes timer when it writes one its
+opener left) look an alert's devices up when they write a new record, and only then (a repeat or a
 resolution does not look again): point reads of the index the device sync writes, cached per process
 (:class:`shared.assets.index.AssetDirectory`). The lookup never holds an alert back: a device the sync has not
 seen is a record without a CI whose description says so; an index that cannot be read is a record without a
@@ -15,8 +16,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from shared.alerting.rules import Action
 from shared.assets.index import AssetDirectory, AssetLookupError
@@ -25,6 +27,9 @@ from shared.assets.model import Asset
 from shared.contract.model import AlertMessage
 from shared.defender.model import AlertDevices
 from shared.platform import telemetry
+
+if TYPE_CHECKING:
+    from shared.alerting.ports import RecordStore
 
 logger = logging.getLogger("shared.alerting.assets")
 LOG_SECONDS = 300.0  # an index that cannot be read is logged once in this time, however many alerts meet it
@@ -114,6 +119,25 @@ class AssetLookup:
             self.failed(reason)
             return Lookup(sighting, Involved(named=named), failed=reason)
         return Lookup(sighting, involved)
+
+    def for_record(
+        self, message: AlertMessage, action: Action, details: str, records: RecordStore
+    ) -> AssetFields | None:
+        """What a new record of ``action`` takes from the index (None: the alert names no device); ``details``: the
+        description the asset section joins, ``records``: where the CIs' links point."""
+        lookup = self.find(message)
+        if lookup is None:
+            return None
+        return asset_fields(lookup, action, details, lambda a: f"CI: {records.link(a.ci_class, a.sys_id)}")
+
+    def affect(self, records: RecordStore, sys_id: str, cis: Sequence[str]) -> None:
+        """The record's other CIs in its Affected CIs list, once the record is accounted for: a failure here
+        leaves the list short (counted and logged), never the record unwritten or written twice."""
+        for ci in cis:
+            try:
+                records.affect(sys_id, ci)
+            except Exception as exc:  # the record is written; the list is the lesser part
+                self.failed(f"an Affected CI of {sys_id} was not written: {exc}", "affected_ci_failed")
 
     def failed(self, reason: str, outcome: str = "failed") -> None:
         telemetry.ALERT_ASSETS.add(1, {"outcome": outcome})

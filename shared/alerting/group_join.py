@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 
+from shared.alerting.assets import AssetFields, AssetLookup
 from shared.alerting.failures import classify
 from shared.alerting.groups import Header, group_id, group_record_values, group_value
 from shared.alerting.outcomes import Outcome, observe_latency
@@ -18,10 +19,18 @@ logger = logging.getLogger("shared.alerting.group_join")
 
 
 class GroupJoiner:
-    def __init__(self, groups: GroupPort, records: RecordsFor, clock: Callable[[], datetime]) -> None:
+    def __init__(
+        self,
+        groups: GroupPort,
+        records: RecordsFor,
+        clock: Callable[[], datetime],
+        assets: AssetLookup | None = None,
+    ) -> None:
+        """``assets``: the asset index, when the device sync keeps one (a group's record names its opener's CIs)."""
         self.groups = groups
         self.records = records
         self.clock = clock
+        self.assets = assets
 
     def join(self, alert: PreparedAlert, action: Action) -> Outcome:
         assert action.group is not None
@@ -47,9 +56,12 @@ class GroupJoiner:
         return self._write(alert, action, opened, value)
 
     def _write(self, alert: PreparedAlert, action: Action, opened: Header, value: str) -> Outcome:
+        assets: AssetFields | None = None
         try:
             records = self.records(action.connection, alert.priority)
-            record = records.create(action.table, group_record_values(alert, action, opened))
+            if self.assets is not None:
+                assets = self.assets.for_record(alert.message, action, alert.values["details"], records)
+            record = records.create(action.table, group_record_values(alert, action, opened, assets))
         except Exception as exc:
             failure = classify(exc)
             # The alert is accounted for already: the group notes timer writes the record (looking it up first
@@ -61,4 +73,6 @@ class GroupJoiner:
             return Outcome(action.name, "grouped")
         self.groups.created(opened, record["sys_id"], record.get("number", ""))
         observe_latency(alert.message, action.name, self.clock())
+        if self.assets is not None and assets is not None and assets.affected:
+            self.assets.affect(records, record["sys_id"], assets.affected)
         return Outcome(action.name, "group_opened", record["sys_id"], record.get("number", ""))

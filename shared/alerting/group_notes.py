@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from shared.alerting.assets import AssetLookup
 from shared.alerting.failures import classify
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
 from shared.alerting.records import CORRELATION_DISPLAY, prepare
@@ -72,10 +73,13 @@ class GroupNotes:
         per_note: int = PER_NOTE,
         grace: timedelta = GRACE,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        assets: AssetLookup | None = None,
     ) -> None:
+        """``assets``: the asset index, when the device sync keeps one (a group's record names its opener's CIs)."""
         self.book = book
         self.rules = rules
         self.clients = clients
+        self.assets = assets
         self.per_note = per_note
         self.grace = grace
         self.clock = clock
@@ -165,12 +169,17 @@ class GroupNotes:
             except InvalidMessageError as exc:
                 logger.error("alert group %r: its first alert cannot be read again: %s", header.value, exc.reason)
                 return None
+            opener, assets = prepare(message), None
             try:
-                found = records.create(header.table, group_record_values(prepare(message), action, taken))
+                if self.assets is not None:
+                    assets = self.assets.for_record(message, action, opener.values["details"], records)
+                found = records.create(header.table, group_record_values(opener, action, taken, assets))
             except Exception as exc:
                 failure = classify(exc)
                 self.book.unwritten(taken, maybe_written=failure is None or failure.maybe_written)
                 raise
+            if self.assets is not None and assets is not None and assets.affected:
+                self.assets.affect(records, found["sys_id"], assets.affected)
         created = self.book.created(taken, found["sys_id"], found.get("number", ""))
         if created is not None:
             report.records += 1

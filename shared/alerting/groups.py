@@ -31,6 +31,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
 
+from shared.alerting.assets import AssetFields
 from shared.alerting.claims import REQUIRED, ClaimState, Columns, claim_columns, stale
 from shared.alerting.records import PreparedAlert, fields_for
 from shared.alerting.rules import Action, Grouping
@@ -57,10 +58,13 @@ def group_correlation_id(gid: str, generation: int) -> str:
     return f"dfiot:group:{gid}:{generation}"
 
 
-def group_record_values(alert: PreparedAlert, action: Action, header: Header) -> dict[str, Any]:
-    """The group's record: the first alert's, under the group's correlation id, saying what it groups."""
+def group_record_values(
+    alert: PreparedAlert, action: Action, header: Header, assets: AssetFields | None = None
+) -> dict[str, Any]:
+    """The group's record: the first alert's (its CI and asset section too, ``assets``), under the group's
+    correlation id, saying what it groups."""
     assert action.group is not None
-    fields = fields_for(alert, action)
+    fields = fields_for(alert, action, 0, assets)
     fields["correlation_id"] = header.correlation_id
     about = (
         f"Alert group: {action.group.key} = {header.value}, for {action.group.window_minutes:g} minutes from "

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from shared.alerting.assets import AssetFields, AssetLookup, asset_fields
+from shared.alerting.assets import AssetFields, AssetLookup
 from shared.alerting.failures import DeferError, classify
 from shared.alerting.ledger import Entry
 from shared.alerting.outcomes import BUSY_RETRY_SECONDS, Operation, Outcome, observe_latency
@@ -87,25 +87,12 @@ class RecordWriter:
         )
         if operation != "recovered":  # a recovered record was written by an earlier attempt, at a time unknown
             observe_latency(alert.message, action.name, self.clock())
-        if assets is not None and assets.affected:
-            self._affect(records, record["sys_id"], assets.affected)
+        if self.assets is not None and assets is not None and assets.affected:
+            self.assets.affect(records, record["sys_id"], assets.affected)
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
 
     def _assets(self, alert: PreparedAlert, action: Action, records: RecordStore) -> AssetFields | None:
         """What the asset index says of the alert's devices, looked up for a new record only."""
-        lookup = self.assets.find(alert.message) if self.assets is not None else None
-        if lookup is None:
+        if self.assets is None:
             return None
-        return asset_fields(
-            lookup, action, alert.values["details"], lambda a: f"CI: {records.link(a.ci_class, a.sys_id)}"
-        )
-
-    def _affect(self, records: RecordStore, sys_id: str, cis: tuple[str, ...]) -> None:
-        """The record's other CIs in its Affected CIs list, after the record is in the ledger: a failure here
-        leaves the list short (counted and logged), never the record unwritten or written twice."""
-        for ci in cis:
-            try:
-                records.affect(sys_id, ci)
-            except Exception as exc:  # the record is written; the list is the lesser part
-                assert self.assets is not None
-                self.assets.failed(f"an Affected CI of {sys_id} was not written: {exc}", "affected_ci_failed")
+        return self.assets.for_record(alert.message, action, alert.values["details"], records)

@@ -30,7 +30,7 @@ class Router:
     ) -> None:
         self.rules = rules
         self.writer = RecordWriter(ledger, records, clock, assets)
-        self.joiner = GroupJoiner(groups, records, clock)
+        self.joiner = GroupJoiner(groups, records, clock, assets)
         self.resolver = Resolver(ledger, records)
 
     def route(self, alert: PreparedAlert, delivery_id: str, deadline: Deadline) -> Result:

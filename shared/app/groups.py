@@ -12,6 +12,7 @@ from shared.alerting.group_notes import GroupNotes, NotesReport
 from shared.alerting.groups import GroupBook
 from shared.alerting.poison import poison_queue_name
 from shared.app import ProcessSingleton, board_for, budget_for, forwarding_table, secret_store, servicenow_client
+from shared.app.forwarding import asset_lookup
 from shared.app.rules import rules_source
 from shared.platform.storage import queue_service
 from shared.platform.times import Deadline
@@ -27,6 +28,7 @@ def build_group_notes(settings: Settings) -> GroupNotes:
         book,
         rules_source(settings),
         {c.name: servicenow_client(c, secrets, settings.http, budget_for(settings, c)) for c in settings.connections},
+        assets=asset_lookup(settings),
     )
 
 

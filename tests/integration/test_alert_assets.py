@@ -56,6 +56,13 @@ ACTIONS: list[dict[str, Any]] = [
         "affected_cis": True,
         "impact_from_criticality": {"high": 1, "Low": 3},
     },
+    {
+        "name": "storm",
+        "connection": "default",
+        "report": "incident",
+        "affected_cis": True,
+        "group": {"key": "{sensor}:{title}", "window_minutes": 60},
+    },
 ]
 
 
@@ -268,6 +275,34 @@ def test_affected_cis_and_the_impact_from_criticality(world: Callable[..., World
     rows = w.stack.servicenow.store.all("task_ci")
     assert [(r["task"], r["ci_item"]) for r in rows] == [(record["sys_id"], hmi.sys_id)]
     assert w.stack.forwarder.clients["default"].stats.calls - calls == 2  # the record, and one task_ci row
+
+
+def test_a_group_record_names_the_cis_of_the_alert_that_opened_it(world: Callable[..., World]) -> None:
+    w = world("storm")
+    plc = w.sync("line-3", device("9", "10.1.0.9"))
+    hmi = w.sync("line-3", device("5", "10.1.0.5", kind="HMI"), "cmdb_ci_ot_supervisory")
+    origin = {"source": "line-3", "devices": {"source": "5", "destination": "9"}}
+    assert [o.operation for o in w.stack.handle(sent(origin)).outcomes] == ["group_opened"]
+    assert [o.operation for o in w.stack.handle(sent(origin)).outcomes] == ["grouped"]  # a work note's, later
+    record = w.record()
+    assert record["cmdb_ci"] == plc.sys_id
+    assert "Alert group:" in record["description"] and "Source: HMI-5 (cmdb_ci_ot_supervisory)" in record["description"]
+    rows = w.stack.servicenow.store.all("task_ci")
+    assert [(r["task"], r["ci_item"]) for r in rows] == [(record["sys_id"], hmi.sys_id)]
+
+
+def test_a_group_record_the_notes_timer_writes_for_its_opener_names_its_cis_too(world: Callable[..., World]) -> None:
+    w = world("storm")
+    plc = w.sync("line-3", device("9", "10.1.0.9"))
+    hmi = w.sync("line-3", device("5", "10.1.0.5", kind="HMI"), "cmdb_ci_ot_supervisory")
+    w.stack.servicenow.faults.configure({"fail_next": [{"status": 400, "count": 1}]})  # the opener's write refused
+    w.stack.handle(sent({"source": "line-3", "devices": {"source": "5", "destination": "9"}}))
+    assert w.stack.records() == []
+    assert w.stack.notes().records == 1
+    record = w.record()
+    assert record["cmdb_ci"] == plc.sys_id and "Destination: PLC-9" in record["description"]
+    rows = w.stack.servicenow.store.all("task_ci")
+    assert [(r["task"], r["ci_item"]) for r in rows] == [(record["sys_id"], hmi.sys_id)]
 
 
 def test_a_cloud_alert_taken_in_from_resource_graph_names_its_destination_device(
