@@ -147,8 +147,9 @@ def read_board(table: TableClient, now: float) -> BoardView:
 def _read(
     table: TableClient, now: float, live: set[str], totals: dict[str, int], tallies: list[Any] | None = None
 ) -> tuple[set[str], dict[str, float], dict[str, int], list[str]]:
-    """The live instances, the pauses, this hour's requests of the live instances per connection, and the rows
-    past STALE_SECONDS; into ``tallies``, the outcome tallies of the rows seen within the last hour's window."""
+    """The live instances, the pauses, this hour's requests per connection of every instance (one stopped since
+    made them too: an hourly limit counts them), and the rows past STALE_SECONDS; into ``tallies``, the outcome
+    tallies of the rows seen within the last hour's window."""
     paused: dict[str, float] = {}
     stale: list[str] = []
     for row in table.query_entities("PartitionKey eq @pk", parameters={"pk": PARTITION}):
@@ -158,13 +159,14 @@ def _read(
             paused[name] = float(row.get("until", 0))
         elif kind != "instance":
             continue
-        elif now - seen < LIVE_SECONDS:
-            live.add(name)
+        else:
+            if now - seen < LIVE_SECONDS:
+                live.add(name)
+            elif now - seen > STALE_SECONDS:
+                stale.append(row["RowKey"])
             if int(row.get("hour", -1)) == hour_of(now):
                 for connection, count in _counts(row.get("used")).items():
                     totals[connection] = totals.get(connection, 0) + count
-        elif now - seen > STALE_SECONDS:
-            stale.append(row["RowKey"])
         if kind == "instance" and tallies is not None and seen >= outcomes.window_start(now):
             tallies.append(row.get("outcomes"))
     return live, paused, totals, stale

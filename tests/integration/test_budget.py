@@ -153,3 +153,19 @@ def test_a_connections_count_from_the_last_hour_is_not_carried_into_this_one(azu
     moment[0] += 6
     view = board.sync({"busy": 1})  # the idle connection's budget has not synced since the hour turned
     assert view.used_this_hour == {"idle": 0, "busy": 1}
+
+
+def test_an_instance_stopped_this_hour_still_counts_against_the_hourly_limit(azurite: Azurite) -> None:
+    """Scale-in: the requests a stopped instance made this hour were made; the live ones must not spend them
+    again (ServiceNow's rate limit counts per hour, not per instance)."""
+    from azure.data.tables import TableClient
+
+    from shared.platform.budget_board import LIVE_SECONDS, TableBudgetBoard
+
+    table = TableClient.from_connection_string(azurite.connection_string, f"board{uuid.uuid4().hex[:10]}")
+    moment = [3600.0 * 500_000 + 60]
+    TableBudgetBoard(table, "gone", clock=lambda: moment[0]).sync({"sn": 40})
+    moment[0] += LIVE_SECONDS + 1  # its heartbeat too old: no longer a live instance, still this hour
+    view = TableBudgetBoard(table, "left", clock=lambda: moment[0]).sync({"sn": 2})
+    assert view.instances == 1  # the share goes to the live one
+    assert view.used_this_hour == {"sn": 42}  # and the hour's count keeps what the stopped one spent
