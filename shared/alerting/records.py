@@ -10,7 +10,6 @@ application" report) write every alert detail into the action's table through it
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -201,8 +200,3 @@ def fields_for(
         record["impact"] = str(assets.impact)
     record.update(common)
     return record
-
-
-def raw_alert_json(message: AlertMessage) -> str:
-    """The message as received (for a work note or an attachment), stable and readable."""
-    return json.dumps(message.raw, indent=2, sort_keys=True, default=str)
