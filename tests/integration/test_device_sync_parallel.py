@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 
 from shared.app import servicenow_client
@@ -36,7 +37,7 @@ from tests.conftest import SN_PASSWORD, SN_USER
 from tools.emulators.console import ConsoleEmulator, generate
 from tools.emulators.servicenow import ServiceNowEmulator
 from tools.emulators.servicenow.store import OT_CLASSES
-from tools.stack.azurite import Azurite
+from tools.stack.azurite import Azurite, start_azurite
 
 pytestmark = pytest.mark.integration
 TOKEN = "Console-Token-2727"
@@ -175,6 +176,7 @@ def test_a_short_deadline_holds_with_parallel_writes(
 
 CHILD = """
 import json, sys
+from azure.core.exceptions import AzureError
 from azure.data.tables import TableServiceClient
 from shared.app import servicenow_client
 from shared.defender.console import ConsoleClient
@@ -231,6 +233,58 @@ def test_a_sync_killed_mid_run_loses_nothing_and_duplicates_nothing(
     assert len(in_cmdb(servicenow)) == DEVICES and confirmed(sync) == in_cmdb(servicenow)
     assert max(devices_by_key(servicenow).values()) == 1  # every CI once, by its source native key
     assert len(servicenow.store.all("cmdb_ci_nids")) == 4
+
+
+def test_storage_lost_mid_sync_leaves_the_state_within_what_servicenow_confirmed(
+    console: ConsoleEmulator, servicenow: ServiceNowEmulator, tmp_path: Path
+) -> None:
+    """The sync's storage goes away part-way (its Azurite stopped, its files kept): the run ends failed, no
+    state row claims a CI ServiceNow does not have, and once storage is back the next run completes the rest,
+    each CI once."""
+    servicenow.ire_cost.configure({"payload_ms": 100})
+    place, table = tmp_path / "azurite", f"sync{uuid.uuid4().hex[:12]}"
+
+    def sync_on(storage: Azurite) -> DeviceSync:
+        tables = TableServiceClient.from_connection_string(storage.connection_string, retry_total=0)
+        http = HttpSettings(connect_timeout=2, read_timeout=5, retry_budget_seconds=1, max_attempts=2)
+        reader = ConsoleClient.connect(console.url, lambda: Secret(TOKEN), http, ca_bundle=console.ca_pem, page_size=10)
+        settings = DeviceSyncSettings(batch_size=3, page_size=10, concurrency=4)
+        sync = DeviceSync(settings, reader, client_for(servicenow), SyncState(tables.get_table_client(table)))
+        sync.save_every = 10  # checkpoints within 60 devices: the first one after the loss stops the run
+        return sync
+
+    storage = start_azurite(location=place)
+    ports = (storage.blob_port, storage.queue_port, storage.table_port)
+    try:
+        sync = sync_on(storage)
+
+        def pull_the_plug() -> None:
+            give_up = time.monotonic() + 60
+            while len(in_cmdb(servicenow)) < 15 and time.monotonic() < give_up:
+                time.sleep(0.02)
+            storage.stop()
+
+        plug = threading.Thread(target=pull_the_plug)
+        plug.start()
+        try:
+            failed: SyncStatus | None = sync.run()
+        except AzureError:  # the run's own status could not be stored either
+            failed = None
+        plug.join()
+        assert failed is None or failed.error, failed
+        assert 0 < len(in_cmdb(servicenow)) < DEVICES, "storage went away too late to test anything"
+    finally:
+        storage.stop()
+    storage = start_azurite(*ports, location=place)
+    try:
+        resumed = sync_on(storage)
+        assert set(confirmed(resumed)) <= set(in_cmdb(servicenow))  # never more than ServiceNow confirmed
+        status = resumed.run()
+        assert status.error == "" and status.counts.errors == 0
+        assert len(in_cmdb(servicenow)) == DEVICES and confirmed(resumed) == in_cmdb(servicenow)
+        assert max(devices_by_key(servicenow).values()) == 1
+    finally:
+        storage.stop()
 
 
 def test_alerts_keep_their_share_while_a_sync_fills_the_instance(
