@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from shared.alerting.rules import Action
 from shared.assets.index import AssetDirectory, AssetLookupError
@@ -27,9 +26,6 @@ from shared.assets.model import Asset
 from shared.contract.model import AlertMessage
 from shared.defender.model import AlertDevices
 from shared.platform import telemetry
-
-if TYPE_CHECKING:
-    from shared.alerting.ports import RecordStore
 
 logger = logging.getLogger("shared.alerting.assets")
 LOG_SECONDS = 300.0  # an index that cannot be read is logged once in this time, however many alerts meet it
@@ -121,21 +117,21 @@ class AssetLookup:
         return Lookup(sighting, involved)
 
     def for_record(
-        self, message: AlertMessage, action: Action, details: str, records: RecordStore
+        self, message: AlertMessage, action: Action, details: str, link: Callable[[str, str], str]
     ) -> AssetFields | None:
         """What a new record of ``action`` takes from the index (None: the alert names no device); ``details``: the
-        description the asset section joins, ``records``: where the CIs' links point."""
+        description the asset section joins, ``link``: a CI's (class, sys_id) → its address on the instance."""
         lookup = self.find(message)
         if lookup is None:
             return None
-        return asset_fields(lookup, action, details, lambda a: f"CI: {records.link(a.ci_class, a.sys_id)}")
+        return asset_fields(lookup, action, details, lambda a: f"CI: {link(a.ci_class, a.sys_id)}")
 
-    def affect(self, records: RecordStore, sys_id: str, cis: Sequence[str]) -> None:
-        """The record's other CIs in its Affected CIs list, once the record is accounted for: a failure here
-        leaves the list short (counted and logged), never the record unwritten or written twice."""
+    def affect(self, affect: Callable[[str, str], object], sys_id: str, cis: Sequence[str]) -> None:
+        """The record's other CIs in its Affected CIs list (``affect(record, ci)``), once the record is accounted
+        for: a failure here leaves the list short (counted and logged), never the record unwritten or twice."""
         for ci in cis:
             try:
-                records.affect(sys_id, ci)
+                affect(sys_id, ci)
             except Exception as exc:  # the record is written; the list is the lesser part
                 self.failed(f"an Affected CI of {sys_id} was not written: {exc}", "affected_ci_failed")
 

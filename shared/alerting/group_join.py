@@ -60,7 +60,7 @@ class GroupJoiner:
         try:
             records = self.records(action.connection, alert.priority)
             if self.assets is not None:
-                assets = self.assets.for_record(alert.message, action, alert.values["details"], records)
+                assets = self.assets.for_record(alert.message, action, alert.values["details"], records.link)
             record = records.create(action.table, group_record_values(alert, action, opened, assets))
         except Exception as exc:
             failure = classify(exc)
@@ -74,5 +74,5 @@ class GroupJoiner:
         self.groups.created(opened, record["sys_id"], record.get("number", ""))
         observe_latency(alert.message, action.name, self.clock())
         if self.assets is not None and assets is not None and assets.affected:
-            self.assets.affect(records, record["sys_id"], assets.affected)
+            self.assets.affect(records.affect, record["sys_id"], assets.affected)
         return Outcome(action.name, "group_opened", record["sys_id"], record.get("number", ""))

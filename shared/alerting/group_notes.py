@@ -172,14 +172,14 @@ class GroupNotes:
             opener, assets = prepare(message), None
             try:
                 if self.assets is not None:
-                    assets = self.assets.for_record(message, action, opener.values["details"], records)
+                    assets = self.assets.for_record(message, action, opener.values["details"], records.link)
                 found = records.create(header.table, group_record_values(opener, action, taken, assets))
             except Exception as exc:
                 failure = classify(exc)
                 self.book.unwritten(taken, maybe_written=failure is None or failure.maybe_written)
                 raise
             if self.assets is not None and assets is not None and assets.affected:
-                self.assets.affect(records, found["sys_id"], assets.affected)
+                self.assets.affect(records.affect, found["sys_id"], assets.affected)
         created = self.book.created(taken, found["sys_id"], found.get("number", ""))
         if created is not None:
             report.records += 1

@@ -88,11 +88,11 @@ class RecordWriter:
         if operation != "recovered":  # a recovered record was written by an earlier attempt, at a time unknown
             observe_latency(alert.message, action.name, self.clock())
         if self.assets is not None and assets is not None and assets.affected:
-            self.assets.affect(records, record["sys_id"], assets.affected)
+            self.assets.affect(records.affect, record["sys_id"], assets.affected)
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
 
     def _assets(self, alert: PreparedAlert, action: Action, records: RecordStore) -> AssetFields | None:
         """What the asset index says of the alert's devices, looked up for a new record only."""
         if self.assets is None:
             return None
-        return self.assets.for_record(alert.message, action, alert.values["details"], records)
+        return self.assets.for_record(alert.message, action, alert.values["details"], records.link)
