@@ -23,9 +23,14 @@ class Indexing(SyncBase):
         if self.index is None or self.state.watermark(INDEXED):
             return False
         if first:
-            self.state.set_watermark(INDEXED, int(now.timestamp() * 1000))
+            self.index_complete(now)
             return False
         return True
+
+    def index_complete(self, since: datetime) -> None:
+        """The asset index holds every device of the scope from ``since`` (a backfill read whole, or a first
+        sync begun then): no backfill is due again."""
+        self.state.set_watermark(INDEXED, int(since.timestamp() * 1000))
 
     def devices_confirmed(self, chunk: Sequence[Device], rows: Sequence[dict[str, Any]]) -> None:
         """Each device ServiceNow confirmed, by its CI: put overwrites, so a device the IRE re-identified

@@ -40,7 +40,7 @@ from shared.defender.rest import DefenderApiError
 from shared.devices.base import StoppedError, SyncProgress, chunks
 from shared.devices.cmdb import DETECTS, content_hash, device_hash, device_items, identity_item, owned, sensor_item
 from shared.devices.cves import Cves
-from shared.devices.indexing import INDEXED, Indexing
+from shared.devices.indexing import Indexing
 from shared.devices.links import Links
 from shared.devices.references import References
 from shared.devices.settings import DeviceSyncSettings
@@ -95,7 +95,7 @@ class DeviceSync(Indexing, Links, Cves):
                     self.rows.load(kind)
             seen = self._devices(status.counts, whole, backfill)
             if backfill:  # read whole without a stop: every device ServiceNow has is in the index now
-                self.state.set_watermark(INDEXED, int(started.timestamp() * 1000))
+                self.index_complete(started)
             if capabilities.connections:
                 self.connections(status.counts)
             if capabilities.deletions == "feed":
