@@ -271,19 +271,9 @@ def test_sync_commands_run_and_show_status(
 ) -> None:
     from shared.cli import main
     from shared.settings import get_settings
-    from tests.support.settings import app_settings
+    from tests.support.settings import console_sync_settings
 
-    environ = app_settings(
-        azurite.connection_string,
-        servicenow.url,
-        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
-        SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
-        DEVICE_SYNC_ENABLED="true",
-        CONSOLE_URL=console.url,
-        CONSOLE_CA_BUNDLE=str(console.ca_pem),
-        DEFENDER_CONSOLE_API_TOKEN=TOKEN,
-        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
-    )
+    environ = console_sync_settings(azurite.connection_string, servicenow, console, TOKEN, SN_PASSWORD)
     for name, value in environ.items():
         monkeypatch.setenv(name, value)
     get_settings.cache_clear()

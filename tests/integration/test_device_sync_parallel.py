@@ -329,18 +329,14 @@ def test_ctrl_c_in_sync_run_stops_cleanly_and_the_next_run_resumes(
 ) -> None:
     from shared.cli import main
     from shared.settings import get_settings
-    from tests.support.settings import app_settings
+    from tests.support.settings import console_sync_settings
 
-    environ = app_settings(
+    environ = console_sync_settings(
         azurite.connection_string,
-        servicenow.url,
-        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
-        SERVICENOW_DEFAULT_PASSWORD=SN_PASSWORD,
-        DEVICE_SYNC_ENABLED="true",
-        CONSOLE_URL=console.url,
-        CONSOLE_CA_BUNDLE=str(console.ca_pem),
-        DEFENDER_CONSOLE_API_TOKEN=TOKEN,
-        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+        servicenow,
+        console,
+        TOKEN,
+        SN_PASSWORD,
         DEVICE_SYNC_BATCH_SIZE="3",
         DEVICE_SYNC_PAGE_SIZE="10",
         DEVICE_SYNC_CONCURRENCY="4",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 
 def app_settings(storage: str, instance_url: str = "https://x.service-now.com", **overrides: str) -> dict[str, str]:
@@ -21,3 +22,22 @@ def app_settings(storage: str, instance_url: str = "https://x.service-now.com", 
         "FORWARDING_RULES_CHECK_SECONDS": "0",  # tests change the rules and expect them at once
         **overrides,
     }
+
+
+def console_sync_settings(
+    storage: str, servicenow: Any, console: Any, token: str, password: str, **overrides: str
+) -> dict[str, str]:
+    """The settings ``sync run`` and ``sync status`` read in a test: the console emulator as the device sync's
+    source, the ServiceNow emulator signed in with ``password``, a state table of the test's own."""
+    return app_settings(
+        storage,
+        servicenow.url,
+        SERVICENOW_CA_BUNDLE=str(servicenow.ca_pem),
+        SERVICENOW_DEFAULT_PASSWORD=password,
+        DEVICE_SYNC_ENABLED="true",
+        CONSOLE_URL=console.url,
+        CONSOLE_CA_BUNDLE=str(console.ca_pem),
+        DEFENDER_CONSOLE_API_TOKEN=token,
+        DEVICE_SYNC_STATE_TABLE=f"sync{uuid.uuid4().hex[:12]}",
+        **overrides,
+    )
