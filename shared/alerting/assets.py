@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from shared.alerting.rules import Action
@@ -126,10 +126,11 @@ class AssetLookup:
             return None
         return asset_fields(lookup, action, details, lambda a: f"CI: {link(a.ci_class, a.sys_id)}")
 
-    def affect(self, affect: Callable[[str, str], object], sys_id: str, cis: Sequence[str]) -> None:
-        """The record's other CIs in its Affected CIs list (``affect(record, ci)``), once the record is accounted
-        for: a failure here leaves the list short (counted and logged), never the record unwritten or twice."""
-        for ci in cis:
+    def affect(self, affect: Callable[[str, str], object], sys_id: str, fields: AssetFields | None) -> None:
+        """The record's other CIs (``fields.affected``, from :meth:`for_record`) in its Affected CIs list
+        (``affect(record, ci)``), once the record is accounted for: a failure here leaves the list short (counted
+        and logged), never the record unwritten or twice."""
+        for ci in fields.affected if fields is not None else ():
             try:
                 affect(sys_id, ci)
             except Exception as exc:  # the record is written; the list is the lesser part

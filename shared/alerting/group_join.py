@@ -73,6 +73,6 @@ class GroupJoiner:
             return Outcome(action.name, "grouped")
         self.groups.created(opened, record["sys_id"], record.get("number", ""))
         observe_latency(alert.message, action.name, self.clock())
-        if self.assets is not None and assets is not None and assets.affected:
-            self.assets.affect(records.affect, record["sys_id"], assets.affected)
+        if self.assets is not None:
+            self.assets.affect(records.affect, record["sys_id"], assets)
         return Outcome(action.name, "group_opened", record["sys_id"], record.get("number", ""))

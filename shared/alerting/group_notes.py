@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from shared.alerting.assets import AssetLookup
+from shared.alerting.assets import AssetFields, AssetLookup
 from shared.alerting.failures import classify
 from shared.alerting.groups import GroupBook, Header, Member, group_record_values
 from shared.alerting.records import CORRELATION_DISPLAY, prepare
@@ -169,7 +169,8 @@ class GroupNotes:
             except InvalidMessageError as exc:
                 logger.error("alert group %r: its first alert cannot be read again: %s", header.value, exc.reason)
                 return None
-            opener, assets = prepare(message), None
+            opener = prepare(message)
+            assets: AssetFields | None = None
             try:
                 if self.assets is not None:
                     assets = self.assets.for_record(message, action, opener.values["details"], records.link)
@@ -178,8 +179,8 @@ class GroupNotes:
                 failure = classify(exc)
                 self.book.unwritten(taken, maybe_written=failure is None or failure.maybe_written)
                 raise
-            if self.assets is not None and assets is not None and assets.affected:
-                self.assets.affect(records.affect, found["sys_id"], assets.affected)
+            if self.assets is not None:
+                self.assets.affect(records.affect, found["sys_id"], assets)
         created = self.book.created(taken, found["sys_id"], found.get("number", ""))
         if created is not None:
             report.records += 1

@@ -87,8 +87,8 @@ class RecordWriter:
         )
         if operation != "recovered":  # a recovered record was written by an earlier attempt, at a time unknown
             observe_latency(alert.message, action.name, self.clock())
-        if self.assets is not None and assets is not None and assets.affected:
-            self.assets.affect(records.affect, record["sys_id"], assets.affected)
+        if self.assets is not None:
+            self.assets.affect(records.affect, record["sys_id"], assets)
         return Outcome(action.name, operation, record["sys_id"], record.get("number", ""))
 
     def _assets(self, alert: PreparedAlert, action: Action, records: RecordStore) -> AssetFields | None:
