@@ -157,17 +157,16 @@ def _read(
         seen = float(row.get("seen", 0))
         if kind == "pause":
             paused[name] = float(row.get("until", 0))
-        elif kind != "instance":
+        if kind != "instance":
             continue
-        else:
-            if now - seen < LIVE_SECONDS:
-                live.add(name)
-            elif now - seen > STALE_SECONDS:
-                stale.append(row["RowKey"])
-            if int(row.get("hour", -1)) == hour_of(now):
-                for connection, count in _counts(row.get("used")).items():
-                    totals[connection] = totals.get(connection, 0) + count
-        if kind == "instance" and tallies is not None and seen >= outcomes.window_start(now):
+        if now - seen < LIVE_SECONDS:
+            live.add(name)
+        elif now - seen > STALE_SECONDS:
+            stale.append(row["RowKey"])
+        if int(row.get("hour", -1)) == hour_of(now):
+            for connection, count in _counts(row.get("used")).items():
+                totals[connection] = totals.get(connection, 0) + count
+        if tallies is not None and seen >= outcomes.window_start(now):
             tallies.append(row.get("outcomes"))
     return live, paused, totals, stale
 
